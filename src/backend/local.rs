@@ -1,0 +1,237 @@
+//! The local filesystem backend: disks and NAS mounts.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use super::{Backend, Entry, FileType};
+use crate::error::{Error, IoContext, Result};
+
+pub struct LocalBackend {
+    root: PathBuf,
+}
+
+const TMP_PREFIX: &str = ".tmp-";
+
+impl LocalBackend {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Packs are spread over 256 subdirectories by their first two hex digits.
+    pub fn path(&self, t: FileType, name: &str) -> PathBuf {
+        match t {
+            FileType::Config => self.root.join("config"),
+            FileType::Pack => {
+                let sub = name.get(..2).unwrap_or("00");
+                self.root.join("data").join(sub).join(name)
+            }
+            _ => self.root.join(t.dir()).join(name),
+        }
+    }
+
+    fn check_name(t: FileType, name: &str) -> Result<()> {
+        let ok = match t {
+            FileType::Config => name == "config",
+            _ => name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit()),
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::invalid(format!("{name:?} is not a valid name for a {t:?} file")))
+        }
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).at(dir)
+}
+
+impl Backend for LocalBackend {
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn create(&self) -> Result<()> {
+        match fs::read_dir(&self.root) {
+            Ok(mut entries) => {
+                if entries.next().is_some() {
+                    return Err(Error::RepositoryExists(self.location()));
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir_all(&self.root).at(&self.root)?;
+            }
+            Err(e) => return Err(Error::io(&self.root, e)),
+        }
+        for t in FileType::all() {
+            if t != FileType::Config {
+                let d = self.root.join(t.dir());
+                fs::create_dir(&d).at(&d)?;
+            }
+        }
+        for i in 0..=255u8 {
+            let d = self.root.join("data").join(hex::encode([i]));
+            fs::create_dir(&d).at(&d)?;
+        }
+        sync_dir(&self.root.join("data"))?;
+        sync_dir(&self.root)
+    }
+
+    fn is_repository(&self) -> Result<bool> {
+        let p = self.path(FileType::Config, "config");
+        match fs::symlink_metadata(&p) {
+            Ok(m) => Ok(m.is_file()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::io(p, e)),
+        }
+    }
+
+    fn list(&self, t: FileType) -> Result<Vec<Entry>> {
+        let mut out = Vec::new();
+        let mut scan = |dir: &Path| -> Result<()> {
+            let rd = match fs::read_dir(dir) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(Error::io(dir, e)),
+            };
+            for entry in rd {
+                let entry = entry.at(dir)?;
+                let name = entry.file_name();
+                let Some(name) = name.to_str() else { continue };
+                if name.starts_with(TMP_PREFIX) {
+                    continue;
+                }
+                let meta = entry.metadata().at(entry.path())?;
+                if meta.is_file() {
+                    out.push(Entry {
+                        name: name.to_string(),
+                        size: meta.len(),
+                    });
+                }
+            }
+            Ok(())
+        };
+        match t {
+            FileType::Config => {
+                if self.is_repository()? {
+                    let p = self.path(t, "config");
+                    let size = fs::metadata(&p).at(&p)?.len();
+                    out.push(Entry {
+                        name: "config".into(),
+                        size,
+                    });
+                }
+            }
+            FileType::Pack => {
+                let data = self.root.join("data");
+                let rd = fs::read_dir(&data).at(&data)?;
+                for sub in rd {
+                    let sub = sub.at(&data)?;
+                    if sub.file_type().at(sub.path())?.is_dir() {
+                        scan(&sub.path())?;
+                    }
+                }
+            }
+            _ => scan(&self.root.join(t.dir()))?,
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    fn read(&self, t: FileType, name: &str, max_len: u64) -> Result<Vec<u8>> {
+        Self::check_name(t, name)?;
+        let p = self.path(t, name);
+        let f = File::open(&p).at(&p)?;
+        let len = f.metadata().at(&p)?.len();
+        if len > max_len {
+            return Err(Error::corrupt(
+                p.display().to_string(),
+                format!("{len} bytes is larger than the {max_len} bytes such a file may have"),
+            ));
+        }
+        let mut buf = Vec::with_capacity(len as usize);
+        f.take(max_len).read_to_end(&mut buf).at(&p)?;
+        Ok(buf)
+    }
+
+    fn read_range(&self, t: FileType, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        Self::check_name(t, name)?;
+        let p = self.path(t, name);
+        let f = File::open(&p).at(&p)?;
+        let size = f.metadata().at(&p)?.len();
+        let end = offset.checked_add(len);
+        if end.is_none_or(|end| end > size) {
+            return Err(Error::corrupt(
+                p.display().to_string(),
+                format!("range {offset}+{len} is past the end of the {size}-byte file"),
+            ));
+        }
+        let mut buf = vec![0u8; len as usize];
+        f.read_exact_at(&mut buf, offset).at(&p)?;
+        Ok(buf)
+    }
+
+    fn write(&self, t: FileType, name: &str, data: &[u8]) -> Result<()> {
+        Self::check_name(t, name)?;
+        let dest = self.path(t, name);
+        let dir = dest.parent().unwrap_or(&self.root).to_path_buf();
+        if !dir.is_dir() {
+            fs::create_dir_all(&dir).at(&dir)?;
+        }
+        let rnd: [u8; 8] = crate::crypto::random_array()?;
+        let tmp = dir.join(format!("{TMP_PREFIX}{}", hex::encode(rnd)));
+        let result = (|| -> Result<()> {
+            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp).at(&tmp)?;
+            f.write_all(data).at(&tmp)?;
+            f.sync_all().at(&tmp)?;
+            drop(f);
+            fs::rename(&tmp, &dest).at(&dest)?;
+            sync_dir(&dir)
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    fn remove(&self, t: FileType, name: &str) -> Result<()> {
+        Self::check_name(t, name)?;
+        let p = self.path(t, name);
+        fs::remove_file(&p).at(&p)?;
+        if let Some(dir) = p.parent() {
+            sync_dir(dir)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_read_list_remove() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = LocalBackend::new(dir.path().join("repo"));
+        b.create().unwrap();
+        assert!(b.create().is_err(), "create on an existing layout must fail");
+        let name = "ab".repeat(32);
+        b.write(FileType::Pack, &name, b"hello world").unwrap();
+        assert_eq!(b.read(FileType::Pack, &name, 100).unwrap(), b"hello world");
+        assert!(b.read(FileType::Pack, &name, 5).is_err());
+        assert_eq!(b.read_range(FileType::Pack, &name, 6, 5).unwrap(), b"world");
+        assert!(b.read_range(FileType::Pack, &name, 6, 6).is_err());
+        assert!(b.read_range(FileType::Pack, &name, u64::MAX, 2).is_err());
+        let listed = b.list(FileType::Pack).unwrap();
+        assert_eq!(listed, vec![Entry { name: name.clone(), size: 11 }]);
+        assert!(b.read(FileType::Pack, "../../etc/passwd", 100).is_err());
+        b.remove(FileType::Pack, &name).unwrap();
+        assert!(b.list(FileType::Pack).unwrap().is_empty());
+    }
+}

@@ -1,0 +1,77 @@
+//! Storage: a directory of immutable, content-addressed files behind a small trait
+//! (list, read range, write once, remove). Everything above it — encryption, caching,
+//! fault injection in tests — is layered on top.
+
+pub mod local;
+
+use crate::error::Result;
+
+pub use local::LocalBackend;
+
+/// The kinds of stored file, each in its own directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FileType {
+    Config,
+    Key,
+    Pack,
+    Index,
+    Snapshot,
+    Lock,
+}
+
+impl FileType {
+    pub fn dir(self) -> &'static str {
+        match self {
+            FileType::Config => "",
+            FileType::Key => "keys",
+            FileType::Pack => "data",
+            FileType::Index => "index",
+            FileType::Snapshot => "snapshots",
+            FileType::Lock => "locks",
+        }
+    }
+
+    pub fn all() -> [FileType; 6] {
+        [
+            FileType::Config,
+            FileType::Key,
+            FileType::Pack,
+            FileType::Index,
+            FileType::Snapshot,
+            FileType::Lock,
+        ]
+    }
+}
+
+/// One listed file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub name: String,
+    pub size: u64,
+}
+
+pub trait Backend: Send + Sync {
+    /// A human-readable location, for messages.
+    fn location(&self) -> String;
+
+    /// Creates the empty layout. Fails if a repository (or anything else) is there.
+    fn create(&self) -> Result<()>;
+
+    /// Whether a `config` file exists.
+    fn is_repository(&self) -> Result<bool>;
+
+    /// Lists the files of one type; temporary files of unfinished writes are skipped.
+    fn list(&self, t: FileType) -> Result<Vec<Entry>>;
+
+    /// Reads a whole file, refusing files larger than `max_len` before reading them.
+    fn read(&self, t: FileType, name: &str, max_len: u64) -> Result<Vec<u8>>;
+
+    /// Reads exactly `len` bytes at `offset`; a short file is an error.
+    fn read_range(&self, t: FileType, name: &str, offset: u64, len: u64) -> Result<Vec<u8>>;
+
+    /// Writes a new file durably: when this returns, the file is complete under its
+    /// name and survives a crash. A crash before that leaves no file of that name.
+    fn write(&self, t: FileType, name: &str, data: &[u8]) -> Result<()>;
+
+    fn remove(&self, t: FileType, name: &str) -> Result<()>;
+}

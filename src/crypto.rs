@@ -1,0 +1,276 @@
+//! Key hierarchy and authenticated encryption (format-spec/README.md, "Keys" and
+//! "Encryption").
+//!
+//! A random [`MasterKey`] holds the encryption key, the blob-id key and the chunker
+//! seed. Each stored file (or pack) draws a random 32-byte session id; its objects are
+//! sealed with AES-256-GCM-SIV under `derive_key(SUBKEY_CONTEXT, enc_key || session)`
+//! and a fresh random 96-bit nonce. Fresh subkeys per file keep the number of
+//! messages per key far below the nonce-collision bound however large the repository
+//! grows.
+
+use aes_gcm_siv::aead::{Aead, KeyInit, Payload};
+use aes_gcm_siv::{Aes256GcmSiv, Nonce};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+use crate::error::{Error, Result};
+use crate::id::BlobId;
+
+pub const NONCE_LEN: usize = 12;
+pub const TAG_LEN: usize = 16;
+/// Bytes a sealed object adds to its plaintext: nonce in front, tag behind.
+pub const SEAL_OVERHEAD: usize = NONCE_LEN + TAG_LEN;
+pub const SESSION_ID_LEN: usize = 32;
+pub const MASTER_KEY_LEN: usize = 72;
+
+const SUBKEY_CONTEXT: &str = "cairn 2026-11-24 v1 session subkey";
+
+/// The repository's secrets. Not `Debug`, not `Clone`: it is zeroized on drop and
+/// never printed.
+#[derive(Zeroize, ZeroizeOnDrop)]
+pub struct MasterKey {
+    enc_key: [u8; 32],
+    id_key: [u8; 32],
+    chunker_seed: u64,
+}
+
+impl MasterKey {
+    pub fn generate() -> Result<Self> {
+        let mut bytes = Zeroizing::new([0u8; MASTER_KEY_LEN]);
+        random_bytes(&mut bytes[..])?;
+        Ok(Self::from_bytes(&bytes))
+    }
+
+    /// A new key for a repository that shares blob ids and chunk boundaries with
+    /// `other` (so that `copy` between the two moves blobs as they are), but has its
+    /// own encryption key.
+    pub fn generate_sharing_ids_with(other: &MasterKey) -> Result<Self> {
+        let mut key = Self::generate()?;
+        key.id_key = other.id_key;
+        key.chunker_seed = other.chunker_seed;
+        Ok(key)
+    }
+
+    /// Layout: enc_key (32) || id_key (32) || chunker_seed (8, little endian).
+    pub fn from_bytes(b: &[u8; MASTER_KEY_LEN]) -> Self {
+        let mut enc_key = [0u8; 32];
+        let mut id_key = [0u8; 32];
+        let mut seed = [0u8; 8];
+        enc_key.copy_from_slice(&b[0..32]);
+        id_key.copy_from_slice(&b[32..64]);
+        seed.copy_from_slice(&b[64..72]);
+        Self {
+            enc_key,
+            id_key,
+            chunker_seed: u64::from_le_bytes(seed),
+        }
+    }
+
+    pub fn to_bytes(&self) -> Zeroizing<[u8; MASTER_KEY_LEN]> {
+        let mut out = Zeroizing::new([0u8; MASTER_KEY_LEN]);
+        out[0..32].copy_from_slice(&self.enc_key);
+        out[32..64].copy_from_slice(&self.id_key);
+        out[64..72].copy_from_slice(&self.chunker_seed.to_le_bytes());
+        out
+    }
+
+    /// Keyed BLAKE3 of a blob's plaintext. Keyed, so that read access to the
+    /// repository does not reveal whether a known file is stored in it.
+    pub fn blob_id(&self, plaintext: &[u8]) -> BlobId {
+        BlobId(*blake3::keyed_hash(&self.id_key, plaintext).as_bytes())
+    }
+
+    pub fn chunker_seed(&self) -> u64 {
+        self.chunker_seed
+    }
+
+    pub fn session(&self, session_id: &[u8; SESSION_ID_LEN]) -> SessionKey {
+        let mut material = Zeroizing::new([0u8; 32 + SESSION_ID_LEN]);
+        material[..32].copy_from_slice(&self.enc_key);
+        material[32..].copy_from_slice(session_id);
+        let subkey = Zeroizing::new(blake3::derive_key(SUBKEY_CONTEXT, &material[..]));
+        SessionKey {
+            cipher: Aes256GcmSiv::new((&*subkey).into()),
+        }
+    }
+}
+
+/// AES-256-GCM-SIV under one session subkey.
+pub struct SessionKey {
+    cipher: Aes256GcmSiv,
+}
+
+impl SessionKey {
+    /// A key used directly (the password-derived key that wraps the master key).
+    pub fn from_raw(key: &[u8; 32]) -> Self {
+        Self {
+            cipher: Aes256GcmSiv::new(key.into()),
+        }
+    }
+
+    /// Returns `nonce || ciphertext || tag` with a fresh random nonce.
+    pub fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
+        let mut nonce = [0u8; NONCE_LEN];
+        random_bytes(&mut nonce)?;
+        self.seal_with_nonce(&nonce, aad, plaintext)
+    }
+
+    /// Deterministic sealing, for test vectors only; real writes use [`Self::seal`].
+    pub fn seal_with_nonce(
+        &self,
+        nonce: &[u8; NONCE_LEN],
+        aad: &[u8],
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>> {
+        let ct = self
+            .cipher
+            .encrypt(Nonce::from_slice(nonce), Payload { msg: plaintext, aad })
+            .map_err(|_| Error::invalid("encryption failed (plaintext too large)"))?;
+        let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
+        out.extend_from_slice(nonce);
+        out.extend_from_slice(&ct);
+        Ok(out)
+    }
+
+    /// Verifies the tag and decrypts. `what` names the object for the error.
+    pub fn open(&self, aad: &[u8], sealed: &[u8], what: &dyn Fn() -> String) -> Result<Vec<u8>> {
+        if sealed.len() < SEAL_OVERHEAD {
+            return Err(Error::corrupt(
+                what(),
+                format!("{} bytes is too short to be an encrypted object", sealed.len()),
+            ));
+        }
+        let (nonce, ct) = sealed.split_at(NONCE_LEN);
+        self.cipher
+            .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad })
+            .map_err(|_| {
+                Error::corrupt(
+                    what(),
+                    "authentication failed (the bytes were altered, or belong elsewhere)",
+                )
+            })
+    }
+}
+
+pub fn random_bytes(buf: &mut [u8]) -> Result<()> {
+    getrandom::getrandom(buf)
+        .map_err(|e| Error::invalid(format!("the system random number generator failed: {e}")))
+}
+
+pub fn random_array<const N: usize>() -> Result<[u8; N]> {
+    let mut out = [0u8; N];
+    random_bytes(&mut out)?;
+    Ok(out)
+}
+
+/// Argon2id parameters, stored in each key file.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KdfParams {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+    #[serde(with = "serde_bytes")]
+    pub salt: Vec<u8>,
+}
+
+/// Caps on parameters read from a key file. Key files are attacker-controlled: a
+/// forged file must not make `open` allocate 100 GiB or spin for a day.
+pub const KDF_MAX_MEMORY_KIB: u32 = 4 * 1024 * 1024;
+pub const KDF_MAX_ITERATIONS: u32 = 64;
+pub const KDF_MAX_PARALLELISM: u32 = 16;
+pub const KDF_SALT_LEN: usize = 32;
+pub const KDF_DEFAULT_MEMORY_KIB: u32 = 256 * 1024;
+
+impl KdfParams {
+    pub fn new(memory_kib: u32, iterations: u32) -> Result<Self> {
+        let p = Self {
+            memory_kib,
+            iterations,
+            parallelism: 1,
+            salt: random_array::<KDF_SALT_LEN>()?.to_vec(),
+        };
+        p.validate("the requested key derivation parameters")?;
+        Ok(p)
+    }
+
+    /// Chooses iterations so that deriving takes about one second at 256 MiB on
+    /// this machine (at least 1, at most 10).
+    pub fn calibrated() -> Result<Self> {
+        let mut probe = Self::new(KDF_DEFAULT_MEMORY_KIB, 1)?;
+        let start = std::time::Instant::now();
+        derive_wrapping_key(b"calibration", &probe)?;
+        let one = start.elapsed().as_secs_f64().max(0.01);
+        probe.iterations = ((1.0 / one).round() as u32).clamp(1, 10);
+        probe.salt = random_array::<KDF_SALT_LEN>()?.to_vec();
+        Ok(probe)
+    }
+
+    pub fn validate(&self, what: &str) -> Result<()> {
+        let bad = |reason: String| Err(Error::corrupt(what, reason));
+        if self.memory_kib > KDF_MAX_MEMORY_KIB {
+            return bad(format!(
+                "Argon2 memory {} KiB is above the cap of {} KiB",
+                self.memory_kib, KDF_MAX_MEMORY_KIB
+            ));
+        }
+        if self.iterations == 0 || self.iterations > KDF_MAX_ITERATIONS {
+            return bad(format!("Argon2 iterations {} outside 1..={}", self.iterations, KDF_MAX_ITERATIONS));
+        }
+        if self.parallelism == 0 || self.parallelism > KDF_MAX_PARALLELISM {
+            return bad(format!(
+                "Argon2 parallelism {} outside 1..={}",
+                self.parallelism, KDF_MAX_PARALLELISM
+            ));
+        }
+        if self.memory_kib < 8 * self.parallelism {
+            return bad(format!("Argon2 memory {} KiB is below 8 KiB per lane", self.memory_kib));
+        }
+        if self.salt.len() != KDF_SALT_LEN {
+            return bad(format!("salt is {} bytes, expected {}", self.salt.len(), KDF_SALT_LEN));
+        }
+        Ok(())
+    }
+}
+
+/// Argon2id(password, salt, params) → 32-byte key that wraps the master key.
+/// Callers validate `params` first; this re-checks so that no path skips the caps.
+pub fn derive_wrapping_key(password: &[u8], params: &KdfParams) -> Result<Zeroizing<[u8; 32]>> {
+    params.validate("key derivation parameters")?;
+    let argon_params = argon2::Params::new(params.memory_kib, params.iterations, params.parallelism, Some(32))
+        .map_err(|e| Error::invalid(format!("invalid Argon2 parameters: {e}")))?;
+    let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, argon_params);
+    let mut out = Zeroizing::new([0u8; 32]);
+    argon
+        .hash_password_into(password, &params.salt, &mut out[..])
+        .map_err(|e| Error::invalid(format!("key derivation failed: {e}")))?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_open_round_trip_and_aad_binding() {
+        let key = MasterKey::from_bytes(&[9u8; MASTER_KEY_LEN]);
+        let s = key.session(&[1u8; 32]);
+        let sealed = s.seal(b"aad", b"hello").unwrap();
+        assert_eq!(s.open(b"aad", &sealed, &|| "x".into()).unwrap(), b"hello");
+        assert!(s.open(b"other", &sealed, &|| "x".into()).is_err());
+        let other = key.session(&[2u8; 32]);
+        assert!(other.open(b"aad", &sealed, &|| "x".into()).is_err());
+        assert!(s.open(b"aad", &sealed[..10], &|| "x".into()).is_err());
+    }
+
+    #[test]
+    fn kdf_caps_refuse_before_allocating() {
+        let mut p = KdfParams::new(64, 1).unwrap();
+        p.memory_kib = u32::MAX;
+        assert!(derive_wrapping_key(b"pw", &p).is_err());
+        let mut p = KdfParams::new(64, 1).unwrap();
+        p.iterations = 1_000_000;
+        assert!(p.validate("k").is_err());
+        let mut p = KdfParams::new(64, 1).unwrap();
+        p.salt = vec![0; 3];
+        assert!(p.validate("k").is_err());
+    }
+}

@@ -1,0 +1,90 @@
+//! Error policy.
+//!
+//! The library returns [`Error`], a `thiserror` enum whose variants carry the path,
+//! object id or offset involved, so that a message printed as-is tells the user what
+//! broke and where. Parsers of stored bytes return [`Error::Corrupt`] naming the
+//! object; a file written by a newer cairn is [`Error::UnsupportedVersion`], never
+//! "corrupt". `anyhow` is used only in the binary, to add the command's context.
+//! Nothing here is swallowed: a source file that could not be read during a backup
+//! is counted, printed and recorded in the snapshot instead of being an error.
+
+use std::io;
+use std::path::PathBuf;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An I/O error on a path on the local machine (source, target or repository).
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("{0} is not a cairn repository (it has no `config` file); create one with `cairn init`")]
+    NotARepository(String),
+
+    #[error("{0} already exists and is not empty; `cairn init` only creates new repositories")]
+    RepositoryExists(String),
+
+    #[error("wrong password: none of the {keys} key file(s) in {repo}/keys opens with it")]
+    WrongPassword { repo: String, keys: usize },
+
+    #[error(
+        "{what} has format version {found}, but this cairn reads only version {supported}; \
+         it was written by a newer cairn — upgrade cairn to read it"
+    )]
+    UnsupportedVersion {
+        what: String,
+        found: u8,
+        supported: u8,
+    },
+
+    #[error("{what} is corrupt: {reason}; run `cairn check` to see the extent of the damage")]
+    Corrupt { what: String, reason: String },
+
+    #[error("{what} is missing from the repository: {reason}")]
+    Missing { what: String, reason: String },
+
+    #[error("repository is locked: {0}")]
+    Locked(String),
+
+    #[error("interrupted")]
+    Interrupted,
+
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Error {
+    pub fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub fn corrupt(what: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::Corrupt {
+            what: what.into(),
+            reason: reason.into(),
+        }
+    }
+
+    pub fn invalid(msg: impl Into<String>) -> Self {
+        Error::Invalid(msg.into())
+    }
+}
+
+/// Adds the path to an `io::Result`.
+pub trait IoContext<T> {
+    fn at(self, path: impl Into<PathBuf>) -> Result<T>;
+}
+
+impl<T> IoContext<T> for io::Result<T> {
+    fn at(self, path: impl Into<PathBuf>) -> Result<T> {
+        self.map_err(|e| Error::io(path, e))
+    }
+}

@@ -1,0 +1,237 @@
+//! The envelope shared by every stored file (format-spec/README.md, "Common file
+//! prefix", "Sealed files" and "Payload encoding").
+
+use std::io::Read;
+
+use crate::crypto::{MasterKey, SESSION_ID_LEN, random_array};
+use crate::error::{Error, Result};
+use crate::id::{BlobId, RepoId};
+
+/// PNG-style: a high byte (catches 7-bit transfers), the name, then CR LF, ^Z, LF
+/// (catch newline conversion and `type` on DOS-like systems).
+pub const MAGIC: [u8; 8] = [0x89, b'C', b'R', b'N', 0x0D, 0x0A, 0x1A, 0x0A];
+pub const FORMAT_VERSION: u8 = 1;
+pub const PREFIX_LEN: usize = MAGIC.len() + 2;
+
+/// The kind byte of a stored file's prefix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum FileKind {
+    Config = 1,
+    Key = 2,
+    Pack = 3,
+    Index = 4,
+    Snapshot = 5,
+    Lock = 6,
+}
+
+/// The kind byte of the associated data of a sealed object. No two kinds of object
+/// share one, so no object can be replayed as another.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum SealKind {
+    Config = 1,
+    MasterKey = 2,
+    PackHeader = 3,
+    Index = 4,
+    Snapshot = 5,
+    Lock = 6,
+    DataBlob = 16,
+    TreeBlob = 17,
+}
+
+pub fn aad(repo: &RepoId, kind: SealKind, blob: Option<&BlobId>) -> Vec<u8> {
+    let mut a = Vec::with_capacity(66);
+    a.extend_from_slice(&repo.0);
+    a.push(FORMAT_VERSION);
+    a.push(kind as u8);
+    if let Some(b) = blob {
+        a.extend_from_slice(&b.0);
+    }
+    a
+}
+
+pub fn write_prefix(out: &mut Vec<u8>, kind: FileKind) {
+    out.extend_from_slice(&MAGIC);
+    out.push(FORMAT_VERSION);
+    out.push(kind as u8);
+}
+
+/// Checks magic, version and kind; returns the bytes after the prefix.
+/// A version this cairn does not know is `UnsupportedVersion`, not `Corrupt`.
+pub fn check_prefix<'a>(bytes: &'a [u8], kind: FileKind, what: &dyn Fn() -> String) -> Result<&'a [u8]> {
+    let Some((prefix, rest)) = bytes.split_at_checked(PREFIX_LEN) else {
+        return Err(Error::corrupt(what(), format!("{} bytes is too short for a cairn file", bytes.len())));
+    };
+    let (magic, vk) = prefix.split_at(MAGIC.len());
+    if magic != MAGIC {
+        return Err(Error::corrupt(what(), "it does not start with the cairn magic bytes"));
+    }
+    let (version, found_kind) = match vk {
+        [v, k] => (*v, *k),
+        _ => return Err(Error::corrupt(what(), "truncated prefix")),
+    };
+    if version != FORMAT_VERSION {
+        if version > FORMAT_VERSION {
+            return Err(Error::UnsupportedVersion {
+                what: what(),
+                found: version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        return Err(Error::corrupt(what(), format!("format version {version} does not exist")));
+    }
+    if found_kind != kind as u8 {
+        return Err(Error::corrupt(
+            what(),
+            format!("file kind byte is {found_kind}, expected {} ({kind:?})", kind as u8),
+        ));
+    }
+    Ok(rest)
+}
+
+/// A sealed file: prefix || session id || nonce || ciphertext || tag.
+pub fn seal_file(
+    key: &MasterKey,
+    repo: &RepoId,
+    file: FileKind,
+    seal: SealKind,
+    plaintext: &[u8],
+) -> Result<Vec<u8>> {
+    let session: [u8; SESSION_ID_LEN] = random_array()?;
+    let sealed = key.session(&session).seal(&aad(repo, seal, None), plaintext)?;
+    let mut out = Vec::with_capacity(PREFIX_LEN + SESSION_ID_LEN + sealed.len());
+    write_prefix(&mut out, file);
+    out.extend_from_slice(&session);
+    out.extend_from_slice(&sealed);
+    Ok(out)
+}
+
+pub fn open_file(
+    key: &MasterKey,
+    repo: &RepoId,
+    file: FileKind,
+    seal: SealKind,
+    bytes: &[u8],
+    what: &dyn Fn() -> String,
+) -> Result<Vec<u8>> {
+    let rest = check_prefix(bytes, file, what)?;
+    let Some((session, sealed)) = rest.split_first_chunk::<SESSION_ID_LEN>() else {
+        return Err(Error::corrupt(what(), "too short to hold a session id"));
+    };
+    key.session(session).open(&aad(repo, seal, None), sealed, what)
+}
+
+/// Payload encoding byte: the first plaintext byte of every blob and sealed file.
+pub const PAYLOAD_RAW: u8 = 0;
+pub const PAYLOAD_ZSTD: u8 = 1;
+
+/// Compresses with zstd at `level`; keeps the data raw if that does not make it
+/// smaller (level 0 means "don't try").
+pub fn encode_payload(data: &[u8], level: i32) -> Vec<u8> {
+    if level != 0 {
+        if let Ok(compressed) = zstd::bulk::compress(data, level) {
+            if compressed.len() < data.len() {
+                let mut out = Vec::with_capacity(compressed.len() + 1);
+                out.push(PAYLOAD_ZSTD);
+                out.extend_from_slice(&compressed);
+                return out;
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(data.len() + 1);
+    out.push(PAYLOAD_RAW);
+    out.extend_from_slice(data);
+    out
+}
+
+/// Decodes a payload. With `exact_len` (blobs, whose length the index records) the
+/// result must have exactly that length; otherwise it may not exceed `cap`.
+/// Decompression never produces more than the bound, whatever the frame claims.
+pub fn decode_payload(
+    payload: &[u8],
+    exact_len: Option<usize>,
+    cap: usize,
+    what: &dyn Fn() -> String,
+) -> Result<Vec<u8>> {
+    let Some((&method, body)) = payload.split_first() else {
+        return Err(Error::corrupt(what(), "empty payload"));
+    };
+    let limit = exact_len.unwrap_or(cap);
+    let out = match method {
+        PAYLOAD_RAW => {
+            if body.len() > limit {
+                return Err(Error::corrupt(what(), format!("{} bytes exceeds the limit of {limit}", body.len())));
+            }
+            body.to_vec()
+        }
+        PAYLOAD_ZSTD => {
+            let decoder = zstd::stream::read::Decoder::new(body)
+                .map_err(|e| Error::corrupt(what(), format!("zstd: {e}")))?;
+            let mut out = Vec::with_capacity(exact_len.unwrap_or(0));
+            decoder
+                .take(limit as u64 + 1)
+                .read_to_end(&mut out)
+                .map_err(|e| Error::corrupt(what(), format!("zstd decompression failed: {e}")))?;
+            if out.len() > limit {
+                return Err(Error::corrupt(what(), format!("decompresses to more than {limit} bytes")));
+            }
+            out
+        }
+        other => return Err(Error::corrupt(what(), format!("unknown payload encoding {other}"))),
+    };
+    if let Some(n) = exact_len {
+        if out.len() != n {
+            return Err(Error::corrupt(what(), format!("decodes to {} bytes, index says {n}", out.len())));
+        }
+    }
+    Ok(out)
+}
+
+/// msgpack decode with the object named in the error.
+pub fn from_msgpack<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8], what: &dyn Fn() -> String) -> Result<T> {
+    rmp_serde::from_slice(bytes).map_err(|e| Error::corrupt(what(), format!("undecodable msgpack: {e}")))
+}
+
+/// Structs as msgpack maps keyed by field name: readable by tools, and fields can be
+/// added later without breaking old readers.
+pub fn to_msgpack<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    // Serializing our own plain data types into a Vec cannot fail.
+    rmp_serde::to_vec_named(value).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn w() -> String {
+        "test object".into()
+    }
+
+    #[test]
+    fn prefix_errors_are_distinct() {
+        let mut f = Vec::new();
+        write_prefix(&mut f, FileKind::Index);
+        assert!(check_prefix(&f, FileKind::Index, &w).is_ok());
+        assert!(matches!(check_prefix(&f, FileKind::Snapshot, &w), Err(Error::Corrupt { .. })));
+        let mut newer = f.clone();
+        newer[8] = 2;
+        assert!(matches!(check_prefix(&newer, FileKind::Index, &w), Err(Error::UnsupportedVersion { .. })));
+        assert!(check_prefix(&f[..5], FileKind::Index, &w).is_err());
+    }
+
+    #[test]
+    fn payload_round_trip_and_bounds() {
+        let text = b"abcabcabcabcabcabcabcabcabcabcabcabcabc".repeat(100);
+        let enc = encode_payload(&text, 3);
+        assert_eq!(enc[0], PAYLOAD_ZSTD);
+        assert_eq!(decode_payload(&enc, Some(text.len()), 0, &w).unwrap(), text);
+        assert!(decode_payload(&enc, Some(text.len() - 1), 0, &w).is_err());
+        assert!(decode_payload(&enc, None, 100, &w).is_err());
+        let random: Vec<u8> = (0..1000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let enc = encode_payload(&random, 3);
+        assert_eq!(enc[0], PAYLOAD_RAW);
+        assert!(decode_payload(&[9, 1, 2], None, 10, &w).is_err());
+        assert!(decode_payload(&[], None, 10, &w).is_err());
+    }
+}

@@ -1,0 +1,135 @@
+//! 32-byte identifiers, one newtype per kind of object so they can't be mixed up.
+//!
+//! Stored files are named by the unkeyed BLAKE3 hash of their stored bytes
+//! (format-spec/README.md, "File names"); blobs by the keyed hash of their plaintext
+//! (see `crypto::MasterKey::blob_id`).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident, $what:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        pub struct $name(#[serde(with = "serde_id")] pub [u8; 32]);
+
+        impl $name {
+            pub const WHAT: &'static str = $what;
+
+            pub fn to_hex(&self) -> String {
+                hex::encode(self.0)
+            }
+
+            /// The first 8 hex digits, as shown in listings.
+            pub fn short(&self) -> String {
+                hex::encode(&self.0[..4])
+            }
+
+            pub fn from_hex(s: &str) -> Result<Self> {
+                let mut out = [0u8; 32];
+                hex::decode_to_slice(s, &mut out).map_err(|_| {
+                    Error::invalid(format!("{:?} is not a valid {} id (64 hex digits)", s, $what))
+                })?;
+                Ok(Self(out))
+            }
+
+            /// Id of stored bytes: the unkeyed BLAKE3 hash.
+            pub fn of_stored(bytes: &[u8]) -> Self {
+                Self(*blake3::hash(bytes).as_bytes())
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.to_hex())
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({})", stringify!($name), self.short())
+            }
+        }
+    };
+}
+
+id_type!(
+    /// A data or tree blob: keyed BLAKE3 of its plaintext.
+    BlobId, "blob");
+id_type!(
+    /// A packfile: BLAKE3 of its bytes, also its file name under `data/`.
+    PackId, "pack");
+id_type!(
+    /// An index file under `index/`.
+    IndexId, "index");
+id_type!(
+    /// A snapshot file under `snapshots/`.
+    SnapshotId, "snapshot");
+id_type!(
+    /// A key file under `keys/`.
+    KeyId, "key");
+id_type!(
+    /// A lock file under `locks/`.
+    LockId, "lock");
+id_type!(
+    /// The random repository id, fixed at `init`; part of every object's associated data.
+    RepoId, "repository");
+
+/// msgpack encoding of ids: a 32-byte `bin`, checked for length on decode.
+mod serde_id {
+    use serde::de::{Error as _, Visitor};
+    use serde::{Deserializer, Serializer};
+    use std::fmt;
+
+    pub fn serialize<S: Serializer>(id: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(id)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = [u8; 32];
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("32 bytes")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<[u8; 32], E> {
+                v.try_into().map_err(|_| E::invalid_length(v.len(), &self))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<[u8; 32], A::Error> {
+                let mut out = [0u8; 32];
+                for (i, b) in out.iter_mut().enumerate() {
+                    *b = a.next_element()?.ok_or_else(|| A::Error::invalid_length(i, &self))?;
+                }
+                if a.next_element::<u8>()?.is_some() {
+                    return Err(A::Error::invalid_length(33, &self));
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_bytes(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trip_and_bad_input() {
+        let id = BlobId([7; 32]);
+        assert_eq!(BlobId::from_hex(&id.to_hex()).unwrap(), id);
+        assert!(BlobId::from_hex("abc").is_err());
+        assert!(BlobId::from_hex(&"zz".repeat(32)).is_err());
+    }
+
+    #[test]
+    fn msgpack_rejects_wrong_length() {
+        let bytes = rmp_serde::to_vec(&serde_bytes::Bytes::new(&[1u8; 31])).unwrap();
+        assert!(rmp_serde::from_slice::<BlobId>(&bytes).is_err());
+        let ok = rmp_serde::to_vec(&BlobId([3; 32])).unwrap();
+        assert_eq!(rmp_serde::from_slice::<BlobId>(&ok).unwrap(), BlobId([3; 32]));
+    }
+}

@@ -1,0 +1,24 @@
+//! cairn: content-addressed, deduplicating, encrypted backups.
+//!
+//! The stored format is specified in `format-spec/README.md`; modules point at its
+//! sections rather than repeating layouts.
+
+pub mod archiver;
+pub mod backend;
+pub mod chunker;
+pub mod config;
+pub mod crypto;
+pub mod error;
+pub mod format;
+pub mod id;
+pub mod index;
+pub mod keyfile;
+pub mod lock;
+pub mod pack;
+pub mod repository;
+pub mod restorer;
+pub mod select;
+pub mod snapshot;
+pub mod tree;
+
+pub use error::{Error, Result};

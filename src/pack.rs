@@ -1,0 +1,308 @@
+//! Packfiles (format-spec/README.md, "Packfiles"):
+//!
+//! ```text
+//! prefix (10) | session id (32) | blob 0 | ... | blob n-1 | sealed header | header length (u32 LE)
+//! ```
+//!
+//! Each blob is `nonce || AES-256-GCM-SIV(payload) || tag` under the pack's session
+//! subkey, with the blob id in its associated data. The header lists every blob.
+
+use serde::{Deserialize, Serialize};
+
+use crate::backend::{Backend, FileType};
+use crate::crypto::{MasterKey, SEAL_OVERHEAD, SESSION_ID_LEN, SessionKey, random_array};
+use crate::error::{Error, Result};
+use crate::format::{self, FileKind, PREFIX_LEN, SealKind};
+use crate::id::{BlobId, PackId, RepoId};
+
+/// Offset of the first blob.
+pub const PACK_DATA_START: usize = PREFIX_LEN + SESSION_ID_LEN;
+/// Largest plaintext blob. Chunks are at most 16 MiB (the FastCDC cap); tree blobs
+/// of huge directories may be larger, up to this.
+pub const MAX_BLOB_LEN: u32 = 512 * 1024 * 1024;
+/// Largest sealed pack header: about 100 bytes per entry, so 4 million blobs.
+pub const MAX_HEADER_LEN: u32 = 400 * 1024 * 1024;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "u8", into = "u8")]
+pub enum BlobKind {
+    Data,
+    Tree,
+}
+
+impl From<BlobKind> for u8 {
+    fn from(k: BlobKind) -> u8 {
+        match k {
+            BlobKind::Data => 0,
+            BlobKind::Tree => 1,
+        }
+    }
+}
+
+impl TryFrom<u8> for BlobKind {
+    type Error = String;
+    fn try_from(v: u8) -> std::result::Result<Self, String> {
+        match v {
+            0 => Ok(BlobKind::Data),
+            1 => Ok(BlobKind::Tree),
+            _ => Err(format!("unknown blob kind {v}")),
+        }
+    }
+}
+
+impl BlobKind {
+    pub fn seal_kind(self) -> SealKind {
+        match self {
+            BlobKind::Data => SealKind::DataBlob,
+            BlobKind::Tree => SealKind::TreeBlob,
+        }
+    }
+}
+
+/// One blob of a pack, as listed in the pack header and the index.
+/// Encoded as the msgpack array `[kind, id, offset, length, raw_length]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "EntryWire", from = "EntryWire")]
+pub struct PackEntry {
+    pub kind: BlobKind,
+    pub id: BlobId,
+    pub offset: u32,
+    /// Stored (sealed) length.
+    pub length: u32,
+    /// Plaintext length of the blob.
+    pub raw_length: u32,
+}
+
+/// Tuple structs are msgpack arrays whatever the encoder's struct mode.
+#[derive(Serialize, Deserialize)]
+struct EntryWire(BlobKind, BlobId, u32, u32, u32);
+
+impl From<PackEntry> for EntryWire {
+    fn from(e: PackEntry) -> Self {
+        EntryWire(e.kind, e.id, e.offset, e.length, e.raw_length)
+    }
+}
+
+impl From<EntryWire> for PackEntry {
+    fn from(EntryWire(kind, id, offset, length, raw_length): EntryWire) -> Self {
+        PackEntry { kind, id, offset, length, raw_length }
+    }
+}
+
+pub fn seal_blob(session: &SessionKey, repo: &RepoId, kind: BlobKind, id: &BlobId, payload: &[u8]) -> Result<Vec<u8>> {
+    session.seal(&format::aad(repo, kind.seal_kind(), Some(id)), payload)
+}
+
+/// Decrypts, decompresses and re-hashes a stored blob. Returns the plaintext only if
+/// its keyed hash is `entry.id`.
+pub fn open_blob(key: &MasterKey, session: &SessionKey, repo: &RepoId, entry: &PackEntry, sealed: &[u8], pack: &PackId) -> Result<Vec<u8>> {
+    let what = || format!("{:?} blob {} in pack {}", entry.kind, entry.id, pack);
+    let payload = session.open(&format::aad(repo, entry.kind.seal_kind(), Some(&entry.id)), sealed, &what)?;
+    let plain = format::decode_payload(&payload, Some(entry.raw_length as usize), 0, &what)?;
+    if key.blob_id(&plain) != entry.id {
+        return Err(Error::corrupt(what(), "its content does not hash to its id"));
+    }
+    Ok(plain)
+}
+
+/// A pack being assembled in memory.
+pub struct PackBuilder {
+    session_id: [u8; SESSION_ID_LEN],
+    session: SessionKey,
+    blobs: Vec<(BlobKind, BlobId, Vec<u8>, u32)>,
+    size: usize,
+}
+
+pub struct FinishedPack {
+    pub id: PackId,
+    pub bytes: Vec<u8>,
+    pub entries: Vec<PackEntry>,
+}
+
+impl PackBuilder {
+    pub fn new(key: &MasterKey) -> Result<Self> {
+        let session_id = random_array()?;
+        Ok(Self {
+            session: key.session(&session_id),
+            session_id,
+            blobs: Vec::new(),
+            size: PACK_DATA_START,
+        })
+    }
+
+    /// Seals `payload` (an encoded blob, see `format::encode_payload`) into the pack.
+    pub fn add(&mut self, repo: &RepoId, kind: BlobKind, id: BlobId, payload: &[u8], raw_length: u32) -> Result<()> {
+        let sealed = seal_blob(&self.session, repo, kind, &id, payload)?;
+        self.size += sealed.len();
+        self.blobs.push((kind, id, sealed, raw_length));
+        Ok(())
+    }
+
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.blobs.is_empty()
+    }
+
+    /// Lays the blobs out in a random order — so that a pack does not hold a file's
+    /// chunks in file order, which would help fingerprinting by sizes — then appends
+    /// the sealed header and its length.
+    pub fn finish(mut self, repo: &RepoId) -> Result<FinishedPack> {
+        shuffle(&mut self.blobs)?;
+        let mut bytes = Vec::with_capacity(self.size + 64 + self.blobs.len() * 100);
+        format::write_prefix(&mut bytes, FileKind::Pack);
+        bytes.extend_from_slice(&self.session_id);
+        let mut entries = Vec::with_capacity(self.blobs.len());
+        for (kind, id, sealed, raw_length) in &self.blobs {
+            let offset = u32::try_from(bytes.len()).map_err(|_| Error::invalid("pack larger than 4 GiB"))?;
+            bytes.extend_from_slice(sealed);
+            entries.push(PackEntry {
+                kind: *kind,
+                id: *id,
+                offset,
+                length: sealed.len() as u32,
+                raw_length: *raw_length,
+            });
+        }
+        let header = encode_header(&entries);
+        let sealed = self.session.seal(&format::aad(repo, SealKind::PackHeader, None), &header)?;
+        bytes.extend_from_slice(&sealed);
+        bytes.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
+        Ok(FinishedPack {
+            id: PackId::of_stored(&bytes),
+            bytes,
+            entries,
+        })
+    }
+}
+
+fn encode_header(entries: &[PackEntry]) -> Vec<u8> {
+    let mut out = vec![format::PAYLOAD_RAW];
+    // Plain data into a Vec: cannot fail.
+    out.extend_from_slice(&rmp_serde::to_vec(entries).unwrap_or_default());
+    out
+}
+
+fn shuffle<T>(v: &mut [T]) -> Result<()> {
+    let mut rnd = vec![0u8; v.len() * 8];
+    crate::crypto::random_bytes(&mut rnd)?;
+    for i in (1..v.len()).rev() {
+        let r = rnd.get(i * 8..i * 8 + 8).and_then(|s| s.try_into().ok()).map(u64::from_le_bytes).unwrap_or(0);
+        v.swap(i, (r % (i as u64 + 1)) as usize);
+    }
+    Ok(())
+}
+
+/// The session id of a pack, from its first bytes.
+pub fn parse_session(start: &[u8], pack: &PackId) -> Result<[u8; SESSION_ID_LEN]> {
+    let what = || format!("pack {pack}");
+    let rest = format::check_prefix(start, FileKind::Pack, &what)?;
+    rest.first_chunk::<SESSION_ID_LEN>()
+        .copied()
+        .ok_or_else(|| Error::corrupt(what(), "too short to hold a session id"))
+}
+
+/// Decrypts and validates a pack header: every entry must lie inside the blob area,
+/// entries must not overlap, and lengths must be within the format's limits.
+pub fn decode_header(session: &SessionKey, repo: &RepoId, sealed: &[u8], header_start: u64, pack: &PackId) -> Result<Vec<PackEntry>> {
+    let what = || format!("header of pack {pack}");
+    let plain = session.open(&format::aad(repo, SealKind::PackHeader, None), sealed, &what)?;
+    let msg = format::decode_payload(&plain, None, MAX_HEADER_LEN as usize, &what)?;
+    let entries: Vec<PackEntry> = format::from_msgpack(&msg, &what)?;
+    validate_entries(&entries, header_start).map_err(|r| Error::corrupt(what(), r))?;
+    Ok(entries)
+}
+
+/// Checks that entries tile part of `[PACK_DATA_START, data_end)` without overlap.
+pub fn validate_entries(entries: &[PackEntry], data_end: u64) -> std::result::Result<(), String> {
+    let mut spans: Vec<(u64, u64)> = Vec::with_capacity(entries.len());
+    for e in entries {
+        let start = u64::from(e.offset);
+        let end = start + u64::from(e.length);
+        if start < PACK_DATA_START as u64 || end > data_end {
+            return Err(format!("blob {} at {}+{} lies outside the blob area", e.id, e.offset, e.length));
+        }
+        if (e.length as usize) < SEAL_OVERHEAD + 1 {
+            return Err(format!("blob {} has an impossible stored length {}", e.id, e.length));
+        }
+        if e.raw_length > MAX_BLOB_LEN {
+            return Err(format!("blob {} claims {} bytes, over the {} limit", e.id, e.raw_length, MAX_BLOB_LEN));
+        }
+        spans.push((start, end));
+    }
+    spans.sort_unstable();
+    for w in spans.windows(2) {
+        if let [a, b] = w {
+            if b.0 < a.1 {
+                return Err(format!("blobs at offsets {} and {} overlap", a.0, b.0));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads and decodes the header of a stored pack of `size` bytes.
+pub fn read_header(backend: &dyn Backend, key: &MasterKey, repo: &RepoId, pack: &PackId, size: u64) -> Result<Vec<PackEntry>> {
+    let what = || format!("pack {pack}");
+    let name = pack.to_hex();
+    let min = PACK_DATA_START as u64 + 4;
+    if size < min {
+        return Err(Error::corrupt(what(), format!("{size} bytes is too short for a pack")));
+    }
+    let start = backend.read_range(FileType::Pack, &name, 0, PACK_DATA_START as u64)?;
+    let session = key.session(&parse_session(&start, pack)?);
+    let tail = backend.read_range(FileType::Pack, &name, size - 4, 4)?;
+    let header_len = tail.first_chunk::<4>().map(|b| u32::from_le_bytes(*b)).unwrap_or(0);
+    if header_len > MAX_HEADER_LEN || u64::from(header_len) > size - min {
+        return Err(Error::corrupt(what(), format!("header length {header_len} does not fit in a {size}-byte pack")));
+    }
+    let header_start = size - 4 - u64::from(header_len);
+    let sealed = backend.read_range(FileType::Pack, &name, header_start, u64::from(header_len))?;
+    decode_header(&session, repo, &sealed, header_start, pack)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_and_read_back() {
+        let key = MasterKey::generate().unwrap();
+        let repo = RepoId([3; 32]);
+        let mut b = PackBuilder::new(&key).unwrap();
+        let blobs: Vec<Vec<u8>> = (0..20u8).map(|i| vec![i; 100 + i as usize]).collect();
+        for data in &blobs {
+            let id = key.blob_id(data);
+            b.add(&repo, BlobKind::Data, id, &format::encode_payload(data, 3), data.len() as u32).unwrap();
+        }
+        let p = b.finish(&repo).unwrap();
+        assert_eq!(p.id, PackId::of_stored(&p.bytes));
+        let session = key.session(&parse_session(&p.bytes, &p.id).unwrap());
+        let n = p.bytes.len();
+        let hl = u32::from_le_bytes(p.bytes[n - 4..].try_into().unwrap()) as usize;
+        let hs = n - 4 - hl;
+        let entries = decode_header(&session, &repo, &p.bytes[hs..n - 4], hs as u64, &p.id).unwrap();
+        assert_eq!(entries, p.entries);
+        for e in &entries {
+            let sealed = &p.bytes[e.offset as usize..(e.offset + e.length) as usize];
+            let plain = open_blob(&key, &session, &repo, e, sealed, &p.id).unwrap();
+            assert_eq!(key.blob_id(&plain), e.id);
+            // The same bytes presented as a tree blob, or under another id, fail.
+            let mut as_tree = *e;
+            as_tree.kind = BlobKind::Tree;
+            assert!(open_blob(&key, &session, &repo, &as_tree, sealed, &p.id).is_err());
+        }
+    }
+
+    #[test]
+    fn overlapping_or_outside_entries_are_rejected() {
+        let e = |offset, length| PackEntry { kind: BlobKind::Data, id: BlobId([0; 32]), offset, length, raw_length: 1 };
+        assert!(validate_entries(&[e(42, 40)], 100).is_ok());
+        assert!(validate_entries(&[e(10, 40)], 100).is_err());
+        assert!(validate_entries(&[e(42, 80)], 100).is_err());
+        assert!(validate_entries(&[e(42, 40), e(60, 30)], 200).is_err());
+        assert!(validate_entries(&[e(42, 5)], 200).is_err());
+    }
+}

@@ -1,0 +1,274 @@
+//! An opened repository: backend + master key + config. Reading and writing of the
+//! sealed files (index, snapshots, locks) and of blobs goes through here.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::backend::{Backend, FileType};
+use crate::chunker::Chunker;
+use crate::config::{self, ChunkerParams, Config};
+use crate::crypto::{KdfParams, MasterKey, SESSION_ID_LEN};
+use crate::error::{Error, Result};
+use crate::format::{self, FileKind, SealKind};
+use crate::id::{BlobId, IndexId, KeyId, PackId, RepoId, SnapshotId};
+use crate::index::{INDEX_MAX_LEN, Index, IndexFile};
+use crate::keyfile::{KEY_FILE_MAX_LEN, KeyFile};
+use crate::pack::{self, FinishedPack, PACK_DATA_START};
+use crate::snapshot::{SNAPSHOT_MAX_LEN, Snapshot};
+use crate::tree::Tree;
+
+/// Options of `init`.
+pub struct InitOptions {
+    pub chunker: ChunkerParams,
+    pub compression: i32,
+    pub pack_size: u32,
+    /// `None`: calibrate near one second at 256 MiB.
+    pub kdf: Option<KdfParams>,
+    /// Share blob ids and chunk boundaries with this existing repository's key.
+    pub share_ids_with: Option<MasterKey>,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        Self {
+            chunker: ChunkerParams::default(),
+            compression: config::DEFAULT_COMPRESSION,
+            pack_size: config::DEFAULT_PACK_SIZE,
+            kdf: None,
+            share_ids_with: None,
+        }
+    }
+}
+
+pub struct Repository {
+    backend: Arc<dyn Backend>,
+    key: MasterKey,
+    config: Config,
+    key_id: KeyId,
+    sessions: Mutex<HashMap<PackId, [u8; SESSION_ID_LEN]>>,
+}
+
+impl Repository {
+    /// Creates a repository in an empty or missing location. The config file is
+    /// written last: until it exists the location is not a repository, so an
+    /// interrupted `init` leaves nothing that `open` would accept.
+    pub fn init(backend: Arc<dyn Backend>, password: &[u8], opts: InitOptions) -> Result<Self> {
+        let cfg = Config {
+            version: u32::from(format::FORMAT_VERSION),
+            repo_id: RepoId(crate::crypto::random_array()?),
+            chunker: opts.chunker,
+            compression: opts.compression,
+            pack_size: opts.pack_size,
+        };
+        cfg.validate().map_err(Error::invalid)?;
+        let kdf = match opts.kdf {
+            Some(k) => k,
+            None => KdfParams::calibrated()?,
+        };
+        backend.create()?;
+        let key = match &opts.share_ids_with {
+            Some(other) => MasterKey::generate_sharing_ids_with(other)?,
+            None => MasterKey::generate()?,
+        };
+        let kf = KeyFile::create(&key, cfg.repo_id, password, kdf)?.encode();
+        let key_id = KeyId::of_stored(&kf);
+        backend.write(FileType::Key, &key_id.to_hex(), &kf)?;
+        backend.write(FileType::Config, "config", &cfg.encode(&key)?)?;
+        Ok(Self::assemble(backend, key, cfg, key_id))
+    }
+
+    pub fn open(backend: Arc<dyn Backend>, password: &[u8]) -> Result<Self> {
+        if !backend.is_repository()? {
+            return Err(Error::NotARepository(backend.location()));
+        }
+        let raw = backend.read(FileType::Config, "config", config::CONFIG_MAX_LEN)?;
+        let repo_id = Config::peek_repo_id(&raw)?;
+        let keys = backend.list(FileType::Key)?;
+        let mut last_err = None;
+        for entry in &keys {
+            let id = KeyId::from_hex(&entry.name)?;
+            let attempt = backend
+                .read(FileType::Key, &entry.name, KEY_FILE_MAX_LEN)
+                .and_then(|bytes| {
+                    check_name(&bytes, &entry.name, "key file")?;
+                    KeyFile::decode(&bytes, &id)
+                })
+                .and_then(|kf| kf.unwrap_key(password, &id, &repo_id));
+            match attempt {
+                Ok(Some(key)) => {
+                    let cfg = Config::decode(&raw, &key)?;
+                    return Ok(Self::assemble(backend, key, cfg, id));
+                }
+                Ok(None) => {}
+                Err(e) => last_err = Some(e),
+            }
+        }
+        // A damaged key file matters only when no other key opened the repository.
+        match last_err {
+            Some(e) if keys.len() == 1 => Err(e),
+            _ => Err(Error::WrongPassword {
+                repo: backend.location(),
+                keys: keys.len(),
+            }),
+        }
+    }
+
+    fn assemble(backend: Arc<dyn Backend>, key: MasterKey, config: Config, key_id: KeyId) -> Self {
+        Self {
+            backend,
+            key,
+            config,
+            key_id,
+            sessions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn backend(&self) -> &dyn Backend {
+        &*self.backend
+    }
+
+    pub fn key(&self) -> &MasterKey {
+        &self.key
+    }
+
+    pub fn key_id(&self) -> KeyId {
+        self.key_id
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn repo_id(&self) -> &RepoId {
+        &self.config.repo_id
+    }
+
+    pub fn chunker(&self) -> Chunker {
+        Chunker::new(self.config.chunker, self.key.chunker_seed())
+    }
+
+    /// Seals `plaintext` (compressed when that helps) and writes it under the hash
+    /// of the stored bytes. Returns that name.
+    pub fn save_sealed(&self, file: FileKind, seal: SealKind, t: FileType, plaintext: &[u8]) -> Result<(String, u64)> {
+        let payload = format::encode_payload(plaintext, 3);
+        let bytes = format::seal_file(&self.key, self.repo_id(), file, seal, &payload)?;
+        let name = hex::encode(blake3::hash(&bytes).as_bytes());
+        self.backend.write(t, &name, &bytes)?;
+        Ok((name, bytes.len() as u64))
+    }
+
+    /// Reads, checks the name against the content hash, and unseals a file.
+    pub fn load_sealed(&self, file: FileKind, seal: SealKind, t: FileType, name: &str, max_len: u64, what: &dyn Fn() -> String) -> Result<Vec<u8>> {
+        let bytes = self.backend.read(t, name, max_len)?;
+        check_name(&bytes, name, &what())?;
+        let payload = format::open_file(&self.key, self.repo_id(), file, seal, &bytes, what)?;
+        format::decode_payload(&payload, None, max_len as usize, what)
+    }
+
+    pub fn save_index(&self, f: &IndexFile) -> Result<(IndexId, u64)> {
+        let (name, size) = self.save_sealed(FileKind::Index, SealKind::Index, FileType::Index, &format::to_msgpack(f))?;
+        Ok((IndexId::from_hex(&name)?, size))
+    }
+
+    pub fn load_index_file(&self, id: &IndexId) -> Result<IndexFile> {
+        let what = || format!("index {id}");
+        let plain = self.load_sealed(FileKind::Index, SealKind::Index, FileType::Index, &id.to_hex(), INDEX_MAX_LEN, &what)?;
+        let f: IndexFile = format::from_msgpack(&plain, &what)?;
+        for p in &f.packs {
+            let data_end = p.size.saturating_sub(4);
+            pack::validate_entries(&p.blobs, data_end)
+                .map_err(|r| Error::corrupt(what(), format!("entry for pack {}: {r}", p.id)))?;
+        }
+        Ok(f)
+    }
+
+    pub fn list_ids<T>(&self, t: FileType, parse: fn(&str) -> Result<T>) -> Result<Vec<T>> {
+        self.backend
+            .list(t)?
+            .iter()
+            .filter_map(|e| parse(&e.name).ok())
+            .map(Ok)
+            .collect()
+    }
+
+    /// Loads every index file into memory.
+    pub fn load_index(&self) -> Result<Index> {
+        let mut index = Index::new();
+        for id in self.list_ids(FileType::Index, IndexId::from_hex)? {
+            index.add_file(&self.load_index_file(&id)?);
+        }
+        Ok(index)
+    }
+
+    pub fn save_snapshot(&self, s: &Snapshot) -> Result<(SnapshotId, u64)> {
+        let (name, size) = self.save_sealed(FileKind::Snapshot, SealKind::Snapshot, FileType::Snapshot, &format::to_msgpack(s))?;
+        Ok((SnapshotId::from_hex(&name)?, size))
+    }
+
+    pub fn load_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
+        let what = || format!("snapshot {id}");
+        let plain = self.load_sealed(FileKind::Snapshot, SealKind::Snapshot, FileType::Snapshot, &id.to_hex(), SNAPSHOT_MAX_LEN, &what)?;
+        format::from_msgpack(&plain, &what)
+    }
+
+    /// All snapshots, oldest first.
+    pub fn list_snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
+        let mut out = Vec::new();
+        for id in self.list_ids(FileType::Snapshot, SnapshotId::from_hex)? {
+            out.push((id, self.load_snapshot(&id)?));
+        }
+        out.sort_by_key(|(id, s)| (s.sort_key(), *id));
+        Ok(out)
+    }
+
+    pub fn write_pack(&self, p: &FinishedPack) -> Result<()> {
+        self.backend.write(FileType::Pack, &p.id.to_hex(), &p.bytes)
+    }
+
+    fn pack_session(&self, pack: &PackId) -> Result<crate::crypto::SessionKey> {
+        let cached = self.sessions.lock().ok().and_then(|m| m.get(pack).copied());
+        let sid = match cached {
+            Some(s) => s,
+            None => {
+                let start = self.backend.read_range(FileType::Pack, &pack.to_hex(), 0, PACK_DATA_START as u64)?;
+                let s = pack::parse_session(&start, pack)?;
+                if let Ok(mut m) = self.sessions.lock() {
+                    m.insert(*pack, s);
+                }
+                s
+            }
+        };
+        Ok(self.key.session(&sid))
+    }
+
+    /// Reads, authenticates, decompresses and re-hashes one blob.
+    pub fn read_blob(&self, index: &Index, id: &BlobId) -> Result<Vec<u8>> {
+        let (pack_id, entry) = index.get(id).ok_or_else(|| Error::Missing {
+            what: format!("blob {id}"),
+            reason: "no index file lists it; run `cairn check`".into(),
+        })?;
+        let session = self.pack_session(&pack_id)?;
+        let sealed = self
+            .backend
+            .read_range(FileType::Pack, &pack_id.to_hex(), u64::from(entry.offset), u64::from(entry.length))?;
+        pack::open_blob(&self.key, &session, self.repo_id(), &entry, &sealed, &pack_id)
+    }
+
+    pub fn load_tree(&self, index: &Index, id: &BlobId) -> Result<Tree> {
+        let bytes = self.read_blob(index, id)?;
+        Tree::decode(&bytes, id)
+    }
+}
+
+/// A stored file's name is the BLAKE3 hash of its bytes; a mismatch is storage
+/// corruption, detectable without the password.
+pub fn check_name(bytes: &[u8], name: &str, what: &str) -> Result<()> {
+    let actual = hex::encode(blake3::hash(bytes).as_bytes());
+    if actual != name {
+        return Err(Error::corrupt(
+            format!("{what} {name}"),
+            format!("its content hashes to {actual}, not to its name"),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,86 @@
+//! Choosing snapshots: `latest`, `latest~N`, a unique id prefix, filtered by host,
+//! tag and path, optionally followed by `:PATH` for a sub-tree.
+
+use crate::error::{Error, Result};
+use crate::id::SnapshotId;
+use crate::repository::Repository;
+use crate::snapshot::Snapshot;
+
+#[derive(Clone, Debug, Default)]
+pub struct SnapshotFilter {
+    pub hosts: Vec<String>,
+    pub tags: Vec<String>,
+    pub paths: Vec<String>,
+}
+
+impl SnapshotFilter {
+    /// Every given host, tag and path must match (tags: the snapshot has all of them).
+    pub fn matches(&self, s: &Snapshot) -> bool {
+        (self.hosts.is_empty() || self.hosts.iter().any(|h| *h == s.hostname))
+            && self.tags.iter().all(|t| s.tags.contains(t))
+            && (self.paths.is_empty() || self.paths.iter().all(|p| s.paths.contains(p)))
+    }
+}
+
+/// A resolved `SNAPSHOT[:PATH]`.
+pub struct Selected {
+    pub id: SnapshotId,
+    pub snapshot: Snapshot,
+    /// The part after `:`, if any.
+    pub path: Option<String>,
+}
+
+pub fn resolve(repo: &Repository, spec: &str, filter: &SnapshotFilter) -> Result<Selected> {
+    let (id_spec, path) = match spec.split_once(':') {
+        Some((a, b)) => (a, Some(b.to_string())),
+        None => (spec, None),
+    };
+    let all: Vec<(SnapshotId, Snapshot)> = repo
+        .list_snapshots()?
+        .into_iter()
+        .filter(|(_, s)| filter.matches(s))
+        .collect();
+    let (id, snapshot) = pick(all, id_spec)?;
+    Ok(Selected { id, snapshot, path })
+}
+
+fn pick(mut all: Vec<(SnapshotId, Snapshot)>, spec: &str) -> Result<(SnapshotId, Snapshot)> {
+    if let Some(rest) = spec.strip_prefix("latest") {
+        let back: usize = match rest.strip_prefix('~') {
+            Some(n) => n
+                .parse()
+                .map_err(|_| Error::invalid(format!("{spec:?}: expected latest or latest~N")))?,
+            None if rest.is_empty() => 0,
+            None => return Err(Error::invalid(format!("{spec:?}: expected latest or latest~N"))),
+        };
+        let n = all.len();
+        return if back < n {
+            Ok(all.swap_remove(n - 1 - back))
+        } else {
+            Err(Error::invalid(format!(
+                "{spec}: there are only {n} matching snapshot(s)"
+            )))
+        };
+    }
+    let lower = spec.to_ascii_lowercase();
+    if lower.is_empty() || !lower.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Error::invalid(format!("{spec:?} is not a snapshot id, prefix, latest or latest~N")));
+    }
+    let mut hits: Vec<(SnapshotId, Snapshot)> = all.into_iter().filter(|(id, _)| id.to_hex().starts_with(&lower)).collect();
+    match hits.len() {
+        1 => Ok(hits.remove(0)),
+        0 => Err(Error::invalid(format!("no snapshot matches {spec:?} (with the given filters)"))),
+        n => Err(Error::invalid(format!("{spec:?} is ambiguous: {n} snapshots start with it"))),
+    }
+}
+
+/// The latest snapshot with this host and the same set of paths: the default parent.
+pub fn find_parent(repo: &Repository, host: &str, paths: &[String]) -> Result<Option<(SnapshotId, Snapshot)>> {
+    let mut want: Vec<&String> = paths.iter().collect();
+    want.sort();
+    Ok(repo.list_snapshots()?.into_iter().rev().find(|(_, s)| {
+        let mut have: Vec<&String> = s.paths.iter().collect();
+        have.sort();
+        s.hostname == host && have == want
+    }))
+}

@@ -1,0 +1,218 @@
+//! Tree blobs (format-spec/README.md, "Trees"): one per directory, listing its
+//! entries sorted by name bytes. Files name their data blobs, directories their
+//! subtree, so a snapshot's root tree is the top of a Merkle DAG.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::id::BlobId;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeKind {
+    File,
+    Dir,
+    Symlink,
+    Fifo,
+    Chardev,
+    Blockdev,
+    Socket,
+}
+
+/// Seconds and nanoseconds since the Unix epoch; a msgpack array `[secs, nanos]`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Timestamp(pub i64, pub u32);
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Xattr {
+    #[serde(with = "serde_bytes")]
+    pub name: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    pub value: Vec<u8>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    /// The entry's name: raw bytes, not necessarily UTF-8.
+    #[serde(with = "serde_bytes")]
+    pub name: Vec<u8>,
+    pub kind: NodeKind,
+    /// Permission bits, including setuid, setgid and sticky (`st_mode & 0o7777`).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    pub mtime: Timestamp,
+    pub atime: Timestamp,
+    pub ctime: Timestamp,
+    /// File size in bytes; 0 for everything but files.
+    pub size: u64,
+    pub inode: u64,
+    pub device: u64,
+    pub links: u64,
+    /// Device number of a character or block device.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rdev: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_bytes")]
+    pub link_target: Option<Vec<u8>>,
+    /// Data blobs of a file, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub content: Vec<BlobId>,
+    /// Tree blob of a directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subtree: Option<BlobId>,
+    /// Extended attributes, sorted by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub xattrs: Vec<Xattr>,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+mod opt_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(b) => s.serialize_bytes(b),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        Ok(Option::<serde_bytes::ByteBuf>::deserialize(d)?.map(|b| b.into_vec()))
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tree {
+    pub nodes: Vec<Node>,
+}
+
+/// A name that can be created inside a directory without escaping it.
+pub fn is_safe_name(name: &[u8]) -> bool {
+    !name.is_empty() && name != b"." && name != b".." && !name.contains(&b'/') && !name.contains(&0)
+}
+
+impl Tree {
+    /// Sorts by name; encoding a tree twice gives the same bytes.
+    pub fn encode(&mut self) -> Vec<u8> {
+        self.nodes.sort_by(|a, b| a.name.cmp(&b.name));
+        crate::format::to_msgpack(self)
+    }
+
+    /// Decodes and validates a tree blob. Names must be safe and strictly sorted
+    /// (so, unique): a repository that names `..` or holds a symlink and a directory
+    /// of the same name can't steer a restore outside its target.
+    pub fn decode(bytes: &[u8], id: &BlobId) -> Result<Self> {
+        let what = || format!("tree {id}");
+        let tree: Tree = crate::format::from_msgpack(bytes, &what)?;
+        let mut prev: Option<&[u8]> = None;
+        for n in &tree.nodes {
+            if !is_safe_name(&n.name) {
+                return Err(Error::corrupt(what(), format!("unsafe entry name {:?}", String::from_utf8_lossy(&n.name))));
+            }
+            if let Some(p) = prev {
+                if p >= n.name.as_slice() {
+                    return Err(Error::corrupt(what(), "entries are not sorted or not unique"));
+                }
+            }
+            prev = Some(&n.name);
+            let consistent = match n.kind {
+                NodeKind::Dir => n.subtree.is_some() && n.content.is_empty(),
+                NodeKind::File => n.subtree.is_none(),
+                NodeKind::Symlink => n.link_target.is_some() && n.subtree.is_none() && n.content.is_empty(),
+                _ => n.subtree.is_none() && n.content.is_empty(),
+            };
+            if !consistent || n.nanos_ok().is_err() {
+                return Err(Error::corrupt(
+                    what(),
+                    format!("entry {:?} has fields that don't fit its kind", String::from_utf8_lossy(&n.name)),
+                ));
+            }
+        }
+        Ok(tree)
+    }
+
+    pub fn find(&self, name: &[u8]) -> Option<&Node> {
+        self.nodes
+            .binary_search_by(|n| n.name.as_slice().cmp(name))
+            .ok()
+            .and_then(|i| self.nodes.get(i))
+    }
+}
+
+impl Node {
+    fn nanos_ok(&self) -> std::result::Result<(), ()> {
+        for t in [self.mtime, self.atime, self.ctime] {
+            if t.1 >= 1_000_000_000 {
+                return Err(());
+            }
+        }
+        Ok(())
+    }
+
+    pub fn name_lossy(&self) -> String {
+        String::from_utf8_lossy(&self.name).into_owned()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub fn node(name: &[u8], kind: NodeKind) -> Node {
+        Node {
+            name: name.to_vec(),
+            kind,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            user: None,
+            group: None,
+            mtime: Timestamp(1, 2),
+            atime: Timestamp(3, 4),
+            ctime: Timestamp(5, 6),
+            size: 0,
+            inode: 1,
+            device: 1,
+            links: 1,
+            rdev: 0,
+            link_target: (kind == NodeKind::Symlink).then(|| b"target".to_vec()),
+            content: vec![],
+            subtree: (kind == NodeKind::Dir).then_some(BlobId([1; 32])),
+            xattrs: vec![],
+        }
+    }
+
+    #[test]
+    fn round_trip_non_utf8_and_sorted() {
+        let mut t = Tree {
+            nodes: vec![node(b"z\xff\xfe", NodeKind::File), node(b"a", NodeKind::Dir), node(b"l", NodeKind::Symlink)],
+        };
+        let bytes = t.encode();
+        let back = Tree::decode(&bytes, &BlobId([0; 32])).unwrap();
+        assert_eq!(back, t);
+        assert_eq!(back.nodes[0].name, b"a");
+        assert!(back.find(b"z\xff\xfe").is_some());
+    }
+
+    #[test]
+    fn unsafe_names_and_duplicates_are_refused() {
+        for bad in [&b".."[..], b".", b"a/b", b"", b"a\0"] {
+            let t = Tree { nodes: vec![node(bad, NodeKind::File)] };
+            let bytes = crate::format::to_msgpack(&t);
+            assert!(Tree::decode(&bytes, &BlobId([0; 32])).is_err(), "{bad:?}");
+        }
+        let t = Tree { nodes: vec![node(b"x", NodeKind::Symlink), node(b"x", NodeKind::Dir)] };
+        assert!(Tree::decode(&crate::format::to_msgpack(&t), &BlobId([0; 32])).is_err());
+        let mut d = node(b"d", NodeKind::Dir);
+        d.subtree = None;
+        let t = Tree { nodes: vec![d] };
+        assert!(Tree::decode(&crate::format::to_msgpack(&t), &BlobId([0; 32])).is_err());
+    }
+}
