@@ -228,7 +228,15 @@ mod tests {
         assert_eq!(decode_payload(&enc, Some(text.len()), 0, &w).unwrap(), text);
         assert!(decode_payload(&enc, Some(text.len() - 1), 0, &w).is_err());
         assert!(decode_payload(&enc, None, 100, &w).is_err());
-        let random: Vec<u8> = (0..1000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let random: Vec<u8> = (0..1000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect();
         let enc = encode_payload(&random, 3);
         assert_eq!(enc[0], PAYLOAD_RAW);
         assert!(decode_payload(&[9, 1, 2], None, 10, &w).is_err());

@@ -1,0 +1,90 @@
+//! Exclude rules, restic-style: a pattern without `/` matches an entry's name at any
+//! depth; a pattern with `/` matches the absolute path (anchored when it starts with
+//! `/`, at any depth otherwise). `*` does not cross `/`; `**` does.
+
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+
+use crate::error::{Error, IoContext, Result};
+
+#[derive(Clone, Debug)]
+pub struct Excludes {
+    names: GlobSet,
+    paths: GlobSet,
+    patterns: Vec<String>,
+}
+
+impl Excludes {
+    pub fn new(patterns: &[String]) -> Result<Self> {
+        let mut names = GlobSetBuilder::new();
+        let mut paths = GlobSetBuilder::new();
+        let mut kept = Vec::new();
+        for raw in patterns {
+            let p = raw.trim();
+            if p.is_empty() {
+                continue;
+            }
+            let p = p.strip_suffix('/').unwrap_or(p);
+            let (set, pat) = if p.contains('/') {
+                let anchored = if p.starts_with('/') { p.to_string() } else { format!("**/{p}") };
+                (&mut paths, anchored)
+            } else {
+                (&mut names, p.to_string())
+            };
+            let glob = GlobBuilder::new(&pat)
+                .literal_separator(true)
+                .backslash_escape(true)
+                .build()
+                .map_err(|e| Error::invalid(format!("exclude pattern {raw:?}: {e}")))?;
+            set.add(glob);
+            kept.push(p.to_string());
+        }
+        let build = |b: GlobSetBuilder| b.build().map_err(|e| Error::invalid(format!("exclude patterns: {e}")));
+        Ok(Self {
+            names: build(names)?,
+            paths: build(paths)?,
+            patterns: kept,
+        })
+    }
+
+    /// Reads patterns from a file: one per line, `#` starts a comment line.
+    pub fn read_file(path: &Path) -> Result<Vec<String>> {
+        let text = std::fs::read_to_string(path).at(path)?;
+        Ok(text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(String::from)
+            .collect())
+    }
+
+    pub fn patterns(&self) -> &[String] {
+        &self.patterns
+    }
+
+    pub fn is_excluded(&self, path: &Path) -> bool {
+        let by_name = path
+            .file_name()
+            .is_some_and(|n| self.names.is_match(Path::new(std::ffi::OsStr::from_bytes(n.as_bytes()))));
+        by_name || self.paths.is_match(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn name_and_path_patterns() {
+        let e = Excludes::new(&["*.tmp".into(), "/data/cache".into(), "logs/*.gz".into(), "".into()]).unwrap();
+        assert!(e.is_excluded(Path::new("/x/y/a.tmp")));
+        assert!(!e.is_excluded(Path::new("/x/y/a.tmpx")));
+        assert!(e.is_excluded(Path::new("/data/cache")));
+        assert!(!e.is_excluded(Path::new("/other/data/cache")));
+        assert!(e.is_excluded(Path::new("/srv/logs/a.gz")));
+        assert!(!e.is_excluded(Path::new("/srv/logs/sub/a.gz")));
+        assert!(Excludes::new(&["a[".into()]).is_err());
+    }
+}

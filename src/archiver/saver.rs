@@ -1,0 +1,249 @@
+//! Where new blobs go: deduplication against the index and this run, packing, a
+//! background pack writer, and index files written as the backup goes.
+//!
+//! Order of writes (format-spec/README.md, "Write order"): a pack is written and
+//! synced before any index file names it, and index files before the snapshot. An
+//! interrupted backup therefore leaves packs (and index files naming them) that no
+//! snapshot references; the next backup finds their blobs in the index and skips
+//! them, so re-running an interrupted first backup does not start over.
+
+use std::collections::HashSet;
+use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::format;
+use crate::id::{BlobId, IndexId};
+use crate::index::{Index, IndexFile, IndexPack};
+use crate::pack::{BlobKind, FinishedPack, PackBuilder};
+use crate::repository::Repository;
+use crate::tree::Tree;
+
+/// Write an index file once this many blobs are in packs no index names yet...
+const INDEX_FLUSH_BLOBS: usize = 4096;
+/// ...or once this much time has passed since the last one.
+const INDEX_FLUSH_INTERVAL: Duration = Duration::from_secs(120);
+/// Packs queued for the writer thread; bounds memory to a few packs.
+const WRITE_QUEUE: usize = 2;
+
+#[derive(Default)]
+struct Written {
+    packs: Vec<IndexPack>,
+    bytes: u64,
+    error: Option<Error>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct SaverStats {
+    pub data_blobs_new: u64,
+    pub tree_blobs_new: u64,
+    /// Plaintext bytes of new blobs.
+    pub bytes_new: u64,
+    /// Bytes of packs and index files written.
+    pub bytes_written: u64,
+}
+
+pub struct Saver {
+    repo: Arc<Repository>,
+    index: Arc<Index>,
+    pending: HashSet<BlobId>,
+    data: Option<PackBuilder>,
+    tree: Option<PackBuilder>,
+    tx: Option<SyncSender<FinishedPack>>,
+    writer: Option<JoinHandle<()>>,
+    written: Arc<Mutex<Written>>,
+    unindexed_blobs: usize,
+    last_index: Instant,
+    pub stats: SaverStats,
+    pub index_files: Vec<IndexId>,
+}
+
+impl Saver {
+    pub fn new(repo: Arc<Repository>, index: Arc<Index>) -> Self {
+        let (tx, rx) = sync_channel::<FinishedPack>(WRITE_QUEUE);
+        let written = Arc::new(Mutex::new(Written::default()));
+        let writer = {
+            let repo = Arc::clone(&repo);
+            let written = Arc::clone(&written);
+            std::thread::spawn(move || {
+                for pack in rx {
+                    let result = repo.write_pack(&pack);
+                    let Ok(mut w) = written.lock() else { return };
+                    match result {
+                        Ok(()) => {
+                            w.bytes += pack.bytes.len() as u64;
+                            w.packs.push(IndexPack {
+                                id: pack.id,
+                                size: pack.bytes.len() as u64,
+                                blobs: pack.entries,
+                            });
+                        }
+                        Err(e) => {
+                            // ENOSPC and permission errors are permanent: stop, and let
+                            // the main thread report it.
+                            w.error = Some(e);
+                            return;
+                        }
+                    }
+                }
+            })
+        };
+        Self {
+            repo,
+            index,
+            pending: HashSet::new(),
+            data: None,
+            tree: None,
+            tx: Some(tx),
+            writer: Some(writer),
+            written,
+            unindexed_blobs: 0,
+            last_index: Instant::now(),
+            stats: SaverStats::default(),
+            index_files: Vec::new(),
+        }
+    }
+
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    /// Whether the repository has the blob, or this run already stored it.
+    pub fn known(&self, id: &BlobId) -> bool {
+        self.index.contains(id) || self.pending.contains(id)
+    }
+
+    /// Stores an encoded blob (see `format::encode_payload`) unless it is known.
+    pub fn add(&mut self, kind: BlobKind, id: BlobId, payload: &[u8], raw_len: usize) -> Result<()> {
+        if self.known(&id) {
+            return Ok(());
+        }
+        let raw_len = u32::try_from(raw_len).map_err(|_| Error::invalid("blob larger than 4 GiB"))?;
+        let slot = match kind {
+            BlobKind::Data => &mut self.data,
+            BlobKind::Tree => &mut self.tree,
+        };
+        if slot.is_none() {
+            *slot = Some(PackBuilder::new(self.repo.key())?);
+        }
+        let full = match slot {
+            Some(p) => {
+                p.add(self.repo.repo_id(), kind, id, payload, raw_len)?;
+                p.size() >= self.repo.config().pack_size as usize
+            }
+            None => false,
+        };
+        self.pending.insert(id);
+        match kind {
+            BlobKind::Data => self.stats.data_blobs_new += 1,
+            BlobKind::Tree => self.stats.tree_blobs_new += 1,
+        }
+        self.stats.bytes_new += u64::from(raw_len);
+        if full {
+            if let Some(p) = slot.take() {
+                self.send(p)?;
+            }
+        }
+        self.maybe_write_index()
+    }
+
+    /// Encodes a tree, stores it if new, and returns its id.
+    pub fn save_tree(&mut self, tree: &mut Tree) -> Result<BlobId> {
+        let bytes = tree.encode();
+        let id = self.repo.key().blob_id(&bytes);
+        if !self.known(&id) {
+            let payload = format::encode_payload(&bytes, self.repo.config().compression);
+            self.add(BlobKind::Tree, id, &payload, bytes.len())?;
+        }
+        Ok(id)
+    }
+
+    fn send(&mut self, p: PackBuilder) -> Result<()> {
+        let finished = p.finish(self.repo.repo_id())?;
+        self.unindexed_blobs += finished.entries.len();
+        let sent = match &self.tx {
+            Some(tx) => tx.send(finished).is_ok(),
+            None => false,
+        };
+        if !sent {
+            return Err(self.writer_error());
+        }
+        self.check_writer()
+    }
+
+    fn writer_error(&mut self) -> Error {
+        if let Some(h) = self.writer.take() {
+            let _ = h.join();
+        }
+        self.written
+            .lock()
+            .ok()
+            .and_then(|mut w| w.error.take())
+            .unwrap_or_else(|| Error::invalid("the pack writer stopped unexpectedly"))
+    }
+
+    fn check_writer(&mut self) -> Result<()> {
+        let failed = self.written.lock().map(|w| w.error.is_some()).unwrap_or(true);
+        if failed { Err(self.writer_error()) } else { Ok(()) }
+    }
+
+    fn maybe_write_index(&mut self) -> Result<()> {
+        if self.unindexed_blobs >= INDEX_FLUSH_BLOBS || self.last_index.elapsed() >= INDEX_FLUSH_INTERVAL {
+            self.write_index()?;
+        }
+        Ok(())
+    }
+
+    /// Writes an index file for the packs written so far that no index names yet.
+    fn write_index(&mut self) -> Result<()> {
+        self.last_index = Instant::now();
+        let packs = match self.written.lock() {
+            Ok(mut w) => std::mem::take(&mut w.packs),
+            Err(_) => return Err(Error::invalid("the pack writer panicked")),
+        };
+        if packs.is_empty() {
+            return Ok(());
+        }
+        let n: usize = packs.iter().map(|p| p.blobs.len()).sum();
+        let (id, size) = self.repo.save_index(&IndexFile { packs })?;
+        self.unindexed_blobs = self.unindexed_blobs.saturating_sub(n);
+        self.stats.bytes_written += size;
+        self.index_files.push(id);
+        Ok(())
+    }
+
+    /// Writes out partial packs, waits for the writer, and writes the last index
+    /// file. On success every blob this run stored is in a durable pack named by a
+    /// durable index file.
+    pub fn finish(&mut self) -> Result<()> {
+        for p in [self.data.take(), self.tree.take()].into_iter().flatten() {
+            if !p.is_empty() {
+                self.send(p)?;
+            }
+        }
+        self.tx = None;
+        if let Some(h) = self.writer.take() {
+            h.join().map_err(|_| Error::invalid("the pack writer panicked"))?;
+        }
+        if let Some(e) = self.written.lock().ok().and_then(|mut w| w.error.take()) {
+            // Index what did get written, so that a re-run can reuse it.
+            let _ = self.write_index();
+            return Err(e);
+        }
+        self.write_index()?;
+        self.stats.bytes_written += self.written.lock().map(|w| w.bytes).unwrap_or(0);
+        Ok(())
+    }
+}
+
+impl Drop for Saver {
+    fn drop(&mut self) {
+        // Stop the writer thread if `finish` was not called (an error path).
+        self.tx = None;
+        if let Some(h) = self.writer.take() {
+            let _ = h.join();
+        }
+    }
+}

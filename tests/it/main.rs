@@ -1,0 +1,4 @@
+//! Integration tests, compiled into one binary.
+
+mod common;
+mod vectors;

@@ -1,0 +1,1 @@
+//! Test vectors pinning format-spec/.
