@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::{Error, Result};
 use crate::id::{BlobId, PackId};
 use crate::pack::{BlobKind, PackEntry};
 
@@ -26,6 +27,18 @@ pub struct IndexPack {
 }
 
 impl IndexFile {
+    /// Parses and validates the plaintext of an index file (after authentication):
+    /// every entry must lie inside its pack's blob area.
+    pub fn decode(plain: &[u8], what: &dyn Fn() -> String) -> Result<Self> {
+        let f: IndexFile = crate::format::from_msgpack(plain, what)?;
+        for p in &f.packs {
+            let data_end = p.size.saturating_sub(4);
+            crate::pack::validate_entries(&p.blobs, data_end)
+                .map_err(|r| Error::corrupt(what(), format!("entry for pack {}: {r}", p.id)))?;
+        }
+        Ok(f)
+    }
+
     pub fn blob_count(&self) -> usize {
         self.packs.iter().map(|p| p.blobs.len()).sum()
     }

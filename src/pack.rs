@@ -209,8 +209,13 @@ pub fn parse_session(start: &[u8], pack: &PackId) -> Result<[u8; SESSION_ID_LEN]
 pub fn decode_header(session: &SessionKey, repo: &RepoId, sealed: &[u8], header_start: u64, pack: &PackId) -> Result<Vec<PackEntry>> {
     let what = || format!("header of pack {pack}");
     let plain = session.open(&format::aad(repo, SealKind::PackHeader, None), sealed, &what)?;
-    let msg = format::decode_payload(&plain, None, MAX_HEADER_LEN as usize, &what)?;
-    let entries: Vec<PackEntry> = format::from_msgpack(&msg, &what)?;
+    decode_header_plaintext(&plain, header_start, &what)
+}
+
+/// Parses and validates the plaintext of a pack header (after authentication).
+pub fn decode_header_plaintext(plain: &[u8], header_start: u64, what: &dyn Fn() -> String) -> Result<Vec<PackEntry>> {
+    let msg = format::decode_payload(plain, None, MAX_HEADER_LEN as usize, what)?;
+    let entries: Vec<PackEntry> = format::from_msgpack(&msg, what)?;
     validate_entries(&entries, header_start).map_err(|r| Error::corrupt(what(), r))?;
     Ok(entries)
 }

@@ -173,13 +173,7 @@ impl Repository {
     pub fn load_index_file(&self, id: &IndexId) -> Result<IndexFile> {
         let what = || format!("index {id}");
         let plain = self.load_sealed(FileKind::Index, SealKind::Index, FileType::Index, &id.to_hex(), INDEX_MAX_LEN, &what)?;
-        let f: IndexFile = format::from_msgpack(&plain, &what)?;
-        for p in &f.packs {
-            let data_end = p.size.saturating_sub(4);
-            pack::validate_entries(&p.blobs, data_end)
-                .map_err(|r| Error::corrupt(what(), format!("entry for pack {}: {r}", p.id)))?;
-        }
-        Ok(f)
+        IndexFile::decode(&plain, &what)
     }
 
     pub fn list_ids<T>(&self, t: FileType, parse: fn(&str) -> Result<T>) -> Result<Vec<T>> {
