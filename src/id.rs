@@ -84,8 +84,13 @@ mod serde_id {
     use serde::{Deserializer, Serializer};
     use std::fmt;
 
+    /// msgpack (not human-readable) gets `bin`; JSON output gets lowercase hex.
     pub fn serialize<S: Serializer>(id: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(id)
+        if s.is_human_readable() {
+            s.serialize_str(&hex::encode(id))
+        } else {
+            s.serialize_bytes(id)
+        }
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
@@ -97,6 +102,11 @@ mod serde_id {
             }
             fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<[u8; 32], E> {
                 v.try_into().map_err(|_| E::invalid_length(v.len(), &self))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<[u8; 32], E> {
+                let mut out = [0u8; 32];
+                hex::decode_to_slice(v, &mut out).map_err(|_| E::invalid_length(v.len(), &self))?;
+                Ok(out)
             }
             fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<[u8; 32], A::Error> {
                 let mut out = [0u8; 32];

@@ -20,5 +20,6 @@ pub mod restorer;
 pub mod select;
 pub mod snapshot;
 pub mod tree;
+pub mod walk;
 
 pub use error::{Error, Result};

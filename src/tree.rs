@@ -25,16 +25,16 @@ pub struct Timestamp(pub i64, pub u32);
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Xattr {
-    #[serde(with = "serde_bytes")]
+    #[serde(with = "name_bytes")]
     pub name: Vec<u8>,
-    #[serde(with = "serde_bytes")]
+    #[serde(with = "name_bytes")]
     pub value: Vec<u8>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Node {
     /// The entry's name: raw bytes, not necessarily UTF-8.
-    #[serde(with = "serde_bytes")]
+    #[serde(with = "name_bytes")]
     pub name: Vec<u8>,
     pub kind: NodeKind,
     /// Permission bits, including setuid, setgid and sticky (`st_mode & 0o7777`).
@@ -73,12 +73,30 @@ fn is_zero(v: &u64) -> bool {
     *v == 0
 }
 
+/// Byte strings: msgpack `bin`; in JSON output a string when valid UTF-8, else an
+/// array of byte values, so nothing is lost either way.
+pub mod name_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        match std::str::from_utf8(v) {
+            Ok(text) if s.is_human_readable() => s.serialize_str(text),
+            _ if s.is_human_readable() => s.collect_seq(v),
+            _ => s.serialize_bytes(v),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        Ok(serde_bytes::ByteBuf::deserialize(d)?.into_vec())
+    }
+}
+
 mod opt_bytes {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
         match v {
-            Some(b) => s.serialize_bytes(b),
+            Some(b) => super::name_bytes::serialize(b, s),
             None => s.serialize_none(),
         }
     }

@@ -349,17 +349,8 @@ impl Archiver<'_> {
     fn backup_dir(&mut self, path: &Path, meta: &std::fs::Metadata, parent: Option<&Node>) -> Result<BlobId> {
         let parent_tree = self.parent_subtree(parent);
         let mut tree = Tree::default();
-        let mut entries: Vec<(Vec<u8>, PathBuf)> = match std::fs::read_dir(path) {
-            Ok(rd) => {
-                let mut v = Vec::new();
-                for e in rd {
-                    match e {
-                        Ok(e) => v.push((e.file_name().as_bytes().to_vec(), e.path())),
-                        Err(err) => self.error(path, format!("listing directory: {err}")),
-                    }
-                }
-                v
-            }
+        let mut entries: Vec<(Vec<u8>, PathBuf)> = match list_dir(path) {
+            Ok(v) => v,
             Err(e) => {
                 self.error(path, format!("listing directory: {e}; stored as empty"));
                 Vec::new()
@@ -583,6 +574,29 @@ fn open_for_backup(path: &Path) -> io::Result<File> {
         Err(e) if e.raw_os_error() == Some(libc::EPERM) => OpenOptions::new().read(true).custom_flags(base).open(path),
         r => r,
     }
+}
+
+/// Lists a directory without updating its atime where permitted (reading it would
+/// otherwise change the directory's metadata and so its tree on every backup).
+fn list_dir(path: &Path) -> io::Result<Vec<(Vec<u8>, PathBuf)>> {
+    use nix::fcntl::OFlag;
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW;
+    let mode = nix::sys::stat::Mode::empty();
+    let mut dir = match nix::dir::Dir::open(path, flags | OFlag::O_NOATIME, mode) {
+        Err(nix::errno::Errno::EPERM) => nix::dir::Dir::open(path, flags, mode),
+        r => r,
+    }
+    .map_err(io::Error::from)?;
+    let mut out = Vec::new();
+    for entry in dir.iter() {
+        let entry = entry.map_err(io::Error::from)?;
+        let name = entry.file_name().to_bytes();
+        if name == b"." || name == b".." {
+            continue;
+        }
+        out.push((name.to_vec(), path.join(std::ffi::OsStr::from_bytes(name))));
+    }
+    Ok(out)
 }
 
 fn insert_virtual(map: &mut BTreeMap<Vec<u8>, Virtual>, comps: &[Vec<u8>], full: PathBuf) {

@@ -1,0 +1,86 @@
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use cairn::backend::LocalBackend;
+use cairn::config::ChunkerParams;
+use cairn::crypto::KdfParams;
+use cairn::repository::{InitOptions, Repository};
+
+use super::{GlobalArgs, output, password, repo_path};
+
+#[derive(Args)]
+pub struct InitArgs {
+    /// Chunk sizes MIN,AVG,MAX in bytes or with K/M suffixes [default: 512K,1M,8M]
+    #[arg(long, value_name = "MIN,AVG,MAX")]
+    chunker_params: Option<String>,
+    /// zstd level for new data: 0 stores raw, 1-22 trade speed for size
+    #[arg(long, value_name = "N", default_value_t = cairn::config::DEFAULT_COMPRESSION)]
+    compression: i32,
+    /// Target pack size in MiB
+    #[arg(long, value_name = "MIB", default_value_t = 16)]
+    pack_size: u32,
+    /// Argon2id memory in KiB for the password key [default: 262144, with
+    /// iterations calibrated to about one second]. Lower it only for tests or
+    /// machines that can't spare the memory.
+    #[arg(long, value_name = "KIB")]
+    kdf_memory: Option<u32>,
+    /// Argon2id iterations (with --kdf-memory)
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    kdf_iterations: u32,
+}
+
+pub fn run(g: &GlobalArgs, a: InitArgs) -> Result<ExitCode> {
+    let path = repo_path(g)?;
+    let chunker = match &a.chunker_params {
+        Some(s) => ChunkerParams::parse(s)?,
+        None => ChunkerParams::default(),
+    };
+    let pack_size = a
+        .pack_size
+        .checked_mul(1024 * 1024)
+        .context("--pack-size is too large")?;
+    let kdf = match a.kdf_memory {
+        Some(m) => Some(KdfParams::new(m, a.kdf_iterations)?),
+        None => None,
+    };
+    let backend = Arc::new(LocalBackend::new(&path));
+    // Refuse a non-empty directory before asking for a password.
+    if let Ok(mut rd) = std::fs::read_dir(&path) {
+        if rd.next().is_some() {
+            return Err(cairn::Error::RepositoryExists(path.display().to_string()).into());
+        }
+    }
+    let pw = password::get(g, true)?;
+    let opts = InitOptions {
+        chunker,
+        compression: a.compression,
+        pack_size,
+        kdf,
+        share_ids_with: None,
+    };
+    let repo = Repository::init(backend, &pw, opts).with_context(|| format!("creating repository {}", path.display()))?;
+    if g.json {
+        output::print_json(&serde_json::json!({
+            "message_type": "initialized",
+            "repository": path.display().to_string(),
+            "id": repo.repo_id().to_hex(),
+        }))?;
+    } else if !g.quiet {
+        let c = repo.config();
+        println!(
+            "created cairn repository {} at {}\n  chunks {}/{}/{} (min/avg/max), zstd level {}, packs of {}",
+            repo.repo_id().short(),
+            path.display(),
+            output::bytes(u64::from(c.chunker.min_size)),
+            output::bytes(u64::from(c.chunker.avg_size)),
+            output::bytes(u64::from(c.chunker.max_size)),
+            c.compression,
+            output::bytes(u64::from(c.pack_size)),
+        );
+        println!("  keep the password safe: without it the data can't be read back");
+    }
+    Ok(ExitCode::SUCCESS)
+}

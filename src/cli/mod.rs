@@ -1,0 +1,165 @@
+//! Command-line edge: flags → validated options → library calls. Errors become
+//! `anyhow` with context here, and exit codes follow restic's so scripts carry over.
+
+mod backup;
+mod cat;
+mod init;
+mod ls;
+mod output;
+mod password;
+mod restore;
+pub mod signals;
+mod snapshots;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, anyhow};
+use clap::{Args, Parser, Subcommand};
+
+use cairn::backend::LocalBackend;
+use cairn::repository::Repository;
+use cairn::select::SnapshotFilter;
+
+pub const EXIT_ERROR: u8 = 1;
+pub const EXIT_PARTIAL: u8 = 3;
+pub const EXIT_NO_REPO: u8 = 10;
+pub const EXIT_LOCKED: u8 = 11;
+pub const EXIT_WRONG_PASSWORD: u8 = 12;
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+#[derive(Parser)]
+#[command(name = "cairn", version, about = "Content-addressed, deduplicating, encrypted backups")]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Args, Clone)]
+pub struct GlobalArgs {
+    /// Repository directory
+    #[arg(short = 'r', long = "repo", env = "CAIRN_REPOSITORY", global = true)]
+    pub repo: Option<PathBuf>,
+    /// Read the password from this file (first line)
+    #[arg(long, env = "CAIRN_PASSWORD_FILE", global = true)]
+    pub password_file: Option<PathBuf>,
+    /// Run this shell command and use its output as the password
+    #[arg(long, env = "CAIRN_PASSWORD_COMMAND", global = true)]
+    pub password_command: Option<String>,
+    /// Print only errors
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Machine-readable output (JSON)
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Create a new repository
+    Init(init::InitArgs),
+    /// Back up files and directories (or standard input)
+    Backup(backup::BackupArgs),
+    /// List snapshots
+    Snapshots(snapshots::SnapshotsArgs),
+    /// List the files in a snapshot
+    Ls(ls::LsArgs),
+    /// Restore a snapshot, a sub-tree or a file
+    Restore(restore::RestoreArgs),
+    /// Print a stored object (for inspection and debugging)
+    Cat(cat::CatArgs),
+}
+
+/// Snapshot filters shared by commands that choose snapshots.
+#[derive(Args, Clone, Default)]
+pub struct FilterArgs {
+    /// Only snapshots of this host (repeatable)
+    #[arg(long = "host", value_name = "HOST")]
+    pub hosts: Vec<String>,
+    /// Only snapshots with this tag (repeatable; all must match)
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// Only snapshots that include this path (repeatable)
+    #[arg(long = "path", value_name = "PATH")]
+    pub paths: Vec<String>,
+}
+
+impl FilterArgs {
+    pub fn filter(&self) -> Result<SnapshotFilter> {
+        let paths = self
+            .paths
+            .iter()
+            .map(|p| {
+                std::path::absolute(p)
+                    .map(|a| a.display().to_string())
+                    .with_context(|| format!("path {p}"))
+            })
+            .collect::<Result<_>>()?;
+        Ok(SnapshotFilter {
+            hosts: self.hosts.clone(),
+            tags: self.tags.clone(),
+            paths,
+        })
+    }
+}
+
+pub fn run() -> Result<ExitCode> {
+    let cli = Cli::parse();
+    let g = &cli.global;
+    match cli.command {
+        Cmd::Init(a) => init::run(g, a),
+        Cmd::Backup(a) => backup::run(g, a),
+        Cmd::Snapshots(a) => snapshots::run(g, a),
+        Cmd::Ls(a) => ls::run(g, a),
+        Cmd::Restore(a) => restore::run(g, a),
+        Cmd::Cat(a) => cat::run(g, a),
+    }
+}
+
+pub fn repo_path(g: &GlobalArgs) -> Result<PathBuf> {
+    g.repo
+        .clone()
+        .ok_or_else(|| anyhow!("no repository given: use -r/--repo or set CAIRN_REPOSITORY"))
+}
+
+pub fn open(g: &GlobalArgs) -> Result<Arc<Repository>> {
+    let path = repo_path(g)?;
+    let backend = Arc::new(LocalBackend::new(&path));
+    // Check before asking for a password: no point prompting for a typo'd path.
+    if !cairn::backend::Backend::is_repository(&*backend)? {
+        return Err(cairn::Error::NotARepository(path.display().to_string()).into());
+    }
+    let pw = password::get(g, false)?;
+    let repo = Repository::open(backend, &pw)?;
+    Ok(Arc::new(repo))
+}
+
+/// The library error inside an anyhow chain, if any.
+fn library_error(err: &anyhow::Error) -> Option<&cairn::Error> {
+    err.chain().find_map(|e| e.downcast_ref::<cairn::Error>())
+}
+
+pub fn exit_code(err: &anyhow::Error) -> u8 {
+    match library_error(err) {
+        Some(cairn::Error::NotARepository(_)) => EXIT_NO_REPO,
+        Some(cairn::Error::Locked(_)) => EXIT_LOCKED,
+        Some(cairn::Error::WrongPassword { .. }) => EXIT_WRONG_PASSWORD,
+        Some(cairn::Error::Interrupted) => EXIT_INTERRUPTED,
+        _ => EXIT_ERROR,
+    }
+}
+
+/// One line: the context chain joined with ": ".
+pub fn render_error(err: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for e in err.chain() {
+        let s = e.to_string();
+        if !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+    }
+    parts.join(": ")
+}

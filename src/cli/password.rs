@@ -1,0 +1,69 @@
+//! Where the password comes from: --password-file, --password-command,
+//! CAIRN_PASSWORD, else a prompt on the terminal (no echo).
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use zeroize::Zeroizing;
+
+use super::GlobalArgs;
+
+fn strip_newline(mut s: Vec<u8>) -> Vec<u8> {
+    if s.last() == Some(&b'\n') {
+        s.pop();
+        if s.last() == Some(&b'\r') {
+            s.pop();
+        }
+    }
+    s
+}
+
+fn from_file(path: &Path) -> Result<Zeroizing<Vec<u8>>> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading password file {}", path.display()))?;
+    Ok(Zeroizing::new(strip_newline(bytes)))
+}
+
+fn from_command(cmd: &str) -> Result<Zeroizing<Vec<u8>>> {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("running password command {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("password command {cmd:?} failed ({})", out.status);
+    }
+    Ok(Zeroizing::new(strip_newline(out.stdout)))
+}
+
+/// `confirm`: ask twice on a terminal (for a new password).
+pub fn get(g: &GlobalArgs, confirm: bool) -> Result<Zeroizing<Vec<u8>>> {
+    let pw = if let Some(f) = &g.password_file {
+        from_file(f)?
+    } else if let Some(c) = &g.password_command {
+        from_command(c)?
+    } else if let Some(p) = std::env::var_os("CAIRN_PASSWORD") {
+        use std::os::unix::ffi::OsStringExt;
+        Zeroizing::new(p.into_vec())
+    } else if std::io::stdin().is_terminal() || std::io::stderr().is_terminal() {
+        let first = Zeroizing::new(rpassword::prompt_password("repository password: ").context("reading the password")?);
+        if confirm {
+            let again = Zeroizing::new(rpassword::prompt_password("repeat the password: ").context("reading the password")?);
+            if *again != *first {
+                bail!("the passwords do not match");
+            }
+        }
+        Zeroizing::new(first.as_bytes().to_vec())
+    } else {
+        bail!(
+            "no password given: use --password-file, --password-command, CAIRN_PASSWORD_FILE, \
+             CAIRN_PASSWORD_COMMAND or CAIRN_PASSWORD (no terminal to ask on)"
+        );
+    };
+    if pw.is_empty() {
+        bail!("the password is empty");
+    }
+    Ok(pw)
+}

@@ -1,0 +1,100 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+
+use cairn::restorer::{self, Event, RestoreOptions};
+use cairn::select::SnapshotFilter;
+use cairn::walk;
+
+use super::{GlobalArgs, open, output, signals};
+
+#[derive(Args)]
+pub struct RestoreArgs {
+    /// Snapshot: id prefix, latest or latest~N, optionally with :PATH
+    snapshot: String,
+    /// Directory to restore into (created if missing)
+    #[arg(short, long, value_name = "DIR")]
+    target: PathBuf,
+    /// Restore only this path of the snapshot: a directory's contents, or one file
+    #[arg(long, value_name = "PATH")]
+    path: Option<String>,
+    /// Restore only entries matching this glob, and what is inside them (repeatable)
+    #[arg(short, long = "include", value_name = "GLOB")]
+    includes: Vec<String>,
+    /// Skip entries matching this glob, and what is inside them (repeatable)
+    #[arg(short, long = "exclude", value_name = "GLOB")]
+    excludes: Vec<String>,
+    /// Read restored files back and check them against the repository
+    #[arg(long)]
+    verify: bool,
+    /// Choose `latest` among snapshots of this host (repeatable)
+    #[arg(long = "host", value_name = "HOST")]
+    hosts: Vec<String>,
+    /// Choose `latest` among snapshots with this tag (repeatable)
+    #[arg(long = "tag", value_name = "TAG")]
+    tags: Vec<String>,
+}
+
+pub fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<ExitCode> {
+    let repo = open(g)?;
+    let filter = SnapshotFilter {
+        hosts: a.hosts.clone(),
+        tags: a.tags.clone(),
+        paths: Vec::new(),
+    };
+    let sel = cairn::select::resolve(&repo, &a.snapshot, &filter)?;
+    if sel.path.is_some() && a.path.is_some() {
+        bail!("give the path either as SNAPSHOT:PATH or with --path, not both");
+    }
+    let index = repo.load_index()?;
+    let path = a.path.clone().or(sel.path.clone()).unwrap_or_else(|| "/".into());
+    let selection = walk::resolve(&repo, &index, &sel.snapshot.tree, &path)?;
+    let opts = RestoreOptions {
+        target: a.target.clone(),
+        includes: a.includes.clone(),
+        excludes: a.excludes.clone(),
+        verify: a.verify,
+    };
+    let quiet = g.quiet;
+    let report = move |e: Event| match e {
+        Event::Error(m) => eprintln!("error: {m}"),
+        Event::Warning(m) if !quiet => eprintln!("warning: {m}"),
+        Event::Warning(_) => {}
+    };
+    let start = Instant::now();
+    let s = restorer::restore(&repo, &index, &selection, &opts, &signals::INTERRUPTED, &report)
+        .with_context(|| format!("restoring snapshot {} into {}", sel.id.short(), a.target.display()))?;
+    let secs = start.elapsed().as_secs_f64();
+    if g.json {
+        let mut v = serde_json::to_value(&s)?;
+        if let Some(o) = v.as_object_mut() {
+            o.insert("message_type".into(), "summary".into());
+            o.insert("snapshot_id".into(), sel.id.to_hex().into());
+            o.insert("duration_seconds".into(), secs.into());
+        }
+        output::print_json(&v)?;
+    } else if !g.quiet {
+        println!(
+            "restored snapshot {} ({}) into {}: {} files, {} dirs, {} symlinks, {} hard links, {} other; {} in {secs:.1} s",
+            sel.id.short(),
+            selection.path().display(),
+            a.target.display(),
+            s.files,
+            s.dirs,
+            s.symlinks,
+            s.hardlinks,
+            s.special,
+            output::bytes(s.bytes_written),
+        );
+        if a.verify {
+            println!("verified {} files against the repository", s.files_verified);
+        }
+    }
+    if !s.errors.is_empty() {
+        bail!("{} entries could not be restored or verified (listed above)", s.errors.len());
+    }
+    Ok(ExitCode::SUCCESS)
+}

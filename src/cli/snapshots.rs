@@ -1,0 +1,49 @@
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Args;
+
+use super::{FilterArgs, GlobalArgs, open, output};
+
+#[derive(Args)]
+pub struct SnapshotsArgs {
+    #[command(flatten)]
+    filter: FilterArgs,
+}
+
+pub fn run(g: &GlobalArgs, a: SnapshotsArgs) -> Result<ExitCode> {
+    let repo = open(g)?;
+    let filter = a.filter.filter()?;
+    let snaps: Vec<_> = repo.list_snapshots()?.into_iter().filter(|(_, s)| filter.matches(s)).collect();
+    if g.json {
+        let list: Vec<serde_json::Value> = snaps
+            .iter()
+            .map(|(id, s)| {
+                let mut v = serde_json::to_value(s).unwrap_or_default();
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("id".into(), id.to_hex().into());
+                    o.insert("short_id".into(), id.short().into());
+                }
+                v
+            })
+            .collect();
+        output::print_json(&list)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{:<8}  {:<19}  {:<16}  {:>10}  {:<16}  paths", "id", "time", "host", "size", "tags");
+    for (id, s) in &snaps {
+        println!(
+            "{:<8}  {:<19}  {:<16}  {:>10}  {:<16}  {}",
+            id.short(),
+            output::local_time(&s.time),
+            s.hostname,
+            output::bytes(s.summary.total_bytes),
+            s.tags.join(","),
+            s.paths.join(" ")
+        );
+    }
+    if !g.quiet {
+        println!("{} snapshot(s)", snaps.len());
+    }
+    Ok(ExitCode::SUCCESS)
+}
