@@ -1,1 +1,137 @@
-//! Shared helpers for integration tests.
+//! Shared helpers for integration tests: a scratch directory with a repository and
+//! a password file, the `cairn` binary, and seeded data generators.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use rand::rngs::SmallRng;
+use rand::{Rng, RngCore, SeedableRng};
+
+pub const PASSWORD: &str = "correct horse battery staple";
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub repo: PathBuf,
+    pub password_file: PathBuf,
+}
+
+impl Env {
+    /// A scratch directory; the repository path inside it does not exist yet.
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = dir.path().join("repo");
+        let password_file = dir.path().join("password");
+        std::fs::write(&password_file, format!("{PASSWORD}\n")).expect("password file");
+        Self { dir, repo, password_file }
+    }
+
+    /// A new repository with cheap key derivation (tests only) and `extra` init flags.
+    pub fn with_repo(extra: &[&str]) -> Self {
+        let env = Self::new();
+        let mut args = vec!["init", "--kdf-memory", "1024", "--kdf-iterations", "1"];
+        args.extend_from_slice(extra);
+        env.ok(&args);
+        env
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// `cairn -r REPO --password-file F`, with no CAIRN_* variables inherited.
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_cairn"));
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("CAIRN_") {
+                c.env_remove(k);
+            }
+        }
+        c.arg("-r").arg(&self.repo).arg("--password-file").arg(&self.password_file);
+        c.stdin(Stdio::null());
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().expect("running cairn")
+    }
+
+    /// Runs and asserts exit code 0; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "cairn {args:?} failed with {:?}\nstdout:\n{}\nstderr:\n{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `backup --json` and the parsed summary line.
+    pub fn backup_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["backup", "--json"];
+        all.extend_from_slice(args);
+        let out = self.ok(&all);
+        last_json(&out, "summary")
+    }
+}
+
+/// The last JSON line of `out` whose message_type is `kind`.
+pub fn last_json(out: &str, kind: &str) -> serde_json::Value {
+    out.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["message_type"] == kind)
+        .last()
+        .unwrap_or_else(|| panic!("no {kind} line in output:\n{out}"))
+}
+
+pub fn rng(seed: u64) -> SmallRng {
+    SmallRng::seed_from_u64(seed)
+}
+
+/// Incompressible bytes (image-like).
+pub fn random_bytes(rng: &mut SmallRng, n: usize) -> Vec<u8> {
+    let mut v = vec![0u8; n];
+    rng.fill_bytes(&mut v);
+    v
+}
+
+/// Compressible text (log-like).
+pub fn text_bytes(rng: &mut SmallRng, n: usize) -> Vec<u8> {
+    const WORDS: [&str; 12] = [
+        "epoch", "loss", "step", "INFO", "grad_norm", "lr", "0.001", "checkpoint", "saved", "batch", "eval", "WARN",
+    ];
+    let mut s = Vec::with_capacity(n + 16);
+    while s.len() < n {
+        s.extend_from_slice(WORDS[rng.gen_range(0..WORDS.len())].as_bytes());
+        s.push(if rng.gen_ratio(1, 8) { b'\n' } else { b' ' });
+    }
+    s.truncate(n);
+    s
+}
+
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// All files under `dir` (recursively), for scanning the repository's bytes.
+pub fn all_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("read_dir") {
+            let e = e.expect("entry");
+            let t = e.file_type().expect("file type");
+            if t.is_dir() {
+                stack.push(e.path());
+            } else if t.is_file() {
+                out.push(e.path());
+            }
+        }
+    }
+    out.sort();
+    out
+}

@@ -1,4 +1,8 @@
 //! Integration tests, compiled into one binary.
 
 mod common;
+mod dedup;
+mod errors;
+mod fixture;
+mod roundtrip;
 mod vectors;
