@@ -90,8 +90,19 @@ pub fn backup(
         None if opts.force => None,
         None => crate::select::find_parent(repo, &host, &path_strings)?,
     };
+    // A parent whose tree can't be read only costs re-reading every file; that is
+    // also how a backup heals a repository that lost blobs.
     let parent_tree = match &parent {
-        Some((_, s)) => Some(repo.load_tree(&index, &s.tree)?),
+        Some((id, s)) => match repo.load_tree(&index, &s.tree) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                report(Event::Warning(&SourceProblem {
+                    path: format!("parent snapshot {}", id.short()),
+                    error: format!("unreadable, reading every file instead: {e}"),
+                }));
+                None
+            }
+        },
         None => None,
     };
 

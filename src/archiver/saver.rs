@@ -218,23 +218,29 @@ impl Saver {
     /// file. On success every blob this run stored is in a durable pack named by a
     /// durable index file.
     pub fn finish(&mut self) -> Result<()> {
+        let mut first_err = None;
         for p in [self.data.take(), self.tree.take()].into_iter().flatten() {
-            if !p.is_empty() {
-                self.send(p)?;
+            if !p.is_empty() && first_err.is_none() {
+                first_err = self.send(p).err();
             }
         }
         self.tx = None;
         if let Some(h) = self.writer.take() {
-            h.join().map_err(|_| Error::invalid("the pack writer panicked"))?;
+            if h.join().is_err() && first_err.is_none() {
+                first_err = Some(Error::invalid("the pack writer panicked"));
+            }
         }
         if let Some(e) = self.written.lock().ok().and_then(|mut w| w.error.take()) {
-            // Index what did get written, so that a re-run can reuse it.
-            let _ = self.write_index();
-            return Err(e);
+            first_err.get_or_insert(e);
         }
-        self.write_index()?;
+        // Index whatever did get written, even after an error, so that a re-run
+        // reuses it instead of writing it again.
+        let indexed = self.write_index();
         self.stats.bytes_written += self.written.lock().map(|w| w.bytes).unwrap_or(0);
-        Ok(())
+        match first_err {
+            Some(e) => Err(e),
+            None => indexed,
+        }
     }
 }
 

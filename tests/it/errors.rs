@@ -1,1 +1,287 @@
-//! errors tests.
+//! Bad input and interruptions: exit codes, clear messages, and a repository that
+//! stays consistent.
+
+use std::fs;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use cairn::backend::{Backend, Entry, FileType, LocalBackend};
+use cairn::repository::Repository;
+
+use crate::common::{self, Env, PASSWORD};
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn wrong_password_exits_12() {
+    let env = Env::with_repo(&[]);
+    fs::write(&env.password_file, "not the password\n").expect("write");
+    let out = env.run(&["snapshots"]);
+    assert_eq!(out.status.code(), Some(12), "{}", stderr(&out));
+    assert!(stderr(&out).contains("wrong password"), "{}", stderr(&out));
+    assert_eq!(stderr(&out).lines().count(), 1, "one line: {}", stderr(&out));
+}
+
+#[test]
+fn not_a_repository_exits_10() {
+    let env = Env::new();
+    let out = env.run(&["snapshots"]);
+    assert_eq!(out.status.code(), Some(10), "{}", stderr(&out));
+    fs::create_dir_all(&env.repo).expect("mkdir");
+    fs::write(env.repo.join("hello.txt"), "not a repo").expect("write");
+    let out = env.run(&["ls", "latest"]);
+    assert_eq!(out.status.code(), Some(10), "{}", stderr(&out));
+    assert!(stderr(&out).contains("not a cairn repository"), "{}", stderr(&out));
+}
+
+#[test]
+fn init_refuses_non_empty_directory() {
+    let env = Env::new();
+    fs::create_dir_all(&env.repo).expect("mkdir");
+    fs::write(env.repo.join("precious.txt"), "keep me").expect("write");
+    let out = env.run(&["init", "--kdf-memory", "1024", "--kdf-iterations", "1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("not empty"), "{}", stderr(&out));
+    assert_eq!(fs::read_to_string(env.repo.join("precious.txt")).expect("read"), "keep me");
+    // And an existing repository is not re-initialized either.
+    let env = Env::with_repo(&[]);
+    let out = env.run(&["init", "--kdf-memory", "1024", "--kdf-iterations", "1"]);
+    assert_eq!(out.status.code(), Some(1));
+}
+
+/// Rewrites a stored file with a different format version byte, under its new
+/// content-hash name, as a newer cairn would have written it.
+fn bump_version(dir: &std::path::Path, name: &str) -> String {
+    let path = dir.join(name);
+    let mut bytes = fs::read(&path).expect("read");
+    bytes[8] = 2;
+    fs::remove_file(&path).expect("remove");
+    let new = hex::encode(blake3::hash(&bytes).as_bytes());
+    fs::write(dir.join(&new), bytes).expect("write");
+    new
+}
+
+#[test]
+fn newer_format_version_is_refused_with_a_clear_message() {
+    let env = Env::with_repo(&[]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).expect("mkdir");
+    fs::write(src.join("a"), "a").expect("write");
+    env.ok(&["backup", src.to_str().expect("utf-8")]);
+
+    let snaps = env.repo.join("snapshots");
+    let name = common::all_files(&snaps)[0].file_name().expect("name").to_string_lossy().into_owned();
+    let new = bump_version(&snaps, &name);
+    let out = env.run(&["snapshots"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains(&new) && err.contains("newer cairn"), "{err}");
+
+    // The config itself (not content-addressed).
+    let mut cfg = fs::read(env.repo.join("config")).expect("config");
+    cfg[8] = 7;
+    fs::write(env.repo.join("config"), cfg).expect("write");
+    let out = env.run(&["snapshots"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("config") && stderr(&out).contains("version 7"), "{}", stderr(&out));
+}
+
+#[test]
+fn corrupt_snapshot_file_is_named() {
+    let env = Env::with_repo(&[]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).expect("mkdir");
+    fs::write(src.join("a"), "a").expect("write");
+    env.ok(&["backup", src.to_str().expect("utf-8")]);
+    let f = common::all_files(&env.repo.join("snapshots")).remove(0);
+    let mut bytes = fs::read(&f).expect("read");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x40;
+    fs::write(&f, bytes).expect("write");
+    let out = env.run(&["snapshots"]);
+    assert_eq!(out.status.code(), Some(1));
+    let name = f.file_name().expect("name").to_string_lossy().into_owned();
+    assert!(stderr(&out).contains(&name) && stderr(&out).contains("corrupt"), "{}", stderr(&out));
+}
+
+/// /proc/self/mem is a regular file whose read at offset 0 fails with EIO, even
+/// for root: a reliable unreadable source.
+#[test]
+fn unreadable_source_is_recorded_and_exits_3() {
+    let env = Env::with_repo(&[]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).expect("mkdir");
+    fs::write(src.join("ok.txt"), "fine").expect("write");
+    let out = env.run(&["backup", "--json", "/proc/self/mem", src.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let err = common::last_json(&stdout, "error");
+    assert_eq!(err["path"], "/proc/self/mem");
+    let snap: serde_json::Value = serde_json::from_str(&env.ok(&["cat", "snapshot", "latest"])).expect("json");
+    assert_eq!(snap["errors"][0]["path"], "/proc/self/mem", "{snap}");
+    let listing = env.ok(&["ls", "-q", "latest"]);
+    assert!(listing.lines().any(|l| l.ends_with("/ok.txt")), "{listing}");
+    assert!(!listing.lines().any(|l| l == "/proc/self/mem"), "{listing}");
+}
+
+#[test]
+fn missing_source_path_is_an_error_before_anything_is_written() {
+    let env = Env::with_repo(&[]);
+    let out = env.run(&["backup", env.path("does-not-exist").to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("does-not-exist"), "{}", stderr(&out));
+    assert!(common::all_files(&env.repo.join("snapshots")).is_empty());
+}
+
+/// A backend whose pack writes fail after a number of successes, like a disk that
+/// fills up mid-backup.
+struct FillingDisk {
+    inner: LocalBackend,
+    packs_left: AtomicUsize,
+}
+
+impl Backend for FillingDisk {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    fn create(&self) -> cairn::Result<()> {
+        self.inner.create()
+    }
+    fn is_repository(&self) -> cairn::Result<bool> {
+        self.inner.is_repository()
+    }
+    fn list(&self, t: FileType) -> cairn::Result<Vec<Entry>> {
+        self.inner.list(t)
+    }
+    fn read(&self, t: FileType, name: &str, max: u64) -> cairn::Result<Vec<u8>> {
+        self.inner.read(t, name, max)
+    }
+    fn read_range(&self, t: FileType, name: &str, off: u64, len: u64) -> cairn::Result<Vec<u8>> {
+        self.inner.read_range(t, name, off, len)
+    }
+    fn write(&self, t: FileType, name: &str, data: &[u8]) -> cairn::Result<()> {
+        if t == FileType::Pack {
+            let left = self.packs_left.load(Ordering::SeqCst);
+            if left == 0 {
+                return Err(cairn::Error::io(
+                    self.inner.path(t, name),
+                    std::io::Error::from_raw_os_error(libc::ENOSPC),
+                ));
+            }
+            self.packs_left.store(left - 1, Ordering::SeqCst);
+        }
+        self.inner.write(t, name, data)
+    }
+    fn remove(&self, t: FileType, name: &str) -> cairn::Result<()> {
+        self.inner.remove(t, name)
+    }
+}
+
+#[test]
+fn full_disk_mid_backup_keeps_repository_consistent_and_rerun_reuses_packs() {
+    let env = Env::with_repo(&["--pack-size", "1"]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).expect("mkdir");
+    let mut rng = common::rng(9);
+    fs::write(src.join("small.txt"), "first snapshot").expect("write");
+    let src_s = src.to_str().expect("utf-8");
+    env.ok(&["backup", src_s]);
+    for i in 0..12 {
+        fs::write(src.join(format!("big{i}.bin")), common::random_bytes(&mut rng, 1 << 20)).expect("write");
+    }
+
+    let backend = Arc::new(FillingDisk {
+        inner: LocalBackend::new(&env.repo),
+        packs_left: AtomicUsize::new(5),
+    });
+    let repo = Arc::new(Repository::open(backend, PASSWORD.as_bytes()).expect("open"));
+    let opts = cairn::archiver::BackupOptions {
+        source: cairn::archiver::Source::Paths(vec![src.clone()]),
+        host: None,
+        tags: vec![],
+        excludes: vec![],
+        one_file_system: false,
+        parent: None,
+        force: false,
+    };
+    let err = cairn::archiver::backup(&repo, opts, &AtomicBool::new(false), &|_| {}).err().expect("must fail");
+    assert!(err.to_string().contains("No space left"), "{err}");
+    drop(repo);
+
+    // Still one snapshot, and it restores.
+    let list: serde_json::Value = serde_json::from_str(&env.ok(&["snapshots", "--json"])).expect("json");
+    assert_eq!(list.as_array().expect("array").len(), 1);
+    let out = env.path("out");
+    env.ok(&["restore", "latest", "--target", out.to_str().expect("utf-8"), "--verify"]);
+    // No lock left behind.
+    assert!(common::all_files(&env.repo.join("locks")).is_empty());
+
+    // The re-run finds the packs written before the failure through their index.
+    let s = env.backup_json(&[src_s]);
+    let new = s["bytes_new"].as_u64().expect("bytes_new");
+    assert!(new <= 8 << 20, "re-run stored {new} new bytes; packs written before the failure were not reused");
+    let out2 = env.path("out2");
+    env.ok(&["restore", &format!("latest:{src_s}"), "--target", out2.to_str().expect("utf-8"), "--verify"]);
+    for f in common::all_files(&src) {
+        let rel = f.strip_prefix(&src).expect("prefix");
+        assert_eq!(fs::read(&f).expect("src"), fs::read(out2.join(rel)).expect("restored"), "{}", rel.display());
+    }
+}
+
+/// SIGKILL at arbitrary moments of a backup: earlier snapshots always restore, and
+/// a later backup completes and restores.
+#[test]
+fn backup_killed_at_any_moment_leaves_a_usable_repository() {
+    let env = Env::with_repo(&["--pack-size", "1"]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).expect("mkdir");
+    fs::write(src.join("base.txt"), "base").expect("write");
+    let src_s = src.to_str().expect("utf-8");
+    env.ok(&["backup", src_s]);
+    let mut rng = common::rng(11);
+    for i in 0..40 {
+        fs::write(src.join(format!("f{i}.bin")), common::random_bytes(&mut rng, 512 << 10)).expect("write");
+    }
+    for delay_ms in [5u64, 40, 120, 300] {
+        let mut child = env.cmd().args(["backup", "-q", src_s]).spawn().expect("spawn");
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+        let out = env.path(&format!("out-{delay_ms}"));
+        env.ok(&["restore", "latest", "--target", out.to_str().expect("utf-8"), "--verify"]);
+        // Locks of killed processes on this host are provably stale: not blocking.
+    }
+    env.ok(&["backup", src_s]);
+    let out = env.path("final");
+    env.ok(&["restore", &format!("latest:{src_s}"), "--target", out.to_str().expect("utf-8"), "--verify"]);
+    for f in common::all_files(&src) {
+        let rel = f.strip_prefix(&src).expect("prefix");
+        assert_eq!(fs::read(&f).expect("src"), fs::read(out.join(rel)).expect("restored"));
+    }
+}
+
+/// SIGINT stops the backup with exit code 130 and commits no snapshot.
+#[test]
+fn interrupted_backup_exits_130_without_a_snapshot() {
+    let env = Env::with_repo(&["--pack-size", "1"]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).expect("mkdir");
+    let mut rng = common::rng(12);
+    for i in 0..60 {
+        fs::write(src.join(format!("f{i}.bin")), common::random_bytes(&mut rng, 1 << 20)).expect("write");
+    }
+    let child = env.cmd().args(["backup", "-q", src.to_str().expect("utf-8")]).spawn().expect("spawn");
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).expect("kill");
+    let out = child.wait_with_output().expect("wait");
+    let snaps = common::all_files(&env.repo.join("snapshots")).len();
+    match out.status.code() {
+        Some(130) => assert_eq!(snaps, 0, "an interrupted backup committed a snapshot"),
+        // The machine was fast enough to finish first.
+        Some(0) => assert_eq!(snaps, 1),
+        other => panic!("unexpected exit {other:?}: {}", stderr(&out)),
+    }
+    assert!(common::all_files(&env.repo.join("locks")).is_empty(), "lock left behind");
+}
