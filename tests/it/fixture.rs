@@ -1,1 +1,132 @@
-//! fixture tests.
+//! The frozen repository in `tests/fixtures/repo-v1` was written by format version 1
+//! and must stay readable by every later cairn.
+//!
+//! It was generated once with
+//! `cargo test --test it write_fixture -- --ignored` (which refuses to overwrite an
+//! existing fixture) from `fixture_source` below; never regenerate it for a format
+//! change — a change that breaks this test breaks users' repositories.
+
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::common::Env;
+
+const FIXTURE: &str = "tests/fixtures/repo-v1";
+const FIXTURE_PASSWORD: &str = "cairn fixture v1";
+
+/// xorshift64: fixed forever, unlike library generators.
+fn xorshift(seed: u64, n: usize) -> Vec<u8> {
+    let mut x = seed;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 32) as u8
+        })
+        .collect()
+}
+
+fn log_text(n: usize) -> Vec<u8> {
+    let mut s = Vec::new();
+    let mut i = 0u64;
+    while s.len() < n {
+        s.extend_from_slice(format!("step {i} loss {:.4} lr 0.0003\n", 1.0 / (i as f64 + 1.0)).as_bytes());
+        i += 1;
+    }
+    s.truncate(n);
+    s
+}
+
+/// (relative path as bytes, content) of every regular file in the fixture source.
+fn expected_files() -> Vec<(Vec<u8>, Vec<u8>)> {
+    let random = xorshift(0x00C0_FFEE, 6000);
+    vec![
+        (b"hello.txt".to_vec(), b"hello, cairn v1\n".to_vec()),
+        (b"empty".to_vec(), Vec::new()),
+        (b"train.log".to_vec(), log_text(5000)),
+        (b"random.bin".to_vec(), random.clone()),
+        (b"sub/dup.bin".to_vec(), random),
+        (b"sub/caf\xe9.txt".to_vec(), b"latin-1 name\n".to_vec()),
+    ]
+}
+
+fn fixture_source(root: &Path) {
+    for (rel, content) in expected_files() {
+        let p = root.join(OsStr::from_bytes(&rel));
+        fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        fs::write(&p, content).expect("write");
+    }
+    std::os::unix::fs::symlink("hello.txt", root.join("link")).expect("symlink");
+    fs::set_permissions(root.join("train.log"), fs::Permissions::from_mode(0o640)).expect("chmod");
+    fs::set_permissions(root.join("sub"), fs::Permissions::from_mode(0o750)).expect("chmod");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).expect("mkdir");
+    for e in fs::read_dir(from).expect("read_dir") {
+        let e = e.expect("entry");
+        let dest = to.join(e.file_name());
+        if e.file_type().expect("type").is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            fs::copy(e.path(), dest).expect("copy");
+        }
+    }
+}
+
+fn fixture_env() -> Env {
+    let env = Env::new();
+    fs::write(&env.password_file, FIXTURE_PASSWORD).expect("password");
+    copy_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join(FIXTURE), &env.repo);
+    env
+}
+
+#[test]
+fn v1_fixture_repository_stays_readable() {
+    let env = fixture_env();
+    let cfg: serde_json::Value = serde_json::from_str(&env.ok(&["cat", "config"])).expect("json");
+    assert_eq!(cfg["version"], 1);
+    assert_eq!(cfg["chunker"]["min_size"], 64);
+    assert_eq!(cfg["chunker"]["avg_size"], 256);
+    assert_eq!(cfg["chunker"]["max_size"], 1024);
+
+    let snaps: serde_json::Value = serde_json::from_str(&env.ok(&["snapshots", "--json"])).expect("json");
+    let snaps = snaps.as_array().expect("array");
+    assert_eq!(snaps.len(), 1);
+    let source = snaps[0]["paths"][0].as_str().expect("path").to_string();
+    assert_eq!(snaps[0]["tags"][0], "fixture");
+
+    let target = env.path("restored");
+    env.ok(&["restore", &format!("latest:{source}"), "--target", target.to_str().expect("utf-8"), "--verify"]);
+    for (rel, content) in expected_files() {
+        let p: PathBuf = target.join(OsStr::from_bytes(&rel));
+        assert_eq!(fs::read(&p).expect("restored file"), content, "{}", p.display());
+    }
+    assert_eq!(fs::read_link(target.join("link")).expect("link"), Path::new("hello.txt"));
+    let mode = |p: &str| fs::symlink_metadata(target.join(p)).expect("stat").permissions().mode() & 0o7777;
+    assert_eq!(mode("train.log"), 0o640);
+    assert_eq!(mode("sub"), 0o750);
+
+    // Blobs of the duplicated file are stored once: the fixture's single data pack
+    // holds the chunks of one copy.
+    let listing = env.ok(&["ls", "-q", "--long", "latest"]);
+    assert!(listing.contains("caf\u{FFFD}.txt"), "{listing}");
+}
+
+#[test]
+#[ignore = "writes the frozen fixture; run once by hand, never for a format change"]
+fn write_fixture() {
+    let dest = Path::new(env!("CARGO_MANIFEST_DIR")).join(FIXTURE);
+    assert!(!dest.exists(), "{} exists; the fixture is frozen", dest.display());
+    let env = Env::new();
+    fs::write(&env.password_file, FIXTURE_PASSWORD).expect("password");
+    env.ok(&["init", "--kdf-memory", "1024", "--kdf-iterations", "1", "--chunker-params", "64,256,1024", "--pack-size", "1"]);
+    let src = env.path("fixture-src");
+    fixture_source(&src);
+    env.ok(&["backup", "--tag", "fixture", "--host", "fixture-host", src.to_str().expect("utf-8")]);
+    copy_dir(&env.repo, &dest);
+}
