@@ -173,6 +173,9 @@ mod tests {
             max_size: 16384,
         };
         let d = data(200_000, 9);
-        assert_ne!(Chunker::new(params, 1).cuts(&d), Chunker::new(params, 2).cuts(&d));
+        assert_ne!(
+            Chunker::new(params, 1).cuts(&d),
+            Chunker::new(params, 2).cuts(&d)
+        );
     }
 }

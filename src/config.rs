@@ -32,14 +32,17 @@ impl ChunkerParams {
     pub fn parse(s: &str) -> Result<Self> {
         let parts: Vec<&str> = s.split(',').map(str::trim).collect();
         let [min, avg, max] = parts.as_slice() else {
-            return Err(Error::invalid(format!("chunker params {s:?}: expected MIN,AVG,MAX, e.g. 512K,1M,8M")));
+            return Err(Error::invalid(format!(
+                "chunker params {s:?}: expected MIN,AVG,MAX, e.g. 512K,1M,8M"
+            )));
         };
         let p = Self {
             min_size: parse_size(min)?,
             avg_size: parse_size(avg)?,
             max_size: parse_size(max)?,
         };
-        p.validate().map_err(|e| Error::invalid(format!("chunker params {s:?}: {e}")))?;
+        p.validate()
+            .map_err(|e| Error::invalid(format!("chunker params {s:?}: {e}")))?;
         Ok(p)
     }
 
@@ -53,13 +56,25 @@ impl ChunkerParams {
             max_size: max,
         } = *self;
         if !(f::MINIMUM_MIN..=f::MINIMUM_MAX).contains(&min) {
-            return Err(format!("min {min} outside {}..={}", f::MINIMUM_MIN, f::MINIMUM_MAX));
+            return Err(format!(
+                "min {min} outside {}..={}",
+                f::MINIMUM_MIN,
+                f::MINIMUM_MAX
+            ));
         }
         if !(f::AVERAGE_MIN..=f::AVERAGE_MAX).contains(&avg) {
-            return Err(format!("avg {avg} outside {}..={}", f::AVERAGE_MIN, f::AVERAGE_MAX));
+            return Err(format!(
+                "avg {avg} outside {}..={}",
+                f::AVERAGE_MIN,
+                f::AVERAGE_MAX
+            ));
         }
         if !(f::MAXIMUM_MIN..=f::MAXIMUM_MAX).contains(&max) {
-            return Err(format!("max {max} outside {}..={}", f::MAXIMUM_MIN, f::MAXIMUM_MAX));
+            return Err(format!(
+                "max {max} outside {}..={}",
+                f::MAXIMUM_MIN,
+                f::MAXIMUM_MAX
+            ));
         }
         if !(min <= avg && avg <= max) {
             return Err(format!("need min <= avg <= max, got {min}, {avg}, {max}"));
@@ -79,7 +94,11 @@ pub fn parse_size(s: &str) -> Result<u32> {
         .ok()
         .and_then(|n| n.checked_mul(mult))
         .and_then(|n| u32::try_from(n).ok())
-        .ok_or_else(|| Error::invalid(format!("{s:?} is not a size (bytes, or a number with K or M)")))
+        .ok_or_else(|| {
+            Error::invalid(format!(
+                "{s:?} is not a size (bytes, or a number with K or M)"
+            ))
+        })
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,7 +127,10 @@ impl Config {
             return Err(format!("zstd level {} outside -7..=22", self.compression));
         }
         if !(MIN_PACK_SIZE..=MAX_PACK_SIZE).contains(&self.pack_size) {
-            return Err(format!("pack size {} outside {MIN_PACK_SIZE}..={MAX_PACK_SIZE}", self.pack_size));
+            return Err(format!(
+                "pack size {} outside {MIN_PACK_SIZE}..={MAX_PACK_SIZE}",
+                self.pack_size
+            ));
         }
         Ok(())
     }
@@ -134,7 +156,10 @@ impl Config {
     pub fn peek_repo_id(bytes: &[u8]) -> Result<RepoId> {
         let rest = format::check_prefix(bytes, FileKind::Config, &|| "config".into())?;
         let Some((id, _)) = rest.split_first_chunk::<32>() else {
-            return Err(Error::corrupt("config", "too short to hold the repository id"));
+            return Err(Error::corrupt(
+                "config",
+                "too short to hold the repository id",
+            ));
         };
         Ok(RepoId(*id))
     }
@@ -143,19 +168,27 @@ impl Config {
         let what = || "config".to_string();
         let rest = format::check_prefix(bytes, FileKind::Config, &what)?;
         let Some((id, rest)) = rest.split_first_chunk::<32>() else {
-            return Err(Error::corrupt("config", "too short to hold the repository id"));
+            return Err(Error::corrupt(
+                "config",
+                "too short to hold the repository id",
+            ));
         };
         let Some((session, sealed)) = rest.split_first_chunk::<SESSION_ID_LEN>() else {
             return Err(Error::corrupt("config", "too short to hold a session id"));
         };
         let repo_id = RepoId(*id);
-        let plain = key
-            .session(session)
-            .open(&format::aad(&repo_id, SealKind::Config, None), sealed, &what)?;
+        let plain = key.session(session).open(
+            &format::aad(&repo_id, SealKind::Config, None),
+            sealed,
+            &what,
+        )?;
         let msg = format::decode_payload(&plain, None, CONFIG_MAX_LEN as usize, &what)?;
         let config: Config = format::from_msgpack(&msg, &what)?;
         if config.repo_id != repo_id {
-            return Err(Error::corrupt("config", "sealed repository id differs from the one in the clear"));
+            return Err(Error::corrupt(
+                "config",
+                "sealed repository id differs from the one in the clear",
+            ));
         }
         config.validate().map_err(|r| Error::corrupt("config", r))?;
         Ok(config)

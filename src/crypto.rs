@@ -123,7 +123,13 @@ impl SessionKey {
     ) -> Result<Vec<u8>> {
         let ct = self
             .cipher
-            .encrypt(Nonce::from_slice(nonce), Payload { msg: plaintext, aad })
+            .encrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: plaintext,
+                    aad,
+                },
+            )
             .map_err(|_| Error::invalid("encryption failed (plaintext too large)"))?;
         let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
         out.extend_from_slice(nonce);
@@ -136,7 +142,10 @@ impl SessionKey {
         if sealed.len() < SEAL_OVERHEAD {
             return Err(Error::corrupt(
                 what(),
-                format!("{} bytes is too short to be an encrypted object", sealed.len()),
+                format!(
+                    "{} bytes is too short to be an encrypted object",
+                    sealed.len()
+                ),
             ));
         }
         let (nonce, ct) = sealed.split_at(NONCE_LEN);
@@ -213,7 +222,10 @@ impl KdfParams {
             ));
         }
         if self.iterations == 0 || self.iterations > KDF_MAX_ITERATIONS {
-            return bad(format!("Argon2 iterations {} outside 1..={}", self.iterations, KDF_MAX_ITERATIONS));
+            return bad(format!(
+                "Argon2 iterations {} outside 1..={}",
+                self.iterations, KDF_MAX_ITERATIONS
+            ));
         }
         if self.parallelism == 0 || self.parallelism > KDF_MAX_PARALLELISM {
             return bad(format!(
@@ -222,10 +234,17 @@ impl KdfParams {
             ));
         }
         if self.memory_kib < 8 * self.parallelism {
-            return bad(format!("Argon2 memory {} KiB is below 8 KiB per lane", self.memory_kib));
+            return bad(format!(
+                "Argon2 memory {} KiB is below 8 KiB per lane",
+                self.memory_kib
+            ));
         }
         if self.salt.len() != KDF_SALT_LEN {
-            return bad(format!("salt is {} bytes, expected {}", self.salt.len(), KDF_SALT_LEN));
+            return bad(format!(
+                "salt is {} bytes, expected {}",
+                self.salt.len(),
+                KDF_SALT_LEN
+            ));
         }
         Ok(())
     }
@@ -235,9 +254,18 @@ impl KdfParams {
 /// Callers validate `params` first; this re-checks so that no path skips the caps.
 pub fn derive_wrapping_key(password: &[u8], params: &KdfParams) -> Result<Zeroizing<[u8; 32]>> {
     params.validate("key derivation parameters")?;
-    let argon_params = argon2::Params::new(params.memory_kib, params.iterations, params.parallelism, Some(32))
-        .map_err(|e| Error::invalid(format!("invalid Argon2 parameters: {e}")))?;
-    let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, argon_params);
+    let argon_params = argon2::Params::new(
+        params.memory_kib,
+        params.iterations,
+        params.parallelism,
+        Some(32),
+    )
+    .map_err(|e| Error::invalid(format!("invalid Argon2 parameters: {e}")))?;
+    let argon = argon2::Argon2::new(
+        argon2::Algorithm::Argon2id,
+        argon2::Version::V0x13,
+        argon_params,
+    );
     let mut out = Zeroizing::new([0u8; 32]);
     argon
         .hash_password_into(password, &params.salt, &mut out[..])

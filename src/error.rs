@@ -23,7 +23,9 @@ pub enum Error {
         source: io::Error,
     },
 
-    #[error("{0} is not a cairn repository (it has no `config` file); create one with `cairn init`")]
+    #[error(
+        "{0} is not a cairn repository (it has no `config` file); create one with `cairn init`"
+    )]
     NotARepository(String),
 
     #[error("{0} already exists and is not empty; `cairn init` only creates new repositories")]

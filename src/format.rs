@@ -59,13 +59,23 @@ pub fn write_prefix(out: &mut Vec<u8>, kind: FileKind) {
 
 /// Checks magic, version and kind; returns the bytes after the prefix.
 /// A version this cairn does not know is `UnsupportedVersion`, not `Corrupt`.
-pub fn check_prefix<'a>(bytes: &'a [u8], kind: FileKind, what: &dyn Fn() -> String) -> Result<&'a [u8]> {
+pub fn check_prefix<'a>(
+    bytes: &'a [u8],
+    kind: FileKind,
+    what: &dyn Fn() -> String,
+) -> Result<&'a [u8]> {
     let Some((prefix, rest)) = bytes.split_at_checked(PREFIX_LEN) else {
-        return Err(Error::corrupt(what(), format!("{} bytes is too short for a cairn file", bytes.len())));
+        return Err(Error::corrupt(
+            what(),
+            format!("{} bytes is too short for a cairn file", bytes.len()),
+        ));
     };
     let (magic, vk) = prefix.split_at(MAGIC.len());
     if magic != MAGIC {
-        return Err(Error::corrupt(what(), "it does not start with the cairn magic bytes"));
+        return Err(Error::corrupt(
+            what(),
+            "it does not start with the cairn magic bytes",
+        ));
     }
     let (version, found_kind) = match vk {
         [v, k] => (*v, *k),
@@ -79,12 +89,18 @@ pub fn check_prefix<'a>(bytes: &'a [u8], kind: FileKind, what: &dyn Fn() -> Stri
                 supported: FORMAT_VERSION,
             });
         }
-        return Err(Error::corrupt(what(), format!("format version {version} does not exist")));
+        return Err(Error::corrupt(
+            what(),
+            format!("format version {version} does not exist"),
+        ));
     }
     if found_kind != kind as u8 {
         return Err(Error::corrupt(
             what(),
-            format!("file kind byte is {found_kind}, expected {} ({kind:?})", kind as u8),
+            format!(
+                "file kind byte is {found_kind}, expected {} ({kind:?})",
+                kind as u8
+            ),
         ));
     }
     Ok(rest)
@@ -99,7 +115,9 @@ pub fn seal_file(
     plaintext: &[u8],
 ) -> Result<Vec<u8>> {
     let session: [u8; SESSION_ID_LEN] = random_array()?;
-    let sealed = key.session(&session).seal(&aad(repo, seal, None), plaintext)?;
+    let sealed = key
+        .session(&session)
+        .seal(&aad(repo, seal, None), plaintext)?;
     let mut out = Vec::with_capacity(PREFIX_LEN + SESSION_ID_LEN + sealed.len());
     write_prefix(&mut out, file);
     out.extend_from_slice(&session);
@@ -119,7 +137,8 @@ pub fn open_file(
     let Some((session, sealed)) = rest.split_first_chunk::<SESSION_ID_LEN>() else {
         return Err(Error::corrupt(what(), "too short to hold a session id"));
     };
-    key.session(session).open(&aad(repo, seal, None), sealed, what)
+    key.session(session)
+        .open(&aad(repo, seal, None), sealed, what)
 }
 
 /// Payload encoding byte: the first plaintext byte of every blob and sealed file.
@@ -161,7 +180,10 @@ pub fn decode_payload(
     let out = match method {
         PAYLOAD_RAW => {
             if body.len() > limit {
-                return Err(Error::corrupt(what(), format!("{} bytes exceeds the limit of {limit}", body.len())));
+                return Err(Error::corrupt(
+                    what(),
+                    format!("{} bytes exceeds the limit of {limit}", body.len()),
+                ));
             }
             body.to_vec()
         }
@@ -174,23 +196,38 @@ pub fn decode_payload(
                 .read_to_end(&mut out)
                 .map_err(|e| Error::corrupt(what(), format!("zstd decompression failed: {e}")))?;
             if out.len() > limit {
-                return Err(Error::corrupt(what(), format!("decompresses to more than {limit} bytes")));
+                return Err(Error::corrupt(
+                    what(),
+                    format!("decompresses to more than {limit} bytes"),
+                ));
             }
             out
         }
-        other => return Err(Error::corrupt(what(), format!("unknown payload encoding {other}"))),
+        other => {
+            return Err(Error::corrupt(
+                what(),
+                format!("unknown payload encoding {other}"),
+            ));
+        }
     };
     if let Some(n) = exact_len {
         if out.len() != n {
-            return Err(Error::corrupt(what(), format!("decodes to {} bytes, index says {n}", out.len())));
+            return Err(Error::corrupt(
+                what(),
+                format!("decodes to {} bytes, index says {n}", out.len()),
+            ));
         }
     }
     Ok(out)
 }
 
 /// msgpack decode with the object named in the error.
-pub fn from_msgpack<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8], what: &dyn Fn() -> String) -> Result<T> {
-    rmp_serde::from_slice(bytes).map_err(|e| Error::corrupt(what(), format!("undecodable msgpack: {e}")))
+pub fn from_msgpack<'a, T: serde::Deserialize<'a>>(
+    bytes: &'a [u8],
+    what: &dyn Fn() -> String,
+) -> Result<T> {
+    rmp_serde::from_slice(bytes)
+        .map_err(|e| Error::corrupt(what(), format!("undecodable msgpack: {e}")))
 }
 
 /// Structs as msgpack maps keyed by field name: readable by tools, and fields can be
@@ -213,10 +250,16 @@ mod tests {
         let mut f = Vec::new();
         write_prefix(&mut f, FileKind::Index);
         assert!(check_prefix(&f, FileKind::Index, &w).is_ok());
-        assert!(matches!(check_prefix(&f, FileKind::Snapshot, &w), Err(Error::Corrupt { .. })));
+        assert!(matches!(
+            check_prefix(&f, FileKind::Snapshot, &w),
+            Err(Error::Corrupt { .. })
+        ));
         let mut newer = f.clone();
         newer[8] = 2;
-        assert!(matches!(check_prefix(&newer, FileKind::Index, &w), Err(Error::UnsupportedVersion { .. })));
+        assert!(matches!(
+            check_prefix(&newer, FileKind::Index, &w),
+            Err(Error::UnsupportedVersion { .. })
+        ));
         assert!(check_prefix(&f[..5], FileKind::Index, &w).is_err());
     }
 

@@ -108,10 +108,15 @@ mod serde_id {
                 hex::decode_to_slice(v, &mut out).map_err(|_| E::invalid_length(v.len(), &self))?;
                 Ok(out)
             }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<[u8; 32], A::Error> {
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<[u8; 32], A::Error> {
                 let mut out = [0u8; 32];
                 for (i, b) in out.iter_mut().enumerate() {
-                    *b = a.next_element()?.ok_or_else(|| A::Error::invalid_length(i, &self))?;
+                    *b = a
+                        .next_element()?
+                        .ok_or_else(|| A::Error::invalid_length(i, &self))?;
                 }
                 if a.next_element::<u8>()?.is_some() {
                     return Err(A::Error::invalid_length(33, &self));
@@ -140,6 +145,9 @@ mod tests {
         let bytes = rmp_serde::to_vec(&serde_bytes::Bytes::new(&[1u8; 31])).unwrap();
         assert!(rmp_serde::from_slice::<BlobId>(&bytes).is_err());
         let ok = rmp_serde::to_vec(&BlobId([3; 32])).unwrap();
-        assert_eq!(rmp_serde::from_slice::<BlobId>(&ok).unwrap(), BlobId([3; 32]));
+        assert_eq!(
+            rmp_serde::from_slice::<BlobId>(&ok).unwrap(),
+            BlobId([3; 32])
+        );
     }
 }

@@ -133,7 +133,13 @@ mod tests {
 
     #[test]
     fn lookup_and_first_location_wins() {
-        let e = |id: u8, offset| PackEntry { kind: BlobKind::Data, id: BlobId([id; 32]), offset, length: 50, raw_length: 20 };
+        let e = |id: u8, offset| PackEntry {
+            kind: BlobKind::Data,
+            id: BlobId([id; 32]),
+            offset,
+            length: 50,
+            raw_length: 20,
+        };
         let mut idx = Index::new();
         idx.add_pack(PackId([1; 32]), 1000, &[e(1, 42), e(2, 92)]);
         idx.add_pack(PackId([2; 32]), 1000, &[e(2, 42)]);
@@ -149,7 +155,13 @@ mod tests {
             packs: vec![IndexPack {
                 id: PackId([9; 32]),
                 size: 4242,
-                blobs: vec![PackEntry { kind: BlobKind::Tree, id: BlobId([8; 32]), offset: 42, length: 100, raw_length: 71 }],
+                blobs: vec![PackEntry {
+                    kind: BlobKind::Tree,
+                    id: BlobId([8; 32]),
+                    offset: 42,
+                    length: 100,
+                    raw_length: 71,
+                }],
             }],
         };
         let bytes = crate::format::to_msgpack(&f);

@@ -25,7 +25,12 @@ pub struct KeyFile {
 }
 
 impl KeyFile {
-    pub fn create(key: &MasterKey, repo_id: RepoId, password: &[u8], kdf: KdfParams) -> Result<Self> {
+    pub fn create(
+        key: &MasterKey,
+        repo_id: RepoId,
+        password: &[u8],
+        kdf: KdfParams,
+    ) -> Result<Self> {
         let kek = crypto::derive_wrapping_key(password, &kdf)?;
         let wrapped = SessionKey::from_raw(&kek).seal(
             &format::aad(&repo_id, SealKind::MasterKey, None),
@@ -56,14 +61,22 @@ impl KeyFile {
         let kf: KeyFile = format::from_msgpack(rest, &what)?;
         kf.kdf.validate(&what())?;
         if kf.wrapped.len() != MASTER_KEY_LEN + crypto::SEAL_OVERHEAD {
-            return Err(Error::corrupt(what(), "wrapped master key has the wrong length"));
+            return Err(Error::corrupt(
+                what(),
+                "wrapped master key has the wrong length",
+            ));
         }
         Ok(kf)
     }
 
     /// `Ok(None)` when the password is not this key's; `Err` for a key file that
     /// belongs to another repository.
-    pub fn unwrap_key(&self, password: &[u8], id: &KeyId, repo_id: &RepoId) -> Result<Option<MasterKey>> {
+    pub fn unwrap_key(
+        &self,
+        password: &[u8],
+        id: &KeyId,
+        repo_id: &RepoId,
+    ) -> Result<Option<MasterKey>> {
         if &self.repo_id != repo_id {
             return Err(Error::corrupt(
                 format!("key file {id}"),
@@ -75,10 +88,9 @@ impl KeyFile {
         match SessionKey::from_raw(&kek).open(&aad, &self.wrapped, &|| String::new()) {
             Ok(plain) => {
                 let plain = Zeroizing::new(plain);
-                let arr: &[u8; MASTER_KEY_LEN] = plain
-                    .as_slice()
-                    .try_into()
-                    .map_err(|_| Error::corrupt(format!("key file {id}"), "master key has the wrong length"))?;
+                let arr: &[u8; MASTER_KEY_LEN] = plain.as_slice().try_into().map_err(|_| {
+                    Error::corrupt(format!("key file {id}"), "master key has the wrong length")
+                })?;
                 Ok(Some(MasterKey::from_bytes(arr)))
             }
             Err(_) => Ok(None),
@@ -107,7 +119,8 @@ mod tests {
     #[test]
     fn oversized_kdf_params_are_refused_at_decode() {
         let key = MasterKey::generate().unwrap();
-        let mut kf = KeyFile::create(&key, RepoId([1; 32]), b"pw", KdfParams::new(64, 1).unwrap()).unwrap();
+        let mut kf =
+            KeyFile::create(&key, RepoId([1; 32]), b"pw", KdfParams::new(64, 1).unwrap()).unwrap();
         kf.kdf.memory_kib = u32::MAX;
         let bytes = kf.encode();
         assert!(KeyFile::decode(&bytes, &KeyId::of_stored(&bytes)).is_err());

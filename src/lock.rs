@@ -31,7 +31,9 @@ pub struct Lock {
 impl Lock {
     fn age(&self) -> Option<std::time::Duration> {
         let t = chrono::DateTime::parse_from_rfc3339(&self.time).ok()?;
-        (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).to_std().ok()
+        (chrono::Utc::now() - t.with_timezone(&chrono::Utc))
+            .to_std()
+            .ok()
     }
 
     /// Provably dead: same host, and no such process.
@@ -48,7 +50,11 @@ impl Lock {
     pub fn describe(&self, id: &LockId) -> String {
         format!(
             "{} lock {} held by {}@{} (pid {}) since {}",
-            if self.exclusive { "exclusive" } else { "shared" },
+            if self.exclusive {
+                "exclusive"
+            } else {
+                "shared"
+            },
             id.short(),
             self.username,
             self.hostname,
@@ -60,7 +66,14 @@ impl Lock {
 
 pub fn load_lock(repo: &Repository, id: &LockId) -> Result<Lock> {
     let what = || format!("lock {id}");
-    let plain = repo.load_sealed(FileKind::Lock, SealKind::Lock, FileType::Lock, &id.to_hex(), LOCK_MAX_LEN, &what)?;
+    let plain = repo.load_sealed(
+        FileKind::Lock,
+        SealKind::Lock,
+        FileType::Lock,
+        &id.to_hex(),
+        LOCK_MAX_LEN,
+        &what,
+    )?;
     format::from_msgpack(&plain, &what)
 }
 
@@ -78,7 +91,10 @@ impl LockGuard {
 
 impl Drop for LockGuard {
     fn drop(&mut self) {
-        let _ = self.repo.backend().remove(FileType::Lock, &self.id.to_hex());
+        let _ = self
+            .repo
+            .backend()
+            .remove(FileType::Lock, &self.id.to_hex());
     }
 }
 
@@ -92,7 +108,12 @@ pub fn acquire(repo: &Arc<Repository>, exclusive: bool) -> Result<LockGuard> {
         pid: std::process::id(),
         exclusive,
     };
-    let (name, _) = repo.save_sealed(FileKind::Lock, SealKind::Lock, FileType::Lock, &format::to_msgpack(&lock))?;
+    let (name, _) = repo.save_sealed(
+        FileKind::Lock,
+        SealKind::Lock,
+        FileType::Lock,
+        &format::to_msgpack(&lock),
+    )?;
     let guard = LockGuard {
         repo: Arc::clone(repo),
         id: LockId::from_hex(&name)?,

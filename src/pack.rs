@@ -85,22 +85,48 @@ impl From<PackEntry> for EntryWire {
 
 impl From<EntryWire> for PackEntry {
     fn from(EntryWire(kind, id, offset, length, raw_length): EntryWire) -> Self {
-        PackEntry { kind, id, offset, length, raw_length }
+        PackEntry {
+            kind,
+            id,
+            offset,
+            length,
+            raw_length,
+        }
     }
 }
 
-pub fn seal_blob(session: &SessionKey, repo: &RepoId, kind: BlobKind, id: &BlobId, payload: &[u8]) -> Result<Vec<u8>> {
+pub fn seal_blob(
+    session: &SessionKey,
+    repo: &RepoId,
+    kind: BlobKind,
+    id: &BlobId,
+    payload: &[u8],
+) -> Result<Vec<u8>> {
     session.seal(&format::aad(repo, kind.seal_kind(), Some(id)), payload)
 }
 
 /// Decrypts, decompresses and re-hashes a stored blob. Returns the plaintext only if
 /// its keyed hash is `entry.id`.
-pub fn open_blob(key: &MasterKey, session: &SessionKey, repo: &RepoId, entry: &PackEntry, sealed: &[u8], pack: &PackId) -> Result<Vec<u8>> {
+pub fn open_blob(
+    key: &MasterKey,
+    session: &SessionKey,
+    repo: &RepoId,
+    entry: &PackEntry,
+    sealed: &[u8],
+    pack: &PackId,
+) -> Result<Vec<u8>> {
     let what = || format!("{:?} blob {} in pack {}", entry.kind, entry.id, pack);
-    let payload = session.open(&format::aad(repo, entry.kind.seal_kind(), Some(&entry.id)), sealed, &what)?;
+    let payload = session.open(
+        &format::aad(repo, entry.kind.seal_kind(), Some(&entry.id)),
+        sealed,
+        &what,
+    )?;
     let plain = format::decode_payload(&payload, Some(entry.raw_length as usize), 0, &what)?;
     if key.blob_id(&plain) != entry.id {
-        return Err(Error::corrupt(what(), "its content does not hash to its id"));
+        return Err(Error::corrupt(
+            what(),
+            "its content does not hash to its id",
+        ));
     }
     Ok(plain)
 }
@@ -131,7 +157,14 @@ impl PackBuilder {
     }
 
     /// Seals `payload` (an encoded blob, see `format::encode_payload`) into the pack.
-    pub fn add(&mut self, repo: &RepoId, kind: BlobKind, id: BlobId, payload: &[u8], raw_length: u32) -> Result<()> {
+    pub fn add(
+        &mut self,
+        repo: &RepoId,
+        kind: BlobKind,
+        id: BlobId,
+        payload: &[u8],
+        raw_length: u32,
+    ) -> Result<()> {
         let sealed = seal_blob(&self.session, repo, kind, &id, payload)?;
         self.size += sealed.len();
         self.blobs.push((kind, id, sealed, raw_length));
@@ -156,7 +189,8 @@ impl PackBuilder {
         bytes.extend_from_slice(&self.session_id);
         let mut entries = Vec::with_capacity(self.blobs.len());
         for (kind, id, sealed, raw_length) in &self.blobs {
-            let offset = u32::try_from(bytes.len()).map_err(|_| Error::invalid("pack larger than 4 GiB"))?;
+            let offset =
+                u32::try_from(bytes.len()).map_err(|_| Error::invalid("pack larger than 4 GiB"))?;
             bytes.extend_from_slice(sealed);
             entries.push(PackEntry {
                 kind: *kind,
@@ -167,7 +201,9 @@ impl PackBuilder {
             });
         }
         let header = encode_header(&entries);
-        let sealed = self.session.seal(&format::aad(repo, SealKind::PackHeader, None), &header)?;
+        let sealed = self
+            .session
+            .seal(&format::aad(repo, SealKind::PackHeader, None), &header)?;
         bytes.extend_from_slice(&sealed);
         bytes.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
         Ok(FinishedPack {
@@ -189,7 +225,11 @@ fn shuffle<T>(v: &mut [T]) -> Result<()> {
     let mut rnd = vec![0u8; v.len() * 8];
     crate::crypto::random_bytes(&mut rnd)?;
     for i in (1..v.len()).rev() {
-        let r = rnd.get(i * 8..i * 8 + 8).and_then(|s| s.try_into().ok()).map(u64::from_le_bytes).unwrap_or(0);
+        let r = rnd
+            .get(i * 8..i * 8 + 8)
+            .and_then(|s| s.try_into().ok())
+            .map(u64::from_le_bytes)
+            .unwrap_or(0);
         v.swap(i, (r % (i as u64 + 1)) as usize);
     }
     Ok(())
@@ -206,14 +246,28 @@ pub fn parse_session(start: &[u8], pack: &PackId) -> Result<[u8; SESSION_ID_LEN]
 
 /// Decrypts and validates a pack header: every entry must lie inside the blob area,
 /// entries must not overlap, and lengths must be within the format's limits.
-pub fn decode_header(session: &SessionKey, repo: &RepoId, sealed: &[u8], header_start: u64, pack: &PackId) -> Result<Vec<PackEntry>> {
+pub fn decode_header(
+    session: &SessionKey,
+    repo: &RepoId,
+    sealed: &[u8],
+    header_start: u64,
+    pack: &PackId,
+) -> Result<Vec<PackEntry>> {
     let what = || format!("header of pack {pack}");
-    let plain = session.open(&format::aad(repo, SealKind::PackHeader, None), sealed, &what)?;
+    let plain = session.open(
+        &format::aad(repo, SealKind::PackHeader, None),
+        sealed,
+        &what,
+    )?;
     decode_header_plaintext(&plain, header_start, &what)
 }
 
 /// Parses and validates the plaintext of a pack header (after authentication).
-pub fn decode_header_plaintext(plain: &[u8], header_start: u64, what: &dyn Fn() -> String) -> Result<Vec<PackEntry>> {
+pub fn decode_header_plaintext(
+    plain: &[u8],
+    header_start: u64,
+    what: &dyn Fn() -> String,
+) -> Result<Vec<PackEntry>> {
     let msg = format::decode_payload(plain, None, MAX_HEADER_LEN as usize, what)?;
     let entries: Vec<PackEntry> = format::from_msgpack(&msg, what)?;
     validate_entries(&entries, header_start).map_err(|r| Error::corrupt(what(), r))?;
@@ -227,13 +281,22 @@ pub fn validate_entries(entries: &[PackEntry], data_end: u64) -> std::result::Re
         let start = u64::from(e.offset);
         let end = start + u64::from(e.length);
         if start < PACK_DATA_START as u64 || end > data_end {
-            return Err(format!("blob {} at {}+{} lies outside the blob area", e.id, e.offset, e.length));
+            return Err(format!(
+                "blob {} at {}+{} lies outside the blob area",
+                e.id, e.offset, e.length
+            ));
         }
         if (e.length as usize) < SEAL_OVERHEAD + 1 {
-            return Err(format!("blob {} has an impossible stored length {}", e.id, e.length));
+            return Err(format!(
+                "blob {} has an impossible stored length {}",
+                e.id, e.length
+            ));
         }
         if e.raw_length > MAX_BLOB_LEN {
-            return Err(format!("blob {} claims {} bytes, over the {} limit", e.id, e.raw_length, MAX_BLOB_LEN));
+            return Err(format!(
+                "blob {} claims {} bytes, over the {} limit",
+                e.id, e.raw_length, MAX_BLOB_LEN
+            ));
         }
         spans.push((start, end));
     }
@@ -249,19 +312,34 @@ pub fn validate_entries(entries: &[PackEntry], data_end: u64) -> std::result::Re
 }
 
 /// Reads and decodes the header of a stored pack of `size` bytes.
-pub fn read_header(backend: &dyn Backend, key: &MasterKey, repo: &RepoId, pack: &PackId, size: u64) -> Result<Vec<PackEntry>> {
+pub fn read_header(
+    backend: &dyn Backend,
+    key: &MasterKey,
+    repo: &RepoId,
+    pack: &PackId,
+    size: u64,
+) -> Result<Vec<PackEntry>> {
     let what = || format!("pack {pack}");
     let name = pack.to_hex();
     let min = PACK_DATA_START as u64 + 4;
     if size < min {
-        return Err(Error::corrupt(what(), format!("{size} bytes is too short for a pack")));
+        return Err(Error::corrupt(
+            what(),
+            format!("{size} bytes is too short for a pack"),
+        ));
     }
     let start = backend.read_range(FileType::Pack, &name, 0, PACK_DATA_START as u64)?;
     let session = key.session(&parse_session(&start, pack)?);
     let tail = backend.read_range(FileType::Pack, &name, size - 4, 4)?;
-    let header_len = tail.first_chunk::<4>().map(|b| u32::from_le_bytes(*b)).unwrap_or(0);
+    let header_len = tail
+        .first_chunk::<4>()
+        .map(|b| u32::from_le_bytes(*b))
+        .unwrap_or(0);
     if header_len > MAX_HEADER_LEN || u64::from(header_len) > size - min {
-        return Err(Error::corrupt(what(), format!("header length {header_len} does not fit in a {size}-byte pack")));
+        return Err(Error::corrupt(
+            what(),
+            format!("header length {header_len} does not fit in a {size}-byte pack"),
+        ));
     }
     let header_start = size - 4 - u64::from(header_len);
     let sealed = backend.read_range(FileType::Pack, &name, header_start, u64::from(header_len))?;
@@ -280,7 +358,14 @@ mod tests {
         let blobs: Vec<Vec<u8>> = (0..20u8).map(|i| vec![i; 100 + i as usize]).collect();
         for data in &blobs {
             let id = key.blob_id(data);
-            b.add(&repo, BlobKind::Data, id, &format::encode_payload(data, 3), data.len() as u32).unwrap();
+            b.add(
+                &repo,
+                BlobKind::Data,
+                id,
+                &format::encode_payload(data, 3),
+                data.len() as u32,
+            )
+            .unwrap();
         }
         let p = b.finish(&repo).unwrap();
         assert_eq!(p.id, PackId::of_stored(&p.bytes));
@@ -288,7 +373,8 @@ mod tests {
         let n = p.bytes.len();
         let hl = u32::from_le_bytes(p.bytes[n - 4..].try_into().unwrap()) as usize;
         let hs = n - 4 - hl;
-        let entries = decode_header(&session, &repo, &p.bytes[hs..n - 4], hs as u64, &p.id).unwrap();
+        let entries =
+            decode_header(&session, &repo, &p.bytes[hs..n - 4], hs as u64, &p.id).unwrap();
         assert_eq!(entries, p.entries);
         for e in &entries {
             let sealed = &p.bytes[e.offset as usize..(e.offset + e.length) as usize];
@@ -303,7 +389,13 @@ mod tests {
 
     #[test]
     fn overlapping_or_outside_entries_are_rejected() {
-        let e = |offset, length| PackEntry { kind: BlobKind::Data, id: BlobId([0; 32]), offset, length, raw_length: 1 };
+        let e = |offset, length| PackEntry {
+            kind: BlobKind::Data,
+            id: BlobId([0; 32]),
+            offset,
+            length,
+            raw_length: 1,
+        };
         assert!(validate_entries(&[e(42, 40)], 100).is_ok());
         assert!(validate_entries(&[e(10, 40)], 100).is_err());
         assert!(validate_entries(&[e(42, 80)], 100).is_err());

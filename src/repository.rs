@@ -149,7 +149,13 @@ impl Repository {
 
     /// Seals `plaintext` (compressed when that helps) and writes it under the hash
     /// of the stored bytes. Returns that name.
-    pub fn save_sealed(&self, file: FileKind, seal: SealKind, t: FileType, plaintext: &[u8]) -> Result<(String, u64)> {
+    pub fn save_sealed(
+        &self,
+        file: FileKind,
+        seal: SealKind,
+        t: FileType,
+        plaintext: &[u8],
+    ) -> Result<(String, u64)> {
         let payload = format::encode_payload(plaintext, 3);
         let bytes = format::seal_file(&self.key, self.repo_id(), file, seal, &payload)?;
         let name = hex::encode(blake3::hash(&bytes).as_bytes());
@@ -158,7 +164,15 @@ impl Repository {
     }
 
     /// Reads, checks the name against the content hash, and unseals a file.
-    pub fn load_sealed(&self, file: FileKind, seal: SealKind, t: FileType, name: &str, max_len: u64, what: &dyn Fn() -> String) -> Result<Vec<u8>> {
+    pub fn load_sealed(
+        &self,
+        file: FileKind,
+        seal: SealKind,
+        t: FileType,
+        name: &str,
+        max_len: u64,
+        what: &dyn Fn() -> String,
+    ) -> Result<Vec<u8>> {
         let bytes = self.backend.read(t, name, max_len)?;
         check_name(&bytes, name, &what())?;
         let payload = format::open_file(&self.key, self.repo_id(), file, seal, &bytes, what)?;
@@ -166,13 +180,25 @@ impl Repository {
     }
 
     pub fn save_index(&self, f: &IndexFile) -> Result<(IndexId, u64)> {
-        let (name, size) = self.save_sealed(FileKind::Index, SealKind::Index, FileType::Index, &format::to_msgpack(f))?;
+        let (name, size) = self.save_sealed(
+            FileKind::Index,
+            SealKind::Index,
+            FileType::Index,
+            &format::to_msgpack(f),
+        )?;
         Ok((IndexId::from_hex(&name)?, size))
     }
 
     pub fn load_index_file(&self, id: &IndexId) -> Result<IndexFile> {
         let what = || format!("index {id}");
-        let plain = self.load_sealed(FileKind::Index, SealKind::Index, FileType::Index, &id.to_hex(), INDEX_MAX_LEN, &what)?;
+        let plain = self.load_sealed(
+            FileKind::Index,
+            SealKind::Index,
+            FileType::Index,
+            &id.to_hex(),
+            INDEX_MAX_LEN,
+            &what,
+        )?;
         IndexFile::decode(&plain, &what)
     }
 
@@ -195,13 +221,25 @@ impl Repository {
     }
 
     pub fn save_snapshot(&self, s: &Snapshot) -> Result<(SnapshotId, u64)> {
-        let (name, size) = self.save_sealed(FileKind::Snapshot, SealKind::Snapshot, FileType::Snapshot, &format::to_msgpack(s))?;
+        let (name, size) = self.save_sealed(
+            FileKind::Snapshot,
+            SealKind::Snapshot,
+            FileType::Snapshot,
+            &format::to_msgpack(s),
+        )?;
         Ok((SnapshotId::from_hex(&name)?, size))
     }
 
     pub fn load_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
         let what = || format!("snapshot {id}");
-        let plain = self.load_sealed(FileKind::Snapshot, SealKind::Snapshot, FileType::Snapshot, &id.to_hex(), SNAPSHOT_MAX_LEN, &what)?;
+        let plain = self.load_sealed(
+            FileKind::Snapshot,
+            SealKind::Snapshot,
+            FileType::Snapshot,
+            &id.to_hex(),
+            SNAPSHOT_MAX_LEN,
+            &what,
+        )?;
         format::from_msgpack(&plain, &what)
     }
 
@@ -224,7 +262,12 @@ impl Repository {
         let sid = match cached {
             Some(s) => s,
             None => {
-                let start = self.backend.read_range(FileType::Pack, &pack.to_hex(), 0, PACK_DATA_START as u64)?;
+                let start = self.backend.read_range(
+                    FileType::Pack,
+                    &pack.to_hex(),
+                    0,
+                    PACK_DATA_START as u64,
+                )?;
                 let s = pack::parse_session(&start, pack)?;
                 if let Ok(mut m) = self.sessions.lock() {
                     m.insert(*pack, s);
@@ -242,10 +285,20 @@ impl Repository {
             reason: "no index file lists it; run `cairn check`".into(),
         })?;
         let session = self.pack_session(&pack_id)?;
-        let sealed = self
-            .backend
-            .read_range(FileType::Pack, &pack_id.to_hex(), u64::from(entry.offset), u64::from(entry.length))?;
-        pack::open_blob(&self.key, &session, self.repo_id(), &entry, &sealed, &pack_id)
+        let sealed = self.backend.read_range(
+            FileType::Pack,
+            &pack_id.to_hex(),
+            u64::from(entry.offset),
+            u64::from(entry.length),
+        )?;
+        pack::open_blob(
+            &self.key,
+            &session,
+            self.repo_id(),
+            &entry,
+            &sealed,
+            &pack_id,
+        )
     }
 
     pub fn load_tree(&self, index: &Index, id: &BlobId) -> Result<Tree> {

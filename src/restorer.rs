@@ -16,8 +16,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use nix::sys::stat::{Mode, SFlag, UtimensatFlags};
 use nix::sys::time::TimeSpec;
@@ -147,19 +147,27 @@ pub fn restore(
         let result = replace_non_dir(dest).and_then(|()| fs::hard_link(first, dest));
         match result {
             Ok(()) => state.with(|s| s.hardlinks += 1),
-            Err(e) => state.error(format!("{}: hard link to {}: {e}", dest.display(), first.display())),
+            Err(e) => state.error(format!(
+                "{}: hard link to {}: {e}",
+                dest.display(),
+                first.display()
+            )),
         }
     }
     // Metadata: files and other entries, then directories deepest first.
-    plan.meta.par_iter().for_each(|(dest, node)| apply_metadata(&state, dest, node));
+    plan.meta
+        .par_iter()
+        .for_each(|(dest, node)| apply_metadata(&state, dest, node));
     for (dest, node) in plan.dirs.iter().rev() {
         apply_metadata(&state, dest, node);
     }
     if opts.verify {
-        plan.files.par_iter().for_each(|job| match verify_file(&state, job) {
-            Ok(()) => state.with(|s| s.files_verified += 1),
-            Err(e) => state.error(format!("verify {}: {e}", job.dest.display())),
-        });
+        plan.files
+            .par_iter()
+            .for_each(|job| match verify_file(&state, job) {
+                Ok(()) => state.with(|s| s.files_verified += 1),
+                Err(e) => state.error(format!("verify {}: {e}", job.dest.display())),
+            });
     }
     let mut summary = state.summary.into_inner().unwrap_or_default();
     summary.bytes_written = state.bytes.load(Ordering::Relaxed);
@@ -208,7 +216,9 @@ struct Plan {
 impl Plan {
     /// Creates the parents of `dest` that an include filter skipped over.
     fn ensure_parents(&self, state: &State, target: &Path, dest: &Path) -> bool {
-        let Some(parent) = dest.parent() else { return true };
+        let Some(parent) = dest.parent() else {
+            return true;
+        };
         if parent == target || !parent.starts_with(target) {
             return true;
         }
@@ -248,7 +258,10 @@ impl Plan {
                 self.inodes.insert(key, dest.clone());
             }
             self.meta.push((dest.clone(), node.clone()));
-            self.files.push(FileJob { dest, node: node.clone() });
+            self.files.push(FileJob {
+                dest,
+                node: node.clone(),
+            });
             return;
         }
         let created = replace_non_dir(&dest).and_then(|()| create_special(&dest, node));
@@ -280,7 +293,11 @@ fn create_dir_safely(dir: &Path, all: bool) -> io::Result<()> {
         }
     }
     match fs::create_dir(dir) {
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && fs::symlink_metadata(dir)?.is_dir() => Ok(()),
+        Err(e)
+            if e.kind() == io::ErrorKind::AlreadyExists && fs::symlink_metadata(dir)?.is_dir() =>
+        {
+            Ok(())
+        }
         r => r,
     }
 }
@@ -301,7 +318,9 @@ fn replace_non_dir(path: &Path) -> io::Result<()> {
 
 fn create_special(dest: &Path, node: &Node) -> io::Result<()> {
     let perm = Mode::from_bits_truncate(node.mode as libc::mode_t & 0o777);
-    let mk = |kind: SFlag, rdev: u64| nix::sys::stat::mknod(dest, kind, perm, rdev as libc::dev_t).map_err(io::Error::from);
+    let mk = |kind: SFlag, rdev: u64| {
+        nix::sys::stat::mknod(dest, kind, perm, rdev as libc::dev_t).map_err(io::Error::from)
+    };
     match node.kind {
         NodeKind::Symlink => {
             let target = node.link_target.as_deref().unwrap_or_default();
@@ -389,7 +408,12 @@ fn apply_metadata(state: &State, dest: &Path, node: &Node) {
     if let Err(e) = own {
         // Only root can give files away; as a user, ownership is expected to differ.
         if is_root {
-            state.warning(format!("{}: chown {}:{}: {e}", dest.display(), node.uid, node.gid));
+            state.warning(format!(
+                "{}: chown {}:{}: {e}",
+                dest.display(),
+                node.uid,
+                node.gid
+            ));
         }
     }
     for x in &node.xattrs {
@@ -436,14 +460,20 @@ fn verify_file(state: &State, job: &FileJob) -> Result<()> {
         if key.blob_id(&buf) != *id {
             return Err(Error::corrupt(
                 dest.display().to_string(),
-                format!("bytes {offset}..{} differ from blob {id}", offset + buf.len() as u64),
+                format!(
+                    "bytes {offset}..{} differ from blob {id}",
+                    offset + buf.len() as u64
+                ),
             ));
         }
         offset += buf.len() as u64;
     }
     let mut extra = [0u8; 1];
     if f.read(&mut extra).at(dest)? != 0 {
-        return Err(Error::corrupt(dest.display().to_string(), format!("longer than the {offset} bytes restored")));
+        return Err(Error::corrupt(
+            dest.display().to_string(),
+            format!("longer than the {offset} bytes restored"),
+        ));
     }
     Ok(())
 }

@@ -16,7 +16,7 @@ pub struct SnapshotFilter {
 impl SnapshotFilter {
     /// Every given host, tag and path must match (tags: the snapshot has all of them).
     pub fn matches(&self, s: &Snapshot) -> bool {
-        (self.hosts.is_empty() || self.hosts.iter().any(|h| *h == s.hostname))
+        (self.hosts.is_empty() || self.hosts.contains(&s.hostname))
             && self.tags.iter().all(|t| s.tags.contains(t))
             && (self.paths.is_empty() || self.paths.iter().all(|p| s.paths.contains(p)))
     }
@@ -51,7 +51,11 @@ fn pick(mut all: Vec<(SnapshotId, Snapshot)>, spec: &str) -> Result<(SnapshotId,
                 .parse()
                 .map_err(|_| Error::invalid(format!("{spec:?}: expected latest or latest~N")))?,
             None if rest.is_empty() => 0,
-            None => return Err(Error::invalid(format!("{spec:?}: expected latest or latest~N"))),
+            None => {
+                return Err(Error::invalid(format!(
+                    "{spec:?}: expected latest or latest~N"
+                )));
+            }
         };
         let n = all.len();
         return if back < n {
@@ -64,18 +68,31 @@ fn pick(mut all: Vec<(SnapshotId, Snapshot)>, spec: &str) -> Result<(SnapshotId,
     }
     let lower = spec.to_ascii_lowercase();
     if lower.is_empty() || !lower.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(Error::invalid(format!("{spec:?} is not a snapshot id, prefix, latest or latest~N")));
+        return Err(Error::invalid(format!(
+            "{spec:?} is not a snapshot id, prefix, latest or latest~N"
+        )));
     }
-    let mut hits: Vec<(SnapshotId, Snapshot)> = all.into_iter().filter(|(id, _)| id.to_hex().starts_with(&lower)).collect();
+    let mut hits: Vec<(SnapshotId, Snapshot)> = all
+        .into_iter()
+        .filter(|(id, _)| id.to_hex().starts_with(&lower))
+        .collect();
     match hits.len() {
         1 => Ok(hits.remove(0)),
-        0 => Err(Error::invalid(format!("no snapshot matches {spec:?} (with the given filters)"))),
-        n => Err(Error::invalid(format!("{spec:?} is ambiguous: {n} snapshots start with it"))),
+        0 => Err(Error::invalid(format!(
+            "no snapshot matches {spec:?} (with the given filters)"
+        ))),
+        n => Err(Error::invalid(format!(
+            "{spec:?} is ambiguous: {n} snapshots start with it"
+        ))),
     }
 }
 
 /// The latest snapshot with this host and the same set of paths: the default parent.
-pub fn find_parent(repo: &Repository, host: &str, paths: &[String]) -> Result<Option<(SnapshotId, Snapshot)>> {
+pub fn find_parent(
+    repo: &Repository,
+    host: &str,
+    paths: &[String],
+) -> Result<Option<(SnapshotId, Snapshot)>> {
     let mut want: Vec<&String> = paths.iter().collect();
     want.sort();
     Ok(repo.list_snapshots()?.into_iter().rev().find(|(_, s)| {

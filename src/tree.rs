@@ -132,24 +132,35 @@ impl Tree {
         let mut prev: Option<&[u8]> = None;
         for n in &tree.nodes {
             if !is_safe_name(&n.name) {
-                return Err(Error::corrupt(what(), format!("unsafe entry name {:?}", String::from_utf8_lossy(&n.name))));
+                return Err(Error::corrupt(
+                    what(),
+                    format!("unsafe entry name {:?}", String::from_utf8_lossy(&n.name)),
+                ));
             }
             if let Some(p) = prev {
                 if p >= n.name.as_slice() {
-                    return Err(Error::corrupt(what(), "entries are not sorted or not unique"));
+                    return Err(Error::corrupt(
+                        what(),
+                        "entries are not sorted or not unique",
+                    ));
                 }
             }
             prev = Some(&n.name);
             let consistent = match n.kind {
                 NodeKind::Dir => n.subtree.is_some() && n.content.is_empty(),
                 NodeKind::File => n.subtree.is_none(),
-                NodeKind::Symlink => n.link_target.is_some() && n.subtree.is_none() && n.content.is_empty(),
+                NodeKind::Symlink => {
+                    n.link_target.is_some() && n.subtree.is_none() && n.content.is_empty()
+                }
                 _ => n.subtree.is_none() && n.content.is_empty(),
             };
             if !consistent || n.nanos_ok().is_err() {
                 return Err(Error::corrupt(
                     what(),
-                    format!("entry {:?} has fields that don't fit its kind", String::from_utf8_lossy(&n.name)),
+                    format!(
+                        "entry {:?} has fields that don't fit its kind",
+                        String::from_utf8_lossy(&n.name)
+                    ),
                 ));
             }
         }
@@ -210,7 +221,11 @@ pub(crate) mod tests {
     #[test]
     fn round_trip_non_utf8_and_sorted() {
         let mut t = Tree {
-            nodes: vec![node(b"z\xff\xfe", NodeKind::File), node(b"a", NodeKind::Dir), node(b"l", NodeKind::Symlink)],
+            nodes: vec![
+                node(b"z\xff\xfe", NodeKind::File),
+                node(b"a", NodeKind::Dir),
+                node(b"l", NodeKind::Symlink),
+            ],
         };
         let bytes = t.encode();
         let back = Tree::decode(&bytes, &BlobId([0; 32])).unwrap();
@@ -222,11 +237,15 @@ pub(crate) mod tests {
     #[test]
     fn unsafe_names_and_duplicates_are_refused() {
         for bad in [&b".."[..], b".", b"a/b", b"", b"a\0"] {
-            let t = Tree { nodes: vec![node(bad, NodeKind::File)] };
+            let t = Tree {
+                nodes: vec![node(bad, NodeKind::File)],
+            };
             let bytes = crate::format::to_msgpack(&t);
             assert!(Tree::decode(&bytes, &BlobId([0; 32])).is_err(), "{bad:?}");
         }
-        let t = Tree { nodes: vec![node(b"x", NodeKind::Symlink), node(b"x", NodeKind::Dir)] };
+        let t = Tree {
+            nodes: vec![node(b"x", NodeKind::Symlink), node(b"x", NodeKind::Dir)],
+        };
         assert!(Tree::decode(&crate::format::to_msgpack(&t), &BlobId([0; 32])).is_err());
         let mut d = node(b"d", NodeKind::Dir);
         d.subtree = None;

@@ -15,7 +15,7 @@ pub enum Selection {
     /// A directory (or the snapshot root): its tree.
     Dir { path: PathBuf, tree: Tree },
     /// Anything else: the node itself.
-    Node { path: PathBuf, node: Node },
+    Node { path: PathBuf, node: Box<Node> },
 }
 
 impl Selection {
@@ -31,18 +31,30 @@ impl Selection {
 pub fn resolve(repo: &Repository, index: &Index, root: &BlobId, path: &str) -> Result<Selection> {
     let mut tree = repo.load_tree(index, root)?;
     let mut at = PathBuf::from("/");
-    let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
+    let comps: Vec<&str> = path
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
     for (i, c) in comps.iter().enumerate() {
-        let node = tree
-            .find(c.as_bytes())
-            .cloned()
-            .ok_or_else(|| Error::invalid(format!("{} is not in the snapshot", at.join(c).display())))?;
+        let node = tree.find(c.as_bytes()).cloned().ok_or_else(|| {
+            Error::invalid(format!("{} is not in the snapshot", at.join(c).display()))
+        })?;
         at.push(c);
         let last = i + 1 == comps.len();
         match (node.kind, node.subtree) {
             (NodeKind::Dir, Some(sub)) => tree = repo.load_tree(index, &sub)?,
-            _ if last => return Ok(Selection::Node { path: at, node }),
-            _ => return Err(Error::invalid(format!("{} is not a directory in the snapshot", at.display()))),
+            _ if last => {
+                return Ok(Selection::Node {
+                    path: at,
+                    node: Box::new(node),
+                });
+            }
+            _ => {
+                return Err(Error::invalid(format!(
+                    "{} is not a directory in the snapshot",
+                    at.display()
+                )));
+            }
         }
     }
     Ok(Selection::Dir { path: at, tree })

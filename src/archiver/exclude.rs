@@ -28,7 +28,11 @@ impl Excludes {
             }
             let p = p.strip_suffix('/').unwrap_or(p);
             let (set, pat) = if p.contains('/') {
-                let anchored = if p.starts_with('/') { p.to_string() } else { format!("**/{p}") };
+                let anchored = if p.starts_with('/') {
+                    p.to_string()
+                } else {
+                    format!("**/{p}")
+                };
                 (&mut paths, anchored)
             } else {
                 (&mut names, p.to_string())
@@ -41,7 +45,10 @@ impl Excludes {
             set.add(glob);
             kept.push(p.to_string());
         }
-        let build = |b: GlobSetBuilder| b.build().map_err(|e| Error::invalid(format!("exclude patterns: {e}")));
+        let build = |b: GlobSetBuilder| {
+            b.build()
+                .map_err(|e| Error::invalid(format!("exclude patterns: {e}")))
+        };
         Ok(Self {
             names: build(names)?,
             paths: build(paths)?,
@@ -65,9 +72,10 @@ impl Excludes {
     }
 
     pub fn is_excluded(&self, path: &Path) -> bool {
-        let by_name = path
-            .file_name()
-            .is_some_and(|n| self.names.is_match(Path::new(std::ffi::OsStr::from_bytes(n.as_bytes()))));
+        let by_name = path.file_name().is_some_and(|n| {
+            self.names
+                .is_match(Path::new(std::ffi::OsStr::from_bytes(n.as_bytes())))
+        });
         by_name || self.paths.is_match(path)
     }
 }
@@ -78,7 +86,13 @@ mod tests {
 
     #[test]
     fn name_and_path_patterns() {
-        let e = Excludes::new(&["*.tmp".into(), "/data/cache".into(), "logs/*.gz".into(), "".into()]).unwrap();
+        let e = Excludes::new(&[
+            "*.tmp".into(),
+            "/data/cache".into(),
+            "logs/*.gz".into(),
+            "".into(),
+        ])
+        .unwrap();
         assert!(e.is_excluded(Path::new("/x/y/a.tmp")));
         assert!(!e.is_excluded(Path::new("/x/y/a.tmpx")));
         assert!(e.is_excluded(Path::new("/data/cache")));

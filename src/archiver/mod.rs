@@ -39,7 +39,10 @@ const BATCH_BYTES: usize = 32 * 1024 * 1024;
 pub enum Source {
     Paths(Vec<PathBuf>),
     /// Standard input (or any stream), stored as one file of this name.
-    Stream { name: String, reader: Box<dyn Read + Send> },
+    Stream {
+        name: String,
+        reader: Box<dyn Read + Send>,
+    },
 }
 
 pub struct BackupOptions {
@@ -255,27 +258,32 @@ impl Archiver<'_> {
 
     fn parent_subtree(&mut self, parent: Option<&Node>) -> Option<Tree> {
         let id = parent.filter(|n| n.kind == NodeKind::Dir)?.subtree?;
-        match self.repo.load_tree(self.saver.index(), &id) {
-            Ok(t) => Some(t),
-            // A damaged parent only costs re-reading: carry on without it.
-            Err(_) => None,
-        }
+        // A damaged parent only costs re-reading: carry on without it.
+        self.repo.load_tree(self.saver.index(), &id).ok()
     }
 
     fn backup_roots(&mut self, paths: &[PathBuf], parent: Option<&Tree>) -> Result<BlobId> {
         let mut root = BTreeMap::new();
         for p in paths {
-            let comps: Vec<Vec<u8>> = p.components().filter_map(|c| match c {
-                Component::Normal(n) => Some(n.as_bytes().to_vec()),
-                _ => None,
-            }).collect();
+            let comps: Vec<Vec<u8>> = p
+                .components()
+                .filter_map(|c| match c {
+                    Component::Normal(n) => Some(n.as_bytes().to_vec()),
+                    _ => None,
+                })
+                .collect();
             insert_virtual(&mut root, &comps, p.clone());
         }
         let mut tree = self.backup_virtual(&root, Path::new("/"), parent)?;
         self.saver.save_tree(&mut tree)
     }
 
-    fn backup_virtual(&mut self, children: &BTreeMap<Vec<u8>, Virtual>, at: &Path, parent: Option<&Tree>) -> Result<Tree> {
+    fn backup_virtual(
+        &mut self,
+        children: &BTreeMap<Vec<u8>, Virtual>,
+        at: &Path,
+        parent: Option<&Tree>,
+    ) -> Result<Tree> {
         let mut tree = Tree::default();
         for (name, v) in children {
             let path = at.join(std::ffi::OsStr::from_bytes(name));
@@ -309,14 +317,22 @@ impl Archiver<'_> {
     }
 
     /// Backs up one entry. `Ok(None)`: skipped (excluded, or unreadable and reported).
-    fn backup_path(&mut self, path: &Path, name: &[u8], parent: Option<&Node>) -> Result<Option<Node>> {
+    fn backup_path(
+        &mut self,
+        path: &Path,
+        name: &[u8],
+        parent: Option<&Node>,
+    ) -> Result<Option<Node>> {
         self.check_interrupt()?;
         if self.excludes.is_excluded(path) {
             return Ok(None);
         }
         if self.repo_root.as_deref() == Some(path) {
             // Backing a repository up into itself reads packs as they are written.
-            self.warning(path, "skipped: this is the repository being written to".into());
+            self.warning(
+                path,
+                "skipped: this is the repository being written to".into(),
+            );
             return Ok(None);
         }
         let meta = match std::fs::symlink_metadata(path) {
@@ -338,7 +354,9 @@ impl Archiver<'_> {
         match node.kind {
             NodeKind::Dir => {
                 let subtree = self.backup_dir(path, &meta, parent)?;
-                let old = parent.filter(|p| p.kind == NodeKind::Dir).and_then(|p| p.subtree);
+                let old = parent
+                    .filter(|p| p.kind == NodeKind::Dir)
+                    .and_then(|p| p.subtree);
                 match old {
                     None => self.summary.dirs_new += 1,
                     Some(o) if o == subtree => self.summary.dirs_unchanged += 1,
@@ -347,7 +365,8 @@ impl Archiver<'_> {
                 node.subtree = Some(subtree);
             }
             NodeKind::File => {
-                if !self.backup_file(path, &mut node, parent)? {
+                let stored = self.backup_file(path, &mut node, parent)?;
+                if !stored {
                     self.summary.entries -= 1;
                     return Ok(None);
                 }
@@ -357,7 +376,12 @@ impl Archiver<'_> {
         Ok(Some(node))
     }
 
-    fn backup_dir(&mut self, path: &Path, meta: &std::fs::Metadata, parent: Option<&Node>) -> Result<BlobId> {
+    fn backup_dir(
+        &mut self,
+        path: &Path,
+        meta: &std::fs::Metadata,
+        parent: Option<&Node>,
+    ) -> Result<BlobId> {
         let parent_tree = self.parent_subtree(parent);
         let mut tree = Tree::default();
         let mut entries: Vec<(Vec<u8>, PathBuf)> = match list_dir(path) {
@@ -397,7 +421,11 @@ impl Archiver<'_> {
         self.summary.total_bytes += node.size;
         let status = match parent {
             None => Status::New,
-            Some(old) if !self.force && node::unchanged(old, node) && old.content.iter().all(|id| self.saver.known(id)) => {
+            Some(old)
+                if !self.force
+                    && node::unchanged(old, node)
+                    && old.content.iter().all(|id| self.saver.known(id)) =>
+            {
                 node.content = old.content.clone();
                 self.summary.files_unchanged += 1;
                 return Ok(true);
@@ -429,7 +457,10 @@ impl Archiver<'_> {
         let before = match file.metadata() {
             Ok(m) if m.is_file() && m.ino() == node.inode => m,
             Ok(_) => {
-                self.error(path, "was replaced by something else while being backed up".into());
+                self.error(
+                    path,
+                    "was replaced by something else while being backed up".into(),
+                );
                 return Ok(false);
             }
             Err(e) => {
@@ -454,13 +485,17 @@ impl Archiver<'_> {
                 || after.ctime_nsec() != before.ctime_nsec()
                 || read != before.len()
             {
-                self.warning(path, "changed while being read; the stored copy may mix old and new content".into());
+                self.warning(
+                    path,
+                    "changed while being read; the stored copy may mix old and new content".into(),
+                );
             }
         }
         node.size = read;
         node.content = content;
         if node.links > 1 {
-            self.hardlinks.insert((node.device, node.inode), node.content.clone());
+            self.hardlinks
+                .insert((node.device, node.inode), node.content.clone());
         }
         self.count(status);
         Ok(true)
@@ -474,7 +509,10 @@ impl Archiver<'_> {
     }
 
     /// Chunks a stream; ids and compression run in parallel per batch of chunks.
-    fn read_content(&mut self, reader: impl Read) -> std::result::Result<(Vec<BlobId>, u64), ReadError> {
+    fn read_content(
+        &mut self,
+        reader: impl Read,
+    ) -> std::result::Result<(Vec<BlobId>, u64), ReadError> {
         let mut chunks = ChunkReader::new(self.repo.chunker(), reader);
         let mut content = Vec::new();
         let mut total = 0u64;
@@ -509,7 +547,9 @@ impl Archiver<'_> {
                 .collect();
             for (id, len, payload) in done {
                 if let Some(p) = payload {
-                    self.saver.add(BlobKind::Data, id, &p, len).map_err(ReadError::Repo)?;
+                    self.saver
+                        .add(BlobKind::Data, id, &p, len)
+                        .map_err(ReadError::Repo)?;
                 }
                 content.push(id);
             }
@@ -521,7 +561,9 @@ impl Archiver<'_> {
 
     fn backup_stream(&mut self, name: &str, reader: Box<dyn Read + Send>) -> Result<BlobId> {
         if !is_safe_name(name.as_bytes()) {
-            return Err(Error::invalid(format!("--stdin-filename {name:?} must be a plain file name")));
+            return Err(Error::invalid(format!(
+                "--stdin-filename {name:?} must be a plain file name"
+            )));
         }
         let (content, read) = match self.read_content(reader) {
             Ok(r) => r,
@@ -541,7 +583,10 @@ impl Archiver<'_> {
             uid,
             gid,
             user: Some(snapshot::username()),
-            group: nix::unistd::Group::from_gid(nix::unistd::getgid()).ok().flatten().map(|g| g.name),
+            group: nix::unistd::Group::from_gid(nix::unistd::getgid())
+                .ok()
+                .flatten()
+                .map(|g| g.name),
             mtime: t,
             atime: t,
             ctime: t,
@@ -581,8 +626,14 @@ enum ReadError {
 /// on a FIFO swapped in, and without touching atime where permitted.
 fn open_for_backup(path: &Path) -> io::Result<File> {
     let base = libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
-    match OpenOptions::new().read(true).custom_flags(base | libc::O_NOATIME).open(path) {
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => OpenOptions::new().read(true).custom_flags(base).open(path),
+    match OpenOptions::new()
+        .read(true)
+        .custom_flags(base | libc::O_NOATIME)
+        .open(path)
+    {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+            OpenOptions::new().read(true).custom_flags(base).open(path)
+        }
         r => r,
     }
 }
@@ -611,12 +662,16 @@ fn list_dir(path: &Path) -> io::Result<Vec<(Vec<u8>, PathBuf)>> {
 }
 
 fn insert_virtual(map: &mut BTreeMap<Vec<u8>, Virtual>, comps: &[Vec<u8>], full: PathBuf) {
-    let Some((first, rest)) = comps.split_first() else { return };
+    let Some((first, rest)) = comps.split_first() else {
+        return;
+    };
     if rest.is_empty() {
         map.insert(first.clone(), Virtual::Leaf(full));
         return;
     }
-    let entry = map.entry(first.clone()).or_insert_with(|| Virtual::Dir(BTreeMap::new()));
+    let entry = map
+        .entry(first.clone())
+        .or_insert_with(|| Virtual::Dir(BTreeMap::new()));
     if let Virtual::Dir(sub) = entry {
         insert_virtual(sub, rest, full);
     }

@@ -68,7 +68,12 @@ fn ts(secs: i64, nanos: i64) -> Timestamp {
 /// Builds the node for `path` from its `lstat` metadata. Reading the link target or
 /// extended attributes can fail; such failures are returned for the caller to
 /// report, and the node is still usable.
-pub fn node_from(path: &Path, name: &[u8], meta: &Metadata, names: &mut NameCache) -> (Node, Vec<String>) {
+pub fn node_from(
+    path: &Path,
+    name: &[u8],
+    meta: &Metadata,
+    names: &mut NameCache,
+) -> (Node, Vec<String>) {
     let kind = kind_of(meta);
     let mut problems = Vec::new();
     let link_target = if kind == NodeKind::Symlink {
@@ -100,11 +105,19 @@ pub fn node_from(path: &Path, name: &[u8], meta: &Metadata, names: &mut NameCach
         mtime: ts(meta.mtime(), meta.mtime_nsec()),
         atime: ts(meta.atime(), meta.atime_nsec()),
         ctime: ts(meta.ctime(), meta.ctime_nsec()),
-        size: if kind == NodeKind::File { meta.len() } else { 0 },
+        size: if kind == NodeKind::File {
+            meta.len()
+        } else {
+            0
+        },
         inode: meta.ino(),
         device: meta.dev(),
         links: meta.nlink(),
-        rdev: if matches!(kind, NodeKind::Chardev | NodeKind::Blockdev) { meta.rdev() } else { 0 },
+        rdev: if matches!(kind, NodeKind::Chardev | NodeKind::Blockdev) {
+            meta.rdev()
+        } else {
+            0
+        },
         link_target,
         content: Vec::new(),
         subtree: None,

@@ -116,11 +116,18 @@ impl Saver {
     }
 
     /// Stores an encoded blob (see `format::encode_payload`) unless it is known.
-    pub fn add(&mut self, kind: BlobKind, id: BlobId, payload: &[u8], raw_len: usize) -> Result<()> {
+    pub fn add(
+        &mut self,
+        kind: BlobKind,
+        id: BlobId,
+        payload: &[u8],
+        raw_len: usize,
+    ) -> Result<()> {
         if self.known(&id) {
             return Ok(());
         }
-        let raw_len = u32::try_from(raw_len).map_err(|_| Error::invalid("blob larger than 4 GiB"))?;
+        let raw_len =
+            u32::try_from(raw_len).map_err(|_| Error::invalid("blob larger than 4 GiB"))?;
         let slot = match kind {
             BlobKind::Data => &mut self.data,
             BlobKind::Tree => &mut self.tree,
@@ -185,12 +192,22 @@ impl Saver {
     }
 
     fn check_writer(&mut self) -> Result<()> {
-        let failed = self.written.lock().map(|w| w.error.is_some()).unwrap_or(true);
-        if failed { Err(self.writer_error()) } else { Ok(()) }
+        let failed = self
+            .written
+            .lock()
+            .map(|w| w.error.is_some())
+            .unwrap_or(true);
+        if failed {
+            Err(self.writer_error())
+        } else {
+            Ok(())
+        }
     }
 
     fn maybe_write_index(&mut self) -> Result<()> {
-        if self.unindexed_blobs >= INDEX_FLUSH_BLOBS || self.last_index.elapsed() >= INDEX_FLUSH_INTERVAL {
+        if self.unindexed_blobs >= INDEX_FLUSH_BLOBS
+            || self.last_index.elapsed() >= INDEX_FLUSH_INTERVAL
+        {
             self.write_index()?;
         }
         Ok(())

@@ -43,7 +43,9 @@ impl LocalBackend {
         if ok {
             Ok(())
         } else {
-            Err(Error::invalid(format!("{name:?} is not a valid name for a {t:?} file")))
+            Err(Error::invalid(format!(
+                "{name:?} is not a valid name for a {t:?} file"
+            )))
         }
     }
 }
@@ -187,7 +189,11 @@ impl Backend for LocalBackend {
         let rnd: [u8; 8] = crate::crypto::random_array()?;
         let tmp = dir.join(format!("{TMP_PREFIX}{}", hex::encode(rnd)));
         let result = (|| -> Result<()> {
-            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp).at(&tmp)?;
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+                .at(&tmp)?;
             f.write_all(data).at(&tmp)?;
             f.sync_all().at(&tmp)?;
             drop(f);
@@ -220,7 +226,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let b = LocalBackend::new(dir.path().join("repo"));
         b.create().unwrap();
-        assert!(b.create().is_err(), "create on an existing layout must fail");
+        assert!(
+            b.create().is_err(),
+            "create on an existing layout must fail"
+        );
         let name = "ab".repeat(32);
         b.write(FileType::Pack, &name, b"hello world").unwrap();
         assert_eq!(b.read(FileType::Pack, &name, 100).unwrap(), b"hello world");
@@ -229,7 +238,13 @@ mod tests {
         assert!(b.read_range(FileType::Pack, &name, 6, 6).is_err());
         assert!(b.read_range(FileType::Pack, &name, u64::MAX, 2).is_err());
         let listed = b.list(FileType::Pack).unwrap();
-        assert_eq!(listed, vec![Entry { name: name.clone(), size: 11 }]);
+        assert_eq!(
+            listed,
+            vec![Entry {
+                name: name.clone(),
+                size: 11
+            }]
+        );
         assert!(b.read(FileType::Pack, "../../etc/passwd", 100).is_err());
         b.remove(FileType::Pack, &name).unwrap();
         assert!(b.list(FileType::Pack).unwrap().is_empty());

@@ -53,7 +53,9 @@ pub fn run(g: &GlobalArgs, a: BackupArgs) -> Result<ExitCode> {
     }
     let mut excludes = a.excludes.clone();
     for f in &a.exclude_files {
-        excludes.extend(Excludes::read_file(f).with_context(|| format!("exclude file {}", f.display()))?);
+        excludes.extend(
+            Excludes::read_file(f).with_context(|| format!("exclude file {}", f.display()))?,
+        );
     }
     let repo = open(g)?;
     let parent = match &a.parent {
@@ -96,7 +98,8 @@ pub fn run(g: &GlobalArgs, a: BackupArgs) -> Result<ExitCode> {
         }
     };
     let start = Instant::now();
-    let result = archiver::backup(&repo, opts, &signals::INTERRUPTED, &report).context("backup failed")?;
+    let result =
+        archiver::backup(&repo, opts, &signals::INTERRUPTED, &report).context("backup failed")?;
     let elapsed = start.elapsed();
     print_summary(g, &result.id, &result.snapshot, elapsed.as_secs_f64())?;
     if !result.snapshot.errors.is_empty() {
@@ -105,7 +108,12 @@ pub fn run(g: &GlobalArgs, a: BackupArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_summary(g: &GlobalArgs, id: &SnapshotId, s: &cairn::snapshot::Snapshot, secs: f64) -> Result<()> {
+fn print_summary(
+    g: &GlobalArgs,
+    id: &SnapshotId,
+    s: &cairn::snapshot::Snapshot,
+    secs: f64,
+) -> Result<()> {
     let m = &s.summary;
     if g.json {
         return output::print_json(&serde_json::json!({
@@ -154,8 +162,15 @@ fn print_summary(g: &GlobalArgs, id: &SnapshotId, s: &cairn::snapshot::Snapshot,
         );
     }
     if !s.warnings.is_empty() {
-        println!("{} warning(s), listed above and recorded in the snapshot", s.warnings.len());
+        println!(
+            "{} warning(s), listed above and recorded in the snapshot",
+            s.warnings.len()
+        );
     }
-    println!("snapshot {} saved ({} entries) in {secs:.1} s", id.short(), m.entries);
+    println!(
+        "snapshot {} saved ({} entries) in {secs:.1} s",
+        id.short(),
+        m.entries
+    );
     Ok(())
 }

@@ -33,17 +33,29 @@ pub struct CatArgs {
 /// A stored file's full name from a unique prefix.
 fn find_file(repo: &Repository, t: FileType, prefix: &str) -> Result<String> {
     let p = prefix.to_ascii_lowercase();
-    let hits: Vec<String> = repo.backend().list(t)?.into_iter().map(|e| e.name).filter(|n| n.starts_with(&p)).collect();
+    let hits: Vec<String> = repo
+        .backend()
+        .list(t)?
+        .into_iter()
+        .map(|e| e.name)
+        .filter(|n| n.starts_with(&p))
+        .collect();
     match hits.as_slice() {
         [one] => Ok(one.clone()),
         [] => bail!("no {t:?} file starts with {prefix:?}"),
-        _ => bail!("{prefix:?} is ambiguous: {} {t:?} files start with it", hits.len()),
+        _ => bail!(
+            "{prefix:?} is ambiguous: {} {t:?} files start with it",
+            hits.len()
+        ),
     }
 }
 
 pub fn run(g: &GlobalArgs, a: CatArgs) -> Result<ExitCode> {
     let repo = open(g)?;
-    let need_id = || a.id.clone().ok_or_else(|| anyhow!("this kind of object needs an id"));
+    let need_id = || {
+        a.id.clone()
+            .ok_or_else(|| anyhow!("this kind of object needs an id"))
+    };
     match a.kind {
         Kind::Config => output::print_json(repo.config())?,
         Kind::Snapshot => {
@@ -64,7 +76,9 @@ pub fn run(g: &GlobalArgs, a: CatArgs) -> Result<ExitCode> {
                     let path = sel.path.unwrap_or_else(|| "/".into());
                     match cairn::walk::resolve(&repo, &index, &sel.snapshot.tree, &path)? {
                         cairn::walk::Selection::Dir { tree, .. } => tree,
-                        cairn::walk::Selection::Node { path, .. } => bail!("{} is not a directory", path.display()),
+                        cairn::walk::Selection::Node { path, .. } => {
+                            bail!("{} is not a directory", path.display())
+                        }
                     }
                 }
             };
@@ -86,15 +100,20 @@ pub fn run(g: &GlobalArgs, a: CatArgs) -> Result<ExitCode> {
                 .find(|e| e.name == name)
                 .map(|e| e.size)
                 .context("pack vanished")?;
-            let entries = cairn::pack::read_header(repo.backend(), repo.key(), repo.repo_id(), &id, size)?;
-            output::print_json(&serde_json::json!({"id": name, "size": size, "blobs": entries.iter().map(|e| serde_json::json!({
+            let entries =
+                cairn::pack::read_header(repo.backend(), repo.key(), repo.repo_id(), &id, size)?;
+            output::print_json(
+                &serde_json::json!({"id": name, "size": size, "blobs": entries.iter().map(|e| serde_json::json!({
                 "type": format!("{:?}", e.kind).to_lowercase(), "id": e.id.to_hex(), "offset": e.offset,
                 "length": e.length, "raw_length": e.raw_length,
-            })).collect::<Vec<_>>()}))?;
+            })).collect::<Vec<_>>()}),
+            )?;
         }
         Kind::Key => {
             let name = find_file(&repo, FileType::Key, &need_id()?)?;
-            let bytes = repo.backend().read(FileType::Key, &name, cairn::keyfile::KEY_FILE_MAX_LEN)?;
+            let bytes =
+                repo.backend()
+                    .read(FileType::Key, &name, cairn::keyfile::KEY_FILE_MAX_LEN)?;
             check_name(&bytes, &name, "key file")?;
             let kf = cairn::keyfile::KeyFile::decode(&bytes, &KeyId::from_hex(&name)?)?;
             output::print_json(&serde_json::json!({

@@ -61,7 +61,8 @@ pub fn run(g: &GlobalArgs, a: InitArgs) -> Result<ExitCode> {
         kdf,
         share_ids_with: None,
     };
-    let repo = Repository::init(backend, &pw, opts).with_context(|| format!("creating repository {}", path.display()))?;
+    let repo = Repository::init(backend, &pw, opts)
+        .with_context(|| format!("creating repository {}", path.display()))?;
     if g.json {
         output::print_json(&serde_json::json!({
             "message_type": "initialized",

@@ -27,7 +27,11 @@ pub fn run(g: &GlobalArgs, a: LsArgs) -> Result<ExitCode> {
     let repo = open(g)?;
     let sel = cairn::select::resolve(&repo, &a.snapshot, &a.filter.filter()?)?;
     let index = repo.load_index()?;
-    let path = a.path.clone().or(sel.path.clone()).unwrap_or_else(|| "/".into());
+    let path = a
+        .path
+        .clone()
+        .or(sel.path.clone())
+        .unwrap_or_else(|| "/".into());
     let selection = walk::resolve(&repo, &index, &sel.snapshot.tree, &path)?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if !g.json && !g.quiet {
@@ -68,7 +72,10 @@ fn json_node(path: &Path, n: &Node) -> serde_json::Value {
     if let Some(o) = v.as_object_mut() {
         o.insert("path".into(), path.display().to_string().into());
         if std::str::from_utf8(path.as_os_str().as_bytes()).is_err() {
-            o.insert("path_bytes".into(), path.as_os_str().as_bytes().to_vec().into());
+            o.insert(
+                "path_bytes".into(),
+                path.as_os_str().as_bytes().to_vec().into(),
+            );
         }
         o.remove("content");
         o.insert("blobs".into(), n.content.len().into());
@@ -80,7 +87,11 @@ fn long_line(path: &Path, n: &Node) -> String {
     let owner = n.user.clone().unwrap_or_else(|| n.uid.to_string());
     let group = n.group.clone().unwrap_or_else(|| n.gid.to_string());
     let time = chrono::DateTime::from_timestamp(n.mtime.0, n.mtime.1)
-        .map(|t| t.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S").to_string())
+        .map(|t| {
+            t.with_timezone(&chrono::Local)
+                .format("%Y-%m-%d %H:%M:%S")
+                .to_string()
+        })
         .unwrap_or_default();
     let mut line = format!(
         "{} {:>8} {:>8} {:>12} {} {}",
@@ -93,7 +104,9 @@ fn long_line(path: &Path, n: &Node) -> String {
     );
     if n.kind == NodeKind::Symlink {
         line.push_str(" -> ");
-        line.push_str(&String::from_utf8_lossy(n.link_target.as_deref().unwrap_or_default()));
+        line.push_str(&String::from_utf8_lossy(
+            n.link_target.as_deref().unwrap_or_default(),
+        ));
     }
     line
 }

@@ -30,7 +30,11 @@ pub const EXIT_WRONG_PASSWORD: u8 = 12;
 pub const EXIT_INTERRUPTED: u8 = 130;
 
 #[derive(Parser)]
-#[command(name = "cairn", version, about = "Content-addressed, deduplicating, encrypted backups")]
+#[command(
+    name = "cairn",
+    version,
+    about = "Content-addressed, deduplicating, encrypted backups"
+)]
 struct Cli {
     #[command(flatten)]
     global: GlobalArgs,

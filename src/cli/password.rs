@@ -21,7 +21,8 @@ fn strip_newline(mut s: Vec<u8>) -> Vec<u8> {
 }
 
 fn from_file(path: &Path) -> Result<Zeroizing<Vec<u8>>> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading password file {}", path.display()))?;
+    let bytes =
+        std::fs::read(path).with_context(|| format!("reading password file {}", path.display()))?;
     Ok(Zeroizing::new(strip_newline(bytes)))
 }
 
@@ -48,9 +49,14 @@ pub fn get(g: &GlobalArgs, confirm: bool) -> Result<Zeroizing<Vec<u8>>> {
         use std::os::unix::ffi::OsStringExt;
         Zeroizing::new(p.into_vec())
     } else if std::io::stdin().is_terminal() || std::io::stderr().is_terminal() {
-        let first = Zeroizing::new(rpassword::prompt_password("repository password: ").context("reading the password")?);
+        let first = Zeroizing::new(
+            rpassword::prompt_password("repository password: ").context("reading the password")?,
+        );
         if confirm {
-            let again = Zeroizing::new(rpassword::prompt_password("repeat the password: ").context("reading the password")?);
+            let again = Zeroizing::new(
+                rpassword::prompt_password("repeat the password: ")
+                    .context("reading the password")?,
+            );
             if *again != *first {
                 bail!("the passwords do not match");
             }

@@ -50,7 +50,11 @@ pub fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<ExitCode> {
         bail!("give the path either as SNAPSHOT:PATH or with --path, not both");
     }
     let index = repo.load_index()?;
-    let path = a.path.clone().or(sel.path.clone()).unwrap_or_else(|| "/".into());
+    let path = a
+        .path
+        .clone()
+        .or(sel.path.clone())
+        .unwrap_or_else(|| "/".into());
     let selection = walk::resolve(&repo, &index, &sel.snapshot.tree, &path)?;
     let opts = RestoreOptions {
         target: a.target.clone(),
@@ -65,8 +69,21 @@ pub fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<ExitCode> {
         Event::Warning(_) => {}
     };
     let start = Instant::now();
-    let s = restorer::restore(&repo, &index, &selection, &opts, &signals::INTERRUPTED, &report)
-        .with_context(|| format!("restoring snapshot {} into {}", sel.id.short(), a.target.display()))?;
+    let s = restorer::restore(
+        &repo,
+        &index,
+        &selection,
+        &opts,
+        &signals::INTERRUPTED,
+        &report,
+    )
+    .with_context(|| {
+        format!(
+            "restoring snapshot {} into {}",
+            sel.id.short(),
+            a.target.display()
+        )
+    })?;
     let secs = start.elapsed().as_secs_f64();
     if g.json {
         let mut v = serde_json::to_value(&s)?;
@@ -94,7 +111,10 @@ pub fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<ExitCode> {
         }
     }
     if !s.errors.is_empty() {
-        bail!("{} entries could not be restored or verified (listed above)", s.errors.len());
+        bail!(
+            "{} entries could not be restored or verified (listed above)",
+            s.errors.len()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -14,7 +14,11 @@ pub struct SnapshotsArgs {
 pub fn run(g: &GlobalArgs, a: SnapshotsArgs) -> Result<ExitCode> {
     let repo = open(g)?;
     let filter = a.filter.filter()?;
-    let snaps: Vec<_> = repo.list_snapshots()?.into_iter().filter(|(_, s)| filter.matches(s)).collect();
+    let snaps: Vec<_> = repo
+        .list_snapshots()?
+        .into_iter()
+        .filter(|(_, s)| filter.matches(s))
+        .collect();
     if g.json {
         let list: Vec<serde_json::Value> = snaps
             .iter()
@@ -30,7 +34,10 @@ pub fn run(g: &GlobalArgs, a: SnapshotsArgs) -> Result<ExitCode> {
         output::print_json(&list)?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{:<8}  {:<19}  {:<16}  {:>10}  {:<16}  paths", "id", "time", "host", "size", "tags");
+    println!(
+        "{:<8}  {:<19}  {:<16}  {:>10}  {:<16}  paths",
+        "id", "time", "host", "size", "tags"
+    );
     for (id, s) in &snaps {
         println!(
             "{:<8}  {:<19}  {:<16}  {:>10}  {:<16}  {}",

@@ -24,7 +24,11 @@ impl Env {
         let repo = dir.path().join("repo");
         let password_file = dir.path().join("password");
         std::fs::write(&password_file, format!("{PASSWORD}\n")).expect("password file");
-        Self { dir, repo, password_file }
+        Self {
+            dir,
+            repo,
+            password_file,
+        }
     }
 
     /// A new repository with cheap key derivation (tests only) and `extra` init flags.
@@ -48,7 +52,10 @@ impl Env {
                 c.env_remove(k);
             }
         }
-        c.arg("-r").arg(&self.repo).arg("--password-file").arg(&self.password_file);
+        c.arg("-r")
+            .arg(&self.repo)
+            .arg("--password-file")
+            .arg(&self.password_file);
         c.stdin(Stdio::null());
         c
     }
@@ -82,9 +89,9 @@ impl Env {
 /// The last JSON line of `out` whose message_type is `kind`.
 pub fn last_json(out: &str, kind: &str) -> serde_json::Value {
     out.lines()
+        .rev()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["message_type"] == kind)
-        .last()
+        .find(|v| v["message_type"] == kind)
         .unwrap_or_else(|| panic!("no {kind} line in output:\n{out}"))
 }
 
@@ -102,7 +109,18 @@ pub fn random_bytes(rng: &mut SmallRng, n: usize) -> Vec<u8> {
 /// Compressible text (log-like).
 pub fn text_bytes(rng: &mut SmallRng, n: usize) -> Vec<u8> {
     const WORDS: [&str; 12] = [
-        "epoch", "loss", "step", "INFO", "grad_norm", "lr", "0.001", "checkpoint", "saved", "batch", "eval", "WARN",
+        "epoch",
+        "loss",
+        "step",
+        "INFO",
+        "grad_norm",
+        "lr",
+        "0.001",
+        "checkpoint",
+        "saved",
+        "batch",
+        "eval",
+        "WARN",
     ];
     let mut s = Vec::with_capacity(n + 16);
     while s.len() < n {

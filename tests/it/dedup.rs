@@ -33,15 +33,19 @@ fn second_backup_of_unchanged_data_adds_almost_nothing() {
     assert_eq!(second["files_unchanged"], 40, "{second}");
     assert_eq!(second["files_new"], 0);
     assert_eq!(second["bytes_read"], 0, "unchanged files must not be read");
-    assert_eq!(second["bytes_new"], 0);
+    assert_eq!(second["data_blobs_new"], 0, "{second}");
     assert_eq!(second["dirs_changed"], 0, "{second}");
-    // Only the snapshot file itself.
-    assert!(second["bytes_added"].as_u64().expect("bytes_added") < 4096, "{second}");
+    // The snapshot file, and at most the trees of the ancestors of the source (their
+    // metadata, like /tmp's mtime, may change between runs).
+    assert!(
+        second["bytes_added"].as_u64().expect("bytes_added") < 16 * 1024,
+        "{second}"
+    );
 
     // --force reads everything again, and deduplication still stores nothing new.
     let forced = env.backup_json(&["--force", src_s]);
     assert!(forced["bytes_read"].as_u64().expect("bytes_read") > 500_000);
-    assert_eq!(forced["bytes_new"], 0, "{forced}");
+    assert_eq!(forced["data_blobs_new"], 0, "{forced}");
 }
 
 #[test]
@@ -64,7 +68,10 @@ fn changed_file_stores_only_changed_chunks() {
     let s = env.backup_json(&[src_s]);
     assert_eq!(s["files_changed"], 1, "{s}");
     let new = s["bytes_new"].as_u64().expect("bytes_new");
-    assert!(new > 0 && new <= 2 * 256 * 1024 + 64 * 1024, "rewrite stored {new} bytes: {s}");
+    assert!(
+        new > 0 && new <= 2 * 256 * 1024 + 64 * 1024,
+        "rewrite stored {new} bytes: {s}"
+    );
 
     // Insert 10 bytes at the start: content-defined chunking re-synchronizes.
     let mut shifted = b"0123456789".to_vec();
@@ -72,14 +79,28 @@ fn changed_file_stores_only_changed_chunks() {
     fs::write(&file, &shifted).expect("write");
     let s = env.backup_json(&[src_s]);
     let new = s["bytes_new"].as_u64().expect("bytes_new");
-    assert!(new <= 2 * 256 * 1024 + 64 * 1024, "insertion stored {new} bytes: {s}");
+    assert!(
+        new <= 2 * 256 * 1024 + 64 * 1024,
+        "insertion stored {new} bytes: {s}"
+    );
 
     // Both versions restore exactly.
     let out = env.path("out");
-    env.ok(&["restore", &format!("latest:{src_s}"), "--target", out.to_str().expect("utf-8"), "--verify"]);
+    env.ok(&[
+        "restore",
+        &format!("latest:{src_s}"),
+        "--target",
+        out.to_str().expect("utf-8"),
+        "--verify",
+    ]);
     assert_eq!(fs::read(out.join("checkpoint.bin")).expect("read"), shifted);
     let out1 = env.path("out1");
-    env.ok(&["restore", &format!("latest~1:{src_s}"), "--target", out1.to_str().expect("utf-8")]);
+    env.ok(&[
+        "restore",
+        &format!("latest~1:{src_s}"),
+        "--target",
+        out1.to_str().expect("utf-8"),
+    ]);
     assert_eq!(fs::read(out1.join("checkpoint.bin")).expect("read"), data);
 }
 
@@ -99,10 +120,19 @@ fn no_plaintext_content_or_name_in_repository() {
         }
         fs::write(secret_dir.join("secret-filename-k2v.txt"), &content).expect("write");
         let mut rng = common::rng(3);
-        fs::write(secret_dir.join("random.bin"), common::random_bytes(&mut rng, 300_000)).expect("write");
+        fs::write(
+            secret_dir.join("random.bin"),
+            common::random_bytes(&mut rng, 300_000),
+        )
+        .expect("write");
         env.backup_json(&["--tag", "tagvalue", src.to_str().expect("utf-8")]);
 
-        let needles: [&[u8]; 4] = [marker, b"secret-filename-k2v", b"confidential-dirname-q7x", b"tagvalue"];
+        let needles: [&[u8]; 4] = [
+            marker,
+            b"secret-filename-k2v",
+            b"confidential-dirname-q7x",
+            b"tagvalue",
+        ];
         let random = common::random_bytes(&mut common::rng(3), 300_000);
         for f in common::all_files(&env.repo) {
             let bytes = fs::read(&f).expect("read repo file");
@@ -116,7 +146,11 @@ fn no_plaintext_content_or_name_in_repository() {
             }
             // A 64-byte window of the incompressible file is not stored verbatim either.
             let probe = &random[100_000..100_064];
-            assert!(!bytes.windows(64).any(|w| w == probe), "raw content found in {}", f.display());
+            assert!(
+                !bytes.windows(64).any(|w| w == probe),
+                "raw content found in {}",
+                f.display()
+            );
         }
     }
 }
@@ -134,14 +168,30 @@ fn backup_rereads_files_whose_blobs_are_missing() {
         fs::remove_file(f).expect("remove index file");
     }
     let out = env.run(&["backup", "--json", src_s]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let s = common::last_json(&String::from_utf8_lossy(&out.stdout), "summary");
-    assert!(s["bytes_read"].as_u64().expect("bytes_read") > 100_000, "{s}");
+    assert!(
+        s["bytes_read"].as_u64().expect("bytes_read") > 100_000,
+        "{s}"
+    );
     assert_eq!(s["files_unchanged"], 0, "{s}");
     let target = env.path("out");
-    env.ok(&["restore", &format!("latest:{src_s}"), "--target", target.to_str().expect("utf-8"), "--verify"]);
+    env.ok(&[
+        "restore",
+        &format!("latest:{src_s}"),
+        "--target",
+        target.to_str().expect("utf-8"),
+        "--verify",
+    ]);
     for f in common::all_files(&src) {
         let rel = f.strip_prefix(&src).expect("prefix");
-        assert_eq!(fs::read(&f).expect("src"), fs::read(target.join(rel)).expect("restored"));
+        assert_eq!(
+            fs::read(&f).expect("src"),
+            fs::read(target.join(rel)).expect("restored")
+        );
     }
 }

@@ -21,7 +21,12 @@ fn wrong_password_exits_12() {
     let out = env.run(&["snapshots"]);
     assert_eq!(out.status.code(), Some(12), "{}", stderr(&out));
     assert!(stderr(&out).contains("wrong password"), "{}", stderr(&out));
-    assert_eq!(stderr(&out).lines().count(), 1, "one line: {}", stderr(&out));
+    assert_eq!(
+        stderr(&out).lines().count(),
+        1,
+        "one line: {}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -33,7 +38,11 @@ fn not_a_repository_exits_10() {
     fs::write(env.repo.join("hello.txt"), "not a repo").expect("write");
     let out = env.run(&["ls", "latest"]);
     assert_eq!(out.status.code(), Some(10), "{}", stderr(&out));
-    assert!(stderr(&out).contains("not a cairn repository"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not a cairn repository"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -44,7 +53,10 @@ fn init_refuses_non_empty_directory() {
     let out = env.run(&["init", "--kdf-memory", "1024", "--kdf-iterations", "1"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("not empty"), "{}", stderr(&out));
-    assert_eq!(fs::read_to_string(env.repo.join("precious.txt")).expect("read"), "keep me");
+    assert_eq!(
+        fs::read_to_string(env.repo.join("precious.txt")).expect("read"),
+        "keep me"
+    );
     // And an existing repository is not re-initialized either.
     let env = Env::with_repo(&[]);
     let out = env.run(&["init", "--kdf-memory", "1024", "--kdf-iterations", "1"]);
@@ -72,7 +84,11 @@ fn newer_format_version_is_refused_with_a_clear_message() {
     env.ok(&["backup", src.to_str().expect("utf-8")]);
 
     let snaps = env.repo.join("snapshots");
-    let name = common::all_files(&snaps)[0].file_name().expect("name").to_string_lossy().into_owned();
+    let name = common::all_files(&snaps)[0]
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
     let new = bump_version(&snaps, &name);
     let out = env.run(&["snapshots"]);
     assert_eq!(out.status.code(), Some(1));
@@ -85,7 +101,11 @@ fn newer_format_version_is_refused_with_a_clear_message() {
     fs::write(env.repo.join("config"), cfg).expect("write");
     let out = env.run(&["snapshots"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("config") && stderr(&out).contains("version 7"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("config") && stderr(&out).contains("version 7"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -103,7 +123,11 @@ fn corrupt_snapshot_file_is_named() {
     let out = env.run(&["snapshots"]);
     assert_eq!(out.status.code(), Some(1));
     let name = f.file_name().expect("name").to_string_lossy().into_owned();
-    assert!(stderr(&out).contains(&name) && stderr(&out).contains("corrupt"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&name) && stderr(&out).contains("corrupt"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 /// /proc/self/mem is a regular file whose read at offset 0 fails with EIO, even
@@ -114,12 +138,18 @@ fn unreadable_source_is_recorded_and_exits_3() {
     let src = env.path("src");
     fs::create_dir_all(&src).expect("mkdir");
     fs::write(src.join("ok.txt"), "fine").expect("write");
-    let out = env.run(&["backup", "--json", "/proc/self/mem", src.to_str().expect("utf-8")]);
+    let out = env.run(&[
+        "backup",
+        "--json",
+        "/proc/self/mem",
+        src.to_str().expect("utf-8"),
+    ]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let err = common::last_json(&stdout, "error");
     assert_eq!(err["path"], "/proc/self/mem");
-    let snap: serde_json::Value = serde_json::from_str(&env.ok(&["cat", "snapshot", "latest"])).expect("json");
+    let snap: serde_json::Value =
+        serde_json::from_str(&env.ok(&["cat", "snapshot", "latest"])).expect("json");
     assert_eq!(snap["errors"][0]["path"], "/proc/self/mem", "{snap}");
     let listing = env.ok(&["ls", "-q", "latest"]);
     assert!(listing.lines().any(|l| l.ends_with("/ok.txt")), "{listing}");
@@ -129,7 +159,10 @@ fn unreadable_source_is_recorded_and_exits_3() {
 #[test]
 fn missing_source_path_is_an_error_before_anything_is_written() {
     let env = Env::with_repo(&[]);
-    let out = env.run(&["backup", env.path("does-not-exist").to_str().expect("utf-8")]);
+    let out = env.run(&[
+        "backup",
+        env.path("does-not-exist").to_str().expect("utf-8"),
+    ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("does-not-exist"), "{}", stderr(&out));
     assert!(common::all_files(&env.repo.join("snapshots")).is_empty());
@@ -189,7 +222,11 @@ fn full_disk_mid_backup_keeps_repository_consistent_and_rerun_reuses_packs() {
     let src_s = src.to_str().expect("utf-8");
     env.ok(&["backup", src_s]);
     for i in 0..12 {
-        fs::write(src.join(format!("big{i}.bin")), common::random_bytes(&mut rng, 1 << 20)).expect("write");
+        fs::write(
+            src.join(format!("big{i}.bin")),
+            common::random_bytes(&mut rng, 1 << 20),
+        )
+        .expect("write");
     }
 
     let backend = Arc::new(FillingDisk {
@@ -206,27 +243,50 @@ fn full_disk_mid_backup_keeps_repository_consistent_and_rerun_reuses_packs() {
         parent: None,
         force: false,
     };
-    let err = cairn::archiver::backup(&repo, opts, &AtomicBool::new(false), &|_| {}).err().expect("must fail");
+    let err = cairn::archiver::backup(&repo, opts, &AtomicBool::new(false), &|_| {})
+        .err()
+        .expect("must fail");
     assert!(err.to_string().contains("No space left"), "{err}");
     drop(repo);
 
     // Still one snapshot, and it restores.
-    let list: serde_json::Value = serde_json::from_str(&env.ok(&["snapshots", "--json"])).expect("json");
+    let list: serde_json::Value =
+        serde_json::from_str(&env.ok(&["snapshots", "--json"])).expect("json");
     assert_eq!(list.as_array().expect("array").len(), 1);
     let out = env.path("out");
-    env.ok(&["restore", "latest", "--target", out.to_str().expect("utf-8"), "--verify"]);
+    env.ok(&[
+        "restore",
+        "latest",
+        "--target",
+        out.to_str().expect("utf-8"),
+        "--verify",
+    ]);
     // No lock left behind.
     assert!(common::all_files(&env.repo.join("locks")).is_empty());
 
     // The re-run finds the packs written before the failure through their index.
     let s = env.backup_json(&[src_s]);
     let new = s["bytes_new"].as_u64().expect("bytes_new");
-    assert!(new <= 8 << 20, "re-run stored {new} new bytes; packs written before the failure were not reused");
+    assert!(
+        new <= 8 << 20,
+        "re-run stored {new} new bytes; packs written before the failure were not reused"
+    );
     let out2 = env.path("out2");
-    env.ok(&["restore", &format!("latest:{src_s}"), "--target", out2.to_str().expect("utf-8"), "--verify"]);
+    env.ok(&[
+        "restore",
+        &format!("latest:{src_s}"),
+        "--target",
+        out2.to_str().expect("utf-8"),
+        "--verify",
+    ]);
     for f in common::all_files(&src) {
         let rel = f.strip_prefix(&src).expect("prefix");
-        assert_eq!(fs::read(&f).expect("src"), fs::read(out2.join(rel)).expect("restored"), "{}", rel.display());
+        assert_eq!(
+            fs::read(&f).expect("src"),
+            fs::read(out2.join(rel)).expect("restored"),
+            "{}",
+            rel.display()
+        );
     }
 }
 
@@ -242,23 +302,46 @@ fn backup_killed_at_any_moment_leaves_a_usable_repository() {
     env.ok(&["backup", src_s]);
     let mut rng = common::rng(11);
     for i in 0..40 {
-        fs::write(src.join(format!("f{i}.bin")), common::random_bytes(&mut rng, 512 << 10)).expect("write");
+        fs::write(
+            src.join(format!("f{i}.bin")),
+            common::random_bytes(&mut rng, 512 << 10),
+        )
+        .expect("write");
     }
     for delay_ms in [5u64, 40, 120, 300] {
-        let mut child = env.cmd().args(["backup", "-q", src_s]).spawn().expect("spawn");
+        let mut child = env
+            .cmd()
+            .args(["backup", "-q", src_s])
+            .spawn()
+            .expect("spawn");
         std::thread::sleep(std::time::Duration::from_millis(delay_ms));
         let _ = child.kill();
         let _ = child.wait();
         let out = env.path(&format!("out-{delay_ms}"));
-        env.ok(&["restore", "latest", "--target", out.to_str().expect("utf-8"), "--verify"]);
+        env.ok(&[
+            "restore",
+            "latest",
+            "--target",
+            out.to_str().expect("utf-8"),
+            "--verify",
+        ]);
         // Locks of killed processes on this host are provably stale: not blocking.
     }
     env.ok(&["backup", src_s]);
     let out = env.path("final");
-    env.ok(&["restore", &format!("latest:{src_s}"), "--target", out.to_str().expect("utf-8"), "--verify"]);
+    env.ok(&[
+        "restore",
+        &format!("latest:{src_s}"),
+        "--target",
+        out.to_str().expect("utf-8"),
+        "--verify",
+    ]);
     for f in common::all_files(&src) {
         let rel = f.strip_prefix(&src).expect("prefix");
-        assert_eq!(fs::read(&f).expect("src"), fs::read(out.join(rel)).expect("restored"));
+        assert_eq!(
+            fs::read(&f).expect("src"),
+            fs::read(out.join(rel)).expect("restored")
+        );
     }
 }
 
@@ -270,11 +353,23 @@ fn interrupted_backup_exits_130_without_a_snapshot() {
     fs::create_dir_all(&src).expect("mkdir");
     let mut rng = common::rng(12);
     for i in 0..60 {
-        fs::write(src.join(format!("f{i}.bin")), common::random_bytes(&mut rng, 1 << 20)).expect("write");
+        fs::write(
+            src.join(format!("f{i}.bin")),
+            common::random_bytes(&mut rng, 1 << 20),
+        )
+        .expect("write");
     }
-    let child = env.cmd().args(["backup", "-q", src.to_str().expect("utf-8")]).spawn().expect("spawn");
+    let child = env
+        .cmd()
+        .args(["backup", "-q", src.to_str().expect("utf-8")])
+        .spawn()
+        .expect("spawn");
     std::thread::sleep(std::time::Duration::from_millis(150));
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).expect("kill");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .expect("kill");
     let out = child.wait_with_output().expect("wait");
     let snaps = common::all_files(&env.repo.join("snapshots")).len();
     match out.status.code() {
@@ -283,5 +378,8 @@ fn interrupted_backup_exits_130_without_a_snapshot() {
         Some(0) => assert_eq!(snaps, 1),
         other => panic!("unexpected exit {other:?}: {}", stderr(&out)),
     }
-    assert!(common::all_files(&env.repo.join("locks")).is_empty(), "lock left behind");
+    assert!(
+        common::all_files(&env.repo.join("locks")).is_empty(),
+        "lock left behind"
+    );
 }

@@ -34,7 +34,9 @@ fn log_text(n: usize) -> Vec<u8> {
     let mut s = Vec::new();
     let mut i = 0u64;
     while s.len() < n {
-        s.extend_from_slice(format!("step {i} loss {:.4} lr 0.0003\n", 1.0 / (i as f64 + 1.0)).as_bytes());
+        s.extend_from_slice(
+            format!("step {i} loss {:.4} lr 0.0003\n", 1.0 / (i as f64 + 1.0)).as_bytes(),
+        );
         i += 1;
     }
     s.truncate(n);
@@ -81,7 +83,10 @@ fn copy_dir(from: &Path, to: &Path) {
 fn fixture_env() -> Env {
     let env = Env::new();
     fs::write(&env.password_file, FIXTURE_PASSWORD).expect("password");
-    copy_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join(FIXTURE), &env.repo);
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join(FIXTURE),
+        &env.repo,
+    );
     env
 }
 
@@ -94,20 +99,41 @@ fn v1_fixture_repository_stays_readable() {
     assert_eq!(cfg["chunker"]["avg_size"], 256);
     assert_eq!(cfg["chunker"]["max_size"], 1024);
 
-    let snaps: serde_json::Value = serde_json::from_str(&env.ok(&["snapshots", "--json"])).expect("json");
+    let snaps: serde_json::Value =
+        serde_json::from_str(&env.ok(&["snapshots", "--json"])).expect("json");
     let snaps = snaps.as_array().expect("array");
     assert_eq!(snaps.len(), 1);
     let source = snaps[0]["paths"][0].as_str().expect("path").to_string();
     assert_eq!(snaps[0]["tags"][0], "fixture");
 
     let target = env.path("restored");
-    env.ok(&["restore", &format!("latest:{source}"), "--target", target.to_str().expect("utf-8"), "--verify"]);
+    env.ok(&[
+        "restore",
+        &format!("latest:{source}"),
+        "--target",
+        target.to_str().expect("utf-8"),
+        "--verify",
+    ]);
     for (rel, content) in expected_files() {
         let p: PathBuf = target.join(OsStr::from_bytes(&rel));
-        assert_eq!(fs::read(&p).expect("restored file"), content, "{}", p.display());
+        assert_eq!(
+            fs::read(&p).expect("restored file"),
+            content,
+            "{}",
+            p.display()
+        );
     }
-    assert_eq!(fs::read_link(target.join("link")).expect("link"), Path::new("hello.txt"));
-    let mode = |p: &str| fs::symlink_metadata(target.join(p)).expect("stat").permissions().mode() & 0o7777;
+    assert_eq!(
+        fs::read_link(target.join("link")).expect("link"),
+        Path::new("hello.txt")
+    );
+    let mode = |p: &str| {
+        fs::symlink_metadata(target.join(p))
+            .expect("stat")
+            .permissions()
+            .mode()
+            & 0o7777
+    };
     assert_eq!(mode("train.log"), 0o640);
     assert_eq!(mode("sub"), 0o750);
 
@@ -121,12 +147,33 @@ fn v1_fixture_repository_stays_readable() {
 #[ignore = "writes the frozen fixture; run once by hand, never for a format change"]
 fn write_fixture() {
     let dest = Path::new(env!("CARGO_MANIFEST_DIR")).join(FIXTURE);
-    assert!(!dest.exists(), "{} exists; the fixture is frozen", dest.display());
+    assert!(
+        !dest.exists(),
+        "{} exists; the fixture is frozen",
+        dest.display()
+    );
     let env = Env::new();
     fs::write(&env.password_file, FIXTURE_PASSWORD).expect("password");
-    env.ok(&["init", "--kdf-memory", "1024", "--kdf-iterations", "1", "--chunker-params", "64,256,1024", "--pack-size", "1"]);
+    env.ok(&[
+        "init",
+        "--kdf-memory",
+        "1024",
+        "--kdf-iterations",
+        "1",
+        "--chunker-params",
+        "64,256,1024",
+        "--pack-size",
+        "1",
+    ]);
     let src = env.path("fixture-src");
     fixture_source(&src);
-    env.ok(&["backup", "--tag", "fixture", "--host", "fixture-host", src.to_str().expect("utf-8")]);
+    env.ok(&[
+        "backup",
+        "--tag",
+        "fixture",
+        "--host",
+        "fixture-host",
+        src.to_str().expect("utf-8"),
+    ]);
     copy_dir(&env.repo, &dest);
 }
