@@ -74,6 +74,9 @@ impl<R: Read> ChunkReader<R> {
         }
     }
 
+    /// Tops the buffer up to two maximum-size chunks (or the end of the stream).
+    /// The buffer grows with what is actually read, so a small file costs a small
+    /// buffer, and nothing is zero-filled before being read into.
     fn fill(&mut self) -> io::Result<()> {
         let want = self.chunker.max_size();
         if self.buf.len() - self.start >= want || self.eof {
@@ -81,25 +84,21 @@ impl<R: Read> ChunkReader<R> {
         }
         self.buf.drain(..self.start);
         self.start = 0;
-        let target = want * 2;
-        while self.buf.len() < target {
-            let old = self.buf.len();
-            self.buf.resize(target, 0);
-            match self.reader.read(&mut self.buf[old..]) {
-                Ok(0) => {
-                    self.buf.truncate(old);
-                    self.eof = true;
-                    break;
-                }
-                Ok(n) => self.buf.truncate(old + n),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => self.buf.truncate(old),
-                Err(e) => {
-                    self.buf.truncate(old);
-                    return Err(e);
-                }
-            }
+        let need = 2 * want - self.buf.len();
+        let got = (&mut self.reader)
+            .take(need as u64)
+            .read_to_end(&mut self.buf)?;
+        if got < need {
+            self.eof = true;
         }
         Ok(())
+    }
+
+    /// Reserves room for a stream expected to be `len` bytes long.
+    pub fn size_hint(&mut self, len: u64) {
+        let cap = (2 * self.chunker.max_size())
+            .min(usize::try_from(len).unwrap_or(usize::MAX).saturating_add(1));
+        self.buf.reserve(cap);
     }
 
     /// The next chunk, or `None` at the end of the stream.

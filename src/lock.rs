@@ -5,7 +5,10 @@
 //! without refresh, or when its process is gone on this host; stale locks are
 //! ignored but never removed automatically unless their process is provably dead.
 
-use std::sync::Arc;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
@@ -17,7 +20,7 @@ use crate::repository::Repository;
 
 pub const LOCK_MAX_LEN: u64 = 64 * 1024;
 /// A lock not refreshed for this long is stale.
-pub const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+pub const STALE_AFTER: Duration = Duration::from_secs(30 * 60);
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lock {
@@ -29,7 +32,7 @@ pub struct Lock {
 }
 
 impl Lock {
-    fn age(&self) -> Option<std::time::Duration> {
+    fn age(&self) -> Option<Duration> {
         let t = chrono::DateTime::parse_from_rfc3339(&self.time).ok()?;
         (chrono::Utc::now() - t.with_timezone(&chrono::Utc))
             .to_std()
@@ -77,30 +80,53 @@ pub fn load_lock(repo: &Repository, id: &LockId) -> Result<Lock> {
     format::from_msgpack(&plain, &what)
 }
 
-/// Held while an operation runs; removes its lock file when dropped.
+/// How often a held lock is rewritten with a fresh time.
+pub const REFRESH_EVERY: Duration = Duration::from_secs(5 * 60);
+
+struct Held {
+    id: LockId,
+    /// Wall-clock time of the last successful write: a monotonic clock stops while
+    /// a laptop sleeps, and the point is to notice exactly that.
+    refreshed: SystemTime,
+}
+
+/// Held while an operation runs: refreshed in the background, removed when dropped.
 pub struct LockGuard {
     repo: Arc<Repository>,
-    id: LockId,
+    held: Arc<Mutex<Held>>,
+    stop: Option<mpsc::Sender<()>>,
+    refresher: Option<JoinHandle<()>>,
 }
 
 impl LockGuard {
     pub fn id(&self) -> LockId {
-        self.id
+        self.held.lock().map(|h| h.id).unwrap_or(LockId([0; 32]))
+    }
+
+    /// Fails if the lock has not been refreshed for so long that others may have
+    /// considered it stale (and, say, pruned what this operation relies on). A
+    /// backup calls this before committing its snapshot.
+    pub fn still_valid(&self) -> Result<()> {
+        let refreshed = self
+            .held
+            .lock()
+            .map(|h| h.refreshed)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let age = SystemTime::now()
+            .duration_since(refreshed)
+            .unwrap_or_default();
+        if age + REFRESH_EVERY > STALE_AFTER {
+            return Err(Error::Locked(format!(
+                "this process could not refresh its lock for {} s (was the machine asleep?); \
+                 stopping instead of committing, as other processes may treat the lock as stale",
+                age.as_secs()
+            )));
+        }
+        Ok(())
     }
 }
 
-impl Drop for LockGuard {
-    fn drop(&mut self) {
-        let _ = self
-            .repo
-            .backend()
-            .remove(FileType::Lock, &self.id.to_hex());
-    }
-}
-
-/// Takes a lock: writes it first, then looks for conflicting ones, so that two
-/// processes racing for conflicting locks can't both see "no conflict".
-pub fn acquire(repo: &Arc<Repository>, exclusive: bool) -> Result<LockGuard> {
+fn write_lock(repo: &Repository, exclusive: bool) -> Result<LockId> {
     let lock = Lock {
         time: crate::snapshot::now_rfc3339(),
         hostname: crate::snapshot::hostname(),
@@ -114,12 +140,67 @@ pub fn acquire(repo: &Arc<Repository>, exclusive: bool) -> Result<LockGuard> {
         FileType::Lock,
         &format::to_msgpack(&lock),
     )?;
+    LockId::from_hex(&name)
+}
+
+fn refresh_loop(
+    repo: Arc<Repository>,
+    held: Arc<Mutex<Held>>,
+    exclusive: bool,
+    stop: mpsc::Receiver<()>,
+) {
+    while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(REFRESH_EVERY) {
+        // The new lock is written before the old one is removed, so there is no
+        // moment without a lock. A failed write keeps the old time, and
+        // `still_valid` notices once it is too old.
+        if let Ok(new_id) = write_lock(&repo, exclusive) {
+            let old = held.lock().map(|mut h| {
+                let old = h.id;
+                h.id = new_id;
+                h.refreshed = SystemTime::now();
+                old
+            });
+            if let Ok(old) = old {
+                let _ = repo.backend().remove(FileType::Lock, &old.to_hex());
+            }
+        }
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        self.stop = None;
+        if let Some(t) = self.refresher.take() {
+            let _ = t.join();
+        }
+        let id = self.id();
+        let _ = self.repo.backend().remove(FileType::Lock, &id.to_hex());
+    }
+}
+
+/// Takes a lock: writes it first, then looks for conflicting ones, so that two
+/// processes racing for conflicting locks can't both see "no conflict". Locks of
+/// processes that are gone from this host are removed on the way.
+pub fn acquire(repo: &Arc<Repository>, exclusive: bool) -> Result<LockGuard> {
+    let id = write_lock(repo, exclusive)?;
+    let held = Arc::new(Mutex::new(Held {
+        id,
+        refreshed: SystemTime::now(),
+    }));
+    let (tx, rx) = mpsc::channel();
+    let refresher = {
+        let repo = Arc::clone(repo);
+        let held = Arc::clone(&held);
+        std::thread::spawn(move || refresh_loop(repo, held, exclusive, rx))
+    };
     let guard = LockGuard {
         repo: Arc::clone(repo),
-        id: LockId::from_hex(&name)?,
+        held,
+        stop: Some(tx),
+        refresher: Some(refresher),
     };
     for other in repo.list_ids(FileType::Lock, LockId::from_hex)? {
-        if other == guard.id {
+        if other == id {
             continue;
         }
         let Ok(l) = load_lock(repo, &other) else {
@@ -127,6 +208,10 @@ pub fn acquire(repo: &Arc<Repository>, exclusive: bool) -> Result<LockGuard> {
             // vanished between list and read was released.
             continue;
         };
+        if l.process_gone() {
+            let _ = repo.backend().remove(FileType::Lock, &other.to_hex());
+            continue;
+        }
         if (exclusive || l.exclusive) && !l.is_stale() {
             return Err(Error::Locked(format!(
                 "{}; wait for it to finish, or run `cairn unlock` if it is stale",

@@ -76,7 +76,7 @@ pub fn backup(
     interrupt: &AtomicBool,
     report: &(dyn Fn(Event) + Sync),
 ) -> Result<BackupResult> {
-    let _lock = crate::lock::acquire(repo, false)?;
+    let lock = crate::lock::acquire(repo, false)?;
     let started = snapshot::now_rfc3339();
     let index = Arc::new(repo.load_index()?);
     let host = opts.host.clone().unwrap_or_else(snapshot::hostname);
@@ -166,6 +166,7 @@ pub fn backup(
     if interrupt.load(Ordering::Relaxed) {
         return Err(Error::Interrupted);
     }
+    lock.still_valid()?;
     // The snapshot's own size is part of what was added; it is known only after
     // encoding, so it is added to the in-memory copy returned to the caller.
     let (id, size) = repo.save_snapshot(&snap)?;
@@ -468,7 +469,7 @@ impl Archiver<'_> {
                 return Ok(false);
             }
         };
-        let (content, read) = match self.read_content(&file) {
+        let (content, read) = match self.read_content(&file, before.len()) {
             Ok(r) => r,
             Err(ReadError::Io(e)) => {
                 self.error(path, format!("read: {e}"));
@@ -512,8 +513,10 @@ impl Archiver<'_> {
     fn read_content(
         &mut self,
         reader: impl Read,
+        size_hint: u64,
     ) -> std::result::Result<(Vec<BlobId>, u64), ReadError> {
         let mut chunks = ChunkReader::new(self.repo.chunker(), reader);
+        chunks.size_hint(size_hint);
         let mut content = Vec::new();
         let mut total = 0u64;
         let level = self.repo.config().compression;
@@ -565,7 +568,7 @@ impl Archiver<'_> {
                 "--stdin-filename {name:?} must be a plain file name"
             )));
         }
-        let (content, read) = match self.read_content(reader) {
+        let (content, read) = match self.read_content(reader, 0) {
             Ok(r) => r,
             Err(ReadError::Io(e)) => return Err(Error::io("standard input", e)),
             Err(ReadError::Repo(e)) => return Err(e),

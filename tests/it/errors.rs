@@ -383,3 +383,103 @@ fn interrupted_backup_exits_130_without_a_snapshot() {
         "lock left behind"
     );
 }
+
+fn open_lib(env: &Env) -> Arc<Repository> {
+    let backend = Arc::new(LocalBackend::new(&env.repo));
+    Arc::new(Repository::open(backend, PASSWORD.as_bytes()).expect("open"))
+}
+
+#[test]
+fn exclusive_lock_blocks_backup_with_exit_11() {
+    let env = Env::with_repo(&[]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).expect("mkdir");
+    fs::write(src.join("a"), "a").expect("write");
+    let repo = open_lib(&env);
+    let guard = cairn::lock::acquire(&repo, true).expect("exclusive lock");
+    let out = env.run(&["backup", src.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(11), "{}", stderr(&out));
+    assert!(stderr(&out).contains("exclusive lock"), "{}", stderr(&out));
+    assert!(common::all_files(&env.repo.join("snapshots")).is_empty());
+    drop(guard);
+    env.ok(&["backup", src.to_str().expect("utf-8")]);
+    assert!(common::all_files(&env.repo.join("locks")).is_empty());
+}
+
+#[test]
+fn lock_of_a_dead_process_on_this_host_is_removed() {
+    let env = Env::with_repo(&[]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).expect("mkdir");
+    fs::write(src.join("a"), "a").expect("write");
+    let mut child = std::process::Command::new("true").spawn().expect("spawn");
+    let dead_pid = child.id();
+    child.wait().expect("wait");
+    let repo = open_lib(&env);
+    let lock = cairn::lock::Lock {
+        time: cairn::snapshot::now_rfc3339(),
+        hostname: cairn::snapshot::hostname(),
+        username: "someone".into(),
+        pid: dead_pid,
+        exclusive: true,
+    };
+    repo.save_sealed(
+        cairn::format::FileKind::Lock,
+        cairn::format::SealKind::Lock,
+        FileType::Lock,
+        &cairn::format::to_msgpack(&lock),
+    )
+    .expect("write lock");
+    env.ok(&["backup", src.to_str().expect("utf-8")]);
+    assert!(common::all_files(&env.repo.join("locks")).is_empty());
+}
+
+#[test]
+fn two_backups_at_once_both_succeed() {
+    let env = Env::with_repo(&["--pack-size", "1"]);
+    let mut rng = common::rng(21);
+    let mut children = Vec::new();
+    for name in ["a", "b"] {
+        let src = env.path(name);
+        fs::create_dir_all(&src).expect("mkdir");
+        for i in 0..8 {
+            fs::write(
+                src.join(format!("{i}.bin")),
+                common::random_bytes(&mut rng, 512 << 10),
+            )
+            .expect("write");
+        }
+        children.push(
+            env.cmd()
+                .args(["backup", "-q", src.to_str().expect("utf-8")])
+                .spawn()
+                .expect("spawn"),
+        );
+    }
+    for c in children {
+        let out = c.wait_with_output().expect("wait");
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let list: serde_json::Value =
+        serde_json::from_str(&env.ok(&["snapshots", "--json"])).expect("json");
+    assert_eq!(list.as_array().expect("array").len(), 2);
+    for (i, snap) in list.as_array().expect("array").iter().enumerate() {
+        let path = snap["paths"][0].as_str().expect("path");
+        let id = snap["id"].as_str().expect("id");
+        let out = env.path(&format!("out{i}"));
+        env.ok(&[
+            "restore",
+            &format!("{id}:{path}"),
+            "--target",
+            out.to_str().expect("utf-8"),
+            "--verify",
+        ]);
+        for f in common::all_files(std::path::Path::new(path)) {
+            let rel = f.strip_prefix(path).expect("prefix");
+            assert_eq!(
+                fs::read(&f).expect("src"),
+                fs::read(out.join(rel)).expect("restored")
+            );
+        }
+    }
+}
