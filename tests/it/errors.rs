@@ -483,3 +483,61 @@ fn two_backups_at_once_both_succeed() {
         }
     }
 }
+
+#[test]
+fn password_from_command_env_or_nowhere() {
+    let env = Env::with_repo(&[]);
+    let bare = || {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"));
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("CAIRN_") {
+                c.env_remove(k);
+            }
+        }
+        c.arg("-r")
+            .arg(&env.repo)
+            .stdin(std::process::Stdio::null());
+        c
+    };
+    let cmd = format!("printf '%s\\n' '{PASSWORD}'");
+    let out = bare()
+        .args(["--password-command", &cmd, "snapshots"])
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = bare()
+        .env("CAIRN_PASSWORD_COMMAND", &cmd)
+        .arg("snapshots")
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = bare()
+        .env("CAIRN_PASSWORD", PASSWORD)
+        .arg("snapshots")
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = bare()
+        .args(["--password-command", "exit 3", "snapshots"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("password command"),
+        "{}",
+        stderr(&out)
+    );
+    // No source and no terminal: a clear error, not a hang.
+    let out = bare()
+        .arg("snapshots")
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("no password given"),
+        "{}",
+        stderr(&out)
+    );
+}
