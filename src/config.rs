@@ -1,5 +1,10 @@
 //! The `config` file (format-spec/README.md, "config").
 
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)
+)]
+
 use serde::{Deserialize, Serialize};
 
 use crate::crypto::{MasterKey, SESSION_ID_LEN, random_array};

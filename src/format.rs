@@ -1,6 +1,11 @@
 //! The envelope shared by every stored file (format-spec/README.md, "Common file
 //! prefix", "Sealed files" and "Payload encoding").
 
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)
+)]
+
 use std::io::Read;
 
 use crate::crypto::{MasterKey, SESSION_ID_LEN, random_array};

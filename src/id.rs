@@ -4,6 +4,11 @@
 //! (format-spec/README.md, "File names"); blobs by the keyed hash of their plaintext
 //! (see `crypto::MasterKey::blob_id`).
 
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)
+)]
+
 use std::fmt;
 
 use serde::{Deserialize, Serialize};

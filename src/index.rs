@@ -1,6 +1,11 @@
 //! Index files under `index/` (format-spec/README.md, "Index files") and the
 //! in-memory index built from them.
 
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)
+)]
+
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};

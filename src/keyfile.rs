@@ -1,6 +1,11 @@
 //! Key files under `keys/` (format-spec/README.md, "Key files"): the master key
 //! wrapped by a key derived from a password with Argon2id.
 
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)
+)]
+
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 

@@ -5,6 +5,11 @@
 //! without refresh, or when its process is gone on this host; stale locks are
 //! ignored but never removed automatically unless their process is provably dead.
 
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)
+)]
+
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;

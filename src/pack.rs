@@ -7,6 +7,11 @@
 //! Each blob is `nonce || AES-256-GCM-SIV(payload) || tag` under the pack's session
 //! subkey, with the blob id in its associated data. The header lists every blob.
 
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)
+)]
+
 use serde::{Deserialize, Serialize};
 
 use crate::backend::{Backend, FileType};

@@ -1,5 +1,10 @@
 //! Snapshot files under `snapshots/` (format-spec/README.md, "Snapshots").
 
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)
+)]
+
 use serde::{Deserialize, Serialize};
 
 use crate::id::{BlobId, SnapshotId};

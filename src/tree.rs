@@ -2,6 +2,11 @@
 //! entries sorted by name bytes. Files name their data blobs, directories their
 //! subtree, so a snapshot's root tree is the top of a Merkle DAG.
 
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)
+)]
+
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
