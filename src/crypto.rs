@@ -8,7 +8,6 @@
 //! messages per key far below the nonce-collision bound however large the repository
 //! grows.
 
-
 use aes_gcm_siv::aead::{Aead, KeyInit, Payload};
 use aes_gcm_siv::{Aes256GcmSiv, Nonce};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
