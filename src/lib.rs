@@ -5,6 +5,7 @@
 
 pub mod archiver;
 pub mod backend;
+pub mod check;
 pub mod chunker;
 pub mod config;
 pub mod crypto;

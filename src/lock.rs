@@ -231,3 +231,32 @@ pub fn acquire(repo: &Arc<Repository>, exclusive: bool) -> Result<LockGuard> {
     }
     Ok(guard)
 }
+
+/// What `unlock` did with one lock file.
+pub struct Unlocked {
+    pub id: LockId,
+    pub description: String,
+    pub removed: bool,
+}
+
+/// Removes stale locks, or every lock with `all`. A lock that can't be read is
+/// removed only with `all`: it might belong to a running process.
+pub fn unlock(repo: &Repository, all: bool) -> Result<Vec<Unlocked>> {
+    let mut out = Vec::new();
+    for id in repo.list_ids(FileType::Lock, LockId::from_hex)? {
+        let (description, stale) = match load_lock(repo, &id) {
+            Ok(l) => (l.describe(&id), l.is_stale()),
+            Err(e) => (format!("unreadable lock {id}: {e}"), false),
+        };
+        let removed = all || stale;
+        if removed {
+            repo.backend().remove(FileType::Lock, &id.to_hex())?;
+        }
+        out.push(Unlocked {
+            id,
+            description,
+            removed,
+        });
+    }
+    Ok(out)
+}

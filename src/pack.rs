@@ -321,6 +321,41 @@ pub fn validate_entries(entries: &[PackEntry], data_end: u64) -> std::result::Re
     Ok(())
 }
 
+/// Decodes the header of a whole pack held in memory; returns the pack's session
+/// key with the entries, ready for `open_blob`.
+pub fn header_from_bytes(
+    key: &MasterKey,
+    repo: &RepoId,
+    pack: &PackId,
+    bytes: &[u8],
+) -> Result<(SessionKey, Vec<PackEntry>)> {
+    let what = || format!("pack {pack}");
+    let size = bytes.len();
+    let min = PACK_DATA_START + 4;
+    if size < min {
+        return Err(Error::corrupt(
+            what(),
+            format!("{size} bytes is too short for a pack"),
+        ));
+    }
+    let session = key.session(&parse_session(bytes, pack)?);
+    let (body, tail) = bytes.split_at(size - 4);
+    let header_len = tail
+        .first_chunk::<4>()
+        .map(|b| u32::from_le_bytes(*b))
+        .unwrap_or(0);
+    if header_len > MAX_HEADER_LEN || header_len as usize > size - min {
+        return Err(Error::corrupt(
+            what(),
+            format!("header length {header_len} does not fit in a {size}-byte pack"),
+        ));
+    }
+    let header_start = body.len() - header_len as usize;
+    let sealed = body.get(header_start..).unwrap_or_default();
+    let entries = decode_header(&session, repo, sealed, header_start as u64, pack)?;
+    Ok((session, entries))
+}
+
 /// Reads and decodes the header of a stored pack of `size` bytes.
 pub fn read_header(
     backend: &dyn Backend,

@@ -3,6 +3,7 @@
 
 mod backup;
 mod cat;
+mod check;
 mod init;
 mod ls;
 mod output;
@@ -10,6 +11,7 @@ mod password;
 mod restore;
 pub mod signals;
 mod snapshots;
+mod unlock;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -75,6 +77,10 @@ enum Cmd {
     Restore(restore::RestoreArgs),
     /// Print a stored object (for inspection and debugging)
     Cat(cat::CatArgs),
+    /// Verify the repository: structure, and with --read-data every byte
+    Check(check::CheckArgs),
+    /// Remove stale locks (or all locks with --remove-all)
+    Unlock(unlock::UnlockArgs),
 }
 
 /// Snapshot filters shared by commands that choose snapshots.
@@ -120,6 +126,8 @@ pub fn run() -> Result<ExitCode> {
         Cmd::Ls(a) => ls::run(g, a),
         Cmd::Restore(a) => restore::run(g, a),
         Cmd::Cat(a) => cat::run(g, a),
+        Cmd::Check(a) => check::run(g, a),
+        Cmd::Unlock(a) => unlock::run(g, a),
     }
 }
 

@@ -1,0 +1,576 @@
+//! `check`: find every kind of damage and name the object.
+//!
+//! Structure first: key files, index files, packs against the index (existence and
+//! size), snapshots, and every tree reachable from them, with every blob a tree
+//! names present in the index under the right kind. Then, with `--read-data`, packs
+//! are read in full and verified end to end: the file hashes to its name, the header
+//! matches the index, and every blob authenticates, decompresses to its recorded
+//! length and re-hashes to its id.
+//!
+//! Problems are errors (damage: data can't be read back as it was stored) or notes
+//! (untidiness an interrupted backup leaves, which `prune` cleans up).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::backend::FileType;
+use crate::error::{Error, Result};
+use crate::id::{BlobId, IndexId, KeyId, PackId, SnapshotId};
+use crate::index::{Index, IndexFile};
+use crate::keyfile::{KEY_FILE_MAX_LEN, KeyFile};
+use crate::pack::{self, BlobKind, PackEntry};
+use crate::repository::{Repository, check_name};
+use crate::tree::{NodeKind, Tree};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Error,
+    Note,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Problem {
+    pub severity: Severity,
+    /// The object concerned, e.g. "pack 3fa2…" or "snapshot 1b2c…".
+    pub object: String,
+    pub message: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ReadData {
+    None,
+    All,
+    /// Group `n` of `m` (1-based): packs whose id, as a number, is `n-1` mod `m`.
+    /// Running 1/m … m/m on successive days reads everything once per cycle.
+    Subset {
+        n: u32,
+        m: u32,
+    },
+    /// A random selection of this percentage of the packs.
+    Percent(f64),
+}
+
+impl ReadData {
+    /// Parses `n/m` or `X%`.
+    pub fn parse_subset(s: &str) -> Result<Self> {
+        let bad = || {
+            Error::invalid(format!(
+                "--read-data-subset {s:?}: expected n/m (e.g. 2/7) or a percentage (e.g. 10%)"
+            ))
+        };
+        if let Some(p) = s.strip_suffix('%') {
+            let v: f64 = p.trim().parse().map_err(|_| bad())?;
+            if !(v > 0.0 && v <= 100.0) {
+                return Err(bad());
+            }
+            return Ok(ReadData::Percent(v));
+        }
+        let (n, m) = s.split_once('/').ok_or_else(bad)?;
+        let n: u32 = n.trim().parse().map_err(|_| bad())?;
+        let m: u32 = m.trim().parse().map_err(|_| bad())?;
+        if m == 0 || n == 0 || n > m {
+            return Err(bad());
+        }
+        Ok(ReadData::Subset { n, m })
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CheckSummary {
+    pub keys: u64,
+    pub index_files: u64,
+    pub packs: u64,
+    pub snapshots: u64,
+    pub trees: u64,
+    pub data_blobs: u64,
+    pub packs_read: u64,
+    pub bytes_read: u64,
+    pub errors: u64,
+    pub notes: u64,
+}
+
+struct Reporter<'a> {
+    report: &'a (dyn Fn(&Problem) + Sync),
+    errors: AtomicU64,
+    notes: AtomicU64,
+}
+
+impl Reporter<'_> {
+    fn error(&self, object: String, message: String) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        (self.report)(&Problem {
+            severity: Severity::Error,
+            object,
+            message,
+        });
+    }
+
+    fn note(&self, object: String, message: String) {
+        self.notes.fetch_add(1, Ordering::Relaxed);
+        (self.report)(&Problem {
+            severity: Severity::Note,
+            object,
+            message,
+        });
+    }
+}
+
+/// Every pack an index names, with the index files naming it.
+struct IndexedPack {
+    size: u64,
+    entries: Vec<PackEntry>,
+    named_by: Vec<IndexId>,
+}
+
+pub fn check(
+    repo: &Arc<Repository>,
+    read_data: ReadData,
+    interrupt: &AtomicBool,
+    report: &(dyn Fn(&Problem) + Sync),
+) -> Result<CheckSummary> {
+    let _lock = crate::lock::acquire(repo, false)?;
+    let r = Reporter {
+        report,
+        errors: AtomicU64::new(0),
+        notes: AtomicU64::new(0),
+    };
+    let mut summary = CheckSummary::default();
+
+    check_keys(repo, &r, &mut summary)?;
+    let (packs, index) = check_index_files(repo, &r, &mut summary)?;
+    let stored = check_packs_exist(repo, &r, &packs, &mut summary)?;
+    check_snapshots(repo, &index, &r, interrupt, &mut summary)?;
+    if read_data != ReadData::None {
+        read_packs(
+            repo,
+            &packs,
+            &stored,
+            read_data,
+            &r,
+            interrupt,
+            &mut summary,
+        )?;
+    }
+    if interrupt.load(Ordering::Relaxed) {
+        return Err(Error::Interrupted);
+    }
+    summary.errors = r.errors.load(Ordering::Relaxed);
+    summary.notes = r.notes.load(Ordering::Relaxed);
+    Ok(summary)
+}
+
+fn check_keys(repo: &Repository, r: &Reporter, summary: &mut CheckSummary) -> Result<()> {
+    for e in repo.backend().list(FileType::Key)? {
+        summary.keys += 1;
+        let what = format!("key {}", e.name);
+        let Ok(id) = KeyId::from_hex(&e.name) else {
+            r.note(what, "unexpected file name in keys/".into());
+            continue;
+        };
+        let result = repo
+            .backend()
+            .read(FileType::Key, &e.name, KEY_FILE_MAX_LEN)
+            .and_then(|b| {
+                check_name(&b, &e.name, "key file").and_then(|()| KeyFile::decode(&b, &id))
+            });
+        if let Err(err) = result {
+            r.error(what, err.to_string());
+        }
+    }
+    Ok(())
+}
+
+fn check_index_files(
+    repo: &Repository,
+    r: &Reporter,
+    summary: &mut CheckSummary,
+) -> Result<(HashMap<PackId, IndexedPack>, Index)> {
+    let mut packs: HashMap<PackId, IndexedPack> = HashMap::new();
+    let mut index = Index::new();
+    let mut locations: HashMap<BlobId, (u32, BlobKind)> = HashMap::new();
+    let mut duplicates = 0u64;
+    let mut mixed_kinds = Vec::new();
+    for e in repo.backend().list(FileType::Index)? {
+        let Ok(id) = IndexId::from_hex(&e.name) else {
+            r.note(
+                format!("index {}", e.name),
+                "unexpected file name in index/".into(),
+            );
+            continue;
+        };
+        summary.index_files += 1;
+        let file: IndexFile = match repo.load_index_file(&id) {
+            Ok(f) => f,
+            Err(err) => {
+                r.error(
+                    format!("index {id}"),
+                    format!("{err}; `cairn repair index` rebuilds the index from the packs"),
+                );
+                continue;
+            }
+        };
+        index.add_file(&file);
+        for p in file.packs {
+            if let Some(known) = packs.get_mut(&p.id) {
+                if known.size != p.size || known.entries != p.blobs {
+                    r.error(
+                        format!("pack {}", p.id),
+                        format!(
+                            "index files {} and {id} describe it differently",
+                            known.named_by[0]
+                        ),
+                    );
+                }
+                known.named_by.push(id);
+                continue;
+            }
+            for b in &p.blobs {
+                let entry = locations.entry(b.id).or_insert((0, b.kind));
+                entry.0 += 1;
+                if entry.0 > 1 {
+                    duplicates += 1;
+                }
+                if entry.1 != b.kind {
+                    mixed_kinds.push(b.id);
+                }
+            }
+            packs.insert(
+                p.id,
+                IndexedPack {
+                    size: p.size,
+                    entries: p.blobs,
+                    named_by: vec![id],
+                },
+            );
+        }
+    }
+    if duplicates > 0 {
+        r.note(
+            "index".into(),
+            format!(
+                "{duplicates} blob copies are stored more than once (harmless; `prune` keeps one)"
+            ),
+        );
+    }
+    for id in mixed_kinds {
+        r.note(
+            format!("blob {id}"),
+            "stored both as a data blob and as a tree blob".into(),
+        );
+    }
+    Ok((packs, index))
+}
+
+fn check_packs_exist(
+    repo: &Repository,
+    r: &Reporter,
+    packs: &HashMap<PackId, IndexedPack>,
+    summary: &mut CheckSummary,
+) -> Result<HashMap<PackId, u64>> {
+    let mut stored = HashMap::new();
+    for e in repo.backend().list(FileType::Pack)? {
+        match PackId::from_hex(&e.name) {
+            Ok(id) => {
+                stored.insert(id, e.size);
+            }
+            Err(_) => r.note(
+                format!("file data/{}", e.name),
+                "unexpected file name in data/".into(),
+            ),
+        }
+    }
+    summary.packs = stored.len() as u64;
+    let mut ids: Vec<&PackId> = packs.keys().collect();
+    ids.sort();
+    for id in ids {
+        let p = &packs[id];
+        match stored.get(id) {
+            None => r.error(
+                format!("pack {id}"),
+                format!(
+                    "missing, but index {} lists {} blobs in it; snapshots that use them can't be fully restored",
+                    p.named_by[0],
+                    p.entries.len()
+                ),
+            ),
+            Some(&size) if size != p.size => r.error(
+                format!("pack {id}"),
+                format!(
+                    "is {size} bytes, but index {} says {}; run `cairn check --read-data` to see which blobs are damaged",
+                    p.named_by[0], p.size
+                ),
+            ),
+            Some(_) => {}
+        }
+    }
+    let mut unindexed: Vec<&PackId> = stored.keys().filter(|id| !packs.contains_key(id)).collect();
+    unindexed.sort();
+    for id in unindexed {
+        r.note(
+            format!("pack {id}"),
+            "is not in any index (left by an interrupted backup; `prune` removes it, `repair index` adopts it)".into(),
+        );
+    }
+    Ok(stored)
+}
+
+fn check_snapshots(
+    repo: &Repository,
+    index: &Index,
+    r: &Reporter,
+    interrupt: &AtomicBool,
+    summary: &mut CheckSummary,
+) -> Result<()> {
+    let mut visited_trees: HashSet<BlobId> = HashSet::new();
+    let mut data_blobs: HashSet<BlobId> = HashSet::new();
+    for e in repo.backend().list(FileType::Snapshot)? {
+        let Ok(id) = SnapshotId::from_hex(&e.name) else {
+            r.note(
+                format!("file snapshots/{}", e.name),
+                "unexpected file name in snapshots/".into(),
+            );
+            continue;
+        };
+        summary.snapshots += 1;
+        let snap = match repo.load_snapshot(&id) {
+            Ok(s) => s,
+            Err(err) => {
+                r.error(format!("snapshot {id}"), err.to_string());
+                continue;
+            }
+        };
+        let mut stack = vec![(snap.tree, "/".to_string())];
+        while let Some((tree_id, path)) = stack.pop() {
+            if interrupt.load(Ordering::Relaxed) {
+                return Err(Error::Interrupted);
+            }
+            if !visited_trees.insert(tree_id) {
+                continue;
+            }
+            let tree = match load_tree_checked(repo, index, &tree_id) {
+                Ok(t) => t,
+                Err(msg) => {
+                    r.error(
+                        format!("tree {tree_id}"),
+                        format!("{msg} (directory {path} of snapshot {})", id.short()),
+                    );
+                    continue;
+                }
+            };
+            summary.trees += 1;
+            for node in &tree.nodes {
+                let child = if path == "/" {
+                    format!("/{}", node.name_lossy())
+                } else {
+                    format!("{path}/{}", node.name_lossy())
+                };
+                if node.kind == NodeKind::Dir {
+                    if let Some(sub) = node.subtree {
+                        stack.push((sub, child));
+                    }
+                    continue;
+                }
+                let mut missing = Vec::new();
+                for b in &node.content {
+                    match index.get(b) {
+                        Some((_, e)) if e.kind == BlobKind::Data => {
+                            data_blobs.insert(*b);
+                        }
+                        Some(_) => r.error(
+                            format!("blob {b}"),
+                            format!(
+                                "is a tree blob, but file {child} of snapshot {} names it as data",
+                                id.short()
+                            ),
+                        ),
+                        None => missing.push(*b),
+                    }
+                }
+                if let Some(first) = missing.first() {
+                    r.error(
+                        format!("snapshot {}", id.short()),
+                        format!(
+                            "file {child}: {} of its {} data blobs are missing from the index (first: {first}); \
+                             `cairn repair snapshots` can drop what is lost",
+                            missing.len(),
+                            node.content.len()
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    summary.data_blobs = data_blobs.len() as u64;
+    Ok(())
+}
+
+/// Loads a tree, distinguishing "not indexed" and "indexed as data" from damage.
+fn load_tree_checked(
+    repo: &Repository,
+    index: &Index,
+    id: &BlobId,
+) -> std::result::Result<Tree, String> {
+    match index.get(id) {
+        None => Err("is missing from the index".into()),
+        Some((_, e)) if e.kind != BlobKind::Tree => {
+            Err("is a data blob, but a directory names it as its tree".into())
+        }
+        Some((pack, _)) => repo
+            .load_tree(index, id)
+            .map_err(|e| format!("can't be read from pack {}: {e}", pack.short())),
+    }
+}
+
+fn select_packs(all: &[PackId], how: ReadData) -> Result<Vec<PackId>> {
+    Ok(match how {
+        ReadData::None => Vec::new(),
+        ReadData::All => all.to_vec(),
+        ReadData::Subset { n, m } => all
+            .iter()
+            .filter(|id| {
+                let head = u32::from_be_bytes([id.0[0], id.0[1], id.0[2], id.0[3]]);
+                head % m == n - 1
+            })
+            .copied()
+            .collect(),
+        ReadData::Percent(p) => {
+            let want = ((all.len() as f64) * p / 100.0).ceil() as usize;
+            let mut keyed: Vec<(u64, PackId)> = Vec::with_capacity(all.len());
+            for id in all {
+                keyed.push((u64::from_le_bytes(crate::crypto::random_array()?), *id));
+            }
+            keyed.sort();
+            keyed.into_iter().take(want).map(|(_, id)| id).collect()
+        }
+    })
+}
+
+fn read_packs(
+    repo: &Repository,
+    packs: &HashMap<PackId, IndexedPack>,
+    stored: &HashMap<PackId, u64>,
+    how: ReadData,
+    r: &Reporter,
+    interrupt: &AtomicBool,
+    summary: &mut CheckSummary,
+) -> Result<()> {
+    let mut all: Vec<PackId> = stored.keys().copied().collect();
+    all.sort();
+    let chosen = select_packs(&all, how)?;
+    let bytes = AtomicU64::new(0);
+    chosen.par_iter().for_each(|id| {
+        if interrupt.load(Ordering::Relaxed) {
+            return;
+        }
+        let size = stored.get(id).copied().unwrap_or(0);
+        bytes.fetch_add(size, Ordering::Relaxed);
+        verify_pack(repo, id, packs.get(id), r);
+    });
+    summary.packs_read = chosen.len() as u64;
+    summary.bytes_read = bytes.load(Ordering::Relaxed);
+    Ok(())
+}
+
+fn verify_pack(repo: &Repository, id: &PackId, indexed: Option<&IndexedPack>, r: &Reporter) {
+    let what = format!("pack {id}");
+    let bytes = match repo.backend().read(
+        FileType::Pack,
+        &id.to_hex(),
+        u64::from(crate::config::MAX_PACK_SIZE) * 2,
+    ) {
+        Ok(b) => b,
+        Err(e) => return r.error(what, format!("can't be read: {e}")),
+    };
+    let actual = PackId::of_stored(&bytes);
+    if actual != *id {
+        r.error(
+            what.clone(),
+            format!("its content hashes to {actual}: the file was damaged on storage"),
+        );
+    }
+    let (session, header) = match pack::header_from_bytes(repo.key(), repo.repo_id(), id, &bytes) {
+        Ok(h) => h,
+        Err(e) => {
+            return r.error(
+                what,
+                format!("{e}; its blobs can't be located without the header (the index may still know them)"),
+            );
+        }
+    };
+    if let Some(ix) = indexed {
+        let in_header: HashSet<(BlobId, u32, u32)> =
+            header.iter().map(|e| (e.id, e.offset, e.length)).collect();
+        for e in &ix.entries {
+            if !in_header.contains(&(e.id, e.offset, e.length)) {
+                r.error(
+                    format!("blob {}", e.id),
+                    format!(
+                        "index {} places it in pack {id} at {}+{}, but the pack header does not",
+                        ix.named_by[0], e.offset, e.length
+                    ),
+                );
+            }
+        }
+    }
+    // Every blob the header lists: authenticate, decompress, re-hash.
+    for e in &header {
+        let sealed =
+            bytes.get(e.offset as usize..(e.offset as usize).saturating_add(e.length as usize));
+        let result = match sealed {
+            Some(s) => pack::open_blob(repo.key(), &session, repo.repo_id(), e, s, id).map(|_| ()),
+            None => Err(Error::corrupt(
+                format!("blob {}", e.id),
+                "lies past the end of the pack",
+            )),
+        };
+        if let Err(err) = result {
+            r.error(
+                format!("blob {}", e.id),
+                format!("in pack {}: {err}", id.short()),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subset_parsing() {
+        assert_eq!(
+            ReadData::parse_subset("2/7").unwrap(),
+            ReadData::Subset { n: 2, m: 7 }
+        );
+        assert_eq!(
+            ReadData::parse_subset("10%").unwrap(),
+            ReadData::Percent(10.0)
+        );
+        for bad in ["0/3", "4/3", "1/0", "x", "0%", "101%", "1/2/3"] {
+            assert!(ReadData::parse_subset(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn subsets_partition_the_packs() {
+        let all: Vec<PackId> = (0..200u8)
+            .map(|i| PackId([i.wrapping_mul(37); 32]))
+            .collect();
+        let mut seen = 0;
+        for n in 1..=5 {
+            seen += select_packs(&all, ReadData::Subset { n, m: 5 })
+                .unwrap()
+                .len();
+        }
+        assert_eq!(seen, all.len());
+        assert_eq!(
+            select_packs(&all, ReadData::Percent(10.0)).unwrap().len(),
+            20
+        );
+    }
+}

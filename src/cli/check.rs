@@ -1,0 +1,82 @@
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+use clap::Args;
+
+use cairn::check::{self, Problem, ReadData, Severity};
+
+use super::{GlobalArgs, open, output, signals};
+
+#[derive(Args)]
+pub struct CheckArgs {
+    /// Also read every pack and verify every blob end to end
+    #[arg(long)]
+    read_data: bool,
+    /// Read only part of the packs: `n/m` (group n of m, for rotating audits) or `X%`
+    #[arg(long, value_name = "n/m|X%", conflicts_with = "read_data")]
+    read_data_subset: Option<String>,
+}
+
+pub fn run(g: &GlobalArgs, a: CheckArgs) -> Result<ExitCode> {
+    let how = match (&a.read_data_subset, a.read_data) {
+        (Some(s), _) => ReadData::parse_subset(s)?,
+        (None, true) => ReadData::All,
+        (None, false) => ReadData::None,
+    };
+    let repo = open(g)?;
+    let json = g.json;
+    let quiet = g.quiet;
+    let report = move |p: &Problem| {
+        if json {
+            let mut v = serde_json::to_value(p).unwrap_or_default();
+            if let Some(o) = v.as_object_mut() {
+                o.insert("message_type".into(), "problem".into());
+            }
+            let _ = output::print_json(&v);
+        } else if p.severity == Severity::Error || !quiet {
+            let level = match p.severity {
+                Severity::Error => "error",
+                Severity::Note => "note",
+            };
+            eprintln!("{level}: {}: {}", p.object, p.message);
+        }
+    };
+    let start = Instant::now();
+    let s = check::check(&repo, how, &signals::INTERRUPTED, &report)?;
+    let secs = start.elapsed().as_secs_f64();
+    if json {
+        let mut v = serde_json::to_value(&s)?;
+        if let Some(o) = v.as_object_mut() {
+            o.insert("message_type".into(), "summary".into());
+            o.insert("duration_seconds".into(), secs.into());
+        }
+        output::print_json(&v)?;
+    } else if !quiet {
+        println!(
+            "checked {} snapshots, {} trees, {} data blobs, {} index files, {} packs, {} keys in {secs:.1} s",
+            s.snapshots, s.trees, s.data_blobs, s.index_files, s.packs, s.keys
+        );
+        if how != ReadData::None {
+            println!(
+                "read {} packs ({}) and verified every blob in them",
+                s.packs_read,
+                output::bytes(s.bytes_read)
+            );
+        }
+        if s.errors == 0 {
+            println!(
+                "no errors found{}",
+                if s.notes > 0 {
+                    format!(" ({} notes)", s.notes)
+                } else {
+                    String::new()
+                }
+            );
+        }
+    }
+    if s.errors > 0 {
+        bail!("the repository has {} error(s), listed above", s.errors);
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,36 @@
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Args;
+
+use super::{GlobalArgs, open, output};
+
+#[derive(Args)]
+pub struct UnlockArgs {
+    /// Remove every lock, not only stale ones (make sure no other cairn is running)
+    #[arg(long)]
+    remove_all: bool,
+}
+
+pub fn run(g: &GlobalArgs, a: UnlockArgs) -> Result<ExitCode> {
+    let repo = open(g)?;
+    let done = cairn::lock::unlock(&repo, a.remove_all)?;
+    for u in &done {
+        if g.json {
+            output::print_json(&serde_json::json!({
+                "message_type": "lock", "id": u.id.to_hex(), "removed": u.removed, "lock": u.description,
+            }))?;
+        } else if !g.quiet {
+            let verb = if u.removed {
+                "removed"
+            } else {
+                "kept (not stale)"
+            };
+            println!("{verb}: {}", u.description);
+        }
+    }
+    if !g.json && !g.quiet && done.is_empty() {
+        println!("no locks");
+    }
+    Ok(ExitCode::SUCCESS)
+}
