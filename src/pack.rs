@@ -141,6 +141,33 @@ pub fn open_blob(
     Ok(plain)
 }
 
+/// Like `open_blob`, but returns the still-encoded payload (compressed or raw) along
+/// with the verified plaintext length, so that a blob can move to another pack
+/// without being compressed again. The content is still checked against its id.
+pub fn open_blob_payload(
+    key: &MasterKey,
+    session: &SessionKey,
+    repo: &RepoId,
+    entry: &PackEntry,
+    sealed: &[u8],
+    pack: &PackId,
+) -> Result<Vec<u8>> {
+    let what = || format!("{:?} blob {} in pack {}", entry.kind, entry.id, pack);
+    let payload = session.open(
+        &format::aad(repo, entry.kind.seal_kind(), Some(&entry.id)),
+        sealed,
+        &what,
+    )?;
+    let plain = format::decode_payload(&payload, Some(entry.raw_length as usize), 0, &what)?;
+    if key.blob_id(&plain) != entry.id {
+        return Err(Error::corrupt(
+            what(),
+            "its content does not hash to its id",
+        ));
+    }
+    Ok(payload)
+}
+
 /// A pack being assembled in memory.
 pub struct PackBuilder {
     session_id: [u8; SESSION_ID_LEN],

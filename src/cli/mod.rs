@@ -4,10 +4,12 @@
 mod backup;
 mod cat;
 mod check;
+mod forget;
 mod init;
 mod ls;
 mod output;
 mod password;
+mod prune;
 mod restore;
 pub mod signals;
 mod snapshots;
@@ -81,6 +83,10 @@ enum Cmd {
     Check(check::CheckArgs),
     /// Remove stale locks (or all locks with --remove-all)
     Unlock(unlock::UnlockArgs),
+    /// Remove snapshots by a retention policy (or by id)
+    Forget(forget::ForgetArgs),
+    /// Delete data no snapshot needs, and repack mostly unused packs
+    Prune(prune::PruneCmd),
 }
 
 /// Snapshot filters shared by commands that choose snapshots.
@@ -128,6 +134,8 @@ pub fn run() -> Result<ExitCode> {
         Cmd::Cat(a) => cat::run(g, a),
         Cmd::Check(a) => check::run(g, a),
         Cmd::Unlock(a) => unlock::run(g, a),
+        Cmd::Forget(a) => forget::run(g, a),
+        Cmd::Prune(a) => prune::run(g, a),
     }
 }
 

@@ -1,0 +1,156 @@
+use std::process::ExitCode;
+
+use anyhow::{Result, bail};
+use clap::Args;
+
+use cairn::forget::{self, GroupBy, KeepPolicy, Within};
+use cairn::id::SnapshotId;
+
+use super::prune::PruneArgs;
+use super::{FilterArgs, GlobalArgs, open, output};
+
+#[derive(Args)]
+pub struct ForgetArgs {
+    /// Snapshots to remove (ids or unique prefixes) instead of a policy
+    ids: Vec<String>,
+    /// Keep the N newest snapshots
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    keep_last: u32,
+    /// Keep the newest snapshot of each of the last N hours that have one
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    keep_hourly: u32,
+    /// Keep the newest snapshot of each of the last N days that have one
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    keep_daily: u32,
+    /// Keep the newest snapshot of each of the last N ISO weeks that have one
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    keep_weekly: u32,
+    /// Keep the newest snapshot of each of the last N months that have one
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    keep_monthly: u32,
+    /// Keep the newest snapshot of each of the last N years that have one
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    keep_yearly: u32,
+    /// Keep every snapshot younger than this, counted back from the newest (e.g. 1y6m2w3d12h)
+    #[arg(long, value_name = "DURATION")]
+    keep_within: Option<String>,
+    /// Keep snapshots with this tag (repeatable)
+    #[arg(long = "keep-tag", value_name = "TAG")]
+    keep_tags: Vec<String>,
+    /// Apply the policy per group of snapshots with equal host, paths and/or tags
+    #[arg(long, value_name = "KEYS", default_value = "host,paths")]
+    group_by: String,
+    #[command(flatten)]
+    filter: FilterArgs,
+    /// Print what would be kept and removed, and change nothing
+    #[arg(short = 'n', long)]
+    dry_run: bool,
+    /// Run prune afterwards
+    #[arg(long)]
+    prune: bool,
+    /// Allow a policy that removes every snapshot of a group (or an empty policy)
+    #[arg(long)]
+    unsafe_allow_remove_all: bool,
+    #[command(flatten)]
+    prune_opts: PruneArgs,
+}
+
+pub fn run(g: &GlobalArgs, a: ForgetArgs) -> Result<ExitCode> {
+    let policy = KeepPolicy {
+        last: a.keep_last,
+        hourly: a.keep_hourly,
+        daily: a.keep_daily,
+        weekly: a.keep_weekly,
+        monthly: a.keep_monthly,
+        yearly: a.keep_yearly,
+        within: a.keep_within.as_deref().map(Within::parse).transpose()?,
+        tags: a.keep_tags.clone(),
+    };
+    let group_by = GroupBy::parse(&a.group_by)?;
+    let repo = open(g)?;
+    let filter = a.filter.filter()?;
+
+    let remove: Vec<SnapshotId> = if !a.ids.is_empty() {
+        if !policy.is_empty() {
+            bail!("give either snapshot ids or a --keep-* policy, not both");
+        }
+        let mut ids = Vec::new();
+        for spec in &a.ids {
+            ids.push(cairn::select::resolve(&repo, spec, &filter)?.id);
+        }
+        ids
+    } else {
+        if policy.is_empty() && !a.unsafe_allow_remove_all {
+            bail!(
+                "no --keep-* option given: that policy keeps nothing. Give a policy, or \
+                 --unsafe-allow-remove-all to remove every matching snapshot"
+            );
+        }
+        let snaps: Vec<_> = repo
+            .list_snapshots()?
+            .into_iter()
+            .filter(|(_, s)| filter.matches(s))
+            .collect();
+        let groups = forget::plan(snaps, &policy, group_by);
+        for grp in &groups {
+            if !a.unsafe_allow_remove_all && !grp.decisions.iter().any(|d| d.keep()) {
+                bail!(
+                    "the policy would remove every snapshot of {}; nothing was removed \
+                     (use --unsafe-allow-remove-all if that is what you want)",
+                    grp.key
+                );
+            }
+        }
+        print_plan(g, &groups, a.dry_run)?;
+        groups
+            .iter()
+            .flat_map(|grp| grp.decisions.iter().filter(|d| !d.keep()).map(|d| d.id))
+            .collect()
+    };
+
+    if !a.dry_run && !remove.is_empty() {
+        forget::remove_snapshots(&repo, &remove)?;
+    }
+    if !g.quiet && !g.json {
+        let verb = if a.dry_run { "would remove" } else { "removed" };
+        println!("{verb} {} snapshot(s)", remove.len());
+    }
+    if a.prune {
+        super::prune::run_with(g, &repo, &a.prune_opts, a.dry_run)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_plan(g: &GlobalArgs, groups: &[forget::Group], dry_run: bool) -> Result<()> {
+    for grp in groups {
+        if g.json {
+            let list: Vec<serde_json::Value> = grp
+                .decisions
+                .iter()
+                .map(|d| {
+                    serde_json::json!({
+                        "id": d.id.to_hex(), "time": d.snapshot.time, "keep": d.keep(), "reasons": d.reasons,
+                    })
+                })
+                .collect();
+            output::print_json(&serde_json::json!({
+                "message_type": "forget_group", "group": grp.key, "dry_run": dry_run, "snapshots": list,
+            }))?;
+            continue;
+        }
+        if g.quiet {
+            continue;
+        }
+        println!("{}:", grp.key);
+        for d in &grp.decisions {
+            let what = if d.keep() { "keep  " } else { "remove" };
+            println!(
+                "  {what} {}  {}  {}",
+                d.id.short(),
+                output::local_time(&d.snapshot.time),
+                d.reasons.join(", ")
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,121 @@
+use std::process::ExitCode;
+
+use anyhow::{Result, bail};
+use clap::Args;
+
+use cairn::prune::{self, PruneOptions, PruneSummary};
+
+use super::{GlobalArgs, open, output, signals};
+
+#[derive(Args, Clone)]
+pub struct PruneArgs {
+    /// Repack packs of which more than this percentage is unused
+    #[arg(long, value_name = "PERCENT", default_value_t = 10.0)]
+    max_unused: f64,
+    /// Repack at most this much per run (bytes, or with K/M/G/T suffix)
+    #[arg(long, value_name = "SIZE")]
+    max_repack_size: Option<String>,
+}
+
+impl PruneArgs {
+    pub fn options(&self, dry_run: bool) -> Result<PruneOptions> {
+        if !(0.0..=100.0).contains(&self.max_unused) {
+            bail!("--max-unused must be a percentage between 0 and 100");
+        }
+        let max_repack_bytes = match &self.max_repack_size {
+            Some(s) => Some(parse_size(s)?),
+            None => None,
+        };
+        Ok(PruneOptions {
+            max_unused_percent: self.max_unused,
+            max_repack_bytes,
+            dry_run,
+        })
+    }
+}
+
+fn parse_size(s: &str) -> Result<u64> {
+    let t = s.trim();
+    let (num, mult) = match t.chars().last().map(|c| c.to_ascii_uppercase()) {
+        Some('K') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('M') => (&t[..t.len() - 1], 1 << 20),
+        Some('G') => (&t[..t.len() - 1], 1 << 30),
+        Some('T') => (&t[..t.len() - 1], 1 << 40),
+        _ => (t, 1),
+    };
+    num.trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| anyhow::anyhow!("{s:?} is not a size (e.g. 500M, 10G)"))
+}
+
+#[derive(Args)]
+pub struct PruneCmd {
+    #[command(flatten)]
+    opts: PruneArgs,
+    /// Print what would be deleted and repacked, and change nothing
+    #[arg(short = 'n', long)]
+    dry_run: bool,
+}
+
+pub fn run(g: &GlobalArgs, a: PruneCmd) -> Result<ExitCode> {
+    let repo = open(g)?;
+    run_with(g, &repo, &a.opts, a.dry_run)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run_with(
+    g: &GlobalArgs,
+    repo: &std::sync::Arc<cairn::repository::Repository>,
+    a: &PruneArgs,
+    dry_run: bool,
+) -> Result<()> {
+    let opts = a.options(dry_run)?;
+    let quiet = g.quiet || g.json;
+    let report = move |m: &str| {
+        if !quiet {
+            eprintln!("{m}");
+        }
+    };
+    let s = prune::prune(repo, &opts, &signals::INTERRUPTED, &report)?;
+    print_summary(g, &s)
+}
+
+fn print_summary(g: &GlobalArgs, s: &PruneSummary) -> Result<()> {
+    if g.json {
+        let mut v = serde_json::to_value(s)?;
+        if let Some(o) = v.as_object_mut() {
+            o.insert("message_type".into(), "prune".into());
+        }
+        return output::print_json(&v);
+    }
+    if g.quiet {
+        return Ok(());
+    }
+    let b = output::bytes;
+    let verb = if s.dry_run { "would" } else { "did" };
+    println!(
+        "{} snapshots use {} blobs; {} blobs are unused",
+        s.snapshots, s.used_blobs, s.unused_blobs
+    );
+    println!(
+        "{verb} delete {} unused packs ({}) and {} unindexed packs ({})",
+        s.packs_deleted,
+        b(s.bytes_deleted),
+        s.packs_unindexed_deleted,
+        b(s.bytes_unindexed_deleted)
+    );
+    println!(
+        "{verb} repack {} packs ({})",
+        s.packs_repacked,
+        b(s.bytes_repacked)
+    );
+    println!(
+        "repository: {} in {} packs before, {} after",
+        b(s.bytes_before),
+        s.packs_before,
+        b(s.bytes_after)
+    );
+    Ok(())
+}
