@@ -255,6 +255,19 @@ fn apply(ds: &mut [Decision], policy: &KeepPolicy) {
     }
 }
 
+/// Removes snapshot files under an exclusive lock. Their data stays until `prune`.
+pub fn remove_snapshots(
+    repo: &std::sync::Arc<crate::repository::Repository>,
+    ids: &[SnapshotId],
+) -> Result<()> {
+    let _lock = crate::lock::acquire(repo, true)?;
+    for id in ids {
+        repo.backend()
+            .remove(crate::backend::FileType::Snapshot, &id.to_hex())?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -366,17 +379,4 @@ mod tests {
             assert!(Within::parse(bad).is_err(), "{bad}");
         }
     }
-}
-
-/// Removes snapshot files under an exclusive lock. Their data stays until `prune`.
-pub fn remove_snapshots(
-    repo: &std::sync::Arc<crate::repository::Repository>,
-    ids: &[SnapshotId],
-) -> Result<()> {
-    let _lock = crate::lock::acquire(repo, true)?;
-    for id in ids {
-        repo.backend()
-            .remove(crate::backend::FileType::Snapshot, &id.to_hex())?;
-    }
-    Ok(())
 }

@@ -6,6 +6,7 @@
 //! 2. new index files naming every kept pack and every new pack;
 //! 3. deletion of the old index files;
 //! 4. deletion of the packs no longer named by any index.
+//!
 //! A crash after 1 leaves unindexed packs (the next prune deletes them); after 2,
 //! blobs indexed twice (harmless); after 3, unindexed old packs (deleted next time).
 //! Prune runs under an exclusive lock and refuses to delete anything when a blob a
