@@ -18,6 +18,7 @@ pub mod keyfile;
 pub mod lock;
 pub mod pack;
 pub mod prune;
+pub mod repair;
 pub mod repository;
 pub mod restorer;
 pub mod select;

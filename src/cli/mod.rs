@@ -10,6 +10,7 @@ mod ls;
 mod output;
 mod password;
 mod prune;
+mod repair;
 mod restore;
 pub mod signals;
 mod snapshots;
@@ -87,6 +88,8 @@ enum Cmd {
     Forget(forget::ForgetArgs),
     /// Delete data no snapshot needs, and repack mostly unused packs
     Prune(prune::PruneCmd),
+    /// Rebuild the index, or rewrite snapshots that name lost data
+    Repair(repair::RepairArgs),
 }
 
 /// Snapshot filters shared by commands that choose snapshots.
@@ -136,6 +139,7 @@ pub fn run() -> Result<ExitCode> {
         Cmd::Unlock(a) => unlock::run(g, a),
         Cmd::Forget(a) => forget::run(g, a),
         Cmd::Prune(a) => prune::run(g, a),
+        Cmd::Repair(a) => repair::run(g, a),
     }
 }
 

@@ -1,0 +1,77 @@
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+
+use super::{GlobalArgs, open, output};
+
+#[derive(Args)]
+pub struct RepairArgs {
+    #[command(subcommand)]
+    what: What,
+}
+
+#[derive(Subcommand)]
+enum What {
+    /// Rebuild the index from the pack files
+    Index {
+        /// Print what would be done, and change nothing
+        #[arg(short = 'n', long)]
+        dry_run: bool,
+    },
+    /// Rewrite snapshots that name lost data, dropping what is lost
+    Snapshots {
+        /// Print what would be dropped, and change nothing
+        #[arg(short = 'n', long)]
+        dry_run: bool,
+        /// Remove the damaged originals once their repaired versions are written
+        #[arg(long)]
+        forget: bool,
+    },
+}
+
+pub fn run(g: &GlobalArgs, a: RepairArgs) -> Result<ExitCode> {
+    let repo = open(g)?;
+    let quiet = g.quiet || g.json;
+    let report = move |m: &str| {
+        if !quiet {
+            eprintln!("{m}");
+        }
+    };
+    match a.what {
+        What::Index { dry_run } => {
+            let s = cairn::repair::repair_index(&repo, dry_run, &report)?;
+            if g.json {
+                output::print_json(&s)?;
+            } else if !g.quiet {
+                let verb = if dry_run { "would index" } else { "indexed" };
+                println!(
+                    "{verb} {} of {} packs ({} headers read, {} unreadable); replaced {} index files with {}",
+                    s.packs_indexed,
+                    s.packs,
+                    s.headers_read,
+                    s.packs_unreadable,
+                    s.index_files_removed,
+                    s.index_files_written
+                );
+            }
+        }
+        What::Snapshots { dry_run, forget } => {
+            let s = cairn::repair::repair_snapshots(&repo, dry_run, forget, &report)?;
+            if g.json {
+                output::print_json(&s)?;
+            } else if !g.quiet {
+                println!(
+                    "{} of {} snapshots name lost data ({} entries dropped); {} repaired snapshots written, {} originals removed{}",
+                    s.snapshots_damaged,
+                    s.snapshots,
+                    s.entries_dropped,
+                    s.snapshots_written,
+                    s.snapshots_removed,
+                    if dry_run { " (dry run)" } else { "" }
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,283 @@
+//! `repair index` and `repair snapshots`.
+//!
+//! `repair index` rebuilds the index from the packs themselves: entries of readable
+//! index files are kept for packs whose size matches, every other pack's header is
+//! read. New index files are written before the old ones are deleted.
+//!
+//! `repair snapshots` rewrites snapshots whose trees name blobs that are gone
+//! (missing from the index, or in a pack that is missing): files with lost data and
+//! directories whose tree is lost are dropped, each drop is recorded in the new
+//! snapshot's `errors`, and the new snapshot is tagged `repaired`.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::archiver::saver::Saver;
+use crate::backend::FileType;
+use crate::error::Result;
+use crate::id::{BlobId, IndexId, PackId};
+use crate::index::{Index, IndexFile, IndexPack};
+use crate::pack;
+use crate::prune::PACKS_PER_INDEX_FILE;
+use crate::repository::Repository;
+use crate::snapshot::SourceProblem;
+use crate::tree::{NodeKind, Tree};
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RepairIndexSummary {
+    pub packs: u64,
+    pub headers_read: u64,
+    pub packs_indexed: u64,
+    pub packs_unreadable: u64,
+    pub index_files_removed: u64,
+    pub index_files_written: u64,
+}
+
+pub fn repair_index(
+    repo: &Arc<Repository>,
+    dry_run: bool,
+    report: &dyn Fn(&str),
+) -> Result<RepairIndexSummary> {
+    let _lock = crate::lock::acquire(repo, true)?;
+    let mut s = RepairIndexSummary::default();
+    let old_files = repo.list_ids(FileType::Index, IndexId::from_hex)?;
+    let mut known: HashMap<PackId, IndexPack> = HashMap::new();
+    for id in &old_files {
+        match repo.load_index_file(id) {
+            Ok(f) => {
+                for p in f.packs {
+                    known.entry(p.id).or_insert(p);
+                }
+            }
+            Err(e) => report(&format!(
+                "index {id} is unreadable and will be replaced: {e}"
+            )),
+        }
+    }
+    let mut packs = Vec::new();
+    for e in repo.backend().list(FileType::Pack)? {
+        let Ok(id) = PackId::from_hex(&e.name) else {
+            continue;
+        };
+        s.packs += 1;
+        if let Some(p) = known.remove(&id).filter(|p| p.size == e.size) {
+            packs.push(p);
+            continue;
+        }
+        s.headers_read += 1;
+        match pack::read_header(repo.backend(), repo.key(), repo.repo_id(), &id, e.size) {
+            Ok(blobs) => packs.push(IndexPack {
+                id,
+                size: e.size,
+                blobs,
+            }),
+            Err(err) => {
+                s.packs_unreadable += 1;
+                report(&format!(
+                    "pack {id}: {err}; its blobs can't be indexed (snapshots using them need `repair snapshots`)"
+                ));
+            }
+        }
+    }
+    for id in known.keys() {
+        report(&format!(
+            "pack {id} is listed in the index but missing from storage; dropping it"
+        ));
+    }
+    s.packs_indexed = packs.len() as u64;
+    if dry_run {
+        return Ok(s);
+    }
+    for chunk in packs.chunks(PACKS_PER_INDEX_FILE) {
+        repo.save_index(&IndexFile {
+            packs: chunk.to_vec(),
+        })?;
+        s.index_files_written += 1;
+    }
+    for id in &old_files {
+        repo.backend().remove(FileType::Index, &id.to_hex())?;
+        s.index_files_removed += 1;
+    }
+    Ok(s)
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RepairSnapshotsSummary {
+    pub snapshots: u64,
+    pub snapshots_damaged: u64,
+    pub snapshots_written: u64,
+    pub snapshots_removed: u64,
+    pub entries_dropped: u64,
+}
+
+struct Rewriter<'a> {
+    repo: &'a Repository,
+    index: &'a Index,
+    saver: Option<Saver>,
+    /// Old tree id → new tree id and what was dropped beneath it (relative paths).
+    memo: HashMap<BlobId, (BlobId, Vec<(String, String)>)>,
+}
+
+impl Rewriter<'_> {
+    fn present(&self, id: &BlobId) -> bool {
+        self.index.contains(id)
+    }
+
+    /// The repaired version of tree `id`, and the entries dropped under it.
+    fn rewrite(&mut self, id: BlobId) -> Result<(BlobId, Vec<(String, String)>)> {
+        if let Some(done) = self.memo.get(&id) {
+            return Ok(done.clone());
+        }
+        let mut tree = match self
+            .present(&id)
+            .then(|| self.repo.load_tree(self.index, &id))
+        {
+            Some(Ok(t)) => t,
+            Some(Err(e)) => {
+                return Ok((
+                    self.empty_tree()?,
+                    vec![(String::new(), format!("directory tree unreadable: {e}"))],
+                ));
+            }
+            None => {
+                return Ok((
+                    self.empty_tree()?,
+                    vec![(String::new(), "directory tree missing".into())],
+                ));
+            }
+        };
+        let mut dropped = Vec::new();
+        let mut changed = false;
+        let mut kept = Vec::with_capacity(tree.nodes.len());
+        for mut node in std::mem::take(&mut tree.nodes) {
+            let name = node.name_lossy();
+            if node.kind == NodeKind::Dir {
+                if let Some(sub) = node.subtree {
+                    let (new, below) = self.rewrite(sub)?;
+                    for (p, why) in below {
+                        dropped.push((
+                            if p.is_empty() {
+                                name.clone()
+                            } else {
+                                format!("{name}/{p}")
+                            },
+                            why,
+                        ));
+                    }
+                    if new != sub {
+                        node.subtree = Some(new);
+                        changed = true;
+                    }
+                }
+                kept.push(node);
+                continue;
+            }
+            let lost = node.content.iter().filter(|b| !self.present(b)).count();
+            if lost > 0 {
+                dropped.push((
+                    name,
+                    format!("{lost} of {} data blobs lost", node.content.len()),
+                ));
+                changed = true;
+                continue;
+            }
+            kept.push(node);
+        }
+        tree.nodes = kept;
+        let new_id = if changed { self.save(&mut tree)? } else { id };
+        self.memo.insert(id, (new_id, dropped.clone()));
+        Ok((new_id, dropped))
+    }
+
+    fn empty_tree(&mut self) -> Result<BlobId> {
+        self.save(&mut Tree::default())
+    }
+
+    fn save(&mut self, tree: &mut Tree) -> Result<BlobId> {
+        match &mut self.saver {
+            Some(s) => s.save_tree(tree),
+            // Dry run: the id the tree would get.
+            None => Ok(self.repo.key().blob_id(&tree.encode())),
+        }
+    }
+}
+
+pub fn repair_snapshots(
+    repo: &Arc<Repository>,
+    dry_run: bool,
+    forget_damaged: bool,
+    report: &dyn Fn(&str),
+) -> Result<RepairSnapshotsSummary> {
+    let _lock = crate::lock::acquire(repo, true)?;
+    // Only packs that exist: a blob in a missing pack is lost, and must not count
+    // as present when the saver deduplicates repaired trees either.
+    let stored: HashSet<PackId> = repo
+        .backend()
+        .list(FileType::Pack)?
+        .into_iter()
+        .filter_map(|e| PackId::from_hex(&e.name).ok())
+        .collect();
+    let mut index = Index::new();
+    for id in repo.list_ids(FileType::Index, IndexId::from_hex)? {
+        let mut f = repo.load_index_file(&id)?;
+        f.packs.retain(|p| stored.contains(&p.id));
+        index.add_file(&f);
+    }
+    let index = Arc::new(index);
+    let mut rw = Rewriter {
+        repo,
+        index: &index,
+        saver: (!dry_run).then(|| Saver::new(Arc::clone(repo), Arc::clone(&index))),
+        memo: HashMap::new(),
+    };
+    let mut s = RepairSnapshotsSummary::default();
+    let mut new_snapshots = Vec::new();
+    for (id, snap) in repo.list_snapshots()? {
+        s.snapshots += 1;
+        let (new_tree, dropped) = rw.rewrite(snap.tree)?;
+        if new_tree == snap.tree {
+            continue;
+        }
+        s.snapshots_damaged += 1;
+        s.entries_dropped += dropped.len() as u64;
+        for (p, why) in &dropped {
+            report(&format!("snapshot {}: dropping /{p}: {why}", id.short()));
+        }
+        let mut fixed = snap.clone();
+        fixed.tree = new_tree;
+        fixed.parent = Some(id);
+        if !fixed.tags.iter().any(|t| t == "repaired") {
+            fixed.tags.push("repaired".into());
+        }
+        fixed
+            .errors
+            .extend(dropped.into_iter().map(|(p, why)| SourceProblem {
+                path: format!("/{p}"),
+                error: format!("dropped by `cairn repair snapshots`: {why}"),
+            }));
+        new_snapshots.push((id, fixed));
+    }
+    if let Some(saver) = &mut rw.saver {
+        saver.finish()?;
+    }
+    if dry_run {
+        return Ok(s);
+    }
+    // The repaired trees are durable (saver.finish) before any snapshot names them.
+    for (old, fixed) in new_snapshots {
+        let (new_id, _) = repo.save_snapshot(&fixed)?;
+        s.snapshots_written += 1;
+        report(&format!(
+            "snapshot {} repaired as {}",
+            old.short(),
+            new_id.short()
+        ));
+        if forget_damaged {
+            repo.backend().remove(FileType::Snapshot, &old.to_hex())?;
+            s.snapshots_removed += 1;
+        }
+    }
+    Ok(s)
+}
