@@ -4,5 +4,6 @@ mod common;
 mod dedup;
 mod errors;
 mod fixture;
+mod health;
 mod roundtrip;
 mod vectors;
