@@ -528,11 +528,16 @@ fn verify_pack(repo: &Repository, id: &PackId, indexed: Option<&IndexedPack>, r:
                 "lies past the end of the pack",
             )),
         };
-        if let Err(err) = result {
-            r.error(
+        match result {
+            Ok(()) => {}
+            Err(Error::Corrupt { reason, .. }) => r.error(
+                format!("blob {}", e.id),
+                format!("in pack {}: {reason}", id.short()),
+            ),
+            Err(err) => r.error(
                 format!("blob {}", e.id),
                 format!("in pack {}: {err}", id.short()),
-            );
+            ),
         }
     }
 }

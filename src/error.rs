@@ -44,7 +44,7 @@ pub enum Error {
         supported: u8,
     },
 
-    #[error("{what} is corrupt: {reason}; run `cairn check` to see the extent of the damage")]
+    #[error("{what} is corrupt: {reason}")]
     Corrupt { what: String, reason: String },
 
     #[error("{what} is missing from the repository: {reason}")]

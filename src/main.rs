@@ -9,7 +9,7 @@ fn main() -> ExitCode {
     match cli::run() {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("cairn: {}", cli::render_error(&err));
+            eprintln!("cairn: {}{}", cli::render_error(&err), cli::hint(&err));
             ExitCode::from(cli::exit_code(&err))
         }
     }

@@ -125,8 +125,14 @@ impl FilterArgs {
     }
 }
 
+/// Set while `check` runs: its errors are the report, not a reason to run it.
+static IN_CHECK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 pub fn run() -> Result<ExitCode> {
     let cli = Cli::parse();
+    if matches!(cli.command, Cmd::Check(_)) {
+        IN_CHECK.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
     let g = &cli.global;
     match cli.command {
         Cmd::Init(a) => init::run(g, a),
@@ -173,6 +179,17 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
         Some(cairn::Error::WrongPassword { .. }) => EXIT_WRONG_PASSWORD,
         Some(cairn::Error::Interrupted) => EXIT_INTERRUPTED,
         _ => EXIT_ERROR,
+    }
+}
+
+/// What to do next, for errors where that is not obvious.
+pub fn hint(err: &anyhow::Error) -> &'static str {
+    let in_check = IN_CHECK.load(std::sync::atomic::Ordering::Relaxed);
+    match library_error(err) {
+        Some(cairn::Error::Corrupt { .. }) if !in_check => {
+            "\nrun `cairn check --read-data` to see the extent of the damage"
+        }
+        _ => "",
     }
 }
 
