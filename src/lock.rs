@@ -260,3 +260,49 @@ pub fn unlock(repo: &Repository, all: bool) -> Result<Vec<Unlocked>> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::LocalBackend;
+    use crate::crypto::KdfParams;
+    use crate::repository::InitOptions;
+
+    fn repo() -> (tempfile::TempDir, Arc<Repository>) {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = InitOptions {
+            kdf: Some(KdfParams::new(64, 1).unwrap()),
+            ..Default::default()
+        };
+        let r = Repository::init(
+            Arc::new(LocalBackend::new(dir.path().join("r"))),
+            b"pw",
+            opts,
+        )
+        .unwrap();
+        (dir, Arc::new(r))
+    }
+
+    #[test]
+    fn a_lock_not_refreshed_in_time_refuses_to_commit() {
+        let (_dir, repo) = repo();
+        let guard = acquire(&repo, false).unwrap();
+        assert!(guard.still_valid().is_ok());
+        // As if the machine had slept for an hour.
+        guard.held.lock().unwrap().refreshed = SystemTime::now() - Duration::from_secs(3600);
+        assert!(matches!(guard.still_valid(), Err(Error::Locked(_))));
+    }
+
+    #[test]
+    fn shared_locks_coexist_and_exclusive_ones_conflict() {
+        let (_dir, repo) = repo();
+        let a = acquire(&repo, false).unwrap();
+        let b = acquire(&repo, false).unwrap();
+        assert!(matches!(acquire(&repo, true), Err(Error::Locked(_))));
+        drop((a, b));
+        let x = acquire(&repo, true).unwrap();
+        assert!(matches!(acquire(&repo, false), Err(Error::Locked(_))));
+        drop(x);
+        assert!(repo.backend().list(FileType::Lock).unwrap().is_empty());
+    }
+}

@@ -389,3 +389,41 @@ fn unlock_removes_stale_locks_only_unless_told() {
     env.ok(&["unlock", "--remove-all"]);
     assert!(!junk.exists());
 }
+
+#[test]
+fn blobs_stored_twice_are_noted_and_prune_keeps_one_copy() {
+    let env = Env::with_repo(&["--pack-size", "1"]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).expect("mkdir");
+    let mut rng = common::rng(61);
+    for i in 0..6 {
+        fs::write(
+            src.join(format!("{i}.bin")),
+            common::random_bytes(&mut rng, 700_000),
+        )
+        .expect("write");
+    }
+    let s = src.to_str().expect("utf-8").to_string();
+    // Two backups of the same data at once can't see each other's new blobs.
+    let a = env.cmd().args(["backup", "-q", &s]).spawn().expect("spawn");
+    let b = env.cmd().args(["backup", "-q", &s]).spawn().expect("spawn");
+    assert!(a.wait_with_output().expect("wait").status.success());
+    assert!(b.wait_with_output().expect("wait").status.success());
+    let out = env.run(&["check", "--read-data"]);
+    assert!(
+        out.status.success(),
+        "duplicates are not damage: {}",
+        stderr(&out)
+    );
+    let noted = stderr(&out).contains("more than once");
+    env.ok(&["forget", "--keep-last", "1"]);
+    env.ok(&["prune", "--max-unused", "0"]);
+    let out = env.run(&["check", "--read-data"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        !stderr(&out).contains("more than once"),
+        "prune left duplicates (noted before: {noted}): {}",
+        stderr(&out)
+    );
+    restore_latest_matches(&env, &src);
+}
