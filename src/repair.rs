@@ -234,7 +234,13 @@ pub fn repair_snapshots(
     };
     let mut s = RepairSnapshotsSummary::default();
     let mut new_snapshots = Vec::new();
-    for (id, snap) in repo.list_snapshots()? {
+    let (snapshots, unreadable) = repo.list_snapshots_lenient()?;
+    for (id, e) in &unreadable {
+        report(&format!(
+            "snapshot {id} is unreadable ({e}); it can't be repaired — remove it with `cairn forget {id}`"
+        ));
+    }
+    for (id, snap) in snapshots {
         s.snapshots += 1;
         let (new_tree, dropped) = rw.rewrite(snap.tree)?;
         if new_tree == snap.tree {

@@ -40,6 +40,9 @@ impl Default for InitOptions {
     }
 }
 
+/// Readable snapshots (oldest first) and unreadable ones with their errors.
+pub type Snapshots = (Vec<(SnapshotId, Snapshot)>, Vec<(SnapshotId, Error)>);
+
 pub struct Repository {
     backend: Arc<dyn Backend>,
     key: MasterKey,
@@ -84,6 +87,12 @@ impl Repository {
         let raw = backend.read(FileType::Config, "config", config::CONFIG_MAX_LEN)?;
         let repo_id = Config::peek_repo_id(&raw)?;
         let keys = backend.list(FileType::Key)?;
+        if keys.is_empty() {
+            return Err(Error::corrupt(
+                format!("{}/keys", backend.location()),
+                "there are no key files, so nothing can open the repository",
+            ));
+        }
         let mut last_err = None;
         for entry in &keys {
             let id = KeyId::from_hex(&entry.name)?;
@@ -243,14 +252,29 @@ impl Repository {
         format::from_msgpack(&plain, &what)
     }
 
-    /// All snapshots, oldest first.
+    /// All snapshots, oldest first; any unreadable snapshot is an error. For
+    /// operations that must not overlook one (prune would delete its data).
     pub fn list_snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
+        let (ok, mut bad) = self.list_snapshots_lenient()?;
+        match bad.pop() {
+            Some((_, e)) => Err(e),
+            None => Ok(ok),
+        }
+    }
+
+    /// Readable snapshots, oldest first, and the unreadable ones with their errors:
+    /// one damaged snapshot must not hide the others from listing and restores.
+    pub fn list_snapshots_lenient(&self) -> Result<Snapshots> {
         let mut out = Vec::new();
+        let mut bad = Vec::new();
         for id in self.list_ids(FileType::Snapshot, SnapshotId::from_hex)? {
-            out.push((id, self.load_snapshot(&id)?));
+            match self.load_snapshot(&id) {
+                Ok(s) => out.push((id, s)),
+                Err(e) => bad.push((id, e)),
+            }
         }
         out.sort_by_key(|(id, s)| (s.sort_key(), *id));
-        Ok(out)
+        Ok((out, bad))
     }
 
     pub fn write_pack(&self, p: &FinishedPack) -> Result<()> {

@@ -28,6 +28,8 @@ pub struct Selected {
     pub snapshot: Snapshot,
     /// The part after `:`, if any.
     pub path: Option<String>,
+    /// Snapshots that could not be read and so were not considered.
+    pub skipped: Vec<(SnapshotId, crate::error::Error)>,
 }
 
 pub fn resolve(repo: &Repository, spec: &str, filter: &SnapshotFilter) -> Result<Selected> {
@@ -35,13 +37,28 @@ pub fn resolve(repo: &Repository, spec: &str, filter: &SnapshotFilter) -> Result
         Some((a, b)) => (a, Some(b.to_string())),
         None => (spec, None),
     };
-    let all: Vec<(SnapshotId, Snapshot)> = repo
-        .list_snapshots()?
-        .into_iter()
-        .filter(|(_, s)| filter.matches(s))
-        .collect();
-    let (id, snapshot) = pick(all, id_spec)?;
-    Ok(Selected { id, snapshot, path })
+    let (all, skipped) = repo.list_snapshots_lenient()?;
+    let all: Vec<(SnapshotId, Snapshot)> =
+        all.into_iter().filter(|(_, s)| filter.matches(s)).collect();
+    let (id, snapshot) = match pick(all, id_spec) {
+        Ok(found) => found,
+        // If the wanted snapshot is among the unreadable ones, say why it can't be used.
+        Err(e) => match skipped
+            .into_iter()
+            .find(|(id, _)| id.to_hex().starts_with(&id_spec.to_ascii_lowercase()))
+        {
+            Some((_, why)) if !id_spec.is_empty() && !id_spec.starts_with("latest") => {
+                return Err(why);
+            }
+            _ => return Err(e),
+        },
+    };
+    Ok(Selected {
+        id,
+        snapshot,
+        path,
+        skipped,
+    })
 }
 
 fn pick(mut all: Vec<(SnapshotId, Snapshot)>, spec: &str) -> Result<(SnapshotId, Snapshot)> {
@@ -95,9 +112,15 @@ pub fn find_parent(
 ) -> Result<Option<(SnapshotId, Snapshot)>> {
     let mut want: Vec<&String> = paths.iter().collect();
     want.sort();
-    Ok(repo.list_snapshots()?.into_iter().rev().find(|(_, s)| {
-        let mut have: Vec<&String> = s.paths.iter().collect();
-        have.sort();
-        s.hostname == host && have == want
-    }))
+    // An unreadable snapshot can't serve as a parent; the others still can.
+    Ok(repo
+        .list_snapshots_lenient()?
+        .0
+        .into_iter()
+        .rev()
+        .find(|(_, s)| {
+            let mut have: Vec<&String> = s.paths.iter().collect();
+            have.sort();
+            s.hostname == host && have == want
+        }))
 }

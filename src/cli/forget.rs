@@ -76,7 +76,25 @@ pub fn run(g: &GlobalArgs, a: ForgetArgs) -> Result<ExitCode> {
         }
         let mut ids = Vec::new();
         for spec in &a.ids {
-            ids.push(cairn::select::resolve(&repo, spec, &filter)?.id);
+            match cairn::select::resolve(&repo, spec, &filter) {
+                Ok(sel) => ids.push(sel.id),
+                // A damaged snapshot can still be removed by its full id.
+                Err(e) => match SnapshotId::from_hex(spec) {
+                    Ok(id)
+                        if repo
+                            .backend()
+                            .list(cairn::backend::FileType::Snapshot)?
+                            .iter()
+                            .any(|f| f.name == *spec) =>
+                    {
+                        if !g.quiet {
+                            eprintln!("warning: removing unreadable snapshot {}: {e}", id.short());
+                        }
+                        ids.push(id);
+                    }
+                    _ => return Err(e.into()),
+                },
+            }
         }
         ids
     } else {
@@ -86,11 +104,9 @@ pub fn run(g: &GlobalArgs, a: ForgetArgs) -> Result<ExitCode> {
                  --unsafe-allow-remove-all to remove every matching snapshot"
             );
         }
-        let snaps: Vec<_> = repo
-            .list_snapshots()?
-            .into_iter()
-            .filter(|(_, s)| filter.matches(s))
-            .collect();
+        let (all, unreadable) = repo.list_snapshots_lenient()?;
+        super::warn_skipped(g, &unreadable);
+        let snaps: Vec<_> = all.into_iter().filter(|(_, s)| filter.matches(s)).collect();
         let groups = forget::plan(snaps, &policy, group_by);
         for grp in &groups {
             if !a.unsafe_allow_remove_all && !grp.decisions.iter().any(|d| d.keep()) {

@@ -26,6 +26,7 @@ pub struct LsArgs {
 pub fn run(g: &GlobalArgs, a: LsArgs) -> Result<ExitCode> {
     let repo = open(g)?;
     let sel = cairn::select::resolve(&repo, &a.snapshot, &a.filter.filter()?)?;
+    super::warn_skipped(g, &sel.skipped);
     let index = repo.load_index()?;
     let path = a
         .path

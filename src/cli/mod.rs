@@ -167,6 +167,19 @@ pub fn open(g: &GlobalArgs) -> Result<Arc<Repository>> {
     Ok(Arc::new(repo))
 }
 
+/// Says which snapshots could not be read while choosing one.
+pub fn warn_skipped(g: &GlobalArgs, skipped: &[(cairn::id::SnapshotId, cairn::Error)]) {
+    if g.quiet {
+        return;
+    }
+    for (id, e) in skipped {
+        eprintln!(
+            "warning: snapshot {} is unreadable and was skipped: {e}",
+            id.short()
+        );
+    }
+}
+
 /// The library error inside an anyhow chain, if any.
 fn library_error(err: &anyhow::Error) -> Option<&cairn::Error> {
     err.chain().find_map(|e| e.downcast_ref::<cairn::Error>())

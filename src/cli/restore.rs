@@ -49,6 +49,7 @@ pub fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<ExitCode> {
     if sel.path.is_some() && a.path.is_some() {
         bail!("give the path either as SNAPSHOT:PATH or with --path, not both");
     }
+    super::warn_skipped(g, &sel.skipped);
     let index = repo.load_index()?;
     let path = a
         .path

@@ -14,11 +14,11 @@ pub struct SnapshotsArgs {
 pub fn run(g: &GlobalArgs, a: SnapshotsArgs) -> Result<ExitCode> {
     let repo = open(g)?;
     let filter = a.filter.filter()?;
-    let snaps: Vec<_> = repo
-        .list_snapshots()?
-        .into_iter()
-        .filter(|(_, s)| filter.matches(s))
-        .collect();
+    let (all, unreadable) = repo.list_snapshots_lenient()?;
+    let snaps: Vec<_> = all.into_iter().filter(|(_, s)| filter.matches(s)).collect();
+    for (id, e) in &unreadable {
+        eprintln!("error: snapshot {id}: {e}");
+    }
     if g.json {
         let list: Vec<serde_json::Value> = snaps
             .iter()
@@ -32,6 +32,9 @@ pub fn run(g: &GlobalArgs, a: SnapshotsArgs) -> Result<ExitCode> {
             })
             .collect();
         output::print_json(&list)?;
+        if !unreadable.is_empty() {
+            anyhow::bail!("{} snapshot file(s) could not be read", unreadable.len());
+        }
         return Ok(ExitCode::SUCCESS);
     }
     println!(
@@ -51,6 +54,12 @@ pub fn run(g: &GlobalArgs, a: SnapshotsArgs) -> Result<ExitCode> {
     }
     if !g.quiet {
         println!("{} snapshot(s)", snaps.len());
+    }
+    if !unreadable.is_empty() {
+        anyhow::bail!(
+            "{} snapshot file(s) could not be read; `cairn check` shows the damage, `cairn forget ID` removes one",
+            unreadable.len()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

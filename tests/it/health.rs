@@ -85,23 +85,6 @@ fn truncate(p: &Path) {
     fs::write(p, &b[..b.len() - 100]).expect("write");
 }
 
-/// Runs `check` (with `extra` flags); asserts it fails and its output names `what`.
-fn check_fails_naming(env: &Env, extra: &[&str], what: &str) {
-    let mut args = vec!["check"];
-    args.extend_from_slice(extra);
-    let out = env.run(&args);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "check {extra:?} passed, expected it to name {what}"
-    );
-    assert!(
-        stderr(&out).contains(what),
-        "check {extra:?} did not name {what}:\n{}",
-        stderr(&out)
-    );
-}
-
 fn check_clean(env: &Env) {
     let out = env.run(&["check", "--read-data"]);
     assert!(out.status.success(), "check not clean:\n{}", stderr(&out));
@@ -147,53 +130,193 @@ fn clean_repository_checks_clean() {
     restore_latest_matches(&env, &src);
 }
 
+#[derive(Clone, Copy, Debug)]
+enum Damage {
+    Flip,
+    FlipHeader,
+    Truncate,
+    Delete,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Target {
+    DataPack,
+    TreePack,
+    Index,
+    Snapshot,
+    Key,
+    Config,
+}
+
+/// What a remedy must achieve.
+enum Expect {
+    /// After these commands, `check --read-data` is clean and the latest snapshot
+    /// (repaired or not) restores.
+    Repaired(&'static [&'static [&'static str]]),
+    /// Damage that can't be undone: it stays reported.
+    Unrepairable,
+}
+
+fn damage_file(p: &Path, d: Damage) {
+    match d {
+        Damage::Flip => flip(p, None),
+        Damage::FlipHeader => flip(p, Some(10)),
+        Damage::Truncate => truncate(p),
+        Damage::Delete => fs::remove_file(p).expect("rm"),
+    }
+}
+
+const REPAIR_ALL: &[&[&str]] = &[
+    &["repair", "index"],
+    &["repair", "snapshots", "--forget"],
+    &["prune", "--max-unused", "0"],
+];
+
+/// Every kind of stored file × flip / truncate / delete: detected by `check`, with
+/// the object named, and then repaired or reported as unrepairable.
 #[test]
-fn damaged_data_pack_is_found_by_read_data() {
-    let (env, _src) = populated();
-    let pack = packs_of_kind(&env, "data").remove(0);
-    flip(&pack, None);
-    // Same size: the structure check can't see it, reading the data does.
-    assert!(env.run(&["check"]).status.success());
-    check_fails_naming(&env, &["--read-data"], &name_of(&pack));
-    // Unrepairable by design (the data is gone); the blob is named too.
-    let out = env.run(&["check", "--read-data"]);
-    assert!(stderr(&out).contains("blob "), "{}", stderr(&out));
+fn corruption_matrix() {
+    use Damage::*;
+    use Target::*;
+    let cases: &[(Target, Damage, &[&str], Expect)] = &[
+        (DataPack, Flip, &["--read-data"], Expect::Unrepairable),
+        (DataPack, FlipHeader, &["--read-data"], Expect::Unrepairable),
+        (DataPack, Truncate, &[], Expect::Repaired(REPAIR_ALL)),
+        (DataPack, Delete, &[], Expect::Repaired(REPAIR_ALL)),
+        (
+            TreePack,
+            Flip,
+            &["--read-data"],
+            Expect::Repaired(REPAIR_ALL),
+        ),
+        (TreePack, Truncate, &[], Expect::Repaired(REPAIR_ALL)),
+        (TreePack, Delete, &[], Expect::Repaired(REPAIR_ALL)),
+        (Index, Flip, &[], Expect::Repaired(&[&["repair", "index"]])),
+        (
+            Index,
+            Truncate,
+            &[],
+            Expect::Repaired(&[&["repair", "index"]]),
+        ),
+        (
+            Index,
+            Delete,
+            &[],
+            Expect::Repaired(&[&["repair", "index"]]),
+        ),
+        (Snapshot, Flip, &[], Expect::Repaired(&[])),
+        (Snapshot, Truncate, &[], Expect::Repaired(&[])),
+        (Key, Flip, &[], Expect::Unrepairable),
+        (Key, Truncate, &[], Expect::Unrepairable),
+        (Key, Delete, &[], Expect::Unrepairable),
+        (Config, Flip, &[], Expect::Unrepairable),
+        (Config, Truncate, &[], Expect::Unrepairable),
+        (Config, Delete, &[], Expect::Unrepairable),
+    ];
+    let (pristine, src) = populated();
+    let trees = packs_of_kind(&pristine, "tree");
+    let datas = packs_of_kind(&pristine, "data");
+    for (target, damage, check_flags, expect) in cases {
+        let label = format!("{target:?}/{damage:?}");
+        let env = Env::new();
+        copy_dir(&pristine.repo, &env.repo);
+        let rel = |p: &Path| {
+            env.repo
+                .join(p.strip_prefix(&pristine.repo).expect("inside repo"))
+        };
+        let file = match target {
+            DataPack => rel(&datas[0]),
+            TreePack => rel(&trees[0]),
+            Index => common::all_files(&env.repo.join("index")).remove(0),
+            Snapshot => common::all_files(&env.repo.join("snapshots")).remove(0),
+            Key => common::all_files(&env.repo.join("keys")).remove(0),
+            Config => env.repo.join("config"),
+        };
+        damage_file(&file, *damage);
+        let mut args = vec!["check"];
+        args.extend_from_slice(check_flags);
+        let out = env.run(&args);
+        assert_ne!(out.status.code(), Some(0), "{label}: check did not notice");
+        let err = stderr(&out);
+        let named = match (target, damage) {
+            (Config, Delete) => err.contains("not a cairn repository"),
+            (Key, Delete) => err.contains("no key files"),
+            (Index, Delete) => err.contains("missing from the index"),
+            _ => err.contains(&name_of(&file)),
+        };
+        assert!(
+            named,
+            "{label}: check did not name {}:\n{err}",
+            name_of(&file)
+        );
+        match expect {
+            Expect::Unrepairable => {
+                let again = env.run(&args);
+                assert_ne!(
+                    again.status.code(),
+                    Some(0),
+                    "{label}: damage vanished by itself"
+                );
+            }
+            Expect::Repaired(steps) => {
+                if matches!(target, Snapshot) {
+                    env.ok(&["forget", &name_of(&file)]);
+                }
+                for step in *steps {
+                    env.ok(step);
+                }
+                let out = env.run(&["check", "--read-data"]);
+                assert!(
+                    out.status.success(),
+                    "{label}: not clean after repair:\n{}",
+                    stderr(&out)
+                );
+                // What survived restores and verifies.
+                let target_dir = env.path("restored");
+                let out = env.run(&[
+                    "restore",
+                    "latest",
+                    "--target",
+                    target_dir.to_str().expect("utf-8"),
+                    "--verify",
+                ]);
+                assert!(
+                    out.status.success(),
+                    "{label}: restore after repair failed:\n{}",
+                    stderr(&out)
+                );
+            }
+        }
+    }
+    // The pristine repository still restores exactly.
+    restore_latest_matches(&pristine, &src);
 }
 
 #[test]
-fn damaged_pack_header_is_found_and_index_still_reads_it() {
-    let (env, src) = populated();
-    let pack = packs_of_kind(&env, "data").remove(0);
-    flip(&pack, Some(10));
-    check_fails_naming(&env, &["--read-data"], &name_of(&pack));
-    // The index still locates every blob, so restores work despite the header.
-    restore_latest_matches(&env, &src);
-}
-
-#[test]
-fn truncated_pack_is_found_by_the_structure_check() {
-    let (env, _src) = populated();
-    let pack = packs_of_kind(&env, "data").remove(0);
-    truncate(&pack);
-    check_fails_naming(&env, &[], &name_of(&pack));
-}
-
-#[test]
-fn deleted_data_pack_is_found_and_repair_drops_what_is_lost() {
+fn prune_refuses_when_needed_data_is_missing_and_repair_records_what_it_drops() {
     let (env, _src) = populated();
     let pack = packs_of_kind(&env, "data").remove(0);
     fs::remove_file(&pack).expect("rm");
-    check_fails_naming(&env, &[], &name_of(&pack));
-    // Prune refuses to run, and deletes nothing.
     let before = common::all_files(&env.repo).len();
     let out = env.run(&["prune"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("repair"), "{}", stderr(&out));
-    assert_eq!(common::all_files(&env.repo).len(), before);
+    assert_eq!(
+        common::all_files(&env.repo).len(),
+        before,
+        "prune deleted something"
+    );
 
     env.ok(&["repair", "index"]);
+    let dry = env.run(&["repair", "snapshots", "--dry-run"]);
+    assert!(dry.status.success());
+    assert!(stderr(&dry).contains("dropping"), "{}", stderr(&dry));
+    assert_eq!(
+        common::all_files(&env.repo).len(),
+        before - 1,
+        "dry run wrote something"
+    );
     env.ok(&["repair", "snapshots", "--forget"]);
-    check_clean(&env);
     let snaps: serde_json::Value =
         serde_json::from_str(&env.ok(&["snapshots", "--json"])).expect("json");
     for s in snaps.as_array().expect("array") {
@@ -213,64 +336,12 @@ fn deleted_data_pack_is_found_and_repair_drops_what_is_lost() {
 }
 
 #[test]
-fn deleted_tree_pack_is_found_and_repaired() {
-    let (env, _src) = populated();
-    let pack = packs_of_kind(&env, "tree").remove(0);
-    fs::remove_file(&pack).expect("rm");
-    check_fails_naming(&env, &[], &name_of(&pack));
-    env.ok(&["repair", "index"]);
-    env.ok(&["repair", "snapshots", "--forget"]);
-    check_clean(&env);
-}
-
-#[test]
-fn damaged_or_deleted_index_file_is_repaired() {
-    for damage in ["flip", "truncate", "delete"] {
-        let (env, src) = populated();
-        let idx = common::all_files(&env.repo.join("index")).remove(0);
-        match damage {
-            "flip" => flip(&idx, None),
-            "truncate" => truncate(&idx),
-            _ => fs::remove_file(&idx).expect("rm"),
-        }
-        let expect = if damage == "delete" {
-            "missing from the index".to_string()
-        } else {
-            name_of(&idx)
-        };
-        check_fails_naming(&env, &[], &expect);
-        env.ok(&["repair", "index"]);
-        check_clean(&env);
-        restore_latest_matches(&env, &src);
-    }
-}
-
-#[test]
-fn damaged_snapshot_key_and_config_are_named() {
-    let (env, _src) = populated();
-    let work = env.path("pristine");
-    copy_dir(&env.repo, &work);
-    let reset = || {
-        fs::remove_dir_all(&env.repo).expect("rm");
-        copy_dir(&work, &env.repo);
-    };
-
-    let snap = common::all_files(&env.repo.join("snapshots")).remove(0);
-    flip(&snap, None);
-    check_fails_naming(&env, &[], &name_of(&snap));
-    reset();
-
-    let key = common::all_files(&env.repo.join("keys")).remove(0);
-    flip(&key, None);
-    let out = env.run(&["check"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains(&name_of(&key)), "{}", stderr(&out));
-    reset();
-
-    flip(&env.repo.join("config"), Some(5));
-    let out = env.run(&["check"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("config"), "{}", stderr(&out));
+fn damaged_pack_header_does_not_stop_restores() {
+    let (env, src) = populated();
+    let pack = packs_of_kind(&env, "data").remove(0);
+    flip(&pack, Some(10));
+    // The index still locates every blob.
+    restore_latest_matches(&env, &src);
 }
 
 #[test]
