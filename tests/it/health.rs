@@ -319,20 +319,27 @@ fn prune_refuses_when_needed_data_is_missing_and_repair_records_what_it_drops() 
     env.ok(&["repair", "snapshots", "--forget"]);
     let snaps: serde_json::Value =
         serde_json::from_str(&env.ok(&["snapshots", "--json"])).expect("json");
-    for s in snaps.as_array().expect("array") {
-        assert!(
+    let repaired: Vec<&serde_json::Value> = snaps
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter(|s| {
             s["tags"]
                 .as_array()
                 .expect("tags")
                 .iter()
-                .any(|t| t == "repaired"),
-            "{s}"
-        );
+                .any(|t| t == "repaired")
+        })
+        .collect();
+    assert!(!repaired.is_empty(), "{snaps}");
+    for s in repaired {
         assert!(
             !s["errors"].as_array().expect("errors").is_empty(),
             "dropped files recorded: {s}"
         );
     }
+    let out = env.run(&["check", "--read-data"]);
+    assert!(out.status.success(), "{}", stderr(&out));
 }
 
 #[test]
