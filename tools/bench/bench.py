@@ -1,0 +1,320 @@
+#!/usr/bin/env python3
+"""Benchmark cairn against restic and borg (and optionally rustic and bupstash)
+on the same generated data, in one run, and report ratios of medians.
+
+Datasets (deterministic, generated once into the work directory):
+  small       many small files: image-like (incompressible) and text-like
+  checkpoint  one model checkpoint, then a second version with a few contiguous
+              regions rewritten
+  logs        compressible log files
+
+For each tool and dataset: first backup, unchanged re-backup, (checkpoint) backup
+of the changed version and the bytes it added, full restore, check with full data
+verification, repository size and peak RSS. The "limit" figure is the time to read,
+chunk, hash, compress and encrypt the same bytes on all cores with nothing else
+(tools/bench/limit.rs). Before every timed step the source is read once, so that
+every tool sees the same page cache.
+
+Usage: python3 tools/bench/bench.py [--quick] [--runs N] [--workdir DIR]
+                                    [--with-rustic] [--with-bupstash] [--out FILE]
+"""
+
+import argparse
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PASSWORD = "bench password"
+
+
+def sh(cmd, env=None, cwd=None, check=True):
+    """Runs cmd under GNU time; returns (seconds, peak RSS KiB, stdout)."""
+    full = ["/usr/bin/time", "-f", "%e %M", "-o", "/tmp/cairn-bench-time"] + cmd
+    p = subprocess.run(full, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if check and p.returncode != 0:
+        sys.exit(f"command failed ({p.returncode}): {' '.join(cmd)}\n{p.stderr[-2000:]}")
+    secs, rss = Path("/tmp/cairn-bench-time").read_text().split()[-2:]
+    return float(secs), int(rss), p.stdout
+
+
+def ensure_tools(args):
+    missing = [t for t in ("restic", "borg") if shutil.which(t) is None]
+    if shutil.which("/usr/bin/time") is None or not Path("/usr/bin/time").exists():
+        missing.append("time")
+    if missing:
+        pkgs = {"restic": "restic", "borg": "borgbackup", "time": "time"}
+        print(f"installing {missing} from Debian packages", flush=True)
+        subprocess.run(["apt-get", "update", "-qq"], check=True)
+        subprocess.run(["apt-get", "install", "-y", "-qq"] + [pkgs[m] for m in missing], check=True)
+    if args.with_rustic and shutil.which("rustic") is None:
+        subprocess.run(["cargo", "install", "--locked", "rustic-rs"], check=True)
+    if args.with_bupstash and shutil.which("bupstash") is None:
+        subprocess.run(["apt-get", "install", "-y", "-qq", "libsodium-dev", "pkg-config"], check=True)
+        subprocess.run(["cargo", "install", "--locked", "bupstash"], check=True)
+    subprocess.run(["cargo", "build", "--release", "--locked", "--quiet", "--bin", "cairn", "--example", "limit"],
+                   cwd=ROOT, check=True)
+
+
+def write(path, data):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+WORDS = [b"epoch", b"loss", b"step", b"INFO", b"grad_norm", b"lr=3e-4", b"checkpoint", b"saved",
+         b"batch", b"eval", b"WARN", b"tokens/s", b"rank", b"0.0021", b"shard"]
+
+
+def text(rng, n):
+    out = bytearray()
+    while len(out) < n:
+        out += b" ".join(rng.choice(WORDS) for _ in range(12)) + b"\n"
+    return bytes(out[:n])
+
+
+def generate(work, quick):
+    data = work / "data"
+    marker = data / ".complete-quick" if quick else data / ".complete"
+    if marker.exists():
+        return data
+    if data.exists():
+        shutil.rmtree(data)
+    rng = random.Random(2026)
+    n_small = 5_000 if quick else 50_000
+    print(f"generating {n_small} small files", flush=True)
+    for i in range(n_small):
+        d = data / "small" / f"shard{i % 100:03d}"
+        if rng.random() < 0.4:
+            write(d / f"img{i:06d}.jpg", rng.randbytes(rng.randint(8 << 10, 96 << 10)))
+        else:
+            write(d / f"rec{i:06d}.jsonl", text(rng, rng.randint(1 << 10, 16 << 10)))
+    size = (256 if quick else 1024) << 20
+    print(f"generating a {size >> 20} MiB checkpoint and its second version", flush=True)
+    ck = data / "checkpoint" / "v1"
+    ck.mkdir(parents=True)
+    with open(ck / "model.ckpt", "wb") as f:
+        for _ in range(size >> 24):
+            f.write(rng.randbytes(16 << 20))
+    v2 = data / "checkpoint" / "v2"
+    v2.mkdir(parents=True)
+    shutil.copyfile(ck / "model.ckpt", v2 / "model.ckpt")
+    regions = []
+    with open(v2 / "model.ckpt", "r+b") as f:
+        for k in range(4):
+            off = (size // 5) * (k + 1) + rng.randint(0, 1 << 20)
+            n = 4 << 20
+            f.seek(off)
+            f.write(rng.randbytes(n))
+            regions.append(n)
+    (data / "checkpoint" / "rewritten").write_text(f"{len(regions)} {sum(regions)}")
+    n_logs = 40 if quick else 200
+    print(f"generating {n_logs} log files", flush=True)
+    for i in range(n_logs):
+        write(data / "logs" / f"train-{i:03d}.log", text(rng, 2 << 20))
+    marker.write_text("ok")
+    return data
+
+
+def warm(path):
+    for p in Path(path).rglob("*"):
+        if p.is_file():
+            with open(p, "rb") as f:
+                while f.read(1 << 24):
+                    pass
+
+
+def du(path):
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+class Tool:
+    name = ""
+
+    def __init__(self, repo):
+        self.repo = Path(repo)
+
+
+class Cairn(Tool):
+    name = "cairn"
+    bin = str(ROOT / "target" / "release" / "cairn")
+
+    def env(self):
+        return dict(os.environ, CAIRN_REPOSITORY=str(self.repo), CAIRN_PASSWORD=PASSWORD)
+
+    def init(self):
+        sh([self.bin, "init", "-q"], env=self.env())
+
+    def backup(self, src):
+        return sh([self.bin, "backup", "-q", str(src)], env=self.env())
+
+    def restore(self, src, target):
+        return sh([self.bin, "restore", "-q", "latest", "--target", str(target)], env=self.env())
+
+    def check(self):
+        return sh([self.bin, "check", "-q", "--read-data"], env=self.env())
+
+
+class Restic(Tool):
+    name = "restic"
+
+    def env(self):
+        return dict(os.environ, RESTIC_REPOSITORY=str(self.repo), RESTIC_PASSWORD=PASSWORD)
+
+    def init(self):
+        sh(["restic", "init", "-q"], env=self.env())
+
+    def backup(self, src):
+        return sh(["restic", "backup", "-q", "--host", "bench", str(src)], env=self.env())
+
+    def restore(self, src, target):
+        return sh(["restic", "restore", "-q", "latest", "--target", str(target)], env=self.env())
+
+    def check(self):
+        return sh(["restic", "check", "-q", "--read-data"], env=self.env())
+
+
+class Borg(Tool):
+    name = "borg"
+
+    def env(self):
+        return dict(os.environ, BORG_PASSPHRASE=PASSWORD, BORG_REPO=str(self.repo),
+                    BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK="yes", BORG_RELOCATED_REPO_ACCESS_IS_OK="yes")
+
+    def init(self):
+        sh(["borg", "init", "-e", "repokey-blake2", str(self.repo)], env=self.env())
+
+    def backup(self, src):
+        self.n = getattr(self, "n", 0) + 1
+        return sh(["borg", "create", "--compression", "zstd,3", f"::a{self.n}", str(src)], env=self.env())
+
+    def restore(self, src, target):
+        target.mkdir(parents=True, exist_ok=True)
+        return sh(["borg", "extract", f"::a{self.n}"], env=self.env(), cwd=target)
+
+    def check(self):
+        return sh(["borg", "check", "--verify-data"], env=self.env())
+
+
+def limit(src):
+    out = subprocess.run([str(ROOT / "target" / "release" / "examples" / "limit"), str(src)],
+                         check=True, stdout=subprocess.PIPE, text=True).stdout
+    return float(out.split()[1])
+
+
+def run_dataset(tool_cls, name, data, work, results, run):
+    repo = work / f"repo-{tool_cls.name}-{name}-{run}"
+    target = work / f"restore-{tool_cls.name}-{name}-{run}"
+    for p in (repo, target):
+        if p.exists():
+            shutil.rmtree(p)
+    t = tool_cls(repo)
+    t.init()
+    rec = lambda op, v: results.setdefault((name, op, tool_cls.name), []).append(v)
+    src = data / name if name != "checkpoint" else data / "checkpoint" / "v1"
+    warm(src)
+    secs, rss, _ = t.backup(src)
+    rec("first backup (s)", secs)
+    rec("peak RSS first backup (MiB)", rss / 1024)
+    warm(src)
+    secs, rss, _ = t.backup(src)
+    rec("unchanged re-backup (s)", secs)
+    if name == "checkpoint":
+        # The second version replaces the first in place, as a training run would.
+        before = du(repo)
+        shutil.copyfile(data / "checkpoint" / "v2" / "model.ckpt", src / "model.ckpt")
+        warm(src)
+        secs, rss, _ = t.backup(src)
+        rec("changed checkpoint backup (s)", secs)
+        rec("changed checkpoint added (MiB)", (du(repo) - before) / (1 << 20))
+        shutil.copyfile(data / "checkpoint" / "v1-pristine.ckpt", src / "model.ckpt")
+    rec("repository size (MiB)", du(repo) / (1 << 20))
+    secs, rss, _ = t.restore(src, target)
+    rec("full restore (s)", secs)
+    rec("peak RSS restore (MiB)", rss / 1024)
+    secs, rss, _ = t.check()
+    rec("check --read-data (s)", secs)
+    shutil.rmtree(repo)
+    shutil.rmtree(target)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="small datasets, for a smoke run")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--workdir", default="/tmp/cairn-bench")
+    ap.add_argument("--with-rustic", action="store_true")
+    ap.add_argument("--with-bupstash", action="store_true")
+    ap.add_argument("--out", default=str(ROOT / "tools" / "bench" / "RESULTS.md"))
+    args = ap.parse_args()
+    ensure_tools(args)
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    data = generate(work, args.quick)
+    pristine = data / "checkpoint" / "v1-pristine.ckpt"
+    if not pristine.exists():
+        shutil.copyfile(data / "checkpoint" / "v1" / "model.ckpt", pristine)
+    tools = [Cairn, Restic, Borg]
+    results = {}
+    datasets = ["small", "checkpoint", "logs"]
+    for run in range(args.runs):
+        for name in datasets:
+            for tool in tools:
+                print(f"run {run + 1}/{args.runs}: {name} with {tool.name}", flush=True)
+                run_dataset(tool, name, data, work, results, run)
+            src = data / name if name != "checkpoint" else data / "checkpoint" / "v1"
+            warm(src)
+            results.setdefault((name, "first backup (s)", "limit"), []).append(limit(src))
+    rewritten = (data / "checkpoint" / "rewritten").read_text().split()
+    report(results, datasets, [t.name for t in tools], args, rewritten)
+
+
+def report(results, datasets, names, args, rewritten):
+    med = {k: statistics.median(v) for k, v in results.items()}
+    lines = [
+        "# cairn benchmark",
+        "",
+        f"`python3 tools/bench/bench.py{' --quick' if args.quick else ''} --runs {args.runs}` on "
+        f"{os.cpu_count()} cores; medians of {args.runs} runs. Ratios below 1 mean cairn is faster "
+        "(or smaller). Versions: " + ", ".join(versions()) + ".",
+        "",
+        f"The changed checkpoint rewrites {rewritten[0]} regions, {int(rewritten[1]) >> 20} MiB in all.",
+        "",
+        "| dataset | measure | " + " | ".join(names) + " | limit | cairn/restic | cairn/borg | cairn/limit |",
+        "|---|---|" + "---|" * (len(names) + 4),
+    ]
+    ops = []
+    for (d, op, _t) in results:
+        if (d, op) not in ops:
+            ops.append((d, op))
+    for d, op in ops:
+        row = [d, op]
+        for n in names + ["limit"]:
+            v = med.get((d, op, n))
+            row.append("" if v is None else f"{v:.2f}")
+        c = med.get((d, op, "cairn"))
+        for other in ("restic", "borg", "limit"):
+            o = med.get((d, op, other))
+            row.append(f"{c / o:.2f}" if c is not None and o else "")
+        lines.append("| " + " | ".join(row) + " |")
+    text = "\n".join(lines) + "\n"
+    Path(args.out).write_text(text)
+    print(text)
+
+
+def versions():
+    out = []
+    for cmd in (["restic", "version"], ["borg", "--version"]):
+        try:
+            out.append(subprocess.run(cmd, stdout=subprocess.PIPE, text=True).stdout.strip().split(" compiled")[0])
+        except OSError:
+            pass
+    return out
+
+
+if __name__ == "__main__":
+    main()
