@@ -191,7 +191,7 @@ fn check_index_files(
     summary: &mut CheckSummary,
 ) -> Result<(HashMap<PackId, IndexedPack>, Index)> {
     let mut packs: HashMap<PackId, IndexedPack> = HashMap::new();
-    let mut index = Index::new();
+    let mut index = crate::index::IndexBuilder::new();
     let mut locations: HashMap<BlobId, (u32, BlobKind)> = HashMap::new();
     let mut duplicates = 0u64;
     let mut mixed_kinds = Vec::new();
@@ -263,7 +263,7 @@ fn check_index_files(
             "stored both as a data blob and as a tree blob".into(),
         );
     }
-    Ok((packs, index))
+    Ok((packs, index.build()))
 }
 
 fn check_packs_exist(

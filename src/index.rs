@@ -54,30 +54,38 @@ impl IndexFile {
     }
 }
 
-/// Where a blob is. `pack` indexes `Index::packs`.
+/// One blob in the in-memory index: exactly 48 bytes, so that an index of ten
+/// million blobs takes 480 MB, and a sorted array of them needs no per-entry
+/// allocation or hash-table slack.
 #[derive(Clone, Copy, Debug)]
-struct Location {
+#[repr(C)]
+struct Entry {
+    id: [u8; 32],
+    /// Position in `Index::packs`.
     pack: u32,
     offset: u32,
     length: u32,
-    raw_length: u32,
-    kind: BlobKind,
+    /// Plaintext length, with the blob kind in the top bit (lengths are < 2^31).
+    raw_and_kind: u32,
 }
 
-/// The in-memory index: blob id → location.
+const TREE_BIT: u32 = 1 << 31;
+const _: () = assert!(std::mem::size_of::<Entry>() == 48);
+
+/// Collects index files, then sorts once into an [`Index`].
 #[derive(Default)]
-pub struct Index {
+pub struct IndexBuilder {
     packs: Vec<(PackId, u64)>,
     pack_pos: HashMap<PackId, u32>,
-    blobs: HashMap<BlobId, Location>,
+    entries: Vec<Entry>,
 }
 
-impl Index {
+impl IndexBuilder {
     pub fn new() -> Self {
         Self::default()
     }
 
-    pub fn add_pack(&mut self, id: PackId, size: u64, entries: &[PackEntry]) {
+    pub fn add_pack(&mut self, id: PackId, size: u64, blobs: &[PackEntry]) {
         let pos = match self.pack_pos.get(&id) {
             Some(&p) => p,
             None => {
@@ -87,16 +95,18 @@ impl Index {
                 p
             }
         };
-        for e in entries {
-            // A blob stored twice keeps its first location; either copy is valid.
-            self.blobs.entry(e.id).or_insert(Location {
-                pack: pos,
-                offset: e.offset,
-                length: e.length,
-                raw_length: e.raw_length,
-                kind: e.kind,
-            });
-        }
+        self.entries.extend(blobs.iter().map(|e| Entry {
+            id: e.id.0,
+            pack: pos,
+            offset: e.offset,
+            length: e.length,
+            raw_and_kind: (e.raw_length & !TREE_BIT)
+                | if e.kind == BlobKind::Tree {
+                    TREE_BIT
+                } else {
+                    0
+                },
+        }));
     }
 
     pub fn add_file(&mut self, f: &IndexFile) {
@@ -105,21 +115,56 @@ impl Index {
         }
     }
 
+    pub fn build(mut self) -> Index {
+        // Stable: of several copies of a blob, the first one added stays.
+        self.entries.sort_by(|a, b| a.id.cmp(&b.id));
+        self.entries.dedup_by(|later, first| later.id == first.id);
+        self.entries.shrink_to_fit();
+        Index {
+            packs: self.packs,
+            entries: self.entries,
+        }
+    }
+}
+
+/// The in-memory index: blob id → location, a sorted array searched by bisection.
+#[derive(Default)]
+pub struct Index {
+    packs: Vec<(PackId, u64)>,
+    entries: Vec<Entry>,
+}
+
+impl Index {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn find(&self, id: &BlobId) -> Option<&Entry> {
+        self.entries
+            .binary_search_by(|e| e.id.cmp(&id.0))
+            .ok()
+            .and_then(|i| self.entries.get(i))
+    }
+
     pub fn contains(&self, id: &BlobId) -> bool {
-        self.blobs.contains_key(id)
+        self.find(id).is_some()
     }
 
     pub fn get(&self, id: &BlobId) -> Option<(PackId, PackEntry)> {
-        let l = self.blobs.get(id)?;
-        let (pack, _) = *self.packs.get(l.pack as usize)?;
+        let e = self.find(id)?;
+        let (pack, _) = *self.packs.get(e.pack as usize)?;
         Some((
             pack,
             PackEntry {
-                kind: l.kind,
+                kind: if e.raw_and_kind & TREE_BIT != 0 {
+                    BlobKind::Tree
+                } else {
+                    BlobKind::Data
+                },
                 id: *id,
-                offset: l.offset,
-                length: l.length,
-                raw_length: l.raw_length,
+                offset: e.offset,
+                length: e.length,
+                raw_length: e.raw_and_kind & !TREE_BIT,
             },
         ))
     }
@@ -129,11 +174,16 @@ impl Index {
     }
 
     pub fn blob_count(&self) -> usize {
-        self.blobs.len()
+        self.entries.len()
     }
 
     pub fn pack_count(&self) -> usize {
         self.packs.len()
+    }
+
+    /// Bytes the blob entries take in memory, for reports (48 per blob).
+    pub fn memory_bytes(&self) -> usize {
+        self.entries.capacity() * std::mem::size_of::<Entry>()
     }
 }
 
@@ -150,13 +200,35 @@ mod tests {
             length: 50,
             raw_length: 20,
         };
-        let mut idx = Index::new();
-        idx.add_pack(PackId([1; 32]), 1000, &[e(1, 42), e(2, 92)]);
-        idx.add_pack(PackId([2; 32]), 1000, &[e(2, 42)]);
+        let mut b = IndexBuilder::new();
+        b.add_pack(PackId([1; 32]), 1000, &[e(1, 42), e(2, 92)]);
+        b.add_pack(PackId([2; 32]), 1000, &[e(2, 42)]);
+        let idx = b.build();
         assert_eq!(idx.get(&BlobId([2; 32])).unwrap().0, PackId([1; 32]));
         assert!(idx.get(&BlobId([3; 32])).is_none());
         assert_eq!(idx.blob_count(), 2);
         assert_eq!(idx.pack_count(), 2);
+        assert_eq!(idx.memory_bytes(), 2 * 48);
+        let (_, got) = idx.get(&BlobId([1; 32])).unwrap();
+        assert_eq!(
+            (got.offset, got.length, got.raw_length, got.kind),
+            (42, 50, 20, BlobKind::Data)
+        );
+    }
+
+    #[test]
+    fn kind_survives_the_packed_length() {
+        let t = PackEntry {
+            kind: BlobKind::Tree,
+            id: BlobId([5; 32]),
+            offset: 42,
+            length: 60,
+            raw_length: (1 << 31) - 1,
+        };
+        let mut b = IndexBuilder::new();
+        b.add_pack(PackId([1; 32]), 1000, &[t]);
+        let idx = b.build();
+        assert_eq!(idx.get(&t.id).unwrap().1, t);
     }
 
     #[test]

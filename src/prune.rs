@@ -216,7 +216,7 @@ fn make_plan(
     report: &(dyn Fn(&str) + Sync),
 ) -> Result<Plan> {
     let mut packs: BTreeMap<PackId, (u64, Vec<PackEntry>)> = BTreeMap::new();
-    let mut index = Index::new();
+    let mut index = crate::index::IndexBuilder::new();
     let index_files = repo.list_ids(FileType::Index, IndexId::from_hex)?;
     for id in &index_files {
         let f = repo.load_index_file(id).map_err(|e| {
@@ -238,6 +238,7 @@ fn make_plan(
     s.packs_before = stored.len() as u64;
     s.bytes_before = stored.values().sum();
 
+    let index = index.build();
     let used = used_blobs(repo, &index, &stored, s)?;
     s.used_blobs = used.len() as u64;
 

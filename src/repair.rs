@@ -219,13 +219,13 @@ pub fn repair_snapshots(
         .into_iter()
         .filter_map(|e| PackId::from_hex(&e.name).ok())
         .collect();
-    let mut index = Index::new();
+    let mut index = crate::index::IndexBuilder::new();
     for id in repo.list_ids(FileType::Index, IndexId::from_hex)? {
         let mut f = repo.load_index_file(&id)?;
         f.packs.retain(|p| stored.contains(&p.id));
         index.add_file(&f);
     }
-    let index = Arc::new(index);
+    let index = Arc::new(index.build());
     let mut rw = Rewriter {
         repo,
         index: &index,

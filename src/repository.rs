@@ -222,11 +222,11 @@ impl Repository {
 
     /// Loads every index file into memory.
     pub fn load_index(&self) -> Result<Index> {
-        let mut index = Index::new();
+        let mut index = crate::index::IndexBuilder::new();
         for id in self.list_ids(FileType::Index, IndexId::from_hex)? {
             index.add_file(&self.load_index_file(&id)?);
         }
-        Ok(index)
+        Ok(index.build())
     }
 
     pub fn save_snapshot(&self, s: &Snapshot) -> Result<(SnapshotId, u64)> {
