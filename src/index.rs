@@ -117,7 +117,7 @@ impl IndexBuilder {
 
     pub fn build(mut self) -> Index {
         // Stable: of several copies of a blob, the first one added stays.
-        self.entries.sort_by(|a, b| a.id.cmp(&b.id));
+        self.entries.sort_by_key(|e| e.id);
         self.entries.dedup_by(|later, first| later.id == first.id);
         self.entries.shrink_to_fit();
         Index {
