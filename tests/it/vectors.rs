@@ -1,1 +1,559 @@
-//! Test vectors pinning format-spec/.
+//! Test vectors for `format-spec/README.md`.
+//!
+//! Two kinds of test live here:
+//! - frozen literals: given fixed keys, nonces and inputs, the code must produce
+//!   exactly these bytes. A failure means the code no longer writes format version
+//!   1; fix the code, never the literal.
+//! - an independent reader: `fixture_read_by_the_spec_alone` opens the frozen
+//!   fixture repository using only the primitives the spec names (argon2, blake3,
+//!   aes-gcm-siv, zstd, msgpack) and none of cairn's own decoding code, so the spec,
+//!   not just the code, is proven to describe what cairn writes.
+
+use aes_gcm_siv::aead::{Aead, KeyInit, Payload};
+use aes_gcm_siv::{Aes256GcmSiv, Nonce};
+use serde::Deserialize;
+
+use cairn::chunker::Chunker;
+use cairn::config::ChunkerParams;
+use cairn::crypto::{KdfParams, MASTER_KEY_LEN, MasterKey, derive_wrapping_key};
+use cairn::format::{self, FileKind, SealKind};
+use cairn::id::{BlobId, RepoId};
+use cairn::pack::{BlobKind, PackEntry};
+use cairn::tree::{Node, NodeKind, Timestamp, Tree, Xattr};
+
+const SUBKEY_CONTEXT: &str = "cairn 2026-11-24 v1 session subkey";
+
+/// The master key of the vectors: bytes 0, 1, ..., 71 (enc key 0..32, id key
+/// 32..64, chunker seed from bytes 64..72 little endian).
+fn vector_key_bytes() -> [u8; MASTER_KEY_LEN] {
+    let mut b = [0u8; MASTER_KEY_LEN];
+    for (i, x) in b.iter_mut().enumerate() {
+        *x = i as u8;
+    }
+    b
+}
+
+/// xorshift64 with the output taken from bits 32..40: fixed forever.
+fn xorshift(seed: u64, n: usize) -> Vec<u8> {
+    let mut x = seed;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 32) as u8
+        })
+        .collect()
+}
+
+#[test]
+fn file_prefix_bytes() {
+    let kinds = [
+        (FileKind::Config, 1u8),
+        (FileKind::Key, 2),
+        (FileKind::Pack, 3),
+        (FileKind::Index, 4),
+        (FileKind::Snapshot, 5),
+        (FileKind::Lock, 6),
+    ];
+    for (kind, byte) in kinds {
+        let mut out = Vec::new();
+        format::write_prefix(&mut out, kind);
+        assert_eq!(
+            out,
+            [0x89, 0x43, 0x52, 0x4E, 0x0D, 0x0A, 0x1A, 0x0A, 0x01, byte]
+        );
+    }
+}
+
+#[test]
+fn associated_data_layout() {
+    let repo = RepoId([0xA5; 32]);
+    let blob = BlobId([0x3C; 32]);
+    let kinds = [
+        (SealKind::Config, 1u8),
+        (SealKind::MasterKey, 2),
+        (SealKind::PackHeader, 3),
+        (SealKind::Index, 4),
+        (SealKind::Snapshot, 5),
+        (SealKind::Lock, 6),
+    ];
+    for (kind, byte) in kinds {
+        let mut want = vec![0xA5; 32];
+        want.extend_from_slice(&[1, byte]);
+        assert_eq!(format::aad(&repo, kind, None), want);
+    }
+    for (kind, byte) in [(SealKind::DataBlob, 16u8), (SealKind::TreeBlob, 17)] {
+        let mut want = vec![0xA5; 32];
+        want.extend_from_slice(&[1, byte]);
+        want.extend_from_slice(&[0x3C; 32]);
+        assert_eq!(format::aad(&repo, kind, Some(&blob)), want);
+    }
+}
+
+#[test]
+fn blob_id_is_keyed_blake3_under_the_id_key() {
+    let key = MasterKey::from_bytes(&vector_key_bytes());
+    let id = key.blob_id(b"cairn format v1");
+    assert_eq!(id.to_hex(), BLOB_ID_VECTOR);
+    let id_key: [u8; 32] = vector_key_bytes()[32..64].try_into().unwrap();
+    assert_eq!(
+        blake3::keyed_hash(&id_key, b"cairn format v1").as_bytes(),
+        &id.0
+    );
+    assert_eq!(key.chunker_seed(), 0x4746_4544_4342_4140);
+}
+
+const BLOB_ID_VECTOR: &str = "646a44fd23389438b90d50df14a086120cbbe7660160de182d2864bba4647ace";
+
+#[test]
+fn seal_under_a_session_subkey() {
+    let key = MasterKey::from_bytes(&vector_key_bytes());
+    let session = [0x11u8; 32];
+    let nonce = [0x22u8; 12];
+    let repo = RepoId([0xA5; 32]);
+    let plaintext = b"cairn format v1";
+    let id = key.blob_id(plaintext);
+    let payload = format::encode_payload(plaintext, 0);
+    assert_eq!(payload[0], 0, "level 0 stores the payload raw");
+    let aad = format::aad(&repo, SealKind::DataBlob, Some(&id));
+    let sealed = key
+        .session(&session)
+        .seal_with_nonce(&nonce, &aad, &payload)
+        .unwrap();
+    assert_eq!(hex::encode(&sealed), SEAL_VECTOR);
+    assert_eq!(sealed.len(), 12 + payload.len() + 16);
+
+    // The same bytes from the primitives alone.
+    let mut material = vector_key_bytes()[..32].to_vec();
+    material.extend_from_slice(&session);
+    let subkey = blake3::derive_key(SUBKEY_CONTEXT, &material);
+    let cipher = Aes256GcmSiv::new((&subkey).into());
+    let ct = cipher
+        .encrypt(
+            Nonce::from_slice(&nonce),
+            Payload {
+                msg: &payload,
+                aad: &aad,
+            },
+        )
+        .unwrap();
+    assert_eq!(&sealed[..12], &nonce);
+    assert_eq!(&sealed[12..], &ct[..]);
+}
+
+/// nonce (22…) || AES-256-GCM-SIV ciphertext of `00 "cairn format v1"` || tag.
+const SEAL_VECTOR: &str = concat!(
+    "222222222222222222222222",
+    "8c769a8e1eabb468eb44a500bb0ef91d",
+    "953744b4069e2093a87917a20b42c16b"
+);
+
+#[test]
+fn argon2id_wrapping_key() {
+    let params = KdfParams {
+        memory_kib: 64,
+        iterations: 2,
+        parallelism: 1,
+        salt: vec![0x5A; 32],
+    };
+    let kek = derive_wrapping_key(b"correct horse battery staple", &params).unwrap();
+    assert_eq!(hex::encode(&kek[..]), ARGON2_VECTOR);
+}
+
+const ARGON2_VECTOR: &str = "970800cd4733e502caabafe0684333b0d77550b0e5005f5c28a69fa5fd86816d";
+
+#[test]
+fn chunk_boundaries_depend_on_the_seed() {
+    let params = ChunkerParams {
+        min_size: 64,
+        avg_size: 256,
+        max_size: 1024,
+    };
+    let data = xorshift(0x5EED, 8192);
+    let seeded = Chunker::new(params, 0x4746_4544_4342_4140).cuts(&data);
+    let lengths: Vec<usize> = seeded.iter().map(|c| c.1).collect();
+    assert_eq!(lengths, CHUNK_LENGTHS_SEEDED);
+    let unseeded = Chunker::new(params, 0).cuts(&data);
+    let lengths: Vec<usize> = unseeded.iter().map(|c| c.1).collect();
+    assert_eq!(lengths, CHUNK_LENGTHS_SEED_0);
+    // Offsets tile the input.
+    let mut next = 0;
+    for (offset, len) in seeded {
+        assert_eq!(offset, next);
+        next += len;
+    }
+    assert_eq!(next, data.len());
+}
+
+const CHUNK_LENGTHS_SEEDED: &[usize] = &[
+    299, 359, 248, 329, 405, 395, 370, 290, 210, 260, 373, 347, 96, 433, 132, 302, 495, 334, 230,
+    208, 498, 563, 249, 75, 474, 218,
+];
+const CHUNK_LENGTHS_SEED_0: &[usize] = &[
+    256, 298, 322, 584, 264, 260, 261, 143, 535, 336, 353, 526, 287, 361, 262, 137, 525, 412, 246,
+    331, 193, 444, 278, 290, 288,
+];
+
+#[test]
+fn payload_encoding_byte() {
+    assert_eq!(format::encode_payload(b"abc", 0), b"\x00abc");
+    let text = b"the same line again\n".repeat(50);
+    let z = format::encode_payload(&text, 3);
+    assert_eq!(z[0], 1);
+    assert_eq!(&z[1..5], &[0x28, 0xB5, 0x2F, 0xFD], "a zstd frame follows");
+    assert_eq!(zstd::decode_all(&z[1..]).unwrap(), text);
+}
+
+#[test]
+fn pack_entry_is_a_five_element_array() {
+    let e = PackEntry {
+        kind: BlobKind::Tree,
+        id: BlobId([7; 32]),
+        offset: 42,
+        length: 300,
+        raw_length: 70_000,
+    };
+    let bytes = rmp_serde::to_vec(&e).unwrap();
+    let mut want = vec![0x95, 0x01, 0xC4, 0x20];
+    want.extend_from_slice(&[7; 32]);
+    want.extend_from_slice(&[0x2A, 0xCD, 0x01, 0x2C, 0xCE, 0x00, 0x01, 0x11, 0x70]);
+    assert_eq!(bytes, want);
+    // Named-struct encoding does not change arrays.
+    assert_eq!(rmp_serde::to_vec_named(&e).unwrap(), want);
+}
+
+#[test]
+fn tree_encoding() {
+    let node = Node {
+        name: b"caf\xe9".to_vec(),
+        kind: NodeKind::File,
+        mode: 0o4755,
+        uid: 1000,
+        gid: 100,
+        user: Some("ada".into()),
+        group: None,
+        mtime: Timestamp(1_700_000_000, 123_456_789),
+        atime: Timestamp(-1, 0),
+        ctime: Timestamp(0, 999_999_999),
+        size: 5,
+        inode: 77,
+        device: 2049,
+        links: 1,
+        rdev: 0,
+        link_target: None,
+        content: vec![BlobId([0xEE; 32])],
+        subtree: None,
+        xattrs: vec![Xattr {
+            name: b"user.k".to_vec(),
+            value: b"v".to_vec(),
+        }],
+    };
+    let mut tree = Tree { nodes: vec![node] };
+    let bytes = tree.encode();
+    assert_eq!(hex::encode(&bytes), TREE_VECTOR);
+    let back = Tree::decode(&bytes, &BlobId([0; 32])).unwrap();
+    assert_eq!(back, tree);
+}
+
+/// `{"nodes": [{"name": bin "caf\xe9", "kind": "file", "mode": 0o4755, "uid": 1000,
+/// "gid": 100, "user": "ada", "mtime": [1700000000, 123456789], "atime": [-1, 0],
+/// "ctime": [0, 999999999], "size": 5, "inode": 77, "device": 2049, "links": 1,
+/// "content": [bin ee…], "xattrs": [{"name": bin "user.k", "value": bin "v"}]}]}`;
+/// `group`, `rdev`, `link_target` and `subtree` are omitted.
+const TREE_VECTOR: &str = concat!(
+    "81a56e6f64657391",
+    "8f",
+    "a46e616d65c404636166e9",
+    "a46b696e64a466696c65",
+    "a46d6f6465cd09ed",
+    "a3756964cd03e8",
+    "a367696464",
+    "a475736572a3616461",
+    "a56d74696d6592ce6553f100ce075bcd15",
+    "a56174696d6592ff00",
+    "a56374696d659200ce3b9ac9ff",
+    "a473697a6505",
+    "a5696e6f64654d",
+    "a6646576696365cd0801",
+    "a56c696e6b7301",
+    "a7636f6e74656e7491c420eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee",
+    "a67861747472739182a46e616d65c406757365722e6ba576616c7565c40176"
+);
+
+// ---------------------------------------------------------------------------------
+// An independent reader of the frozen fixture, written from the spec.
+
+const FIXTURE: &str = "tests/fixtures/repo-v1";
+const FIXTURE_PASSWORD: &[u8] = b"cairn fixture v1";
+const MAGIC: [u8; 8] = [0x89, 0x43, 0x52, 0x4E, 0x0D, 0x0A, 0x1A, 0x0A];
+
+#[derive(Deserialize)]
+struct SpecKdf {
+    memory_kib: u32,
+    iterations: u32,
+    parallelism: u32,
+    #[serde(with = "serde_bytes")]
+    salt: Vec<u8>,
+}
+
+#[derive(Deserialize)]
+struct SpecKeyFile {
+    #[serde(with = "serde_bytes")]
+    repo_id: Vec<u8>,
+    kdf: SpecKdf,
+    #[serde(with = "serde_bytes")]
+    wrapped: Vec<u8>,
+}
+
+#[derive(Deserialize)]
+struct SpecChunker {
+    min_size: u32,
+    avg_size: u32,
+    max_size: u32,
+}
+
+#[derive(Deserialize)]
+struct SpecConfig {
+    version: u32,
+    #[serde(with = "serde_bytes")]
+    repo_id: Vec<u8>,
+    chunker: SpecChunker,
+}
+
+#[derive(Deserialize)]
+struct SpecSnapshot {
+    #[serde(with = "serde_bytes")]
+    tree: Vec<u8>,
+    paths: Vec<String>,
+}
+
+type SpecEntry = (u8, serde_bytes::ByteBuf, u32, u32, u32);
+
+#[derive(Deserialize)]
+struct SpecIndexPack {
+    #[serde(with = "serde_bytes")]
+    id: Vec<u8>,
+    size: u64,
+    blobs: Vec<SpecEntry>,
+}
+
+#[derive(Deserialize)]
+struct SpecIndex {
+    packs: Vec<SpecIndexPack>,
+}
+
+#[derive(Deserialize)]
+struct SpecNode {
+    #[serde(with = "serde_bytes")]
+    name: Vec<u8>,
+    kind: String,
+    mode: u32,
+    size: u64,
+    #[serde(default)]
+    content: Vec<serde_bytes::ByteBuf>,
+    #[serde(default)]
+    subtree: Option<serde_bytes::ByteBuf>,
+    #[serde(default)]
+    link_target: Option<serde_bytes::ByteBuf>,
+}
+
+#[derive(Deserialize)]
+struct SpecTree {
+    nodes: Vec<SpecNode>,
+}
+
+fn only_file(dir: &str) -> (String, Vec<u8>) {
+    let d = std::path::Path::new(FIXTURE).join(dir);
+    let mut names: Vec<_> = std::fs::read_dir(&d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names.len(), 1, "fixture {dir}/ holds one file");
+    let name = names.remove(0);
+    let bytes = std::fs::read(d.join(&name)).unwrap();
+    (name, bytes)
+}
+
+/// Checks the name is the BLAKE3 of the bytes and the prefix is magic, 1, kind.
+fn body(name: &str, bytes: &[u8], kind: u8) -> Vec<u8> {
+    assert_eq!(blake3::hash(bytes).to_hex().as_str(), name);
+    assert_eq!(&bytes[..8], &MAGIC);
+    assert_eq!(bytes[8], 1);
+    assert_eq!(bytes[9], kind);
+    bytes[10..].to_vec()
+}
+
+fn aad(repo: &[u8], kind: u8, blob: Option<&[u8]>) -> Vec<u8> {
+    let mut a = repo.to_vec();
+    a.extend_from_slice(&[1, kind]);
+    if let Some(b) = blob {
+        a.extend_from_slice(b);
+    }
+    a
+}
+
+fn subkey_cipher(master: &[u8], session: &[u8]) -> Aes256GcmSiv {
+    let mut material = master[..32].to_vec();
+    material.extend_from_slice(session);
+    Aes256GcmSiv::new((&blake3::derive_key(SUBKEY_CONTEXT, &material)).into())
+}
+
+fn open(cipher: &Aes256GcmSiv, sealed: &[u8], aad: &[u8]) -> Vec<u8> {
+    cipher
+        .decrypt(
+            Nonce::from_slice(&sealed[..12]),
+            Payload {
+                msg: &sealed[12..],
+                aad,
+            },
+        )
+        .expect("authenticates")
+}
+
+fn unpayload(p: &[u8]) -> Vec<u8> {
+    match p[0] {
+        0 => p[1..].to_vec(),
+        1 => zstd::decode_all(&p[1..]).unwrap(),
+        other => panic!("payload byte {other}"),
+    }
+}
+
+#[test]
+fn fixture_read_by_the_spec_alone() {
+    // Key file: prefix, then a plain msgpack map.
+    let (name, bytes) = only_file("keys");
+    let kf: SpecKeyFile = rmp_serde::from_slice(&body(&name, &bytes, 2)).unwrap();
+    let params = argon2::Params::new(
+        kf.kdf.memory_kib,
+        kf.kdf.iterations,
+        kf.kdf.parallelism,
+        Some(32),
+    )
+    .unwrap();
+    let mut kek = [0u8; 32];
+    argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+        .hash_password_into(FIXTURE_PASSWORD, &kf.kdf.salt, &mut kek)
+        .unwrap();
+    let master = open(
+        &Aes256GcmSiv::new((&kek).into()),
+        &kf.wrapped,
+        &aad(&kf.repo_id, 2, None),
+    );
+    assert_eq!(master.len(), 72);
+    let repo = kf.repo_id.clone();
+
+    // Config: prefix, repository id in the clear, session id, sealed payload.
+    let bytes = std::fs::read(std::path::Path::new(FIXTURE).join("config")).unwrap();
+    assert_eq!(
+        &bytes[..10],
+        &[0x89, 0x43, 0x52, 0x4E, 0x0D, 0x0A, 0x1A, 0x0A, 1, 1]
+    );
+    assert_eq!(&bytes[10..42], &repo[..]);
+    let plain = open(
+        &subkey_cipher(&master, &bytes[42..74]),
+        &bytes[74..],
+        &aad(&repo, 1, None),
+    );
+    let config: SpecConfig = rmp_serde::from_slice(&unpayload(&plain)).unwrap();
+    assert_eq!(config.version, 1);
+    assert_eq!(config.repo_id, repo);
+    assert_eq!(
+        (
+            config.chunker.min_size,
+            config.chunker.avg_size,
+            config.chunker.max_size
+        ),
+        (64, 256, 1024)
+    );
+
+    // Snapshot and index: prefix, session id, sealed payload.
+    let sealed_file = |dir: &str, kind: u8| {
+        let (name, bytes) = only_file(dir);
+        let b = body(&name, &bytes, kind);
+        unpayload(&open(
+            &subkey_cipher(&master, &b[..32]),
+            &b[32..],
+            &aad(&repo, kind, None),
+        ))
+    };
+    let snap: SpecSnapshot = rmp_serde::from_slice(&sealed_file("snapshots", 5)).unwrap();
+    assert_eq!(snap.paths.len(), 1);
+    let index: SpecIndex = rmp_serde::from_slice(&sealed_file("index", 4)).unwrap();
+
+    // A blob: find it in the index, read its pack, check the pack against its own
+    // header, open the blob and check its keyed hash.
+    let id_key: [u8; 32] = master[32..64].try_into().unwrap();
+    let read_blob = |id: &[u8]| -> (u8, Vec<u8>) {
+        let (pack, entry) = index
+            .packs
+            .iter()
+            .find_map(|p| p.blobs.iter().find(|e| &e.1[..] == id).map(|e| (p, e)))
+            .expect("blob in index");
+        let hexname = hex::encode(&pack.id);
+        let path = std::path::Path::new(FIXTURE)
+            .join("data")
+            .join(&hexname[..2])
+            .join(&hexname);
+        let bytes = std::fs::read(path).unwrap();
+        assert_eq!(bytes.len() as u64, pack.size);
+        let b = body(&hexname, &bytes, 3);
+        let cipher = subkey_cipher(&master, &b[..32]);
+        // Trailer: the sealed header's length, u32 little endian.
+        let n = bytes.len();
+        let hlen = u32::from_le_bytes(bytes[n - 4..].try_into().unwrap()) as usize;
+        let header = unpayload(&open(
+            &cipher,
+            &bytes[n - 4 - hlen..n - 4],
+            &aad(&repo, 3, None),
+        ));
+        let entries: Vec<SpecEntry> = rmp_serde::from_slice(&header).unwrap();
+        assert_eq!(entries.len(), pack.blobs.len());
+        assert!(
+            entries.contains(entry),
+            "index entry matches the pack header"
+        );
+        let (kind, _, offset, length, raw) = entry.clone();
+        let sealed = &bytes[offset as usize..(offset + length) as usize];
+        let plain = unpayload(&open(&cipher, sealed, &aad(&repo, 16 + kind, Some(id))));
+        assert_eq!(plain.len(), raw as usize);
+        assert_eq!(blake3::keyed_hash(&id_key, &plain).as_bytes(), id);
+        (kind, plain)
+    };
+
+    // Walk from the snapshot's root tree to a file and a symlink.
+    let (kind, root) = read_blob(&snap.tree);
+    assert_eq!(kind, 1, "the root is a tree blob");
+    let root: SpecTree = rmp_serde::from_slice(&root).unwrap();
+    let names: Vec<&[u8]> = root.nodes.iter().map(|n| &n.name[..]).collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(names, sorted, "tree nodes are sorted by name bytes");
+    // The root mirrors the backed-up path's components: descend through them.
+    let mut top = root;
+    while !top.nodes.iter().any(|n| n.name == b"hello.txt") {
+        assert_eq!(top.nodes.len(), 1, "one backed-up path");
+        assert_eq!(top.nodes[0].kind, "dir");
+        let (kind, next) = read_blob(top.nodes[0].subtree.as_ref().unwrap());
+        assert_eq!(kind, 1);
+        top = rmp_serde::from_slice(&next).unwrap();
+    }
+    let hello = top.nodes.iter().find(|n| n.name == b"hello.txt").unwrap();
+    assert_eq!(hello.kind, "file");
+    assert_eq!(hello.size, 16);
+    let content: Vec<u8> = hello
+        .content
+        .iter()
+        .flat_map(|id| read_blob(id).1)
+        .collect();
+    assert_eq!(content, b"hello, cairn v1\n");
+    let link = top.nodes.iter().find(|n| n.name == b"link").unwrap();
+    assert_eq!(link.kind, "symlink");
+    assert_eq!(&link.link_target.as_ref().unwrap()[..], b"hello.txt");
+    let log = top.nodes.iter().find(|n| n.name == b"train.log").unwrap();
+    assert_eq!(log.mode, 0o640);
+    let sub = top.nodes.iter().find(|n| n.name == b"sub").unwrap();
+    let (_, sub) = read_blob(sub.subtree.as_ref().unwrap());
+    let sub: SpecTree = rmp_serde::from_slice(&sub).unwrap();
+    assert!(sub.nodes.iter().any(|n| n.name == b"caf\xe9.txt"));
+}
