@@ -8,7 +8,7 @@
 //! messages per key far below the nonce-collision bound however large the repository
 //! grows.
 
-use aes_gcm_siv::aead::{Aead, KeyInit, Payload};
+use aes_gcm_siv::aead::{Aead, AeadInPlace, KeyInit, Payload};
 use aes_gcm_siv::{Aes256GcmSiv, Nonce};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
@@ -135,6 +135,23 @@ impl SessionKey {
         out.extend_from_slice(nonce);
         out.extend_from_slice(&ct);
         Ok(out)
+    }
+
+    /// Seals in place: `buf` is `nonce || plaintext || 16 spare bytes` on entry and
+    /// `nonce || ciphertext || tag` on return, the same bytes [`Self::seal`] makes.
+    /// Lets a pack be laid out first and its blobs sealed in parallel where they lie.
+    pub fn seal_in_place(&self, aad: &[u8], buf: &mut [u8]) -> Result<()> {
+        if buf.len() < SEAL_OVERHEAD {
+            return Err(Error::invalid("sealing buffer too short"));
+        }
+        let (nonce, rest) = buf.split_at_mut(NONCE_LEN);
+        let (msg, tag_out) = rest.split_at_mut(rest.len() - TAG_LEN);
+        let tag = self
+            .cipher
+            .encrypt_in_place_detached(Nonce::from_slice(nonce), aad, msg)
+            .map_err(|_| Error::invalid("encryption failed (plaintext too large)"))?;
+        tag_out.copy_from_slice(&tag);
+        Ok(())
     }
 
     /// Verifies the tag and decrypts. `what` names the object for the error.
@@ -284,6 +301,11 @@ mod tests {
         let sealed = s.seal(b"aad", b"hello").unwrap();
         assert_eq!(s.open(b"aad", &sealed, &|| "x".into()).unwrap(), b"hello");
         assert!(s.open(b"other", &sealed, &|| "x".into()).is_err());
+        let mut buf = sealed[..12].to_vec();
+        buf.extend_from_slice(b"hello");
+        buf.extend_from_slice(&[0; 16]);
+        s.seal_in_place(b"aad", &mut buf).unwrap();
+        assert_eq!(buf, sealed, "in-place sealing makes the same bytes");
         let other = key.session(&[2u8; 32]);
         assert!(other.open(b"aad", &sealed, &|| "x".into()).is_err());
         assert!(s.open(b"aad", &sealed[..10], &|| "x".into()).is_err());

@@ -20,7 +20,11 @@
 use serde::{Deserialize, Serialize};
 
 use crate::backend::{Backend, FileType};
-use crate::crypto::{MasterKey, SEAL_OVERHEAD, SESSION_ID_LEN, SessionKey, random_array};
+use rayon::prelude::*;
+
+use crate::crypto::{
+    MasterKey, NONCE_LEN, SEAL_OVERHEAD, SESSION_ID_LEN, SessionKey, TAG_LEN, random_array,
+};
 use crate::error::{Error, Result};
 use crate::format::{self, FileKind, PREFIX_LEN, SealKind};
 use crate::id::{BlobId, PackId, RepoId};
@@ -105,16 +109,6 @@ impl From<EntryWire> for PackEntry {
     }
 }
 
-pub fn seal_blob(
-    session: &SessionKey,
-    repo: &RepoId,
-    kind: BlobKind,
-    id: &BlobId,
-    payload: &[u8],
-) -> Result<Vec<u8>> {
-    session.seal(&format::aad(repo, kind.seal_kind(), Some(id)), payload)
-}
-
 /// Decrypts, decompresses and re-hashes a stored blob. Returns the plaintext only if
 /// its keyed hash is `entry.id`.
 pub fn open_blob(
@@ -168,7 +162,10 @@ pub fn open_blob_payload(
     Ok(payload)
 }
 
-/// A pack being assembled in memory.
+/// A pack being assembled in memory. Blobs are kept as payloads and sealed by
+/// [`PackBuilder::finish`], in parallel, where they lie in the finished pack; so
+/// the thread that fills a pack does no encryption, and `finish` can run on the
+/// pack writer's thread.
 pub struct PackBuilder {
     session_id: [u8; SESSION_ID_LEN],
     session: SessionKey,
@@ -193,23 +190,19 @@ impl PackBuilder {
         })
     }
 
-    /// Seals `payload` (an encoded blob, see `format::encode_payload`) into the pack.
-    pub fn add(
-        &mut self,
-        repo: &RepoId,
-        kind: BlobKind,
-        id: BlobId,
-        payload: &[u8],
-        raw_length: u32,
-    ) -> Result<()> {
-        let sealed = seal_blob(&self.session, repo, kind, &id, payload)?;
-        self.size += sealed.len();
-        self.blobs.push((kind, id, sealed, raw_length));
-        Ok(())
+    /// Adds `payload` (an encoded blob, see `format::encode_payload`) to the pack.
+    pub fn add(&mut self, kind: BlobKind, id: BlobId, payload: Vec<u8>, raw_length: u32) {
+        self.size += payload.len() + SEAL_OVERHEAD;
+        self.blobs.push((kind, id, payload, raw_length));
     }
 
+    /// Size of the pack's blob area so far, sealing overhead included.
     pub fn size(&self) -> usize {
         self.size
+    }
+
+    pub fn len(&self) -> usize {
+        self.blobs.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -217,30 +210,53 @@ impl PackBuilder {
     }
 
     /// Lays the blobs out in a random order — so that a pack does not hold a file's
-    /// chunks in file order, which would help fingerprinting by sizes — then appends
-    /// the sealed header and its length.
-    pub fn finish(mut self, repo: &RepoId) -> Result<FinishedPack> {
-        shuffle(&mut self.blobs)?;
-        let mut bytes = Vec::with_capacity(self.size + 64 + self.blobs.len() * 100);
+    /// chunks in file order, which would help fingerprinting by sizes — seals them
+    /// in place in parallel, then appends the sealed header and its length.
+    pub fn finish(self, repo: &RepoId) -> Result<FinishedPack> {
+        let Self {
+            session_id,
+            session,
+            mut blobs,
+            size,
+        } = self;
+        shuffle(&mut blobs)?;
+        let mut nonces = vec![0u8; blobs.len() * NONCE_LEN];
+        crate::crypto::random_bytes(&mut nonces)?;
+        let mut bytes = Vec::with_capacity(size + 64 + blobs.len() * 100);
         format::write_prefix(&mut bytes, FileKind::Pack);
-        bytes.extend_from_slice(&self.session_id);
-        let mut entries = Vec::with_capacity(self.blobs.len());
-        for (kind, id, sealed, raw_length) in &self.blobs {
+        bytes.extend_from_slice(&session_id);
+        let mut entries = Vec::with_capacity(blobs.len());
+        for ((kind, id, payload, raw_length), nonce) in
+            blobs.into_iter().zip(nonces.chunks_exact(NONCE_LEN))
+        {
             let offset =
                 u32::try_from(bytes.len()).map_err(|_| Error::invalid("pack larger than 4 GiB"))?;
-            bytes.extend_from_slice(sealed);
+            let length = u32::try_from(payload.len() + SEAL_OVERHEAD)
+                .map_err(|_| Error::invalid("blob larger than 4 GiB"))?;
+            bytes.extend_from_slice(nonce);
+            bytes.extend_from_slice(&payload);
+            bytes.extend_from_slice(&[0u8; TAG_LEN]);
             entries.push(PackEntry {
-                kind: *kind,
-                id: *id,
+                kind,
+                id,
                 offset,
-                length: sealed.len() as u32,
-                raw_length: *raw_length,
+                length,
+                raw_length,
             });
         }
+        // Each blob's bytes are its own disjoint slice: seal them all at once.
+        let mut slices = Vec::with_capacity(entries.len());
+        let mut rest = bytes.get_mut(PACK_DATA_START..).unwrap_or_default();
+        for e in &entries {
+            let (blob, tail) = rest.split_at_mut(e.length as usize);
+            slices.push((e, blob));
+            rest = tail;
+        }
+        slices.into_par_iter().try_for_each(|(e, blob)| {
+            session.seal_in_place(&format::aad(repo, e.kind.seal_kind(), Some(&e.id)), blob)
+        })?;
         let header = encode_header(&entries);
-        let sealed = self
-            .session
-            .seal(&format::aad(repo, SealKind::PackHeader, None), &header)?;
+        let sealed = session.seal(&format::aad(repo, SealKind::PackHeader, None), &header)?;
         bytes.extend_from_slice(&sealed);
         bytes.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
         Ok(FinishedPack {
@@ -431,13 +447,11 @@ mod tests {
         for data in &blobs {
             let id = key.blob_id(data);
             b.add(
-                &repo,
                 BlobKind::Data,
                 id,
-                &format::encode_payload(data, 3),
+                format::encode_payload(data, 3),
                 data.len() as u32,
-            )
-            .unwrap();
+            );
         }
         let p = b.finish(&repo).unwrap();
         assert_eq!(p.id, PackId::of_stored(&p.bytes));

@@ -136,7 +136,7 @@ pub fn prune(
                     v.insert(PackBuilder::new(repo.key())?)
                 }
             };
-            b.add(repo.repo_id(), e.kind, e.id, &payload, e.raw_length)?;
+            b.add(e.kind, e.id, payload, e.raw_length);
             s.blobs_moved += 1;
             if b.size() >= repo.config().pack_size as usize {
                 if let Some(full) = builders.remove(&e.kind) {

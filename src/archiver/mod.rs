@@ -551,7 +551,7 @@ impl Archiver<'_> {
             for (id, len, payload) in done {
                 if let Some(p) = payload {
                     self.saver
-                        .add(BlobKind::Data, id, &p, len)
+                        .add(BlobKind::Data, id, p, len)
                         .map_err(ReadError::Repo)?;
                 }
                 content.push(id);

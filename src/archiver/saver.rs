@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::format;
 use crate::id::{BlobId, IndexId};
 use crate::index::{Index, IndexFile, IndexPack};
-use crate::pack::{BlobKind, FinishedPack, PackBuilder};
+use crate::pack::{BlobKind, PackBuilder};
 use crate::repository::Repository;
 use crate::tree::Tree;
 
@@ -51,7 +51,7 @@ pub struct Saver {
     pending: HashSet<BlobId>,
     data: Option<PackBuilder>,
     tree: Option<PackBuilder>,
-    tx: Option<SyncSender<FinishedPack>>,
+    tx: Option<SyncSender<PackBuilder>>,
     writer: Option<JoinHandle<()>>,
     written: Arc<Mutex<Written>>,
     unindexed_blobs: usize,
@@ -62,17 +62,21 @@ pub struct Saver {
 
 impl Saver {
     pub fn new(repo: Arc<Repository>, index: Arc<Index>) -> Self {
-        let (tx, rx) = sync_channel::<FinishedPack>(WRITE_QUEUE);
+        let (tx, rx) = sync_channel::<PackBuilder>(WRITE_QUEUE);
         let written = Arc::new(Mutex::new(Written::default()));
         let writer = {
             let repo = Arc::clone(&repo);
             let written = Arc::clone(&written);
+            // Sealing (on the rayon pool), hashing and writing a pack overlap with
+            // the reading and compressing of the next ones.
             std::thread::spawn(move || {
-                for pack in rx {
-                    let result = repo.write_pack(&pack);
+                for builder in rx {
+                    let result = builder
+                        .finish(repo.repo_id())
+                        .and_then(|pack| repo.write_pack(&pack).map(|()| pack));
                     let Ok(mut w) = written.lock() else { return };
                     match result {
-                        Ok(()) => {
+                        Ok(pack) => {
                             w.bytes += pack.bytes.len() as u64;
                             w.packs.push(IndexPack {
                                 id: pack.id,
@@ -120,7 +124,7 @@ impl Saver {
         &mut self,
         kind: BlobKind,
         id: BlobId,
-        payload: &[u8],
+        payload: Vec<u8>,
         raw_len: usize,
     ) -> Result<()> {
         if self.known(&id) {
@@ -137,7 +141,7 @@ impl Saver {
         }
         let full = match slot {
             Some(p) => {
-                p.add(self.repo.repo_id(), kind, id, payload, raw_len)?;
+                p.add(kind, id, payload, raw_len);
                 p.size() >= self.repo.config().pack_size as usize
             }
             None => false,
@@ -162,16 +166,15 @@ impl Saver {
         let id = self.repo.key().blob_id(&bytes);
         if !self.known(&id) {
             let payload = format::encode_payload(&bytes, self.repo.config().compression);
-            self.add(BlobKind::Tree, id, &payload, bytes.len())?;
+            self.add(BlobKind::Tree, id, payload, bytes.len())?;
         }
         Ok(id)
     }
 
     fn send(&mut self, p: PackBuilder) -> Result<()> {
-        let finished = p.finish(self.repo.repo_id())?;
-        self.unindexed_blobs += finished.entries.len();
+        self.unindexed_blobs += p.len();
         let sent = match &self.tx {
-            Some(tx) => tx.send(finished).is_ok(),
+            Some(tx) => tx.send(p).is_ok(),
             None => false,
         };
         if !sent {

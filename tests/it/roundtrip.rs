@@ -805,7 +805,7 @@ fn restore_never_writes_outside_its_target() {
         let id = repo.key().blob_id(data);
         let payload = cairn::format::encode_payload(data, 0);
         saver
-            .add(cairn::pack::BlobKind::Data, id, &payload, data.len())
+            .add(cairn::pack::BlobKind::Data, id, payload, data.len())
             .expect("add");
         saver.finish().expect("finish");
         id

@@ -13,7 +13,7 @@ use rayon::prelude::*;
 use cairn::config::ChunkerParams;
 use cairn::crypto::MasterKey;
 use cairn::id::RepoId;
-use cairn::pack::{self, BlobKind};
+use cairn::pack::BlobKind;
 
 fn files(p: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     let m = std::fs::symlink_metadata(p)?;
@@ -72,7 +72,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     let chunk = &data[o..o + l];
                     let id = key.blob_id(chunk);
                     let payload = cairn::format::encode_payload(chunk, 3);
-                    let sealed = pack::seal_blob(&session, &repo, BlobKind::Data, &id, &payload);
+                    let sealed = session.seal(
+                        &cairn::format::aad(&repo, BlobKind::Data.seal_kind(), Some(&id)),
+                        &payload,
+                    );
                     std::hint::black_box(sealed.map(|s| s.len()).unwrap_or(0));
                     l as u64
                 })
