@@ -35,6 +35,13 @@ use saver::Saver;
 /// Chunks processed in parallel per batch: bounds memory while keeping every core
 /// busy on a large file.
 const BATCH_BYTES: usize = 32 * 1024 * 1024;
+/// Files up to this size are read whole, many at a time on the rayon pool: one
+/// small file alone can't keep the cores (or a NAS's queue) busy.
+const SMALL_FILE: u64 = 4 * 1024 * 1024;
+/// A batch of small files holds at most about this many bytes...
+const SMALL_BATCH_BYTES: u64 = 32 * 1024 * 1024;
+/// ...and at most this many files.
+const SMALL_BATCH_FILES: usize = 512;
 
 pub enum Source {
     Paths(Vec<PathBuf>),
@@ -291,7 +298,7 @@ impl Archiver<'_> {
             let parent_node = parent.and_then(|t| t.find(name));
             match v {
                 Virtual::Leaf(p) => {
-                    if let Some(n) = self.backup_path(p, name, parent_node)? {
+                    if let Some(n) = self.backup_path(p, name, parent_node, None)? {
                         tree.nodes.push(n);
                     }
                 }
@@ -317,12 +324,15 @@ impl Archiver<'_> {
         Ok(tree)
     }
 
-    /// Backs up one entry. `Ok(None)`: skipped (excluded, or unreadable and reported).
+    /// Backs up one entry. `Ok(None)`: skipped (excluded, or unreadable and
+    /// reported), or, for a small file that must be read when `defer` is given,
+    /// queued there for [`Self::read_batch`].
     fn backup_path(
         &mut self,
         path: &Path,
         name: &[u8],
         parent: Option<&Node>,
+        defer: Option<&mut Vec<Deferred>>,
     ) -> Result<Option<Node>> {
         self.check_interrupt()?;
         if self.excludes.is_excluded(path) {
@@ -366,8 +376,20 @@ impl Archiver<'_> {
                 node.subtree = Some(subtree);
             }
             NodeKind::File => {
-                let stored = self.backup_file(path, &mut node, parent)?;
-                if !stored {
+                let Some(status) = self.reuse_content(&mut node, parent) else {
+                    return Ok(Some(node));
+                };
+                if let Some(queue) = defer {
+                    if node.links <= 1 && node.size <= SMALL_FILE {
+                        queue.push(Deferred {
+                            path: path.to_path_buf(),
+                            node,
+                            status,
+                        });
+                        return Ok(None);
+                    }
+                }
+                if !self.read_file(path, &mut node, status)? {
                     self.summary.entries -= 1;
                     return Ok(None);
                 }
@@ -393,6 +415,7 @@ impl Archiver<'_> {
             }
         };
         entries.sort();
+        let mut batch: Vec<Deferred> = Vec::new();
         for (name, child) in entries {
             if self.one_file_system {
                 if let Ok(m) = std::fs::symlink_metadata(&child) {
@@ -410,15 +433,78 @@ impl Archiver<'_> {
                 }
             }
             let parent_node = parent_tree.as_ref().and_then(|t| t.find(&name));
-            if let Some(n) = self.backup_path(&child, &name, parent_node)? {
+            if let Some(n) = self.backup_path(&child, &name, parent_node, Some(&mut batch))? {
                 tree.nodes.push(n);
             }
+            let queued: u64 = batch.iter().map(|d| d.node.size).sum();
+            if queued >= SMALL_BATCH_BYTES || batch.len() >= SMALL_BATCH_FILES {
+                self.read_batch(std::mem::take(&mut batch), &mut tree)?;
+            }
         }
+        self.read_batch(batch, &mut tree)?;
         self.saver.save_tree(&mut tree)
     }
 
-    /// Fills `node.content`. Returns false if the file could not be read (reported).
-    fn backup_file(&mut self, path: &Path, node: &mut Node, parent: Option<&Node>) -> Result<bool> {
+    /// Reads a batch of small files in parallel, then stores their chunks and adds
+    /// their nodes to `tree` in order.
+    fn read_batch(&mut self, batch: Vec<Deferred>, tree: &mut Tree) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.check_interrupt()?;
+        let chunker = self.repo.chunker();
+        let key = self.repo.key();
+        let level = self.repo.config().compression;
+        let saver = &self.saver;
+        let known = |id: &BlobId| saver.known(id);
+        let results: Vec<SmallRead> = batch
+            .par_iter()
+            .map(|d| read_small(&d.path, d.node.inode, chunker, key, level, &known))
+            .collect();
+        for (mut d, r) in batch.into_iter().zip(results) {
+            match r {
+                SmallRead::Failed(msg) => {
+                    self.error(&d.path, msg);
+                    self.summary.entries -= 1;
+                }
+                SmallRead::Grew => {
+                    // Larger than a small file by now: stream it like a large one.
+                    if self.read_file(&d.path, &mut d.node, d.status)? {
+                        tree.nodes.push(d.node);
+                    } else {
+                        self.summary.entries -= 1;
+                    }
+                }
+                SmallRead::Done {
+                    chunks,
+                    read,
+                    changed,
+                } => {
+                    let mut content = Vec::with_capacity(chunks.len());
+                    for (id, len, payload) in chunks {
+                        if let Some(p) = payload {
+                            self.saver.add(BlobKind::Data, id, p, len)?;
+                        }
+                        content.push(id);
+                    }
+                    self.summary.bytes_read += read;
+                    if changed {
+                        self.warning(&d.path, CHANGED_WHILE_READ.into());
+                    }
+                    d.node.size = read;
+                    d.node.content = content;
+                    self.count(d.status);
+                    tree.nodes.push(d.node);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Fills `node.content` without reading the file when the parent snapshot (or
+    /// another link to the same inode) already has it. Otherwise returns whether
+    /// the file is new or changed, for [`Self::read_file`].
+    fn reuse_content(&mut self, node: &mut Node, parent: Option<&Node>) -> Option<Status> {
         self.summary.total_bytes += node.size;
         let status = match parent {
             None => Status::New,
@@ -429,7 +515,7 @@ impl Archiver<'_> {
             {
                 node.content = old.content.clone();
                 self.summary.files_unchanged += 1;
-                return Ok(true);
+                return None;
             }
             // A file whose blobs are missing from the index is re-read, so that a
             // backup heals a damaged repository.
@@ -440,10 +526,16 @@ impl Archiver<'_> {
                 if content.iter().all(|id| self.saver.known(id)) {
                     node.content = content.clone();
                     self.count(status);
-                    return Ok(true);
+                    return None;
                 }
             }
         }
+        Some(status)
+    }
+
+    /// Reads a file as a stream and fills `node.content`. Returns false if the file
+    /// could not be read (reported).
+    fn read_file(&mut self, path: &Path, node: &mut Node, status: Status) -> Result<bool> {
         let file = match open_for_backup(path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -479,17 +571,8 @@ impl Archiver<'_> {
         };
         self.summary.bytes_read += read;
         if let Ok(after) = file.metadata() {
-            if after.len() != before.len()
-                || after.mtime() != before.mtime()
-                || after.mtime_nsec() != before.mtime_nsec()
-                || after.ctime() != before.ctime()
-                || after.ctime_nsec() != before.ctime_nsec()
-                || read != before.len()
-            {
-                self.warning(
-                    path,
-                    "changed while being read; the stored copy may mix old and new content".into(),
-                );
+            if changed_while_read(&before, &after, read) {
+                self.warning(path, CHANGED_WHILE_READ.into());
             }
         }
         node.size = read;
@@ -616,6 +699,93 @@ impl Archiver<'_> {
 enum Status {
     New,
     Changed,
+}
+
+/// A small file waiting to be read with others in parallel.
+struct Deferred {
+    path: PathBuf,
+    node: Node,
+    status: Status,
+}
+
+/// The outcome of reading a small file on the rayon pool.
+enum SmallRead {
+    /// Could not be read; the message is for the snapshot's error list.
+    Failed(String),
+    /// It grew past [`SMALL_FILE`] since it was listed.
+    Grew,
+    Done {
+        /// Each chunk's id and length, with its encoded payload unless known.
+        chunks: Vec<(BlobId, usize, Option<Vec<u8>>)>,
+        read: u64,
+        changed: bool,
+    },
+}
+
+const CHANGED_WHILE_READ: &str =
+    "changed while being read; the stored copy may mix old and new content";
+
+fn changed_while_read(before: &std::fs::Metadata, after: &std::fs::Metadata, read: u64) -> bool {
+    after.len() != before.len()
+        || after.mtime() != before.mtime()
+        || after.mtime_nsec() != before.mtime_nsec()
+        || after.ctime() != before.ctime()
+        || after.ctime_nsec() != before.ctime_nsec()
+        || read != before.len()
+}
+
+/// Reads a small file whole, chunks it, and hashes and compresses its chunks.
+/// Runs on the rayon pool, so it touches nothing but its own file.
+fn read_small(
+    path: &Path,
+    inode: u64,
+    chunker: crate::chunker::Chunker,
+    key: &crate::crypto::MasterKey,
+    level: i32,
+    known: &(dyn Fn(&BlobId) -> bool + Sync),
+) -> SmallRead {
+    let file = match open_for_backup(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return SmallRead::Failed("vanished before it could be read".into());
+        }
+        Err(e) => return SmallRead::Failed(format!("open: {e}")),
+    };
+    let before = match file.metadata() {
+        Ok(m) if m.is_file() && m.ino() == inode => m,
+        Ok(_) => {
+            return SmallRead::Failed(
+                "was replaced by something else while being backed up".into(),
+            );
+        }
+        Err(e) => return SmallRead::Failed(format!("stat: {e}")),
+    };
+    let mut data = Vec::with_capacity(usize::try_from(before.len()).unwrap_or(0).min(1 << 23));
+    if let Err(e) = (&file).take(SMALL_FILE + 1).read_to_end(&mut data) {
+        return SmallRead::Failed(format!("read: {e}"));
+    }
+    let read = data.len() as u64;
+    if read > SMALL_FILE {
+        return SmallRead::Grew;
+    }
+    let changed = file
+        .metadata()
+        .is_ok_and(|after| changed_while_read(&before, &after, read));
+    let chunks = chunker
+        .cuts(&data)
+        .into_iter()
+        .map(|(offset, len)| {
+            let chunk = &data[offset..offset + len];
+            let id = key.blob_id(chunk);
+            let payload = (!known(&id)).then(|| format::encode_payload(chunk, level));
+            (id, len, payload)
+        })
+        .collect();
+    SmallRead::Done {
+        chunks,
+        read,
+        changed,
+    }
 }
 
 enum ReadError {
