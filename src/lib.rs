@@ -17,6 +17,7 @@ pub mod index;
 pub mod keyfile;
 pub mod lock;
 pub mod pack;
+pub mod progress;
 pub mod prune;
 pub mod repair;
 pub mod repository;

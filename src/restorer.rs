@@ -26,6 +26,7 @@ use rayon::prelude::*;
 use crate::archiver::Excludes;
 use crate::error::{Error, IoContext, Result};
 use crate::index::Index;
+use crate::progress::Progress;
 use crate::repository::Repository;
 use crate::tree::{Node, NodeKind};
 use crate::walk::{self, Selection};
@@ -43,6 +44,8 @@ pub struct RestoreOptions {
     pub excludes: Vec<String>,
     /// After writing, read every file back and check it against its blob ids.
     pub verify: bool,
+    /// Counters to update as files are written.
+    pub progress: Option<Arc<Progress>>,
 }
 
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -89,6 +92,7 @@ pub fn restore(
         report,
         summary: Mutex::new(RestoreSummary::default()),
         bytes: AtomicU64::new(0),
+        progress: opts.progress.clone().unwrap_or_default(),
         interrupt,
     };
 
@@ -131,6 +135,10 @@ pub fn restore(
     }
 
     // Contents, in parallel.
+    for job in &plan.files {
+        state.progress.found(1, job.node.size);
+    }
+    state.progress.set_totals_final();
     plan.files.par_iter().for_each(|job| {
         if interrupt.load(Ordering::Relaxed) {
             return;
@@ -180,6 +188,7 @@ struct State<'a> {
     report: &'a (dyn Fn(Event) + Sync),
     summary: Mutex<RestoreSummary>,
     bytes: AtomicU64,
+    progress: Arc<Progress>,
     interrupt: &'a AtomicBool,
 }
 
@@ -344,15 +353,34 @@ fn write_file(state: &State, job: &FileJob) -> Result<()> {
         .mode(0o600)
         .open(dest)
         .at(dest)?;
+    // Each chunk's offset comes from the index's plaintext lengths, so the chunks
+    // of one large file are fetched, decrypted, decompressed and written in
+    // parallel at their offsets.
+    let mut offsets = Vec::with_capacity(job.node.content.len());
     let mut offset = 0u64;
     for id in &job.node.content {
-        if state.interrupt.load(Ordering::Relaxed) {
-            return Err(Error::Interrupted);
-        }
-        let data = state.repo.read_blob(state.index, id)?;
-        write_sparse(&f, offset, &data).at(dest)?;
-        offset += data.len() as u64;
+        let (_, entry) = state.index.get(id).ok_or_else(|| Error::Missing {
+            what: format!("data blob {id} of {}", dest.display()),
+            reason: "no index file names it".into(),
+        })?;
+        offsets.push(offset);
+        offset += u64::from(entry.raw_length);
     }
+    job.node
+        .content
+        .par_iter()
+        .zip(offsets)
+        .try_for_each(|(id, at)| {
+            if state.interrupt.load(Ordering::Relaxed) {
+                return Err(Error::Interrupted);
+            }
+            let data = state.repo.read_blob(state.index, id)?;
+            write_sparse(&f, at, &data).at(dest)?;
+            state.progress.done(0, data.len() as u64);
+            Ok(())
+        })?;
+    state.progress.set_current(dest);
+    state.progress.done(1, 0);
     // Extends over a trailing hole, and fixes the size if it disagrees.
     f.set_len(offset).at(dest)?;
     if offset != job.node.size {

@@ -24,6 +24,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::format;
 use crate::id::{BlobId, SnapshotId};
 use crate::pack::BlobKind;
+use crate::progress::Progress;
 use crate::repository::Repository;
 use crate::snapshot::{self, Snapshot, SourceProblem, Summary};
 use crate::tree::{Node, NodeKind, Timestamp, Tree, is_safe_name};
@@ -62,6 +63,9 @@ pub struct BackupOptions {
     pub parent: Option<SnapshotId>,
     /// Re-read every file even when its metadata says it is unchanged.
     pub force: bool,
+    /// Counters to update as the backup goes; the sources are also counted, in a
+    /// thread of their own, for totals.
+    pub progress: Option<Arc<Progress>>,
 }
 
 /// What the backup reports as it goes.
@@ -116,7 +120,9 @@ pub fn backup(
         None => None,
     };
 
+    let progress = opts.progress.clone().unwrap_or_default();
     let mut a = Archiver {
+        progress: Arc::clone(&progress),
         repo: Arc::clone(repo),
         saver: Saver::new(Arc::clone(repo), Arc::clone(&index)),
         excludes,
@@ -132,10 +138,25 @@ pub fn backup(
         repo_root: repo_local_root(repo),
     };
 
-    let walked = match opts.source {
-        Source::Paths(_) => a.backup_roots(&paths, parent_tree.as_ref()),
-        Source::Stream { name, reader } => a.backup_stream(&name, reader),
-    };
+    let scan_done = AtomicBool::new(false);
+    let walked = std::thread::scope(|scope| {
+        if opts.progress.is_some() && matches!(opts.source, Source::Paths(_)) {
+            let (paths, progress, stop) = (&paths, &progress, &scan_done);
+            let patterns = opts.excludes.clone();
+            let one_fs = opts.one_file_system;
+            scope.spawn(move || {
+                if let Ok(excludes) = Excludes::new(&patterns) {
+                    count_sources(paths, &excludes, one_fs, progress, stop);
+                }
+            });
+        }
+        let walked = match opts.source {
+            Source::Paths(_) => a.backup_roots(&paths, parent_tree.as_ref()),
+            Source::Stream { name, reader } => a.backup_stream(&name, reader),
+        };
+        scan_done.store(true, Ordering::Relaxed);
+        walked
+    });
     let tree = match walked {
         Ok(t) => t,
         Err(e) => {
@@ -222,6 +243,7 @@ enum Virtual {
 
 struct Archiver<'a> {
     repo: Arc<Repository>,
+    progress: Arc<Progress>,
     saver: Saver,
     excludes: Excludes,
     one_file_system: bool,
@@ -389,7 +411,10 @@ impl Archiver<'_> {
                         return Ok(None);
                     }
                 }
-                if !self.read_file(path, &mut node, status)? {
+                self.progress.set_current(path);
+                let stored = self.read_file(path, &mut node, status)?;
+                self.progress.done(1, 0);
+                if !stored {
                     self.summary.entries -= 1;
                     return Ok(None);
                 }
@@ -457,6 +482,9 @@ impl Archiver<'_> {
         let level = self.repo.config().compression;
         let saver = &self.saver;
         let known = |id: &BlobId| saver.known(id);
+        if let Some(first) = batch.first() {
+            self.progress.set_current(&first.path);
+        }
         let results: Vec<SmallRead> = batch
             .par_iter()
             .map(|d| read_small(&d.path, d.node.inode, chunker, key, level, &known))
@@ -466,10 +494,13 @@ impl Archiver<'_> {
                 SmallRead::Failed(msg) => {
                     self.error(&d.path, msg);
                     self.summary.entries -= 1;
+                    self.progress.done(1, d.node.size);
                 }
                 SmallRead::Grew => {
                     // Larger than a small file by now: stream it like a large one.
-                    if self.read_file(&d.path, &mut d.node, d.status)? {
+                    let stored = self.read_file(&d.path, &mut d.node, d.status)?;
+                    self.progress.done(1, 0);
+                    if stored {
                         tree.nodes.push(d.node);
                     } else {
                         self.summary.entries -= 1;
@@ -494,6 +525,7 @@ impl Archiver<'_> {
                     d.node.size = read;
                     d.node.content = content;
                     self.count(d.status);
+                    self.progress.done(1, read);
                     tree.nodes.push(d.node);
                 }
             }
@@ -515,6 +547,7 @@ impl Archiver<'_> {
             {
                 node.content = old.content.clone();
                 self.summary.files_unchanged += 1;
+                self.progress.done(1, node.size);
                 return None;
             }
             // A file whose blobs are missing from the index is re-read, so that a
@@ -526,6 +559,7 @@ impl Archiver<'_> {
                 if content.iter().all(|id| self.saver.known(id)) {
                     node.content = content.clone();
                     self.count(status);
+                    self.progress.done(1, node.size);
                     return None;
                 }
             }
@@ -621,6 +655,7 @@ impl Archiver<'_> {
                 }
             }
             total += bytes as u64;
+            self.progress.done(0, bytes as u64);
             let key = self.repo.key();
             let saver = &self.saver;
             let done: Vec<(BlobId, usize, Option<Vec<u8>>)> = batch
@@ -809,6 +844,43 @@ fn open_for_backup(path: &Path) -> io::Result<File> {
         }
         r => r,
     }
+}
+
+/// Counts the regular files and bytes under `paths` (with the backup's exclude and
+/// file-system rules) into `progress`'s totals, for a progress bar's ETA. Runs
+/// beside the backup and stops when `stop` is set. It lists directories the way the
+/// backup does, without touching their atimes: a walker that did would change the
+/// directories' metadata, and so their trees, on every backup.
+fn count_sources(
+    paths: &[PathBuf],
+    excludes: &Excludes,
+    one_file_system: bool,
+    progress: &Progress,
+    stop: &AtomicBool,
+) {
+    let mut stack: Vec<(PathBuf, Option<u64>)> = paths.iter().map(|p| (p.clone(), None)).collect();
+    while let Some((path, dev)) = stack.pop() {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        if excludes.is_excluded(&path) {
+            continue;
+        }
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if meta.is_file() {
+            progress.found(1, meta.len());
+        } else if meta.is_dir() {
+            if one_file_system && dev.is_some_and(|d| d != meta.dev()) {
+                continue;
+            }
+            if let Ok(entries) = list_dir(&path) {
+                stack.extend(entries.into_iter().map(|(_, p)| (p, Some(meta.dev()))));
+            }
+        }
+    }
+    progress.set_totals_final();
 }
 
 /// Lists a directory without updating its atime where permitted (reading it would

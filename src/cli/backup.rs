@@ -1,5 +1,6 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -7,6 +8,7 @@ use clap::Args;
 
 use cairn::archiver::{self, BackupOptions, Event, Excludes, Source};
 use cairn::id::SnapshotId;
+use cairn::progress::Progress;
 
 use super::{EXIT_PARTIAL, GlobalArgs, open, output, signals};
 
@@ -65,6 +67,7 @@ pub fn run(g: &GlobalArgs, a: BackupArgs) -> Result<ExitCode> {
         }
         None => None,
     };
+    let progress = Arc::new(Progress::new());
     let source = if a.stdin {
         Source::Stream {
             name: a.stdin_filename.clone(),
@@ -81,6 +84,7 @@ pub fn run(g: &GlobalArgs, a: BackupArgs) -> Result<ExitCode> {
         one_file_system: a.one_file_system,
         parent,
         force: a.force,
+        progress: Some(Arc::clone(&progress)),
     };
     let quiet = g.quiet;
     let json = g.json;
@@ -98,8 +102,10 @@ pub fn run(g: &GlobalArgs, a: BackupArgs) -> Result<ExitCode> {
         }
     };
     let start = Instant::now();
-    let result =
-        archiver::backup(&repo, opts, &signals::INTERRUPTED, &report).context("backup failed")?;
+    let display = super::progress::start(g, "backup", &progress);
+    let result = archiver::backup(&repo, opts, &signals::INTERRUPTED, &report);
+    drop(display);
+    let result = result.context("backup failed")?;
     let elapsed = start.elapsed();
     print_summary(g, &result.id, &result.snapshot, elapsed.as_secs_f64())?;
     if !result.snapshot.errors.is_empty() {

@@ -9,6 +9,7 @@ mod init;
 mod ls;
 mod output;
 mod password;
+mod progress;
 mod prune;
 mod repair;
 mod restore;

@@ -1,5 +1,6 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -57,11 +58,13 @@ pub fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<ExitCode> {
         .or(sel.path.clone())
         .unwrap_or_else(|| "/".into());
     let selection = walk::resolve(&repo, &index, &sel.snapshot.tree, &path)?;
+    let progress = Arc::new(cairn::progress::Progress::new());
     let opts = RestoreOptions {
         target: a.target.clone(),
         includes: a.includes.clone(),
         excludes: a.excludes.clone(),
         verify: a.verify,
+        progress: Some(Arc::clone(&progress)),
     };
     let quiet = g.quiet;
     let report = move |e: Event| match e {
@@ -70,6 +73,7 @@ pub fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<ExitCode> {
         Event::Warning(_) => {}
     };
     let start = Instant::now();
+    let display = super::progress::start(g, "restore", &progress);
     let s = restorer::restore(
         &repo,
         &index,
@@ -77,8 +81,9 @@ pub fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<ExitCode> {
         &opts,
         &signals::INTERRUPTED,
         &report,
-    )
-    .with_context(|| {
+    );
+    drop(display);
+    let s = s.with_context(|| {
         format!(
             "restoring snapshot {} into {}",
             sel.id.short(),

@@ -242,6 +242,7 @@ fn full_disk_mid_backup_keeps_repository_consistent_and_rerun_reuses_packs() {
         one_file_system: false,
         parent: None,
         force: false,
+        progress: None,
     };
     let err = cairn::archiver::backup(&repo, opts, &AtomicBool::new(false), &|_| {})
         .err()

@@ -1,0 +1,134 @@
+//! Showing a long operation's progress: a bar on a terminal (files and bytes done,
+//! rate, ETA, current file), JSON status lines once a second with `--json`, and
+//! nothing otherwise (`--quiet`, or output to a file or pipe, where the command's
+//! summary line is the record).
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use cairn::progress::{Progress, ProgressView};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::{GlobalArgs, output};
+
+/// Runs until dropped.
+pub struct Display {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Display {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Starts showing `progress` for `action` ("backup", "restore"), or returns None
+/// when nothing should be shown.
+pub fn start(g: &GlobalArgs, action: &'static str, progress: &Arc<Progress>) -> Option<Display> {
+    if g.quiet {
+        return None;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let p = Arc::clone(progress);
+    let s = Arc::clone(&stop);
+    let thread = if g.json {
+        std::thread::spawn(move || json_lines(action, &p, &s))
+    } else if std::io::stderr().is_terminal() {
+        std::thread::spawn(move || bar(action, &p, &s))
+    } else {
+        return None;
+    };
+    Some(Display {
+        stop,
+        thread: Some(thread),
+    })
+}
+
+/// Sleeps up to `total` in short steps; returns true once `stop` is set.
+fn wait(stop: &AtomicBool, total: Duration) -> bool {
+    let step = Duration::from_millis(50);
+    let mut slept = Duration::ZERO;
+    while slept < total {
+        if stop.load(Ordering::Relaxed) {
+            return true;
+        }
+        std::thread::sleep(step);
+        slept += step;
+    }
+    stop.load(Ordering::Relaxed)
+}
+
+fn json_lines(action: &str, p: &Progress, stop: &AtomicBool) {
+    let start = Instant::now();
+    while !wait(stop, Duration::from_secs(1)) {
+        let v = p.view();
+        let secs = start.elapsed().as_secs_f64();
+        let _ = output::print_json(&serde_json::json!({
+            "message_type": "status",
+            "action": action,
+            "seconds_elapsed": secs,
+            "files_done": v.files_done,
+            "bytes_done": v.bytes_done,
+            "files_total": v.files_total,
+            "bytes_total": v.bytes_total,
+            "totals_final": v.totals_final,
+            "percent_done": percent(&v),
+            "bytes_per_second": if secs > 0.0 { v.bytes_done as f64 / secs } else { 0.0 },
+            "current_file": v.current_file,
+        }));
+    }
+}
+
+fn percent(v: &ProgressView) -> f64 {
+    if v.bytes_total == 0 {
+        0.0
+    } else {
+        (100.0 * v.bytes_done as f64 / v.bytes_total as f64).min(100.0)
+    }
+}
+
+fn bar(action: &str, p: &Progress, stop: &AtomicBool) {
+    let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr_with_hz(5));
+    let style = ProgressStyle::with_template(
+        "{prefix} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}\n{msg}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar.set_prefix(action.to_string());
+    loop {
+        let v = p.view();
+        bar.set_length(v.bytes_total.max(v.bytes_done));
+        bar.set_position(v.bytes_done);
+        let total = if v.totals_final {
+            v.files_total.to_string()
+        } else {
+            format!("{}+", v.files_total)
+        };
+        bar.set_message(format!(
+            "{} / {total} files  {}",
+            v.files_done,
+            shorten(&v.current_file, 70)
+        ));
+        if wait(stop, Duration::from_millis(200)) {
+            break;
+        }
+    }
+    bar.finish_and_clear();
+}
+
+/// The end of a long path, which is the informative part.
+fn shorten(s: &str, max: usize) -> String {
+    let n = s.chars().count();
+    if n <= max {
+        return s.to_string();
+    }
+    let tail: String = s.chars().skip(n - (max - 1)).collect();
+    format!("…{tail}")
+}
