@@ -35,12 +35,12 @@ use saver::Saver;
 
 /// Chunks processed in parallel per batch: bounds memory while keeping every core
 /// busy on a large file.
-const BATCH_BYTES: usize = 32 * 1024 * 1024;
+const BATCH_BYTES: usize = 16 * 1024 * 1024;
 /// Files up to this size are read whole, many at a time on the rayon pool: one
 /// small file alone can't keep the cores (or a NAS's queue) busy.
 const SMALL_FILE: u64 = 4 * 1024 * 1024;
 /// A batch of small files holds at most about this many bytes...
-const SMALL_BATCH_BYTES: u64 = 32 * 1024 * 1024;
+const SMALL_BATCH_BYTES: u64 = 8 * 1024 * 1024;
 /// ...and at most this many files.
 const SMALL_BATCH_FILES: usize = 512;
 

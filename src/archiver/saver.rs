@@ -26,7 +26,7 @@ const INDEX_FLUSH_BLOBS: usize = 4096;
 /// ...or once this much time has passed since the last one.
 const INDEX_FLUSH_INTERVAL: Duration = Duration::from_secs(120);
 /// Packs queued for the writer thread; bounds memory to a few packs.
-const WRITE_QUEUE: usize = 2;
+const WRITE_QUEUE: usize = 1;
 
 #[derive(Default)]
 struct Written {

@@ -34,7 +34,12 @@ PASSWORD = "bench password"
 
 
 def sh(cmd, env=None, cwd=None, check=True):
-    """Runs cmd under GNU time; returns (seconds, peak RSS KiB, stdout)."""
+    """Runs cmd under GNU time; returns (seconds, peak RSS KiB, stdout).
+
+    Dirty pages are flushed first: on ext4, an fsync commits the journal and so
+    writes out every other dirty file too, which would charge one tool for the
+    restore that ran before it."""
+    os.sync()
     full = ["/usr/bin/time", "-f", "%e %M", "-o", "/tmp/cairn-bench-time"] + cmd
     p = subprocess.run(full, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if check and p.returncode != 0:
