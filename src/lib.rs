@@ -5,6 +5,7 @@
 
 pub mod archiver;
 pub mod backend;
+pub mod cache;
 pub mod check;
 pub mod chunker;
 pub mod config;

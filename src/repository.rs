@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::backend::{Backend, FileType};
+use crate::cache::Cache;
 use crate::chunker::Chunker;
 use crate::config::{self, ChunkerParams, Config};
 use crate::crypto::{KdfParams, MasterKey, SESSION_ID_LEN};
@@ -13,7 +14,7 @@ use crate::format::{self, FileKind, SealKind};
 use crate::id::{BlobId, IndexId, KeyId, PackId, RepoId, SnapshotId};
 use crate::index::{INDEX_MAX_LEN, Index, IndexFile};
 use crate::keyfile::{KEY_FILE_MAX_LEN, KeyFile};
-use crate::pack::{self, FinishedPack, PACK_DATA_START};
+use crate::pack::{self, BlobKind, FinishedPack, PACK_DATA_START};
 use crate::snapshot::{SNAPSHOT_MAX_LEN, Snapshot};
 use crate::tree::Tree;
 
@@ -49,6 +50,7 @@ pub struct Repository {
     config: Config,
     key_id: KeyId,
     sessions: Mutex<HashMap<PackId, [u8; SESSION_ID_LEN]>>,
+    cache: Option<Cache>,
 }
 
 impl Repository {
@@ -129,7 +131,18 @@ impl Repository {
             config,
             key_id,
             sessions: Mutex::new(HashMap::new()),
+            cache: None,
         }
+    }
+
+    /// Keeps index files, snapshots and tree packs in a local cache under `base`
+    /// (see `cache`). Not for commands that audit or rewrite the repository.
+    pub fn enable_cache(&mut self, base: &std::path::Path) {
+        self.cache = Cache::open(base, self.repo_id());
+    }
+
+    pub fn cache(&self) -> Option<&Cache> {
+        self.cache.as_ref()
     }
 
     pub fn backend(&self) -> &dyn Backend {
@@ -182,8 +195,23 @@ impl Repository {
         max_len: u64,
         what: &dyn Fn() -> String,
     ) -> Result<Vec<u8>> {
-        let bytes = self.backend.read(t, name, max_len)?;
-        check_name(&bytes, name, &what())?;
+        let cacheable = matches!(t, FileType::Index | FileType::Snapshot);
+        let cached = self
+            .cache
+            .as_ref()
+            .filter(|_| cacheable)
+            .and_then(|c| c.get(t, name));
+        let bytes = match cached {
+            Some(b) => b,
+            None => {
+                let b = self.backend.read(t, name, max_len)?;
+                check_name(&b, name, &what())?;
+                if let Some(c) = self.cache.as_ref().filter(|_| cacheable) {
+                    c.put(t, name, &b);
+                }
+                b
+            }
+        };
         let payload = format::open_file(&self.key, self.repo_id(), file, seal, &bytes, what)?;
         format::decode_payload(&payload, None, max_len as usize, what)
     }
@@ -223,10 +251,19 @@ impl Repository {
     /// Loads every index file into memory.
     pub fn load_index(&self) -> Result<Index> {
         let mut index = crate::index::IndexBuilder::new();
-        for id in self.list_ids(FileType::Index, IndexId::from_hex)? {
-            index.add_file(&self.load_index_file(&id)?);
+        let ids = self.list_ids(FileType::Index, IndexId::from_hex)?;
+        for id in &ids {
+            index.add_file(&self.load_index_file(id)?);
         }
-        Ok(index.build())
+        let index = index.build();
+        if let Some(c) = &self.cache {
+            c.retain(FileType::Index, &ids.iter().map(|i| i.to_hex()).collect());
+            c.retain(
+                FileType::Pack,
+                &index.packs().map(|(p, _)| p.to_hex()).collect(),
+            );
+        }
+        Ok(index)
     }
 
     pub fn save_snapshot(&self, s: &Snapshot) -> Result<(SnapshotId, u64)> {
@@ -267,7 +304,14 @@ impl Repository {
     pub fn list_snapshots_lenient(&self) -> Result<Snapshots> {
         let mut out = Vec::new();
         let mut bad = Vec::new();
-        for id in self.list_ids(FileType::Snapshot, SnapshotId::from_hex)? {
+        let ids = self.list_ids(FileType::Snapshot, SnapshotId::from_hex)?;
+        if let Some(c) = &self.cache {
+            c.retain(
+                FileType::Snapshot,
+                &ids.iter().map(|i| i.to_hex()).collect(),
+            );
+        }
+        for id in ids {
             match self.load_snapshot(&id) {
                 Ok(s) => out.push((id, s)),
                 Err(e) => bad.push((id, e)),
@@ -286,12 +330,18 @@ impl Repository {
         let sid = match cached {
             Some(s) => s,
             None => {
-                let start = self.backend.read_range(
-                    FileType::Pack,
-                    &pack.to_hex(),
-                    0,
-                    PACK_DATA_START as u64,
-                )?;
+                let name = pack.to_hex();
+                let cached = self
+                    .cache
+                    .as_ref()
+                    .and_then(|c| c.read_range(FileType::Pack, &name, 0, PACK_DATA_START as u64));
+                let start = match cached {
+                    Some(s) => s,
+                    None => {
+                        self.backend
+                            .read_range(FileType::Pack, &name, 0, PACK_DATA_START as u64)?
+                    }
+                };
                 let s = pack::parse_session(&start, pack)?;
                 if let Ok(mut m) = self.sessions.lock() {
                     m.insert(*pack, s);
@@ -309,6 +359,11 @@ impl Repository {
             reason: "no index file lists it; run `cairn check`".into(),
         })?;
         let session = self.pack_session(&pack_id)?;
+        if entry.kind == BlobKind::Tree {
+            if let Some(plain) = self.read_cached_tree(index, &pack_id, &entry, &session) {
+                return Ok(plain);
+            }
+        }
         let sealed = self.backend.read_range(
             FileType::Pack,
             &pack_id.to_hex(),
@@ -323,6 +378,40 @@ impl Repository {
             &sealed,
             &pack_id,
         )
+    }
+
+    /// A tree blob from the cached copy of its pack, fetching the whole pack into
+    /// the cache first if needed. `None` (read from the repository instead) when
+    /// there is no cache or anything about the cached copy is wrong.
+    fn read_cached_tree(
+        &self,
+        index: &Index,
+        pack_id: &PackId,
+        entry: &crate::pack::PackEntry,
+        session: &crate::crypto::SessionKey,
+    ) -> Option<Vec<u8>> {
+        let cache = self.cache.as_ref()?;
+        let name = pack_id.to_hex();
+        if !cache.contains(FileType::Pack, &name) {
+            let size = index.packs().find(|(p, _)| p == pack_id).map(|(_, s)| s)?;
+            let bytes = self.backend.read(FileType::Pack, &name, size).ok()?;
+            // Verified once, whole, when cached; each blob is verified on read.
+            check_name(&bytes, &name, "pack").ok()?;
+            cache.put(FileType::Pack, &name, &bytes);
+        }
+        let sealed = cache.read_range(
+            FileType::Pack,
+            &name,
+            u64::from(entry.offset),
+            u64::from(entry.length),
+        )?;
+        match pack::open_blob(&self.key, session, self.repo_id(), entry, &sealed, pack_id) {
+            Ok(plain) => Some(plain),
+            Err(_) => {
+                cache.remove(FileType::Pack, &name);
+                None
+            }
+        }
     }
 
     pub fn load_tree(&self, index: &Index, id: &BlobId) -> Result<Tree> {

@@ -8,7 +8,7 @@ use cairn::backend::FileType;
 use cairn::id::{BlobId, IndexId, KeyId, LockId, PackId};
 use cairn::repository::{Repository, check_name};
 
-use super::{GlobalArgs, open, output};
+use super::{GlobalArgs, open_uncached, output};
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Kind {
@@ -51,7 +51,7 @@ fn find_file(repo: &Repository, t: FileType, prefix: &str) -> Result<String> {
 }
 
 pub fn run(g: &GlobalArgs, a: CatArgs) -> Result<ExitCode> {
-    let repo = open(g)?;
+    let repo = open_uncached(g)?;
     let need_id = || {
         a.id.clone()
             .ok_or_else(|| anyhow!("this kind of object needs an id"))

@@ -6,7 +6,7 @@ use clap::Args;
 
 use cairn::check::{self, Problem, ReadData, Severity};
 
-use super::{GlobalArgs, open, output, signals};
+use super::{GlobalArgs, open_uncached, output, signals};
 
 #[derive(Args)]
 pub struct CheckArgs {
@@ -24,7 +24,7 @@ pub fn run(g: &GlobalArgs, a: CheckArgs) -> Result<ExitCode> {
         (None, true) => ReadData::All,
         (None, false) => ReadData::None,
     };
-    let repo = open(g)?;
+    let repo = open_uncached(g)?;
     let json = g.json;
     let quiet = g.quiet;
     let report = move |p: &Problem| {

@@ -7,7 +7,7 @@ use cairn::forget::{self, GroupBy, KeepPolicy, Within};
 use cairn::id::SnapshotId;
 
 use super::prune::PruneArgs;
-use super::{FilterArgs, GlobalArgs, open, output};
+use super::{FilterArgs, GlobalArgs, open_uncached, output};
 
 #[derive(Args)]
 pub struct ForgetArgs {
@@ -67,7 +67,7 @@ pub fn run(g: &GlobalArgs, a: ForgetArgs) -> Result<ExitCode> {
         tags: a.keep_tags.clone(),
     };
     let group_by = GroupBy::parse(&a.group_by)?;
-    let repo = open(g)?;
+    let repo = open_uncached(g)?;
     let filter = a.filter.filter()?;
 
     let remove: Vec<SnapshotId> = if !a.ids.is_empty() {

@@ -65,6 +65,10 @@ pub struct GlobalArgs {
     /// Machine-readable output (JSON)
     #[arg(long, global = true)]
     pub json: bool,
+    /// Don't use the local cache of index files, snapshots and trees
+    /// ($CAIRN_CACHE_DIR, else $XDG_CACHE_HOME/cairn, else ~/.cache/cairn)
+    #[arg(long, global = true)]
+    pub no_cache: bool,
 }
 
 #[derive(Subcommand)]
@@ -156,7 +160,18 @@ pub fn repo_path(g: &GlobalArgs) -> Result<PathBuf> {
         .ok_or_else(|| anyhow!("no repository given: use -r/--repo or set CAIRN_REPOSITORY"))
 }
 
+/// Opens the repository with the local cache, for commands that read it.
 pub fn open(g: &GlobalArgs) -> Result<Arc<Repository>> {
+    open_with(g, !g.no_cache)
+}
+
+/// Opens the repository without the cache, for commands that audit or rewrite it
+/// (`check`, `prune`, `repair`, `forget`, `cat`): they must see its own bytes.
+pub fn open_uncached(g: &GlobalArgs) -> Result<Arc<Repository>> {
+    open_with(g, false)
+}
+
+fn open_with(g: &GlobalArgs, cached: bool) -> Result<Arc<Repository>> {
     let path = repo_path(g)?;
     let backend = Arc::new(LocalBackend::new(&path));
     // Check before asking for a password: no point prompting for a typo'd path.
@@ -164,7 +179,12 @@ pub fn open(g: &GlobalArgs) -> Result<Arc<Repository>> {
         return Err(cairn::Error::NotARepository(path.display().to_string()).into());
     }
     let pw = password::get(g, false)?;
-    let repo = Repository::open(backend, &pw)?;
+    let mut repo = Repository::open(backend, &pw)?;
+    if cached {
+        if let Some(base) = cairn::cache::base_dir() {
+            repo.enable_cache(&base);
+        }
+    }
     Ok(Arc::new(repo))
 }
 

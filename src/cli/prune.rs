@@ -5,7 +5,7 @@ use clap::Args;
 
 use cairn::prune::{self, PruneOptions, PruneSummary};
 
-use super::{GlobalArgs, open, output, signals};
+use super::{GlobalArgs, open_uncached, output, signals};
 
 #[derive(Args, Clone)]
 pub struct PruneArgs {
@@ -60,7 +60,7 @@ pub struct PruneCmd {
 }
 
 pub fn run(g: &GlobalArgs, a: PruneCmd) -> Result<ExitCode> {
-    let repo = open(g)?;
+    let repo = open_uncached(g)?;
     run_with(g, &repo, &a.opts, a.dry_run)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -3,7 +3,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Args, Subcommand};
 
-use super::{GlobalArgs, open, output};
+use super::{GlobalArgs, open_uncached, output};
 
 #[derive(Args)]
 pub struct RepairArgs {
@@ -31,7 +31,7 @@ enum What {
 }
 
 pub fn run(g: &GlobalArgs, a: RepairArgs) -> Result<ExitCode> {
-    let repo = open(g)?;
+    let repo = open_uncached(g)?;
     let quiet = g.quiet || g.json;
     let report = move |m: &str| {
         if !quiet {

@@ -52,6 +52,7 @@ impl Env {
                 c.env_remove(k);
             }
         }
+        c.env("CAIRN_CACHE_DIR", self.dir.path().join("cache"));
         c.arg("-r")
             .arg(&self.repo)
             .arg("--password-file")

@@ -1,5 +1,6 @@
 //! Integration tests, compiled into one binary.
 
+mod cache;
 mod common;
 mod dedup;
 mod errors;

@@ -1,0 +1,164 @@
+//! A local cache of a repository's index files, snapshots and tree packs, so that
+//! a backup or restore from a slow NAS (or, later, an object store) reads almost
+//! nothing but the data it needs.
+//!
+//! Everything cached is immutable and content-addressed: a file's name is the
+//! BLAKE3 of its bytes, so a cached copy is verified against its name on every read
+//! and discarded if it differs; a stale entry (the file was pruned) is never listed
+//! by the repository, so it is never asked for, and is swept when seen.
+//!
+//! `check`, `prune`, `repair` and `cat` do not use the cache: they must see the
+//! repository's own bytes.
+//!
+//! Layout: `<cache dir>/<repository id>/{index,snapshots,tree-packs}/<id>`, where the
+//! cache dir is `$CAIRN_CACHE_DIR`, else `$XDG_CACHE_HOME/cairn`, else
+//! `~/.cache/cairn`.
+
+use std::collections::HashSet;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::backend::FileType;
+use crate::id::RepoId;
+
+pub struct Cache {
+    dir: PathBuf,
+}
+
+/// The directory that holds every repository's cache, if one can be found.
+pub fn base_dir() -> Option<PathBuf> {
+    let from_env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    from_env("CAIRN_CACHE_DIR")
+        .or_else(|| from_env("XDG_CACHE_HOME").map(|d| d.join("cairn")))
+        .or_else(|| from_env("HOME").map(|d| d.join(".cache").join("cairn")))
+}
+
+fn kind_dir(t: FileType) -> Option<&'static str> {
+    match t {
+        FileType::Index => Some("index"),
+        FileType::Snapshot => Some("snapshots"),
+        FileType::Pack => Some("tree-packs"),
+        _ => None,
+    }
+}
+
+impl Cache {
+    /// The cache of repository `repo` under `base`, created if needed. `None` when
+    /// it can't be created: the cache is an optimisation, never a reason to fail.
+    pub fn open(base: &Path, repo: &RepoId) -> Option<Self> {
+        let dir = base.join(repo.to_hex());
+        for sub in ["index", "snapshots", "tree-packs"] {
+            fs::create_dir_all(dir.join(sub)).ok()?;
+        }
+        let tag = base.join("CACHEDIR.TAG");
+        if !tag.exists() {
+            // Marks the directory as a cache for tools that honour CACHEDIR.TAG.
+            let _ = fs::write(
+                &tag,
+                "Signature: 8a477f597d28d172789f06886806bc55\n# cairn's local cache: safe to delete.\n",
+            );
+        }
+        Some(Self { dir })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn path(&self, t: FileType, name: &str) -> Option<PathBuf> {
+        let valid = name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit());
+        Some(self.dir.join(kind_dir(t)?).join(name)).filter(|_| valid)
+    }
+
+    /// The cached bytes of `name`, if present and intact.
+    pub fn get(&self, t: FileType, name: &str) -> Option<Vec<u8>> {
+        let p = self.path(t, name)?;
+        let bytes = fs::read(&p).ok()?;
+        if blake3::hash(&bytes).to_hex().as_str() == name {
+            Some(bytes)
+        } else {
+            let _ = fs::remove_file(&p);
+            None
+        }
+    }
+
+    /// `len` bytes at `offset` of a cached file, without verifying the whole file:
+    /// for blobs in cached tree packs, which their own tag and id verify.
+    pub fn read_range(&self, t: FileType, name: &str, offset: u64, len: u64) -> Option<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        let f = fs::File::open(self.path(t, name)?).ok()?;
+        let mut buf = vec![0u8; usize::try_from(len).ok()?];
+        f.read_exact_at(&mut buf, offset).ok()?;
+        Some(buf)
+    }
+
+    pub fn contains(&self, t: FileType, name: &str) -> bool {
+        self.path(t, name).is_some_and(|p| p.exists())
+    }
+
+    /// Drops one cached file (found damaged).
+    pub fn remove(&self, t: FileType, name: &str) {
+        if let Some(p) = self.path(t, name) {
+            let _ = fs::remove_file(p);
+        }
+    }
+
+    /// Stores a copy; failures are ignored (a full cache disk must not stop a
+    /// backup). Callers pass bytes already verified against `name`.
+    pub fn put(&self, t: FileType, name: &str, bytes: &[u8]) {
+        let Some(p) = self.path(t, name) else { return };
+        if p.exists() {
+            return;
+        }
+        let tmp = p.with_extension(format!("tmp-{}", std::process::id()));
+        let written = fs::File::create(&tmp).and_then(|mut f| f.write_all(bytes));
+        if written.is_err() || fs::rename(&tmp, &p).is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+    }
+
+    /// Removes cached files of kind `t` that the repository no longer has.
+    pub fn retain(&self, t: FileType, keep: &HashSet<String>) {
+        let Some(sub) = kind_dir(t) else { return };
+        let Ok(rd) = fs::read_dir(self.dir.join(sub)) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !keep.contains(&name) {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verified_on_read_and_swept() {
+        let base = tempfile::tempdir().unwrap();
+        let c = Cache::open(base.path(), &RepoId([1; 32])).unwrap();
+        let bytes = b"an index file".to_vec();
+        let name = blake3::hash(&bytes).to_hex().to_string();
+        assert!(c.get(FileType::Index, &name).is_none());
+        c.put(FileType::Index, &name, &bytes);
+        assert_eq!(c.get(FileType::Index, &name).unwrap(), bytes);
+        // A damaged copy is dropped, not returned.
+        fs::write(c.dir().join("index").join(&name), b"damaged").unwrap();
+        assert!(c.get(FileType::Index, &name).is_none());
+        assert!(!c.dir().join("index").join(&name).exists());
+        c.put(FileType::Index, &name, &bytes);
+        c.retain(FileType::Index, &HashSet::new());
+        assert!(c.get(FileType::Index, &name).is_none());
+        // Names that are not ids never reach the filesystem.
+        assert!(c.get(FileType::Index, "../../etc/passwd").is_none());
+        assert!(c.get(FileType::Key, &name).is_none());
+    }
+}
