@@ -35,7 +35,7 @@ use saver::Saver;
 
 /// Chunks processed in parallel per batch: bounds memory while keeping every core
 /// busy on a large file.
-const BATCH_BYTES: usize = 16 * 1024 * 1024;
+const BATCH_BYTES: usize = 8 * 1024 * 1024;
 /// Files up to this size are read whole, many at a time on the rayon pool: one
 /// small file alone can't keep the cores (or a NAS's queue) busy.
 const SMALL_FILE: u64 = 4 * 1024 * 1024;
@@ -79,6 +79,9 @@ pub enum Event<'a> {
 pub struct BackupResult {
     pub id: SnapshotId,
     pub snapshot: Snapshot,
+    /// Blobs in the index loaded at the start, and the memory their entries took.
+    pub index_blobs: usize,
+    pub index_memory_bytes: usize,
 }
 
 pub fn backup(
@@ -199,7 +202,12 @@ pub fn backup(
     // encoding, so it is added to the in-memory copy returned to the caller.
     let (id, size) = repo.save_snapshot(&snap)?;
     snap.summary.bytes_added += size;
-    Ok(BackupResult { id, snapshot: snap })
+    Ok(BackupResult {
+        id,
+        snapshot: snap,
+        index_blobs: index.blob_count(),
+        index_memory_bytes: index.memory_bytes(),
+    })
 }
 
 /// Absolute, lexically normalized, deduplicated, with paths inside other given
@@ -626,34 +634,57 @@ impl Archiver<'_> {
         }
     }
 
-    /// Chunks a stream; ids and compression run in parallel per batch of chunks.
+    /// Chunks a stream; ids and compression run in parallel per batch of chunks,
+    /// while a reader thread reads and cuts the next batch.
     fn read_content(
         &mut self,
-        reader: impl Read,
+        reader: impl Read + Send,
         size_hint: u64,
     ) -> std::result::Result<(Vec<BlobId>, u64), ReadError> {
         let mut chunks = ChunkReader::new(self.repo.chunker(), reader);
         chunks.size_hint(size_hint);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<Vec<u8>>>>(1);
+        std::thread::scope(|scope| {
+            scope.spawn(move || {
+                loop {
+                    let mut batch = Vec::new();
+                    let mut bytes = 0;
+                    while bytes < BATCH_BYTES {
+                        match chunks.next_chunk() {
+                            Ok(Some(c)) => {
+                                bytes += c.len();
+                                batch.push(c);
+                            }
+                            Ok(None) => break,
+                            Err(e) => {
+                                let _ = tx.send(Err(e));
+                                return;
+                            }
+                        }
+                    }
+                    let last = bytes < BATCH_BYTES;
+                    // A closed channel means the consumer stopped: so do we.
+                    if tx.send(Ok(batch)).is_err() || last {
+                        return;
+                    }
+                }
+            });
+            // Dropping `rx` on an early return stops the reader thread.
+            self.store_batches(rx)
+        })
+    }
+
+    fn store_batches(
+        &mut self,
+        rx: std::sync::mpsc::Receiver<io::Result<Vec<Vec<u8>>>>,
+    ) -> std::result::Result<(Vec<BlobId>, u64), ReadError> {
         let mut content = Vec::new();
         let mut total = 0u64;
         let level = self.repo.config().compression;
-        loop {
+        for batch in rx {
             self.check_interrupt().map_err(ReadError::Repo)?;
-            let mut batch = Vec::new();
-            let mut bytes = 0;
-            let mut eof = false;
-            while bytes < BATCH_BYTES {
-                match chunks.next_chunk().map_err(ReadError::Io)? {
-                    Some(c) => {
-                        bytes += c.len();
-                        batch.push(c);
-                    }
-                    None => {
-                        eof = true;
-                        break;
-                    }
-                }
-            }
+            let batch = batch.map_err(ReadError::Io)?;
+            let bytes: usize = batch.iter().map(Vec::len).sum();
             total += bytes as u64;
             self.progress.done(0, bytes as u64);
             let key = self.repo.key();
@@ -666,6 +697,7 @@ impl Archiver<'_> {
                     (id, c.len(), payload)
                 })
                 .collect();
+            drop(batch);
             for (id, len, payload) in done {
                 if let Some(p) = payload {
                     self.saver
@@ -674,10 +706,8 @@ impl Archiver<'_> {
                 }
                 content.push(id);
             }
-            if eof {
-                return Ok((content, total));
-            }
         }
+        Ok((content, total))
     }
 
     fn backup_stream(&mut self, name: &str, reader: Box<dyn Read + Send>) -> Result<BlobId> {

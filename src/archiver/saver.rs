@@ -25,8 +25,11 @@ use crate::tree::Tree;
 const INDEX_FLUSH_BLOBS: usize = 4096;
 /// ...or once this much time has passed since the last one.
 const INDEX_FLUSH_INTERVAL: Duration = Duration::from_secs(120);
-/// Packs queued for the writer thread; bounds memory to a few packs.
+/// Packs queued for the writer threads; with the packs being written, this bounds
+/// memory to a few packs.
 const WRITE_QUEUE: usize = 1;
+/// Threads that seal and write packs.
+const WRITERS: usize = 2;
 
 #[derive(Default)]
 struct Written {
@@ -52,7 +55,7 @@ pub struct Saver {
     data: Option<PackBuilder>,
     tree: Option<PackBuilder>,
     tx: Option<SyncSender<PackBuilder>>,
-    writer: Option<JoinHandle<()>>,
+    writers: Vec<JoinHandle<()>>,
     written: Arc<Mutex<Written>>,
     unindexed_blobs: usize,
     last_index: Instant,
@@ -64,36 +67,45 @@ impl Saver {
     pub fn new(repo: Arc<Repository>, index: Arc<Index>) -> Self {
         let (tx, rx) = sync_channel::<PackBuilder>(WRITE_QUEUE);
         let written = Arc::new(Mutex::new(Written::default()));
-        let writer = {
-            let repo = Arc::clone(&repo);
-            let written = Arc::clone(&written);
-            // Sealing (on the rayon pool), hashing and writing a pack overlap with
-            // the reading and compressing of the next ones.
-            std::thread::spawn(move || {
-                for builder in rx {
-                    let result = builder
-                        .finish(repo.repo_id())
-                        .and_then(|pack| repo.write_pack(&pack).map(|()| pack));
-                    let Ok(mut w) = written.lock() else { return };
-                    match result {
-                        Ok(pack) => {
-                            w.bytes += pack.bytes.len() as u64;
-                            w.packs.push(IndexPack {
-                                id: pack.id,
-                                size: pack.bytes.len() as u64,
-                                blobs: pack.entries,
-                            });
-                        }
-                        Err(e) => {
-                            // ENOSPC and permission errors are permanent: stop, and let
-                            // the main thread report it.
-                            w.error = Some(e);
+        let rx = Arc::new(Mutex::new(rx));
+        // Sealing (on the rayon pool), hashing and writing packs overlap with the
+        // reading and compressing of the next ones; several writers so that one
+        // pack's fsync does not hold up the next pack's write.
+        let writers = (0..WRITERS)
+            .map(|_| {
+                let repo = Arc::clone(&repo);
+                let written = Arc::clone(&written);
+                let rx = Arc::clone(&rx);
+                std::thread::spawn(move || {
+                    loop {
+                        let Ok(next) = rx.lock().map(|r| r.recv()) else {
                             return;
+                        };
+                        let Ok(builder) = next else { return };
+                        let result = builder
+                            .finish(repo.repo_id())
+                            .and_then(|pack| repo.write_pack(&pack).map(|()| pack));
+                        let Ok(mut w) = written.lock() else { return };
+                        match result {
+                            Ok(pack) => {
+                                w.bytes += pack.bytes.len() as u64;
+                                w.packs.push(IndexPack {
+                                    id: pack.id,
+                                    size: pack.bytes.len() as u64,
+                                    blobs: pack.entries,
+                                });
+                            }
+                            Err(e) => {
+                                // ENOSPC and permission errors are permanent: stop, and let
+                                // the main thread report it.
+                                w.error.get_or_insert(e);
+                                return;
+                            }
                         }
                     }
-                }
+                })
             })
-        };
+            .collect();
         Self {
             repo,
             index,
@@ -101,7 +113,7 @@ impl Saver {
             data: None,
             tree: None,
             tx: Some(tx),
-            writer: Some(writer),
+            writers,
             written,
             unindexed_blobs: 0,
             last_index: Instant::now(),
@@ -183,10 +195,18 @@ impl Saver {
         self.check_writer()
     }
 
-    fn writer_error(&mut self) -> Error {
-        if let Some(h) = self.writer.take() {
-            let _ = h.join();
+    /// Closes the queue and waits for the writers. False if one panicked.
+    fn stop_writers(&mut self) -> bool {
+        self.tx = None;
+        let mut ok = true;
+        for h in self.writers.drain(..) {
+            ok &= h.join().is_ok();
         }
+        ok
+    }
+
+    fn writer_error(&mut self) -> Error {
+        self.stop_writers();
         self.written
             .lock()
             .ok()
@@ -244,11 +264,8 @@ impl Saver {
                 first_err = self.send(p).err();
             }
         }
-        self.tx = None;
-        if let Some(h) = self.writer.take() {
-            if h.join().is_err() && first_err.is_none() {
-                first_err = Some(Error::invalid("the pack writer panicked"));
-            }
+        if !self.stop_writers() && first_err.is_none() {
+            first_err = Some(Error::invalid("a pack writer panicked"));
         }
         if let Some(e) = self.written.lock().ok().and_then(|mut w| w.error.take()) {
             first_err.get_or_insert(e);
@@ -266,10 +283,7 @@ impl Saver {
 
 impl Drop for Saver {
     fn drop(&mut self) {
-        // Stop the writer thread if `finish` was not called (an error path).
-        self.tx = None;
-        if let Some(h) = self.writer.take() {
-            let _ = h.join();
-        }
+        // Stop the writers if `finish` was not called (an error path).
+        self.stop_writers();
     }
 }

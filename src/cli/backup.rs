@@ -7,7 +7,6 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use cairn::archiver::{self, BackupOptions, Event, Excludes, Source};
-use cairn::id::SnapshotId;
 use cairn::progress::Progress;
 
 use super::{EXIT_PARTIAL, GlobalArgs, open, output, signals};
@@ -107,19 +106,15 @@ pub fn run(g: &GlobalArgs, a: BackupArgs) -> Result<ExitCode> {
     drop(display);
     let result = result.context("backup failed")?;
     let elapsed = start.elapsed();
-    print_summary(g, &result.id, &result.snapshot, elapsed.as_secs_f64())?;
+    print_summary(g, &result, elapsed.as_secs_f64())?;
     if !result.snapshot.errors.is_empty() {
         return Ok(ExitCode::from(EXIT_PARTIAL));
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_summary(
-    g: &GlobalArgs,
-    id: &SnapshotId,
-    s: &cairn::snapshot::Snapshot,
-    secs: f64,
-) -> Result<()> {
+fn print_summary(g: &GlobalArgs, r: &archiver::BackupResult, secs: f64) -> Result<()> {
+    let (id, s) = (&r.id, &r.snapshot);
     let m = &s.summary;
     if g.json {
         return output::print_json(&serde_json::json!({
@@ -141,6 +136,8 @@ fn print_summary(
             "errors": s.errors.len(),
             "warnings": s.warnings.len(),
             "duration_seconds": secs,
+            "index_blobs": r.index_blobs,
+            "index_memory_bytes": r.index_memory_bytes,
         }));
     }
     if g.quiet {
