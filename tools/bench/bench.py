@@ -12,7 +12,9 @@ For each tool and dataset: first backup, unchanged re-backup, (checkpoint) backu
 of the changed version and the bytes it added, full restore, check with full data
 verification, repository size and peak RSS. The "limit" figure is the time to read,
 chunk, hash, compress and encrypt the same bytes on all cores with nothing else
-(tools/bench/limit.rs). Before every timed step the source is read once, so that
+(tools/bench/limit.rs). The "disk" figure is the time to just write the
+repository's bytes as fsynced 16 MiB files: storing costs that much whatever the
+tool. Before every timed step the source is read once, so that
 every tool sees the same page cache.
 
 Usage: python3 tools/bench/bench.py [--quick] [--runs N] [--workdir DIR]
@@ -253,9 +255,34 @@ class Borg(Tool):
 
 
 def limit(src):
+    os.sync()
     out = subprocess.run([str(ROOT / "target" / "release" / "examples" / "limit"), str(src)],
                          check=True, stdout=subprocess.PIPE, text=True).stdout
     return float(out.split()[1])
+
+
+def disk_write(n_bytes, work):
+    """Seconds to write n_bytes as 16 MiB files, each fsynced, as packs are
+    written: what storing a first backup costs on this machine by itself."""
+    d = work / "disk-write"
+    if d.exists():
+        shutil.rmtree(d)
+    d.mkdir()
+    block = random.Random(1).randbytes(16 << 20)
+    os.sync()
+    start = time.monotonic()
+    i = 0
+    while n_bytes > 0:
+        n = min(n_bytes, len(block))
+        fd = os.open(d / f"f{i}", os.O_WRONLY | os.O_CREAT, 0o600)
+        os.write(fd, block[:n])
+        os.fsync(fd)
+        os.close(fd)
+        n_bytes -= n
+        i += 1
+    secs = time.monotonic() - start
+    shutil.rmtree(d)
+    return secs
 
 
 def run_dataset(tool_cls, name, data, work, results, run):
@@ -331,6 +358,9 @@ def main():
             src = data / name if name != "checkpoint" else data / "checkpoint" / "v1"
             warm(src)
             results.setdefault((name, "first backup (s)", "limit"), []).append(limit(src))
+            repo_mib = statistics.median(results[(name, "repository size (MiB)", "cairn")])
+            results.setdefault((name, "write the repository's bytes (s)", "disk"), []).append(
+                disk_write(int(repo_mib * (1 << 20)), work))
     rewritten = (data / "checkpoint" / "rewritten").read_text().split()
     report(results, datasets, [t.name for t in tools], args, rewritten)
 
@@ -347,9 +377,9 @@ def report(results, datasets, names, args, rewritten):
         "",
         f"The changed checkpoint rewrites {rewritten[0]} regions, {int(rewritten[1]) >> 20} MiB in all.",
         "",
-        "| dataset | measure | " + " | ".join(names) + " | limit | "
+        "| dataset | measure | " + " | ".join(names) + " | limit | disk | "
         + " | ".join(f"cairn/{o}" for o in peers) + " |",
-        "|---|---|" + "---|" * (len(names) + 1 + len(peers)),
+        "|---|---|" + "---|" * (len(names) + 2 + len(peers)),
     ]
     ops = []
     for (d, op, _t) in results:
@@ -357,7 +387,7 @@ def report(results, datasets, names, args, rewritten):
             ops.append((d, op))
     for d, op in ops:
         row = [d, op]
-        for n in names + ["limit"]:
+        for n in names + ["limit", "disk"]:
             v = med.get((d, op, n))
             row.append("" if v is None else f"{v:.2f}")
         c = med.get((d, op, "cairn"))
