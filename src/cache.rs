@@ -18,6 +18,7 @@ use std::collections::HashSet;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::backend::FileType;
 use crate::id::RepoId;
@@ -115,7 +116,9 @@ impl Cache {
         if p.exists() {
             return;
         }
-        let tmp = p.with_extension(format!("tmp-{}", std::process::id()));
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let tmp = p.with_extension(format!("tmp-{}-{n}", std::process::id()));
         let written = fs::File::create(&tmp).and_then(|mut f| f.write_all(bytes));
         if written.is_err() || fs::rename(&tmp, &p).is_err() {
             let _ = fs::remove_file(&tmp);

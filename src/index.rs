@@ -150,6 +150,12 @@ impl Index {
         self.find(id).is_some()
     }
 
+    /// Size of the pack that holds blob `id`.
+    pub fn pack_size_of(&self, id: &BlobId) -> Option<u64> {
+        let e = self.find(id)?;
+        self.packs.get(e.pack as usize).map(|(_, size)| *size)
+    }
+
     pub fn get(&self, id: &BlobId) -> Option<(PackId, PackEntry)> {
         let e = self.find(id)?;
         let (pack, _) = *self.packs.get(e.pack as usize)?;

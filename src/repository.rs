@@ -393,7 +393,7 @@ impl Repository {
         let cache = self.cache.as_ref()?;
         let name = pack_id.to_hex();
         if !cache.contains(FileType::Pack, &name) {
-            let size = index.packs().find(|(p, _)| p == pack_id).map(|(_, s)| s)?;
+            let size = index.pack_size_of(&entry.id)?;
             let bytes = self.backend.read(FileType::Pack, &name, size).ok()?;
             // Verified once, whole, when cached; each blob is verified on read.
             check_name(&bytes, &name, "pack").ok()?;
