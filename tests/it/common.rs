@@ -96,6 +96,20 @@ pub fn last_json(out: &str, kind: &str) -> serde_json::Value {
         .unwrap_or_else(|| panic!("no {kind} line in output:\n{out}"))
 }
 
+/// xorshift64 with the output taken from bits 32..40: fixed forever, unlike
+/// library generators, for data that frozen fixtures and vectors depend on.
+pub fn xorshift(seed: u64, n: usize) -> Vec<u8> {
+    let mut x = seed;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 32) as u8
+        })
+        .collect()
+}
+
 pub fn rng(seed: u64) -> SmallRng {
     SmallRng::seed_from_u64(seed)
 }

@@ -12,23 +12,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::common::Env;
+use crate::common::{self, Env};
 
 const FIXTURE: &str = "tests/fixtures/repo-v1";
 const FIXTURE_PASSWORD: &str = "cairn fixture v1";
-
-/// xorshift64: fixed forever, unlike library generators.
-fn xorshift(seed: u64, n: usize) -> Vec<u8> {
-    let mut x = seed;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 32) as u8
-        })
-        .collect()
-}
 
 fn log_text(n: usize) -> Vec<u8> {
     let mut s = Vec::new();
@@ -45,7 +32,7 @@ fn log_text(n: usize) -> Vec<u8> {
 
 /// (relative path as bytes, content) of every regular file in the fixture source.
 fn expected_files() -> Vec<(Vec<u8>, Vec<u8>)> {
-    let random = xorshift(0x00C0_FFEE, 6000);
+    let random = common::xorshift(0x00C0_FFEE, 6000);
     vec![
         (b"hello.txt".to_vec(), b"hello, cairn v1\n".to_vec()),
         (b"empty".to_vec(), Vec::new()),

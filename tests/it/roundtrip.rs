@@ -471,53 +471,27 @@ fn sub_tree_single_file_include_and_exclude_restores() {
     assert_eq!(list(&out), vec![b"".to_vec(), b"three.txt".to_vec()]);
     same_content(&src.join("a/c/three.txt"), &out.join("three.txt"));
 
+    let txt_files = vec![
+        b"a/b/one.txt".to_vec(),
+        b"a/c/three.txt".to_vec(),
+        b"keep.txt".to_vec(),
+    ];
     // Include: only .txt files, with the directories that lead to them.
-    let out = env.path("out-inc");
-    env.ok(&[
-        "restore",
+    let (_, got) = restore_files(
+        &env,
+        "out-inc",
         &format!("latest:{s}"),
-        "--include",
-        "*.txt",
-        "--target",
-        out.to_str().expect("utf-8"),
-    ]);
-    let got: Vec<Vec<u8>> = list(&out)
-        .into_iter()
-        .filter(|r| out.join(os(r)).is_file())
-        .collect();
-    assert_eq!(
-        got,
-        vec![
-            b"a/b/one.txt".to_vec(),
-            b"a/c/three.txt".to_vec(),
-            b"keep.txt".to_vec()
-        ]
+        &["--include", "*.txt"],
     );
-
+    assert_eq!(got, txt_files);
     // Exclude: a directory and everything in it.
-    let out = env.path("out-exc");
-    env.ok(&[
-        "restore",
+    let (out, got) = restore_files(
+        &env,
+        "out-exc",
         &format!("latest:{s}"),
-        "--exclude",
-        "cache",
-        "--exclude",
-        "*.bin",
-        "--target",
-        out.to_str().expect("utf-8"),
-    ]);
-    let got: Vec<Vec<u8>> = list(&out)
-        .into_iter()
-        .filter(|r| out.join(os(r)).is_file())
-        .collect();
-    assert_eq!(
-        got,
-        vec![
-            b"a/b/one.txt".to_vec(),
-            b"a/c/three.txt".to_vec(),
-            b"keep.txt".to_vec()
-        ]
+        &["--exclude", "cache", "--exclude", "*.bin"],
     );
+    assert_eq!(got, txt_files);
     assert!(!out.join("cache").exists());
 
     // A path that is not in the snapshot is a clear error.
@@ -534,6 +508,25 @@ fn sub_tree_single_file_include_and_exclude_restores() {
         err.contains("nope") && err.contains("not in the snapshot"),
         "{err}"
     );
+}
+
+/// Restores `snapshot` with `extra` flags into a new directory `name`; returns it
+/// and the relative paths of the regular files restored there.
+fn restore_files(env: &Env, name: &str, snapshot: &str, extra: &[&str]) -> (PathBuf, Vec<Vec<u8>>) {
+    let out = env.path(name);
+    let mut args = vec![
+        "restore",
+        snapshot,
+        "--target",
+        out.to_str().expect("utf-8"),
+    ];
+    args.extend_from_slice(extra);
+    env.ok(&args);
+    let files = list(&out)
+        .into_iter()
+        .filter(|r| out.join(os(r)).is_file())
+        .collect();
+    (out, files)
 }
 
 #[test]

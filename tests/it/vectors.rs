@@ -21,6 +21,8 @@ use cairn::id::{BlobId, RepoId};
 use cairn::pack::{BlobKind, PackEntry};
 use cairn::tree::{Node, NodeKind, Timestamp, Tree, Xattr};
 
+use crate::common;
+
 const SUBKEY_CONTEXT: &str = "cairn 2026-11-24 v1 session subkey";
 
 /// The master key of the vectors: bytes 0, 1, ..., 71 (enc key 0..32, id key
@@ -31,19 +33,6 @@ fn vector_key_bytes() -> [u8; MASTER_KEY_LEN] {
         *x = i as u8;
     }
     b
-}
-
-/// xorshift64 with the output taken from bits 32..40: fixed forever.
-fn xorshift(seed: u64, n: usize) -> Vec<u8> {
-    let mut x = seed;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 32) as u8
-        })
-        .collect()
 }
 
 #[test]
@@ -170,7 +159,7 @@ fn chunk_boundaries_depend_on_the_seed() {
         avg_size: 256,
         max_size: 1024,
     };
-    let data = xorshift(0x5EED, 8192);
+    let data = common::xorshift(0x5EED, 8192);
     let seeded = Chunker::new(params, 0x4746_4544_4342_4140).cuts(&data);
     let lengths: Vec<usize> = seeded.iter().map(|c| c.1).collect();
     assert_eq!(lengths, CHUNK_LENGTHS_SEEDED);
