@@ -212,8 +212,11 @@ class Bupstash(Tool):
         return dict(os.environ, BUPSTASH_REPOSITORY=str(self.repo), BUPSTASH_KEY=str(self.repo) + ".key")
 
     def init(self):
+        key = Path(str(self.repo) + ".key")
+        if key.exists():
+            key.unlink()  # left by an earlier run
         sh(["bupstash", "init"], env=self.env())
-        sh(["bupstash", "new-key", "-o", str(self.repo) + ".key"], env=self.env())
+        sh(["bupstash", "new-key", "-o", str(key)], env=self.env())
 
     def backup(self, src):
         return sh(["bupstash", "put", str(src)], env=self.env())
