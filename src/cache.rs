@@ -67,10 +67,6 @@ impl Cache {
         Some(Self { dir })
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     fn path(&self, t: FileType, name: &str) -> Option<PathBuf> {
         let valid = name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit());
         Some(self.dir.join(kind_dir(t)?).join(name)).filter(|_| valid)
@@ -154,9 +150,9 @@ mod tests {
         c.put(FileType::Index, &name, &bytes);
         assert_eq!(c.get(FileType::Index, &name).unwrap(), bytes);
         // A damaged copy is dropped, not returned.
-        fs::write(c.dir().join("index").join(&name), b"damaged").unwrap();
+        fs::write(c.dir.join("index").join(&name), b"damaged").unwrap();
         assert!(c.get(FileType::Index, &name).is_none());
-        assert!(!c.dir().join("index").join(&name).exists());
+        assert!(!c.dir.join("index").join(&name).exists());
         c.put(FileType::Index, &name, &bytes);
         c.retain(FileType::Index, &HashSet::new());
         assert!(c.get(FileType::Index, &name).is_none());

@@ -141,10 +141,6 @@ impl Repository {
         self.cache = Cache::open(base, self.repo_id());
     }
 
-    pub fn cache(&self) -> Option<&Cache> {
-        self.cache.as_ref()
-    }
-
     pub fn backend(&self) -> &dyn Backend {
         &*self.backend
     }
@@ -392,19 +388,18 @@ impl Repository {
     ) -> Option<Vec<u8>> {
         let cache = self.cache.as_ref()?;
         let name = pack_id.to_hex();
-        if !cache.contains(FileType::Pack, &name) {
+        let (start, len) = (u64::from(entry.offset), u64::from(entry.length));
+        let sealed = if cache.contains(FileType::Pack, &name) {
+            cache.read_range(FileType::Pack, &name, start, len)?
+        } else {
             let size = index.pack_size_of(&entry.id)?;
             let bytes = self.backend.read(FileType::Pack, &name, size).ok()?;
             // Verified once, whole, when cached; each blob is verified on read.
             check_name(&bytes, &name, "pack").ok()?;
             cache.put(FileType::Pack, &name, &bytes);
-        }
-        let sealed = cache.read_range(
-            FileType::Pack,
-            &name,
-            u64::from(entry.offset),
-            u64::from(entry.length),
-        )?;
+            let end = usize::try_from(start + len).ok()?;
+            bytes.get(usize::try_from(start).ok()?..end)?.to_vec()
+        };
         match pack::open_blob(&self.key, session, self.repo_id(), entry, &sealed, pack_id) {
             Ok(plain) => Some(plain),
             Err(_) => {
