@@ -1,9 +1,11 @@
 //! The local filesystem backend: disks and NAS mounts.
 
+use std::cell::RefCell;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::{Backend, Entry, FileType};
 use crate::error::{Error, IoContext, Result};
@@ -48,6 +50,81 @@ impl LocalBackend {
             )))
         }
     }
+}
+
+/// Files at least this large are written with O_DIRECT where the filesystem allows.
+/// Packs are written once and read back rarely: going around the page cache saves
+/// the kernel's copy (on a 2-core machine a large share of a backup's CPU) and
+/// leaves the user's cached data in memory.
+const DIRECT_MIN: usize = 1 << 20;
+/// O_DIRECT needs buffers, offsets and lengths aligned to the logical block size;
+/// 4096 covers 512-byte and 4 KiB devices.
+const DIRECT_ALIGN: usize = 4096;
+/// Size of the aligned staging buffer each writing thread keeps.
+const DIRECT_STAGE: usize = 4 << 20;
+
+/// Set once a filesystem refused O_DIRECT, so later writes don't retry it.
+static DIRECT_REFUSED: AtomicBool = AtomicBool::new(false);
+
+thread_local! {
+    static STAGE: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Creates `path` (which must not exist) holding `data`, not yet synced.
+fn write_new_file(path: &Path, data: &[u8]) -> io::Result<File> {
+    if data.len() >= DIRECT_MIN && !DIRECT_REFUSED.load(Ordering::Relaxed) {
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(path)
+        {
+            Ok(f) => match write_direct(&f, data) {
+                Ok(()) => return Ok(f),
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    // The filesystem accepted the flag at open but not the write
+                    // (alignment it can't do): start over without it.
+                    DIRECT_REFUSED.store(true, Ordering::Relaxed);
+                    drop(f);
+                    fs::remove_file(path)?;
+                }
+                Err(e) => return Err(e),
+            },
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                DIRECT_REFUSED.store(true, Ordering::Relaxed);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let mut f = OpenOptions::new().write(true).create_new(true).open(path)?;
+    f.write_all(data)?;
+    Ok(f)
+}
+
+/// Writes `data` to the empty file `f` opened with O_DIRECT, through an aligned
+/// staging buffer. The last block is padded with zeros and the file is then cut to
+/// its real length.
+fn write_direct(f: &File, data: &[u8]) -> io::Result<()> {
+    STAGE.with(|cell| {
+        let mut stage = cell.borrow_mut();
+        if stage.len() < DIRECT_STAGE + DIRECT_ALIGN {
+            *stage = vec![0u8; DIRECT_STAGE + DIRECT_ALIGN];
+        }
+        let start = stage.as_ptr().align_offset(DIRECT_ALIGN);
+        let buf = &mut stage[start..start + DIRECT_STAGE];
+        let mut offset = 0usize;
+        for piece in data.chunks(DIRECT_STAGE) {
+            buf[..piece.len()].copy_from_slice(piece);
+            let padded = piece.len().next_multiple_of(DIRECT_ALIGN);
+            buf[piece.len()..padded].fill(0);
+            f.write_all_at(&buf[..padded], offset as u64)?;
+            offset += piece.len();
+        }
+        if data.len() % DIRECT_ALIGN != 0 {
+            f.set_len(data.len() as u64)?;
+        }
+        Ok(())
+    })
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
@@ -189,12 +266,7 @@ impl Backend for LocalBackend {
         let rnd: [u8; 8] = crate::crypto::random_array()?;
         let tmp = dir.join(format!("{TMP_PREFIX}{}", hex::encode(rnd)));
         let result = (|| -> Result<()> {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&tmp)
-                .at(&tmp)?;
-            f.write_all(data).at(&tmp)?;
+            let f = write_new_file(&tmp, data).at(&tmp)?;
             f.sync_all().at(&tmp)?;
             drop(f);
             fs::rename(&tmp, &dest).at(&dest)?;
@@ -248,5 +320,39 @@ mod tests {
         assert!(b.read(FileType::Pack, "../../etc/passwd", 100).is_err());
         b.remove(FileType::Pack, &name).unwrap();
         assert!(b.list(FileType::Pack).unwrap().is_empty());
+    }
+
+    /// Sizes around the O_DIRECT threshold, the block size and the staging buffer
+    /// come back byte for byte, with the exact length (no padding left behind).
+    #[test]
+    fn large_writes_round_trip_at_every_alignment() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = LocalBackend::new(dir.path().join("repo"));
+        b.create().unwrap();
+        let sizes = [
+            DIRECT_MIN - 1,
+            DIRECT_MIN,
+            DIRECT_MIN + 1,
+            DIRECT_MIN + DIRECT_ALIGN - 1,
+            DIRECT_STAGE,
+            DIRECT_STAGE + 1,
+            2 * DIRECT_STAGE + 12_345,
+        ];
+        for (i, &n) in sizes.iter().enumerate() {
+            let data: Vec<u8> = (0..n).map(|k| (k * 31 + i * 7 + k / 4099) as u8).collect();
+            let name = format!("{:02x}", i).repeat(32);
+            b.write(FileType::Pack, &name, &data).unwrap();
+            let back = b.read(FileType::Pack, &name, n as u64).unwrap();
+            assert_eq!(back.len(), n, "length of a {n}-byte file");
+            assert!(back == data, "contents of a {n}-byte file");
+        }
+        let stray = fs::read_dir(dir.path().join("repo/data/00"))
+            .unwrap()
+            .filter(|e| {
+                let e = e.as_ref().unwrap();
+                e.file_name().to_string_lossy().starts_with(TMP_PREFIX)
+            })
+            .count();
+        assert_eq!(stray, 0, "temporary files left behind");
     }
 }
