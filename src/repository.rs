@@ -321,7 +321,7 @@ impl Repository {
         self.backend.write(FileType::Pack, &p.id.to_hex(), &p.bytes)
     }
 
-    fn pack_session(&self, pack: &PackId) -> Result<crate::crypto::SessionKey> {
+    pub(crate) fn pack_session(&self, pack: &PackId) -> Result<crate::crypto::SessionKey> {
         let cached = self.sessions.lock().ok().and_then(|m| m.get(pack).copied());
         let sid = match cached {
             Some(s) => s,

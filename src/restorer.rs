@@ -1,9 +1,12 @@
 //! Restore: a whole snapshot, a sub-tree or one file, into a target directory.
 //!
 //! Order: directories, symlinks and special files are created while walking the
-//! trees; file contents are then written in parallel (holes left as holes); then
-//! hard links; then metadata of everything, directories last and deepest first so
-//! that writing into a directory does not disturb its restored mtime.
+//! trees; file contents are then written pack by pack, in parallel (holes left as
+//! holes), and each file gets its metadata through its descriptor as soon as its
+//! last chunk is written; then hard links; then metadata of everything else,
+//! directories last and deepest first so that writing into a directory does not
+//! disturb its restored mtime. A file that could not be written whole gets no
+//! metadata.
 //!
 //! Nothing is written outside the target: tree names are checked on decode (no `/`,
 //! `.`, `..`), every created entry replaces whatever non-directory was in its place
@@ -17,7 +20,7 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use nix::sys::stat::{Mode, SFlag, UtimensatFlags};
 use nix::sys::time::TimeSpec;
@@ -94,6 +97,7 @@ pub fn restore(
         bytes: AtomicU64::new(0),
         progress: opts.progress.clone().unwrap_or_default(),
         interrupt,
+        is_root: nix::unistd::geteuid().is_root(),
     };
 
     let mut plan = Plan::default();
@@ -134,20 +138,12 @@ pub fn restore(
         }
     }
 
-    // Contents, in parallel.
+    // Contents, pack by pack, in parallel.
     for job in &plan.files {
         state.progress.found(1, job.node.size);
     }
     state.progress.set_totals_final();
-    plan.files.par_iter().for_each(|job| {
-        if interrupt.load(Ordering::Relaxed) {
-            return;
-        }
-        match write_file(&state, job) {
-            Ok(()) => state.with(|s| s.files += 1),
-            Err(e) => state.error(format!("{}: {e}", job.dest.display())),
-        }
-    });
+    write_contents(&state, &plan.files);
     if interrupt.load(Ordering::Relaxed) {
         return Err(Error::Interrupted);
     }
@@ -190,6 +186,7 @@ struct State<'a> {
     bytes: AtomicU64,
     progress: Arc<Progress>,
     interrupt: &'a AtomicBool,
+    is_root: bool,
 }
 
 impl State<'_> {
@@ -215,8 +212,11 @@ struct Plan {
     files: Vec<FileJob>,
     /// (destination, first restored path of the same inode)
     links: Vec<(PathBuf, PathBuf)>,
-    /// Entries whose metadata is applied after contents.
+    /// Entries other than files whose metadata is applied after contents (a
+    /// file's is applied as soon as its last chunk is written).
     meta: Vec<(PathBuf, Node)>,
+    /// Directories known to exist, so that their entries don't stat them again.
+    known_dirs: std::collections::HashSet<PathBuf>,
     dirs: Vec<(PathBuf, Node)>,
     /// (device, inode) → first destination, for hard links.
     inodes: HashMap<(u64, u64), PathBuf>,
@@ -224,15 +224,18 @@ struct Plan {
 
 impl Plan {
     /// Creates the parents of `dest` that an include filter skipped over.
-    fn ensure_parents(&self, state: &State, target: &Path, dest: &Path) -> bool {
+    fn ensure_parents(&mut self, state: &State, target: &Path, dest: &Path) -> bool {
         let Some(parent) = dest.parent() else {
             return true;
         };
-        if parent == target || !parent.starts_with(target) {
+        if parent == target || !parent.starts_with(target) || self.known_dirs.contains(parent) {
             return true;
         }
         match create_dir_safely(parent, true) {
-            Ok(()) => true,
+            Ok(()) => {
+                self.known_dirs.insert(parent.to_path_buf());
+                true
+            }
             Err(e) => {
                 state.error(format!("{}: {e}", parent.display()));
                 false
@@ -246,6 +249,7 @@ impl Plan {
         }
         match create_dir_safely(dest, false) {
             Ok(()) => {
+                self.known_dirs.insert(dest.to_path_buf());
                 state.with(|s| s.dirs += 1);
                 self.dirs.push((dest.to_path_buf(), node.clone()));
             }
@@ -266,7 +270,6 @@ impl Plan {
                 }
                 self.inodes.insert(key, dest.clone());
             }
-            self.meta.push((dest.clone(), node.clone()));
             self.files.push(FileJob {
                 dest,
                 node: node.clone(),
@@ -343,60 +346,294 @@ fn create_special(dest: &Path, node: &Node) -> io::Result<()> {
     }
 }
 
-fn write_file(state: &State, job: &FileJob) -> Result<()> {
-    let dest = &job.dest;
-    replace_non_dir(dest).at(dest)?;
-    let f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .mode(0o600)
-        .open(dest)
-        .at(dest)?;
-    // Each chunk's offset comes from the index's plaintext lengths, so the chunks
-    // of one large file are fetched, decrypted, decompressed and written in
-    // parallel at their offsets.
-    let mut offsets = Vec::with_capacity(job.node.content.len());
-    let mut offset = 0u64;
-    for id in &job.node.content {
-        let (_, entry) = state.index.get(id).ok_or_else(|| Error::Missing {
-            what: format!("data blob {id} of {}", dest.display()),
-            reason: "no index file names it".into(),
-        })?;
-        offsets.push(offset);
-        offset += u64::from(entry.raw_length);
-    }
-    job.node
-        .content
+/// Blobs next to each other in a pack are fetched with one read when the gap
+/// between them is at most this...
+const SPAN_GAP: u64 = 1 << 20;
+/// ...and the read stays below this.
+const SPAN_MAX: u64 = 64 << 20;
+/// Spans queued between the reader and the writers. With 0 the reader reads span
+/// k+1 while span k is written and then waits: two spans in memory at most, and
+/// measured as fast as deeper queues.
+const SPANS_AHEAD: usize = 0;
+
+/// A file being restored. Its chunks are written by whichever threads decrypt
+/// them; the one that writes the last chunk sets the size and the metadata.
+struct Slot<'a> {
+    job: &'a FileJob,
+    /// Sum of the chunks' plaintext lengths.
+    size: u64,
+    /// Chunk writes still to come (a chunk that appears twice counts twice).
+    remaining: AtomicUsize,
+    /// Whether the file exists yet; held while creating it.
+    created: Mutex<bool>,
+    /// End of the last byte written (holes are not written).
+    written_end: AtomicU64,
+    failed: AtomicBool,
+}
+
+/// One blob to fetch and where its plaintext goes: (slot, offset in the file).
+struct BlobWork {
+    entry: crate::pack::PackEntry,
+    dests: Vec<(usize, u64)>,
+}
+
+/// A contiguous range of one pack, read with one request.
+struct Span {
+    pack: crate::id::PackId,
+    start: u64,
+    len: u64,
+    blobs: Vec<BlobWork>,
+}
+
+/// Writes every file's contents. Blobs are grouped by pack and read in spans that
+/// cover many blobs, in the order the files need them, by a reader thread that
+/// stays a few spans ahead; each span's blobs are then decrypted, checked and
+/// written on all cores. So each pack is read once, and one big file's chunks
+/// are written in parallel at their offsets.
+fn write_contents(state: &State, files: &[FileJob]) {
+    let (slots, spans) = plan_contents(state, files);
+    // Empty files have no chunk to trigger their completion.
+    slots
         .par_iter()
-        .zip(offsets)
-        .try_for_each(|(id, at)| {
-            if state.interrupt.load(Ordering::Relaxed) {
-                return Err(Error::Interrupted);
+        .filter(|s| s.job.node.content.is_empty() && !s.failed.load(Ordering::Relaxed))
+        .for_each(|slot| match open_slot(slot) {
+            Ok(f) => finish_slot(state, slot, &f),
+            Err(e) => fail_slot(state, slot, &e),
+        });
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, Result<Vec<u8>>)>(SPANS_AHEAD);
+        let spans = &spans;
+        scope.spawn(move || {
+            for (i, span) in spans.iter().enumerate() {
+                if state.interrupt.load(Ordering::Relaxed) {
+                    break;
+                }
+                let bytes = state.repo.backend().read_range(
+                    crate::backend::FileType::Pack,
+                    &span.pack.to_hex(),
+                    span.start,
+                    span.len,
+                );
+                if tx.send((i, bytes)).is_err() {
+                    break;
+                }
             }
-            let data = state.repo.read_blob(state.index, id)?;
-            write_sparse(&f, at, &data).at(dest)?;
+        });
+        for (i, bytes) in rx {
+            let span = &spans[i];
+            if state.interrupt.load(Ordering::Relaxed) {
+                break;
+            }
+            let opened = bytes.and_then(|b| Ok((b, state.repo.pack_session(&span.pack)?)));
+            match opened {
+                Ok((bytes, session)) => span.blobs.par_iter().for_each(|blob| {
+                    if state.interrupt.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    let at = (u64::from(blob.entry.offset) - span.start) as usize;
+                    let sealed = &bytes[at..at + blob.entry.length as usize];
+                    let plain = crate::pack::open_blob(
+                        state.repo.key(),
+                        &session,
+                        state.repo.repo_id(),
+                        &blob.entry,
+                        sealed,
+                        &span.pack,
+                    );
+                    match plain {
+                        Ok(plain) => {
+                            for &(slot, offset) in &blob.dests {
+                                write_chunk(state, &slots[slot], offset, &plain);
+                            }
+                        }
+                        Err(e) => {
+                            for &(slot, _) in &blob.dests {
+                                fail_chunk(state, &slots[slot], &e);
+                            }
+                        }
+                    }
+                }),
+                Err(e) => {
+                    for blob in &span.blobs {
+                        for &(slot, _) in &blob.dests {
+                            fail_chunk(state, &slots[slot], &e);
+                        }
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Looks every chunk up in the index and groups the chunks by pack, in the order
+/// files first need each pack. A file with a chunk missing from the index is
+/// reported and not created.
+fn plan_contents<'a>(state: &State, files: &'a [FileJob]) -> (Vec<Slot<'a>>, Vec<Span>) {
+    let mut slots = Vec::with_capacity(files.len());
+    // Per pack, in order of first need: (pack, blobs).
+    let mut packs: Vec<(crate::id::PackId, Vec<BlobWork>)> = Vec::new();
+    let mut pack_pos: HashMap<crate::id::PackId, usize> = HashMap::new();
+    let mut blob_pos: HashMap<crate::id::BlobId, (usize, usize)> = HashMap::new();
+    let mut found = Vec::new();
+    for job in files {
+        found.clear();
+        let mut missing = None;
+        for id in &job.node.content {
+            match state.index.get(id) {
+                Some(hit) => found.push((*id, hit)),
+                None => {
+                    missing = Some(*id);
+                    break;
+                }
+            }
+        }
+        let slot_no = slots.len();
+        let mut size = 0u64;
+        if missing.is_none() {
+            for (id, (pack, entry)) in &found {
+                let p = *pack_pos.entry(*pack).or_insert_with(|| {
+                    packs.push((*pack, Vec::new()));
+                    packs.len() - 1
+                });
+                let (p, b) = *blob_pos.entry(*id).or_insert_with(|| {
+                    packs[p].1.push(BlobWork {
+                        entry: *entry,
+                        dests: Vec::new(),
+                    });
+                    (p, packs[p].1.len() - 1)
+                });
+                packs[p].1[b].dests.push((slot_no, size));
+                size += u64::from(entry.raw_length);
+            }
+        }
+        slots.push(Slot {
+            job,
+            size,
+            remaining: AtomicUsize::new(if missing.is_some() { 0 } else { found.len() }),
+            created: Mutex::new(false),
+            written_end: AtomicU64::new(0),
+            failed: AtomicBool::new(missing.is_some()),
+        });
+        if let Some(id) = missing {
+            state.error(format!(
+                "{}: data blob {id} is not named by any index file; the file was not restored",
+                job.dest.display()
+            ));
+        }
+    }
+    let mut spans = Vec::new();
+    for (pack, mut blobs) in packs {
+        blobs.sort_by_key(|b| b.entry.offset);
+        let mut current: Option<Span> = None;
+        for blob in blobs {
+            let (off, len) = (u64::from(blob.entry.offset), u64::from(blob.entry.length));
+            if let Some(span) = current.as_mut() {
+                let end = span.start + span.len;
+                if off >= end && off - end <= SPAN_GAP && off + len - span.start <= SPAN_MAX {
+                    span.len = off + len - span.start;
+                    span.blobs.push(blob);
+                    continue;
+                }
+                spans.extend(current.take());
+            }
+            current = Some(Span {
+                pack,
+                start: off,
+                len,
+                blobs: vec![blob],
+            });
+        }
+        spans.extend(current);
+    }
+    (slots, spans)
+}
+
+/// Opens the slot's file for writing, creating it on first use. An existing
+/// non-directory in its place is replaced, never followed.
+fn open_slot(slot: &Slot) -> io::Result<File> {
+    let dest = &slot.job.dest;
+    let mut created = slot.created.lock().unwrap_or_else(|e| e.into_inner());
+    let mut opts = OpenOptions::new();
+    opts.write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
+    if *created {
+        return opts.open(dest);
+    }
+    opts.create_new(true).mode(0o600);
+    let f = match opts.open(dest) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            replace_non_dir(dest)?;
+            opts.open(dest)?
+        }
+        r => r?,
+    };
+    *created = true;
+    Ok(f)
+}
+
+fn write_chunk(state: &State, slot: &Slot, offset: u64, data: &[u8]) {
+    if slot.failed.load(Ordering::Relaxed) {
+        return fail_chunk(state, slot, &Error::Interrupted);
+    }
+    let written = open_slot(slot).and_then(|f| Ok((write_sparse(&f, offset, data)?, f)));
+    match written {
+        Ok((end, f)) => {
+            slot.written_end.fetch_max(end, Ordering::Relaxed);
             state.progress.done(0, data.len() as u64);
-            Ok(())
-        })?;
-    state.progress.set_current(dest);
-    state.progress.done(1, 0);
-    // Extends over a trailing hole, and fixes the size if it disagrees.
-    f.set_len(offset).at(dest)?;
-    if offset != job.node.size {
+            if slot.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+                finish_slot(state, slot, &f);
+            }
+        }
+        Err(e) => fail_chunk(state, slot, &Error::io(&slot.job.dest, e)),
+    }
+}
+
+/// A chunk of the slot's file could not be fetched or written: the first such
+/// error is reported, and the file gets no metadata, so that a later backup
+/// doesn't take the damaged file for an unchanged one.
+fn fail_chunk(state: &State, slot: &Slot, e: &Error) {
+    if !slot.failed.swap(true, Ordering::AcqRel) && !matches!(e, Error::Interrupted) {
+        state.error(format!("{}: {e}", slot.job.dest.display()));
+    }
+    slot.remaining.fetch_sub(1, Ordering::AcqRel);
+}
+
+fn fail_slot(state: &State, slot: &Slot, e: &io::Error) {
+    slot.failed.store(true, Ordering::Relaxed);
+    state.error(format!("{}: {e}", slot.job.dest.display()));
+}
+
+/// Every chunk is written: extend over a trailing hole, then apply metadata.
+fn finish_slot(state: &State, slot: &Slot, f: &File) {
+    let dest = &slot.job.dest;
+    if slot.failed.load(Ordering::Acquire) {
+        return;
+    }
+    if slot.written_end.load(Ordering::Relaxed) < slot.size {
+        if let Err(e) = f.set_len(slot.size) {
+            return fail_slot(state, slot, &e);
+        }
+    }
+    if slot.size != slot.job.node.size {
         state.warning(format!(
-            "{}: restored {offset} bytes, but the snapshot recorded a size of {}",
+            "{}: restored {} bytes, but the snapshot recorded a size of {}",
             dest.display(),
-            job.node.size
+            slot.size,
+            slot.job.node.size
         ));
     }
-    state.bytes.fetch_add(offset, Ordering::Relaxed);
-    Ok(())
+    apply_file_metadata(state, f, dest, &slot.job.node);
+    state.progress.set_current(dest);
+    state.progress.done(1, 0);
+    state.bytes.fetch_add(slot.size, Ordering::Relaxed);
+    state.with(|s| s.files += 1);
 }
 
 /// Writes `data` at `offset`, skipping blocks of zeros so that they stay holes.
-fn write_sparse(f: &File, offset: u64, data: &[u8]) -> io::Result<()> {
+/// Returns the end of the last byte written (`offset` if all were zeros).
+fn write_sparse(f: &File, offset: u64, data: &[u8]) -> io::Result<u64> {
     let mut run: Option<usize> = None;
+    let mut last_end = 0;
     let mut i = 0;
     while i < data.len() {
         let into_block = ((offset + i as u64) % SPARSE_BLOCK as u64) as usize;
@@ -405,6 +642,7 @@ fn write_sparse(f: &File, offset: u64, data: &[u8]) -> io::Result<()> {
         if block == &ZEROS[..block.len()] {
             if let Some(s) = run.take() {
                 f.write_all_at(&data[s..i], offset + s as u64)?;
+                last_end = i;
             }
         } else if run.is_none() {
             run = Some(i);
@@ -413,8 +651,9 @@ fn write_sparse(f: &File, offset: u64, data: &[u8]) -> io::Result<()> {
     }
     if let Some(s) = run {
         f.write_all_at(&data[s..], offset + s as u64)?;
+        return Ok(offset + data.len() as u64);
     }
-    Ok(())
+    Ok(offset + last_end as u64)
 }
 
 fn timespec(t: crate::tree::Timestamp) -> TimeSpec {
@@ -425,7 +664,7 @@ fn timespec(t: crate::tree::Timestamp) -> TimeSpec {
 /// bits, so permissions come after it, and times come last because the others
 /// change ctime and, for xattrs on some filesystems, mtime.
 fn apply_metadata(state: &State, dest: &Path, node: &Node) {
-    let is_root = nix::unistd::geteuid().is_root();
+    let is_root = state.is_root;
     let own = nix::unistd::fchownat(
         None,
         dest,
@@ -467,6 +706,47 @@ fn apply_metadata(state: &State, dest: &Path, node: &Node) {
         UtimensatFlags::NoFollowSymlink,
     );
     if let Err(e) = times {
+        state.warning(format!("{}: setting times: {e}", dest.display()));
+    }
+}
+
+/// `apply_metadata` for a regular file, through its open descriptor: no path
+/// lookups, and nothing can swap the file for something else in between.
+fn apply_file_metadata(state: &State, f: &File, dest: &Path, node: &Node) {
+    use std::os::fd::AsRawFd;
+    use xattr::FileExt as _;
+    let fd = f.as_raw_fd();
+    let own = nix::unistd::fchown(
+        fd,
+        Some(nix::unistd::Uid::from_raw(node.uid)),
+        Some(nix::unistd::Gid::from_raw(node.gid)),
+    );
+    if let Err(e) = own {
+        if state.is_root {
+            state.warning(format!(
+                "{}: chown {}:{}: {e}",
+                dest.display(),
+                node.uid,
+                node.gid
+            ));
+        }
+    }
+    for x in &node.xattrs {
+        if let Err(e) = f.set_xattr(std::ffi::OsStr::from_bytes(&x.name), &x.value) {
+            state.warning(format!(
+                "{}: extended attribute {}: {e}",
+                dest.display(),
+                String::from_utf8_lossy(&x.name)
+            ));
+        }
+    }
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Err(e) = f.set_permissions(fs::Permissions::from_mode(node.mode & 0o7777)) {
+            state.warning(format!("{}: chmod {:o}: {e}", dest.display(), node.mode));
+        }
+    }
+    if let Err(e) = nix::sys::stat::futimens(fd, &timespec(node.atime), &timespec(node.mtime)) {
         state.warning(format!("{}: setting times: {e}", dest.display()));
     }
 }

@@ -505,3 +505,74 @@ fn blobs_stored_twice_are_noted_and_prune_keeps_one_copy() {
     );
     restore_latest_matches(&env, &src);
 }
+
+/// One damaged blob: restore writes every other file whole, with its metadata,
+/// names the damaged files, and leaves their mtime unset so that a later backup
+/// can't mistake a damaged copy for the unchanged original.
+#[test]
+fn damaged_blob_fails_only_its_files_which_get_no_metadata() {
+    let env = Env::with_repo(&["--pack-size", "1", "--chunker-params", "16K,64K,256K"]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).expect("mkdir");
+    let mut rng = common::rng(77);
+    let old = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+    for i in 0..12 {
+        let p = src.join(format!("f{i:02}.bin"));
+        fs::write(&p, common::random_bytes(&mut rng, 150_000 + i * 10_000)).expect("write");
+        fs::File::options()
+            .write(true)
+            .open(&p)
+            .and_then(|f| f.set_modified(old))
+            .expect("set mtime");
+    }
+    let s = src.to_str().expect("utf-8").to_string();
+    env.ok(&["backup", &s]);
+    let pack = packs_of_kind(&env, "data").remove(0);
+    flip(&pack, None);
+
+    let out_dir = env.path("out");
+    let out = env.run(&[
+        "restore",
+        &format!("latest:{s}"),
+        "--target",
+        out_dir.to_str().expect("utf-8"),
+    ]);
+    assert!(
+        !out.status.success(),
+        "a damaged blob must fail the restore"
+    );
+    let err = stderr(&out);
+    let mut damaged = 0;
+    for i in 0..12 {
+        let name = format!("f{i:02}.bin");
+        let restored = out_dir.join(&name);
+        if err.contains(&name) {
+            damaged += 1;
+            if let Ok(m) = fs::metadata(&restored) {
+                assert_ne!(
+                    m.modified().expect("mtime"),
+                    old,
+                    "{name} is damaged but got its recorded mtime"
+                );
+            }
+        } else {
+            assert_eq!(
+                fs::read(src.join(&name)).expect("src"),
+                fs::read(&restored).expect("restored"),
+                "{name} was not reported but differs\n{err}"
+            );
+            assert_eq!(
+                fs::metadata(&restored)
+                    .expect("stat")
+                    .modified()
+                    .expect("mtime"),
+                old,
+                "{name}"
+            );
+        }
+    }
+    assert!(
+        (1..12).contains(&damaged),
+        "expected some but not all files reported:\n{err}"
+    );
+}

@@ -841,3 +841,49 @@ fn restore_never_writes_outside_its_target() {
         assert!(!Path::new("/etc/evil").exists());
     }
 }
+
+/// Restore fetches each blob once and writes it everywhere it is used: a chunk
+/// repeated inside one file, files that are copies of each other, many tiny
+/// files with the same content, and zeros between data.
+#[test]
+fn shared_chunks_restore_to_every_place_they_are_used() {
+    let env = Env::with_repo(&["--pack-size", "1", "--chunker-params", "16K,64K,256K"]);
+    let src = env.path("src");
+    fs::create_dir_all(src.join("copies")).expect("mkdir");
+    let mut rng = common::rng(9);
+    let block = common::random_bytes(&mut rng, 700_000);
+    let mut repeated = Vec::new();
+    for _ in 0..4 {
+        repeated.extend_from_slice(&block);
+    }
+    repeated.extend(std::iter::repeat_n(0u8, 1 << 20));
+    repeated.extend_from_slice(&common::random_bytes(&mut rng, 90_000));
+    fs::write(src.join("repeated.bin"), &repeated).expect("write");
+    for i in 0..3 {
+        fs::write(src.join("copies").join(format!("copy{i}.bin")), &repeated).expect("write");
+    }
+    for i in 0..200 {
+        fs::write(src.join(format!("tiny{i:03}.txt")), b"same few bytes\n").expect("write");
+    }
+    let s = src.to_str().expect("utf-8").to_string();
+    let summary = env.backup_json(&[&s]);
+    let new = summary["bytes_new"].as_u64().expect("bytes_new");
+    let total = summary["total_bytes"].as_u64().expect("total_bytes");
+    assert!(new < total / 4, "deduplication: {new} new bytes of {total}");
+    let out = env.path("out");
+    env.ok(&[
+        "restore",
+        &format!("latest:{s}"),
+        "--target",
+        out.to_str().expect("utf-8"),
+        "--verify",
+    ]);
+    for f in common::all_files(&src) {
+        let rel = f.strip_prefix(&src).expect("prefix");
+        assert!(
+            fs::read(&f).expect("src") == fs::read(out.join(rel)).expect("restored"),
+            "{} differs",
+            rel.display()
+        );
+    }
+}
