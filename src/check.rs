@@ -462,38 +462,61 @@ fn read_packs(
     let mut all: Vec<PackId> = stored.keys().copied().collect();
     all.sort();
     let chosen = select_packs(&all, how)?;
-    let bytes = AtomicU64::new(0);
-    chosen.par_iter().for_each(|id| {
-        if interrupt.load(Ordering::Relaxed) {
-            return;
+    let mut bytes = 0u64;
+    // A reader thread fetches pack k+1 while pack k is verified on all cores.
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(PackId, Result<Vec<u8>>)>(0);
+        let chosen = &chosen;
+        scope.spawn(move || {
+            for id in chosen {
+                if interrupt.load(Ordering::Relaxed) {
+                    break;
+                }
+                let read = repo.backend().read(
+                    FileType::Pack,
+                    &id.to_hex(),
+                    u64::from(crate::config::MAX_PACK_SIZE) * 2,
+                );
+                if tx.send((*id, read)).is_err() {
+                    break;
+                }
+            }
+        });
+        for (id, read) in rx {
+            if interrupt.load(Ordering::Relaxed) {
+                break;
+            }
+            bytes += stored.get(&id).copied().unwrap_or(0);
+            match read {
+                Ok(b) => verify_pack(repo, &id, &b, packs.get(&id), r),
+                Err(e) => r.error(format!("pack {id}"), format!("can't be read: {e}")),
+            }
         }
-        let size = stored.get(id).copied().unwrap_or(0);
-        bytes.fetch_add(size, Ordering::Relaxed);
-        verify_pack(repo, id, packs.get(id), r);
     });
     summary.packs_read = chosen.len() as u64;
-    summary.bytes_read = bytes.load(Ordering::Relaxed);
+    summary.bytes_read = bytes;
     Ok(())
 }
 
-fn verify_pack(repo: &Repository, id: &PackId, indexed: Option<&IndexedPack>, r: &Reporter) {
+fn verify_pack(
+    repo: &Repository,
+    id: &PackId,
+    bytes: &[u8],
+    indexed: Option<&IndexedPack>,
+    r: &Reporter,
+) {
     let what = format!("pack {id}");
-    let bytes = match repo.backend().read(
-        FileType::Pack,
-        &id.to_hex(),
-        u64::from(crate::config::MAX_PACK_SIZE) * 2,
-    ) {
-        Ok(b) => b,
-        Err(e) => return r.error(what, format!("can't be read: {e}")),
-    };
-    let actual = PackId::of_stored(&bytes);
+    let (actual, parsed) = rayon::join(
+        || PackId::of_stored(bytes),
+        || pack::header_from_bytes(repo.key(), repo.repo_id(), id, bytes),
+    );
     if actual != *id {
         r.error(
             what.clone(),
             format!("its content hashes to {actual}: the file was damaged on storage"),
         );
     }
-    let (session, header) = match pack::header_from_bytes(repo.key(), repo.repo_id(), id, &bytes) {
+    let (session, header) = match parsed {
         Ok(h) => h,
         Err(e) => {
             return r.error(
@@ -518,7 +541,7 @@ fn verify_pack(repo: &Repository, id: &PackId, indexed: Option<&IndexedPack>, r:
         }
     }
     // Every blob the header lists: authenticate, decompress, re-hash.
-    for e in &header {
+    header.par_iter().for_each(|e| {
         let sealed =
             bytes.get(e.offset as usize..(e.offset as usize).saturating_add(e.length as usize));
         let result = match sealed {
@@ -539,7 +562,7 @@ fn verify_pack(repo: &Repository, id: &PackId, indexed: Option<&IndexedPack>, r:
                 format!("in pack {}: {err}", id.short()),
             ),
         }
-    }
+    });
 }
 
 #[cfg(test)]
