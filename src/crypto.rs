@@ -8,7 +8,7 @@
 //! messages per key far below the nonce-collision bound however large the repository
 //! grows.
 
-use aes_gcm_siv::aead::{Aead, AeadInPlace, KeyInit, Payload};
+use aes_gcm_siv::aead::{Aead, AeadInOut, KeyInit, Payload};
 use aes_gcm_siv::{Aes256GcmSiv, Nonce};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
@@ -124,7 +124,7 @@ impl SessionKey {
         let ct = self
             .cipher
             .encrypt(
-                Nonce::from_slice(nonce),
+                &Nonce::from(*nonce),
                 Payload {
                     msg: plaintext,
                     aad,
@@ -145,10 +145,11 @@ impl SessionKey {
             return Err(Error::invalid("sealing buffer too short"));
         }
         let (nonce, rest) = buf.split_at_mut(NONCE_LEN);
+        let nonce = nonce_of(nonce)?;
         let (msg, tag_out) = rest.split_at_mut(rest.len() - TAG_LEN);
         let tag = self
             .cipher
-            .encrypt_in_place_detached(Nonce::from_slice(nonce), aad, msg)
+            .encrypt_inout_detached(&nonce, aad, msg.into())
             .map_err(|_| Error::invalid("encryption failed (plaintext too large)"))?;
         tag_out.copy_from_slice(&tag);
         Ok(())
@@ -167,7 +168,7 @@ impl SessionKey {
         }
         let (nonce, ct) = sealed.split_at(NONCE_LEN);
         self.cipher
-            .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad })
+            .decrypt(&nonce_of(nonce)?, Payload { msg: ct, aad })
             .map_err(|_| {
                 Error::corrupt(
                     what(),
@@ -175,6 +176,10 @@ impl SessionKey {
                 )
             })
     }
+}
+
+fn nonce_of(bytes: &[u8]) -> Result<Nonce> {
+    Nonce::try_from(bytes).map_err(|_| Error::invalid("a nonce must be 12 bytes"))
 }
 
 pub fn random_bytes(buf: &mut [u8]) -> Result<()> {

@@ -120,7 +120,7 @@ fn seal_under_a_session_subkey() {
     let cipher = Aes256GcmSiv::new((&subkey).into());
     let ct = cipher
         .encrypt(
-            Nonce::from_slice(&nonce),
+            &Nonce::try_from(&nonce[..]).expect("12-byte nonce"),
             Payload {
                 msg: &payload,
                 aad: &aad,
@@ -391,7 +391,7 @@ fn subkey_cipher(master: &[u8], session: &[u8]) -> Aes256GcmSiv {
 fn open(cipher: &Aes256GcmSiv, sealed: &[u8], aad: &[u8]) -> Vec<u8> {
     cipher
         .decrypt(
-            Nonce::from_slice(&sealed[..12]),
+            &Nonce::try_from(&sealed[..12]).expect("12-byte nonce"),
             Payload {
                 msg: &sealed[12..],
                 aad,
