@@ -156,10 +156,30 @@ pub fn open_file(
 pub const PAYLOAD_RAW: u8 = 0;
 pub const PAYLOAD_ZSTD: u8 = 1;
 
+/// Data at least this large is sampled before it is compressed...
+const PROBE_MIN: usize = 64 * 1024;
+/// ...at its start, middle and end, this many bytes each.
+const PROBE_SAMPLE: usize = 8 * 1024;
+
+/// Whether every sample of `data` fails to shrink by 1/64 under zstd: then the
+/// whole is very likely incompressible (encrypted, already compressed, or noise
+/// like model weights), and compressing it would cost far more than the probe.
+fn looks_incompressible(data: &[u8], level: i32) -> bool {
+    if data.len() < PROBE_MIN {
+        return false;
+    }
+    let last = data.len() - PROBE_SAMPLE;
+    [0, last / 2, last].iter().all(|&at| {
+        data.get(at..at + PROBE_SAMPLE).is_some_and(|sample| {
+            compress(sample, level).is_none_or(|c| c.len() >= sample.len() - sample.len() / 64)
+        })
+    })
+}
+
 /// Compresses with zstd at `level`; keeps the data raw if that does not make it
-/// smaller (level 0 means "don't try").
+/// smaller, or if samples of it don't compress (level 0 means "don't try").
 pub fn encode_payload(data: &[u8], level: i32) -> Vec<u8> {
-    if level != 0 {
+    if level != 0 && !looks_incompressible(data, level) {
         if let Some(compressed) = compress(data, level) {
             if compressed.len() < data.len() {
                 let mut out = Vec::with_capacity(compressed.len() + 1);
@@ -289,6 +309,36 @@ mod tests {
 
     fn w() -> String {
         "test object".into()
+    }
+
+    /// Noise is stored raw without compressing it; text, and noise whose samples
+    /// include a compressible stretch, are compressed; all round-trip.
+    #[test]
+    fn incompressible_data_is_stored_raw_after_sampling() {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let noise: Vec<u8> = (0..1 << 20)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let text: Vec<u8> = b"step=41 loss=0.2231 lr=3e-4\n".repeat(40_000);
+        let mut half = noise.clone();
+        half[noise.len() / 2..].fill(7);
+        assert!(looks_incompressible(&noise, 3));
+        assert_eq!(encode_payload(&noise, 3)[0], PAYLOAD_RAW);
+        assert!(!looks_incompressible(&text, 3));
+        assert_eq!(encode_payload(&text, 3)[0], PAYLOAD_ZSTD);
+        assert!(!looks_incompressible(&half, 3));
+        assert_eq!(encode_payload(&half, 3)[0], PAYLOAD_ZSTD);
+        // Too small to sample: compression is simply tried.
+        assert!(!looks_incompressible(&noise[..PROBE_MIN - 1], 3));
+        for data in [&noise, &text, &half] {
+            let p = encode_payload(data, 3);
+            assert_eq!(&decode_payload(&p, Some(data.len()), 0, &w).unwrap(), data);
+        }
     }
 
     #[test]
