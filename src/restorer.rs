@@ -424,43 +424,63 @@ fn write_contents(state: &State, files: &[FileJob]) {
             if state.interrupt.load(Ordering::Relaxed) {
                 break;
             }
-            let opened = bytes.and_then(|b| Ok((b, state.repo.pack_session(&span.pack)?)));
-            match opened {
-                Ok((bytes, session)) => span.blobs.par_iter().for_each(|blob| {
-                    if state.interrupt.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    let at = (u64::from(blob.entry.offset) - span.start) as usize;
-                    let sealed = &bytes[at..at + blob.entry.length as usize];
-                    let plain = crate::pack::open_blob(
-                        state.repo.key(),
-                        &session,
-                        state.repo.repo_id(),
-                        &blob.entry,
-                        sealed,
-                        &span.pack,
-                    );
-                    match plain {
-                        Ok(plain) => {
-                            for &(slot, offset) in &blob.dests {
-                                write_chunk(state, &slots[slot], offset, &plain);
-                            }
-                        }
-                        Err(e) => {
-                            for &(slot, _) in &blob.dests {
-                                fail_chunk(state, &slots[slot], &e);
-                            }
-                        }
-                    }
-                }),
+            let session = match state.repo.pack_session(&span.pack) {
+                Ok(s) => s,
                 Err(e) => {
                     for blob in &span.blobs {
                         for &(slot, _) in &blob.dests {
                             fail_chunk(state, &slots[slot], &e);
                         }
                     }
+                    continue;
                 }
-            }
+            };
+            span.blobs.par_iter().for_each(|blob| {
+                if state.interrupt.load(Ordering::Relaxed) {
+                    return;
+                }
+                let (offset, length) = (u64::from(blob.entry.offset), u64::from(blob.entry.length));
+                let open = |sealed: &[u8]| {
+                    crate::pack::open_blob(
+                        state.repo.key(),
+                        &session,
+                        state.repo.repo_id(),
+                        &blob.entry,
+                        sealed,
+                        &span.pack,
+                    )
+                };
+                let plain = match &bytes {
+                    Ok(b) => {
+                        let at = (offset - span.start) as usize;
+                        open(&b[at..at + length as usize])
+                    }
+                    // A span that can't be read whole (a truncated pack, say) is
+                    // read blob by blob, so that every intact blob is restored.
+                    Err(_) => state
+                        .repo
+                        .backend()
+                        .read_range(
+                            crate::backend::FileType::Pack,
+                            &span.pack.to_hex(),
+                            offset,
+                            length,
+                        )
+                        .and_then(|sealed| open(&sealed)),
+                };
+                match plain {
+                    Ok(plain) => {
+                        for &(slot, at) in &blob.dests {
+                            write_chunk(state, &slots[slot], at, &plain);
+                        }
+                    }
+                    Err(e) => {
+                        for &(slot, _) in &blob.dests {
+                            fail_chunk(state, &slots[slot], &e);
+                        }
+                    }
+                }
+            });
         }
     });
 }
