@@ -25,9 +25,11 @@ use crate::tree::Tree;
 const INDEX_FLUSH_BLOBS: usize = 4096;
 /// ...or once this much time has passed since the last one.
 const INDEX_FLUSH_INTERVAL: Duration = Duration::from_secs(120);
-/// Packs queued for the writer threads; with the packs being written, this bounds
-/// memory to a few packs.
-const WRITE_QUEUE: usize = 1;
+/// Packs queued for the writer threads. 0: a full pack is handed straight to a
+/// free writer, so at most WRITERS packs are being sealed or written while the
+/// next fills. With O_DIRECT writes, a queue slot measured no faster and cost a
+/// pack's worth of memory.
+const WRITE_QUEUE: usize = 0;
 /// Threads that seal and write packs.
 const WRITERS: usize = 2;
 
