@@ -643,7 +643,7 @@ impl Archiver<'_> {
     ) -> std::result::Result<(Vec<BlobId>, u64), ReadError> {
         let mut chunks = ChunkReader::new(self.repo.chunker(), reader);
         chunks.size_hint(size_hint);
-        let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<Vec<u8>>>>(1);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<Vec<u8>>>>(0);
         std::thread::scope(|scope| {
             scope.spawn(move || {
                 loop {
