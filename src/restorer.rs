@@ -148,6 +148,14 @@ pub fn restore(
         return Err(Error::Interrupted);
     }
     for (dest, first) in &plan.links {
+        if fs::symlink_metadata(first).is_err() {
+            state.error(format!(
+                "{}: not restored: it is a hard link to {}, which could not be restored",
+                dest.display(),
+                first.display()
+            ));
+            continue;
+        }
         let result = replace_non_dir(dest).and_then(|()| fs::hard_link(first, dest));
         match result {
             Ok(()) => state.with(|s| s.hardlinks += 1),
@@ -364,8 +372,9 @@ struct Slot<'a> {
     size: u64,
     /// Chunk writes still to come (a chunk that appears twice counts twice).
     remaining: AtomicUsize,
-    /// Whether the file exists yet; held while creating it.
-    created: Mutex<bool>,
+    /// (device, inode) of the file once created; held while creating it. Later
+    /// chunks reopen the path and must find this same inode there.
+    created: Mutex<Option<(u64, u64)>>,
     /// End of the last byte written (holes are not written).
     written_end: AtomicU64,
     failed: AtomicBool,
@@ -429,7 +438,7 @@ fn write_contents(state: &State, files: &[FileJob]) {
                 Err(e) => {
                     for blob in &span.blobs {
                         for &(slot, _) in &blob.dests {
-                            fail_chunk(state, &slots[slot], &e);
+                            fail_chunk(state, &slots[slot], Some(&e));
                         }
                     }
                     continue;
@@ -450,14 +459,16 @@ fn write_contents(state: &State, files: &[FileJob]) {
                         &span.pack,
                     )
                 };
-                let plain = match &bytes {
-                    Ok(b) => {
-                        let at = (offset - span.start) as usize;
-                        open(&b[at..at + length as usize])
-                    }
+                let at = (offset - span.start) as usize;
+                let within = bytes
+                    .as_ref()
+                    .ok()
+                    .and_then(|b| b.get(at..at + length as usize));
+                let plain = match within {
+                    Some(sealed) => open(sealed),
                     // A span that can't be read whole (a truncated pack, say) is
                     // read blob by blob, so that every intact blob is restored.
-                    Err(_) => state
+                    None => state
                         .repo
                         .backend()
                         .read_range(
@@ -476,7 +487,7 @@ fn write_contents(state: &State, files: &[FileJob]) {
                     }
                     Err(e) => {
                         for &(slot, _) in &blob.dests {
-                            fail_chunk(state, &slots[slot], &e);
+                            fail_chunk(state, &slots[slot], Some(&e));
                         }
                     }
                 }
@@ -530,7 +541,7 @@ fn plan_contents<'a>(state: &State, files: &'a [FileJob]) -> (Vec<Slot<'a>>, Vec
             job,
             size,
             remaining: AtomicUsize::new(if missing.is_some() { 0 } else { found.len() }),
-            created: Mutex::new(false),
+            created: Mutex::new(None),
             written_end: AtomicU64::new(0),
             failed: AtomicBool::new(missing.is_some()),
         });
@@ -569,15 +580,25 @@ fn plan_contents<'a>(state: &State, files: &'a [FileJob]) -> (Vec<Slot<'a>>, Vec
 }
 
 /// Opens the slot's file for writing, creating it on first use. An existing
-/// non-directory in its place is replaced, never followed.
+/// non-directory in its place is replaced, never followed. A later open must
+/// find the very file it created: if anything swapped it (for a symlink, or a
+/// hard link to a file elsewhere), nothing is written through it.
 fn open_slot(slot: &Slot) -> io::Result<File> {
+    use std::os::unix::fs::MetadataExt;
     let dest = &slot.job.dest;
     let mut created = slot.created.lock().unwrap_or_else(|e| e.into_inner());
     let mut opts = OpenOptions::new();
     opts.write(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
-    if *created {
-        return opts.open(dest);
+    if let Some(identity) = *created {
+        let f = opts.open(dest)?;
+        let m = f.metadata()?;
+        if (m.dev(), m.ino()) != identity {
+            return Err(io::Error::other(
+                "was replaced by another file while being restored; not writing to it",
+            ));
+        }
+        return Ok(f);
     }
     opts.create_new(true).mode(0o600);
     let f = match opts.open(dest) {
@@ -587,13 +608,14 @@ fn open_slot(slot: &Slot) -> io::Result<File> {
         }
         r => r?,
     };
-    *created = true;
+    let m = f.metadata()?;
+    *created = Some((m.dev(), m.ino()));
     Ok(f)
 }
 
 fn write_chunk(state: &State, slot: &Slot, offset: u64, data: &[u8]) {
     if slot.failed.load(Ordering::Relaxed) {
-        return fail_chunk(state, slot, &Error::Interrupted);
+        return fail_chunk(state, slot, None);
     }
     let written = open_slot(slot).and_then(|f| Ok((write_sparse(&f, offset, data)?, f)));
     match written {
@@ -604,15 +626,17 @@ fn write_chunk(state: &State, slot: &Slot, offset: u64, data: &[u8]) {
                 finish_slot(state, slot, &f);
             }
         }
-        Err(e) => fail_chunk(state, slot, &Error::io(&slot.job.dest, e)),
+        Err(e) => fail_chunk(state, slot, Some(&e)),
     }
 }
 
 /// A chunk of the slot's file could not be fetched or written: the first such
 /// error is reported, and the file gets no metadata, so that a later backup
 /// doesn't take the damaged file for an unchanged one.
-fn fail_chunk(state: &State, slot: &Slot, e: &Error) {
-    if !slot.failed.swap(true, Ordering::AcqRel) && !matches!(e, Error::Interrupted) {
+/// `None`: the file has already failed, just count the chunk.
+fn fail_chunk(state: &State, slot: &Slot, e: Option<&dyn std::fmt::Display>) {
+    let first = !slot.failed.swap(true, Ordering::AcqRel);
+    if let (true, Some(e)) = (first, e) {
         state.error(format!("{}: {e}", slot.job.dest.display()));
     }
     slot.remaining.fetch_sub(1, Ordering::AcqRel);
@@ -650,7 +674,7 @@ fn finish_slot(state: &State, slot: &Slot, f: &File) {
 }
 
 /// Writes `data` at `offset`, skipping blocks of zeros so that they stay holes.
-/// Returns the end of the last byte written (`offset` if all were zeros).
+/// Returns the end of the last byte written, 0 if nothing was (all zeros).
 fn write_sparse(f: &File, offset: u64, data: &[u8]) -> io::Result<u64> {
     let mut run: Option<usize> = None;
     let mut last_end = 0;
@@ -673,7 +697,11 @@ fn write_sparse(f: &File, offset: u64, data: &[u8]) -> io::Result<u64> {
         f.write_all_at(&data[s..], offset + s as u64)?;
         return Ok(offset + data.len() as u64);
     }
-    Ok(offset + last_end as u64)
+    Ok(if last_end == 0 {
+        0
+    } else {
+        offset + last_end as u64
+    })
 }
 
 fn timespec(t: crate::tree::Timestamp) -> TimeSpec {

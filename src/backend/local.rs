@@ -2,8 +2,8 @@
 
 use std::cell::RefCell;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -72,33 +72,58 @@ thread_local! {
 
 /// Creates `path` (which must not exist) holding `data`, not yet synced.
 fn write_new_file(path: &Path, data: &[u8]) -> io::Result<File> {
-    if data.len() >= DIRECT_MIN && !DIRECT_REFUSED.load(Ordering::Relaxed) {
-        match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .custom_flags(libc::O_DIRECT)
-            .open(path)
-        {
-            Ok(f) => match write_direct(&f, data) {
-                Ok(()) => return Ok(f),
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                    // The filesystem accepted the flag at open but not the write
-                    // (alignment it can't do): start over without it.
-                    DIRECT_REFUSED.store(true, Ordering::Relaxed);
-                    drop(f);
-                    fs::remove_file(path)?;
-                }
-                Err(e) => return Err(e),
-            },
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+    let direct = data.len() >= DIRECT_MIN && !DIRECT_REFUSED.load(Ordering::Relaxed);
+    write_new_file_with(path, data, direct)
+}
+
+fn write_new_file_with(path: &Path, data: &[u8], direct: bool) -> io::Result<File> {
+    let f = OpenOptions::new().write(true).create_new(true).open(path)?;
+    if direct && set_direct(&f, true) {
+        match write_direct(&f, data) {
+            Ok(()) => return Ok(f),
+            Err(e) if refuses_direct(&e) => {
+                // The filesystem took the flag but not the write (an alignment
+                // it can't do): start the file over without it.
                 DIRECT_REFUSED.store(true, Ordering::Relaxed);
+                if !set_direct(&f, false) {
+                    return Err(e);
+                }
+                f.set_len(0)?;
             }
             Err(e) => return Err(e),
         }
     }
-    let mut f = OpenOptions::new().write(true).create_new(true).open(path)?;
-    f.write_all(data)?;
+    f.write_all_at(data, 0)?;
     Ok(f)
+}
+
+/// Whether an error means "this filesystem doesn't do O_DIRECT here".
+fn refuses_direct(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP))
+}
+
+/// Turns O_DIRECT on or off for an open file. Switching it on after `open`
+/// (rather than passing it to `open`) means a filesystem that refuses it fails
+/// here, cleanly, instead of after having created the file. Returns whether the
+/// file is now in the requested mode; a refusal to turn it on is remembered.
+fn set_direct(f: &File, on: bool) -> bool {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    use std::os::fd::AsRawFd;
+    let fd = f.as_raw_fd();
+    let Ok(bits) = fcntl(fd, FcntlArg::F_GETFL) else {
+        return false;
+    };
+    let flags = OFlag::from_bits_truncate(bits);
+    let wanted = if on {
+        flags | OFlag::O_DIRECT
+    } else {
+        flags - OFlag::O_DIRECT
+    };
+    let ok = fcntl(fd, FcntlArg::F_SETFL(wanted)).is_ok();
+    if on && !ok {
+        DIRECT_REFUSED.store(true, Ordering::Relaxed);
+    }
+    ok
 }
 
 /// Writes `data` to the empty file `f` opened with O_DIRECT, through an aligned
@@ -132,22 +157,18 @@ fn write_direct(f: &File, data: &[u8]) -> io::Result<()> {
 /// rather than a cached copy, and neither it nor a restore fills the page cache
 /// with packs that are read once. `None`: read the usual way.
 fn read_direct(f: &File, offset: u64, len: usize) -> Option<io::Result<Vec<u8>>> {
-    use nix::fcntl::{FcntlArg, OFlag, fcntl};
-    use std::os::fd::AsRawFd;
-    if len < DIRECT_MIN || DIRECT_REFUSED.load(Ordering::Relaxed) {
-        return None;
-    }
-    let fd = f.as_raw_fd();
-    let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL).ok()?);
-    if fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_DIRECT)).is_err() {
-        DIRECT_REFUSED.store(true, Ordering::Relaxed);
+    if len < DIRECT_MIN || DIRECT_REFUSED.load(Ordering::Relaxed) || !set_direct(f, true) {
         return None;
     }
     match read_aligned(f, offset, len) {
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+        Err(e) if refuses_direct(&e) => {
             DIRECT_REFUSED.store(true, Ordering::Relaxed);
-            fcntl(fd, FcntlArg::F_SETFL(flags)).ok()?;
-            None
+            // Read the usual way, if the descriptor can go back to it.
+            if set_direct(f, false) {
+                None
+            } else {
+                Some(Err(e))
+            }
         }
         r => Some(r),
     }
@@ -419,6 +440,20 @@ mod tests {
             }
             assert!(b.read_range(FileType::Pack, &name, 1, n as u64).is_err());
             assert!(b.read(FileType::Pack, &name, n as u64 - 1).is_err());
+        }
+        // Both ways of writing give the same file.
+        let data: Vec<u8> = (0..3 * DIRECT_STAGE + 77)
+            .map(|k| (k % 251) as u8)
+            .collect();
+        for direct in [false, true] {
+            let p = dir.path().join(format!("direct-{direct}"));
+            let f = write_new_file_with(&p, &data, direct).unwrap();
+            drop(f);
+            assert!(fs::read(&p).unwrap() == data, "direct = {direct}");
+            assert!(
+                write_new_file_with(&p, &data, direct).is_err(),
+                "must not overwrite"
+            );
         }
         let stray = fs::read_dir(dir.path().join("repo/data/00"))
             .unwrap()
