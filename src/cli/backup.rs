@@ -83,7 +83,7 @@ pub fn run(g: &GlobalArgs, a: BackupArgs) -> Result<ExitCode> {
         one_file_system: a.one_file_system,
         parent,
         force: a.force,
-        progress: Some(Arc::clone(&progress)),
+        progress: super::progress::shown(g).then(|| Arc::clone(&progress)),
     };
     let quiet = g.quiet;
     let json = g.json;

@@ -5,7 +5,7 @@
 
 use std::io::IsTerminal;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -14,30 +14,36 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::{GlobalArgs, output};
 
-/// Runs until dropped.
+/// Runs until dropped. Dropping the sender wakes the display thread at once, so
+/// a short command doesn't wait out a display tick before exiting.
 pub struct Display {
-    stop: Arc<AtomicBool>,
+    stop: Option<Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Drop for Display {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        drop(self.stop.take());
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
 }
 
+/// Whether `start` would show anything: when not, a backup skips the scan that
+/// only computes the totals for the display.
+pub fn shown(g: &GlobalArgs) -> bool {
+    !g.quiet && (g.json || std::io::stderr().is_terminal())
+}
+
 /// Starts showing `progress` for `action` ("backup", "restore"), or returns None
 /// when nothing should be shown.
 pub fn start(g: &GlobalArgs, action: &'static str, progress: &Arc<Progress>) -> Option<Display> {
-    if g.quiet {
+    if !shown(g) {
         return None;
     }
-    let stop = Arc::new(AtomicBool::new(false));
+    let (stop, s) = channel::<()>();
     let p = Arc::clone(progress);
-    let s = Arc::clone(&stop);
     let thread = if g.json {
         std::thread::spawn(move || json_lines(action, &p, &s))
     } else if std::io::stderr().is_terminal() {
@@ -46,26 +52,17 @@ pub fn start(g: &GlobalArgs, action: &'static str, progress: &Arc<Progress>) -> 
         return None;
     };
     Some(Display {
-        stop,
+        stop: Some(stop),
         thread: Some(thread),
     })
 }
 
-/// Sleeps up to `total` in short steps; returns true once `stop` is set.
-fn wait(stop: &AtomicBool, total: Duration) -> bool {
-    let step = Duration::from_millis(50);
-    let mut slept = Duration::ZERO;
-    while slept < total {
-        if stop.load(Ordering::Relaxed) {
-            return true;
-        }
-        std::thread::sleep(step);
-        slept += step;
-    }
-    stop.load(Ordering::Relaxed)
+/// Sleeps up to `total`; returns true as soon as the display is dropped.
+fn wait(stop: &Receiver<()>, total: Duration) -> bool {
+    !matches!(stop.recv_timeout(total), Err(RecvTimeoutError::Timeout))
 }
 
-fn json_lines(action: &str, p: &Progress, stop: &AtomicBool) {
+fn json_lines(action: &str, p: &Progress, stop: &Receiver<()>) {
     let start = Instant::now();
     while !wait(stop, Duration::from_secs(1)) {
         let v = p.view();
@@ -94,7 +91,7 @@ fn percent(v: &ProgressView) -> f64 {
     }
 }
 
-fn bar(action: &str, p: &Progress, stop: &AtomicBool) {
+fn bar(action: &str, p: &Progress, stop: &Receiver<()>) {
     let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr_with_hz(5));
     let style = ProgressStyle::with_template(
         "{prefix} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}\n{msg}",
