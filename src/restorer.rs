@@ -712,27 +712,51 @@ fn timespec(t: crate::tree::Timestamp) -> TimeSpec {
 /// bits, so permissions come after it, and times come last because the others
 /// change ctime and, for xattrs on some filesystems, mtime.
 fn apply_metadata(state: &State, dest: &Path, node: &Node) {
-    let is_root = state.is_root;
-    let own = nix::unistd::fchownat(
-        None,
-        dest,
+    set_metadata(state, dest, None, node);
+}
+
+/// `apply_metadata` for a regular file, through its open descriptor: no path
+/// lookups, and nothing can swap the file for something else in between.
+fn apply_file_metadata(state: &State, f: &File, dest: &Path, node: &Node) {
+    set_metadata(state, dest, Some(f), node);
+}
+
+/// Sets `node`'s metadata on `dest`, through `file` when given (a regular file
+/// being restored), else by path without following a final symlink.
+fn set_metadata(state: &State, dest: &Path, file: Option<&File>, node: &Node) {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::PermissionsExt;
+    use xattr::FileExt as _;
+    let (uid, gid) = (
         Some(nix::unistd::Uid::from_raw(node.uid)),
         Some(nix::unistd::Gid::from_raw(node.gid)),
-        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
     );
-    if let Err(e) = own {
-        // Only root can give files away; as a user, ownership is expected to differ.
-        if is_root {
-            state.warning(format!(
-                "{}: chown {}:{}: {e}",
-                dest.display(),
-                node.uid,
-                node.gid
-            ));
-        }
+    let own = match file {
+        Some(f) => nix::unistd::fchown(f.as_raw_fd(), uid, gid),
+        None => nix::unistd::fchownat(
+            None,
+            dest,
+            uid,
+            gid,
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        ),
+    };
+    // Only root can give files away; as a user, ownership is expected to differ.
+    if let (Err(e), true) = (own, state.is_root) {
+        state.warning(format!(
+            "{}: chown {}:{}: {e}",
+            dest.display(),
+            node.uid,
+            node.gid
+        ));
     }
     for x in &node.xattrs {
-        if let Err(e) = xattr::set(dest, std::ffi::OsStr::from_bytes(&x.name), &x.value) {
+        let name = std::ffi::OsStr::from_bytes(&x.name);
+        let set = match file {
+            Some(f) => f.set_xattr(name, &x.value),
+            None => xattr::set(dest, name, &x.value),
+        };
+        if let Err(e) = set {
             state.warning(format!(
                 "{}: extended attribute {}: {e}",
                 dest.display(),
@@ -741,60 +765,23 @@ fn apply_metadata(state: &State, dest: &Path, node: &Node) {
         }
     }
     if node.kind != NodeKind::Symlink {
-        use std::os::unix::fs::PermissionsExt;
-        if let Err(e) = fs::set_permissions(dest, fs::Permissions::from_mode(node.mode & 0o7777)) {
+        let perm = fs::Permissions::from_mode(node.mode & 0o7777);
+        let set = match file {
+            Some(f) => f.set_permissions(perm),
+            None => fs::set_permissions(dest, perm),
+        };
+        if let Err(e) = set {
             state.warning(format!("{}: chmod {:o}: {e}", dest.display(), node.mode));
         }
     }
-    let times = nix::sys::stat::utimensat(
-        None,
-        dest,
-        &timespec(node.atime),
-        &timespec(node.mtime),
-        UtimensatFlags::NoFollowSymlink,
-    );
+    let (atime, mtime) = (timespec(node.atime), timespec(node.mtime));
+    let times = match file {
+        Some(f) => nix::sys::stat::futimens(f.as_raw_fd(), &atime, &mtime),
+        None => {
+            nix::sys::stat::utimensat(None, dest, &atime, &mtime, UtimensatFlags::NoFollowSymlink)
+        }
+    };
     if let Err(e) = times {
-        state.warning(format!("{}: setting times: {e}", dest.display()));
-    }
-}
-
-/// `apply_metadata` for a regular file, through its open descriptor: no path
-/// lookups, and nothing can swap the file for something else in between.
-fn apply_file_metadata(state: &State, f: &File, dest: &Path, node: &Node) {
-    use std::os::fd::AsRawFd;
-    use xattr::FileExt as _;
-    let fd = f.as_raw_fd();
-    let own = nix::unistd::fchown(
-        fd,
-        Some(nix::unistd::Uid::from_raw(node.uid)),
-        Some(nix::unistd::Gid::from_raw(node.gid)),
-    );
-    if let Err(e) = own {
-        if state.is_root {
-            state.warning(format!(
-                "{}: chown {}:{}: {e}",
-                dest.display(),
-                node.uid,
-                node.gid
-            ));
-        }
-    }
-    for x in &node.xattrs {
-        if let Err(e) = f.set_xattr(std::ffi::OsStr::from_bytes(&x.name), &x.value) {
-            state.warning(format!(
-                "{}: extended attribute {}: {e}",
-                dest.display(),
-                String::from_utf8_lossy(&x.name)
-            ));
-        }
-    }
-    {
-        use std::os::unix::fs::PermissionsExt;
-        if let Err(e) = f.set_permissions(fs::Permissions::from_mode(node.mode & 0o7777)) {
-            state.warning(format!("{}: chmod {:o}: {e}", dest.display(), node.mode));
-        }
-    }
-    if let Err(e) = nix::sys::stat::futimens(fd, &timespec(node.atime), &timespec(node.mtime)) {
         state.warning(format!("{}: setting times: {e}", dest.display()));
     }
 }

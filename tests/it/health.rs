@@ -506,27 +506,34 @@ fn blobs_stored_twice_are_noted_and_prune_keeps_one_copy() {
     restore_latest_matches(&env, &src);
 }
 
-/// One damaged blob: restore writes every other file whole, with its metadata,
-/// names the damaged files, and leaves their mtime unset so that a later backup
-/// can't mistake a damaged copy for the unchanged original.
-#[test]
-fn damaged_blob_fails_only_its_files_which_get_no_metadata() {
+/// Twelve random files f00.bin..f11.bin of 150-260 kB with the given mtime, in
+/// 1 MiB packs of small chunks, backed up once: (env, source dir, its path).
+fn twelve_files_backed_up(seed: u64, mtime: std::time::SystemTime) -> (Env, PathBuf, String) {
     let env = Env::with_repo(&["--pack-size", "1", "--chunker-params", "16K,64K,256K"]);
     let src = env.path("src");
     fs::create_dir_all(&src).expect("mkdir");
-    let mut rng = common::rng(77);
-    let old = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+    let mut rng = common::rng(seed);
     for i in 0..12 {
         let p = src.join(format!("f{i:02}.bin"));
         fs::write(&p, common::random_bytes(&mut rng, 150_000 + i * 10_000)).expect("write");
         fs::File::options()
             .write(true)
             .open(&p)
-            .and_then(|f| f.set_modified(old))
+            .and_then(|f| f.set_modified(mtime))
             .expect("set mtime");
     }
     let s = src.to_str().expect("utf-8").to_string();
     env.ok(&["backup", &s]);
+    (env, src, s)
+}
+
+/// One damaged blob: restore writes every other file whole, with its metadata,
+/// names the damaged files, and leaves their mtime unset so that a later backup
+/// can't mistake a damaged copy for the unchanged original.
+#[test]
+fn damaged_blob_fails_only_its_files_which_get_no_metadata() {
+    let old = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+    let (env, src, s) = twelve_files_backed_up(77, old);
     let pack = packs_of_kind(&env, "data").remove(0);
     flip(&pack, None);
 
@@ -582,19 +589,7 @@ fn damaged_blob_fails_only_its_files_which_get_no_metadata() {
 /// falls back to reading blob by blob when the pack can't be read in one go).
 #[test]
 fn truncated_pack_loses_only_the_blobs_past_the_cut() {
-    let env = Env::with_repo(&["--pack-size", "1", "--chunker-params", "16K,64K,256K"]);
-    let src = env.path("src");
-    fs::create_dir_all(&src).expect("mkdir");
-    let mut rng = common::rng(78);
-    for i in 0..12 {
-        fs::write(
-            src.join(format!("f{i:02}.bin")),
-            common::random_bytes(&mut rng, 150_000 + i * 10_000),
-        )
-        .expect("write");
-    }
-    let s = src.to_str().expect("utf-8").to_string();
-    env.ok(&["backup", &s]);
+    let (env, src, s) = twelve_files_backed_up(78, std::time::SystemTime::now());
     let pack = packs_of_kind(&env, "data").remove(0);
     let listing: serde_json::Value =
         serde_json::from_str(&env.ok(&["cat", "pack", &name_of(&pack)])).expect("json");
