@@ -527,6 +527,18 @@ fn twelve_files_backed_up(seed: u64, mtime: std::time::SystemTime) -> (Env, Path
     (env, src, s)
 }
 
+/// `restore latest:SRC --target <scratch>/out`, whatever its outcome.
+fn restore_to_out(env: &Env, src: &str) -> (PathBuf, Output) {
+    let out_dir = env.path("out");
+    let out = env.run(&[
+        "restore",
+        &format!("latest:{src}"),
+        "--target",
+        out_dir.to_str().expect("utf-8"),
+    ]);
+    (out_dir, out)
+}
+
 /// One damaged blob: restore writes every other file whole, with its metadata,
 /// names the damaged files, and leaves their mtime unset so that a later backup
 /// can't mistake a damaged copy for the unchanged original.
@@ -537,13 +549,7 @@ fn damaged_blob_fails_only_its_files_which_get_no_metadata() {
     let pack = packs_of_kind(&env, "data").remove(0);
     flip(&pack, None);
 
-    let out_dir = env.path("out");
-    let out = env.run(&[
-        "restore",
-        &format!("latest:{s}"),
-        "--target",
-        out_dir.to_str().expect("utf-8"),
-    ]);
+    let (out_dir, out) = restore_to_out(&env, &s);
     assert!(
         !out.status.success(),
         "a damaged blob must fail the restore"
@@ -603,13 +609,7 @@ fn truncated_pack_loses_only_the_blobs_past_the_cut() {
     let bytes = fs::read(&pack).expect("read");
     fs::write(&pack, &bytes[..last_offset as usize + 1]).expect("truncate");
 
-    let out_dir = env.path("out");
-    let out = env.run(&[
-        "restore",
-        &format!("latest:{s}"),
-        "--target",
-        out_dir.to_str().expect("utf-8"),
-    ]);
+    let (out_dir, out) = restore_to_out(&env, &s);
     assert!(!out.status.success());
     let err = stderr(&out);
     let reported: Vec<String> = (0..12)
