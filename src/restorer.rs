@@ -396,9 +396,9 @@ struct Span {
 
 /// Writes every file's contents. Blobs are grouped by pack and read in spans that
 /// cover many blobs, in the order the files need them, by a reader thread that
-/// stays a few spans ahead; each span's blobs are then decrypted, checked and
-/// written on all cores. So each pack is read once, and one big file's chunks
-/// are written in parallel at their offsets.
+/// reads the next span while this one is written; each span's blobs are
+/// decrypted, checked and written on all cores. So each pack is read once, and
+/// one big file's chunks are written in parallel at their offsets.
 fn write_contents(state: &State, files: &[FileJob]) {
     let (slots, spans) = plan_contents(state, files);
     // Empty files have no chunk to trigger their completion.
