@@ -464,35 +464,21 @@ fn read_packs(
     let chosen = select_packs(&all, how)?;
     let mut bytes = 0u64;
     // A reader thread fetches pack k+1 while pack k is verified on all cores.
-    std::thread::scope(|scope| {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<(PackId, Result<Vec<u8>>)>(0);
-        let chosen = &chosen;
-        scope.spawn(move || {
-            for id in chosen {
-                if interrupt.load(Ordering::Relaxed) {
-                    break;
-                }
-                let read = repo.backend().read(
-                    FileType::Pack,
-                    &id.to_hex(),
-                    u64::from(crate::config::MAX_PACK_SIZE) * 2,
-                );
-                if tx.send((*id, read)).is_err() {
-                    break;
-                }
-            }
-        });
-        for (id, read) in rx {
-            if interrupt.load(Ordering::Relaxed) {
-                break;
-            }
-            bytes += stored.get(&id).copied().unwrap_or(0);
+    crate::readahead::read_ahead(
+        &chosen,
+        interrupt,
+        |id| {
+            let max = u64::from(crate::config::MAX_PACK_SIZE) * 2;
+            repo.backend().read(FileType::Pack, &id.to_hex(), max)
+        },
+        |id, read| {
+            bytes += stored.get(id).copied().unwrap_or(0);
             match read {
-                Ok(b) => verify_pack(repo, &id, &b, packs.get(&id), r),
+                Ok(b) => verify_pack(repo, id, &b, packs.get(id), r),
                 Err(e) => r.error(format!("pack {id}"), format!("can't be read: {e}")),
             }
-        }
-    });
+        },
+    );
     summary.packs_read = chosen.len() as u64;
     summary.bytes_read = bytes;
     Ok(())

@@ -311,19 +311,24 @@ mod tests {
         "test object".into()
     }
 
-    /// Noise is stored raw without compressing it; text, and noise whose samples
-    /// include a compressible stretch, are compressed; all round-trip.
-    #[test]
-    fn incompressible_data_is_stored_raw_after_sampling() {
+    /// `n` bytes of xorshift noise: incompressible.
+    fn noise(n: usize) -> Vec<u8> {
         let mut x = 0x9E37_79B9_7F4A_7C15u64;
-        let noise: Vec<u8> = (0..1 << 20)
+        (0..n)
             .map(|_| {
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
-                x as u8
+                (x >> 24) as u8
             })
-            .collect();
+            .collect()
+    }
+
+    /// Noise is stored raw without compressing it; text, and noise whose samples
+    /// include a compressible stretch, are compressed; all round-trip.
+    #[test]
+    fn incompressible_data_is_stored_raw_after_sampling() {
+        let noise = noise(1 << 20);
         let text: Vec<u8> = b"step=41 loss=0.2231 lr=3e-4\n".repeat(40_000);
         let mut half = noise.clone();
         half[noise.len() / 2..].fill(7);
@@ -367,15 +372,7 @@ mod tests {
         assert_eq!(decode_payload(&enc, Some(text.len()), 0, &w).unwrap(), text);
         assert!(decode_payload(&enc, Some(text.len() - 1), 0, &w).is_err());
         assert!(decode_payload(&enc, None, 100, &w).is_err());
-        let mut x = 0x9E37_79B9_7F4A_7C15u64;
-        let random: Vec<u8> = (0..1000)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 24) as u8
-            })
-            .collect();
+        let random = noise(1000);
         let enc = encode_payload(&random, 3);
         assert_eq!(enc[0], PAYLOAD_RAW);
         assert!(decode_payload(&[9, 1, 2], None, 10, &w).is_err());

@@ -20,6 +20,7 @@ pub mod lock;
 pub mod pack;
 pub mod progress;
 pub mod prune;
+pub mod readahead;
 pub mod repair;
 pub mod repository;
 pub mod restorer;

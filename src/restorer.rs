@@ -169,9 +169,9 @@ pub fn restore(
     // Metadata: files and other entries, then directories deepest first.
     plan.meta
         .par_iter()
-        .for_each(|(dest, node)| apply_metadata(&state, dest, node));
+        .for_each(|(dest, node)| apply_metadata(&state, dest, None, node));
     for (dest, node) in plan.dirs.iter().rev() {
-        apply_metadata(&state, dest, node);
+        apply_metadata(&state, dest, None, node);
     }
     if opts.verify {
         plan.files
@@ -359,10 +359,6 @@ fn create_special(dest: &Path, node: &Node) -> io::Result<()> {
 const SPAN_GAP: u64 = 1 << 20;
 /// ...and the read stays below this.
 const SPAN_MAX: u64 = 64 << 20;
-/// Spans queued between the reader and the writers. With 0 the reader reads span
-/// k+1 while span k is written and then waits: two spans in memory at most, and
-/// measured as fast as deeper queues.
-const SPANS_AHEAD: usize = 0;
 
 /// A file being restored. Its chunks are written by whichever threads decrypt
 /// them; the one that writes the last chunk sets the size and the metadata.
@@ -409,30 +405,18 @@ fn write_contents(state: &State, files: &[FileJob]) {
             Ok(f) => finish_slot(state, slot, &f),
             Err(e) => fail_slot(state, slot, &e),
         });
-    std::thread::scope(|scope| {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, Result<Vec<u8>>)>(SPANS_AHEAD);
-        let spans = &spans;
-        scope.spawn(move || {
-            for (i, span) in spans.iter().enumerate() {
-                if state.interrupt.load(Ordering::Relaxed) {
-                    break;
-                }
-                let bytes = state.repo.backend().read_range(
-                    crate::backend::FileType::Pack,
-                    &span.pack.to_hex(),
-                    span.start,
-                    span.len,
-                );
-                if tx.send((i, bytes)).is_err() {
-                    break;
-                }
-            }
-        });
-        for (i, bytes) in rx {
-            let span = &spans[i];
-            if state.interrupt.load(Ordering::Relaxed) {
-                break;
-            }
+    crate::readahead::read_ahead(
+        &spans,
+        state.interrupt,
+        |span| {
+            state.repo.backend().read_range(
+                crate::backend::FileType::Pack,
+                &span.pack.to_hex(),
+                span.start,
+                span.len,
+            )
+        },
+        |span, bytes| {
             let session = match state.repo.pack_session(&span.pack) {
                 Ok(s) => s,
                 Err(e) => {
@@ -441,7 +425,7 @@ fn write_contents(state: &State, files: &[FileJob]) {
                             fail_chunk(state, &slots[slot], Some(&e));
                         }
                     }
-                    continue;
+                    return;
                 }
             };
             span.blobs.par_iter().for_each(|blob| {
@@ -492,8 +476,8 @@ fn write_contents(state: &State, files: &[FileJob]) {
                     }
                 }
             });
-        }
-    });
+        },
+    );
 }
 
 /// Looks every chunk up in the index and groups the chunks by pack, in the order
@@ -666,7 +650,7 @@ fn finish_slot(state: &State, slot: &Slot, f: &File) {
             slot.job.node.size
         ));
     }
-    apply_file_metadata(state, f, dest, &slot.job.node);
+    apply_metadata(state, dest, Some(f), &slot.job.node);
     state.progress.set_current(dest);
     state.progress.done(1, 0);
     state.bytes.fetch_add(slot.size, Ordering::Relaxed);
@@ -708,22 +692,13 @@ fn timespec(t: crate::tree::Timestamp) -> TimeSpec {
     TimeSpec::new(t.0, i64::from(t.1))
 }
 
-/// Ownership, extended attributes, permissions, then times — chown clears setuid
-/// bits, so permissions come after it, and times come last because the others
-/// change ctime and, for xattrs on some filesystems, mtime.
-fn apply_metadata(state: &State, dest: &Path, node: &Node) {
-    set_metadata(state, dest, None, node);
-}
-
-/// `apply_metadata` for a regular file, through its open descriptor: no path
-/// lookups, and nothing can swap the file for something else in between.
-fn apply_file_metadata(state: &State, f: &File, dest: &Path, node: &Node) {
-    set_metadata(state, dest, Some(f), node);
-}
-
-/// Sets `node`'s metadata on `dest`, through `file` when given (a regular file
-/// being restored), else by path without following a final symlink.
-fn set_metadata(state: &State, dest: &Path, file: Option<&File>, node: &Node) {
+/// Sets `node`'s metadata on `dest`: through `file` when given (a regular file
+/// being restored: no path lookups, and nothing can swap the file in between),
+/// else by path without following a final symlink. Ownership, extended
+/// attributes, permissions, then times — chown clears setuid bits, so
+/// permissions come after it, and times come last because the others change
+/// ctime and, for xattrs on some filesystems, mtime.
+fn apply_metadata(state: &State, dest: &Path, file: Option<&File>, node: &Node) {
     use std::os::fd::AsRawFd;
     use std::os::unix::fs::PermissionsExt;
     use xattr::FileExt as _;

@@ -70,6 +70,19 @@ thread_local! {
     static STAGE: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
+/// Runs `f` on this thread's staging buffer: DIRECT_STAGE bytes aligned to
+/// DIRECT_ALIGN, allocated on first use and kept.
+fn with_stage<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
+    STAGE.with(|cell| {
+        let mut stage = cell.borrow_mut();
+        if stage.len() < DIRECT_STAGE + DIRECT_ALIGN {
+            *stage = vec![0u8; DIRECT_STAGE + DIRECT_ALIGN];
+        }
+        let start = stage.as_ptr().align_offset(DIRECT_ALIGN);
+        f(&mut stage[start..start + DIRECT_STAGE])
+    })
+}
+
 /// Creates `path` (which must not exist) holding `data`, not yet synced.
 fn write_new_file(path: &Path, data: &[u8]) -> io::Result<File> {
     let direct = data.len() >= DIRECT_MIN && !DIRECT_REFUSED.load(Ordering::Relaxed);
@@ -130,13 +143,7 @@ fn set_direct(f: &File, on: bool) -> bool {
 /// staging buffer. The last block is padded with zeros and the file is then cut to
 /// its real length.
 fn write_direct(f: &File, data: &[u8]) -> io::Result<()> {
-    STAGE.with(|cell| {
-        let mut stage = cell.borrow_mut();
-        if stage.len() < DIRECT_STAGE + DIRECT_ALIGN {
-            *stage = vec![0u8; DIRECT_STAGE + DIRECT_ALIGN];
-        }
-        let start = stage.as_ptr().align_offset(DIRECT_ALIGN);
-        let buf = &mut stage[start..start + DIRECT_STAGE];
+    with_stage(|buf| {
         let mut offset = 0usize;
         for piece in data.chunks(DIRECT_STAGE) {
             buf[..piece.len()].copy_from_slice(piece);
@@ -177,13 +184,7 @@ fn read_direct(f: &File, offset: u64, len: usize) -> Option<io::Result<Vec<u8>>>
 /// The reads behind `read_direct`: block-aligned reads into the staging buffer,
 /// copying out the part asked for. A short read just starts the next one there.
 fn read_aligned(f: &File, offset: u64, len: usize) -> io::Result<Vec<u8>> {
-    STAGE.with(|cell| {
-        let mut stage = cell.borrow_mut();
-        if stage.len() < DIRECT_STAGE + DIRECT_ALIGN {
-            *stage = vec![0u8; DIRECT_STAGE + DIRECT_ALIGN];
-        }
-        let start = stage.as_ptr().align_offset(DIRECT_ALIGN);
-        let buf = &mut stage[start..start + DIRECT_STAGE];
+    with_stage(|buf| {
         let mut out = Vec::with_capacity(len);
         let end = offset + len as u64;
         let mut pos = offset;
