@@ -137,22 +137,20 @@ impl SessionKey {
         Ok(out)
     }
 
-    /// Seals in place: `buf` is `nonce || plaintext || 16 spare bytes` on entry and
-    /// `nonce || ciphertext || tag` on return, the same bytes [`Self::seal`] makes.
-    /// Lets a pack be laid out first and its blobs sealed in parallel where they lie.
-    pub fn seal_in_place(&self, aad: &[u8], buf: &mut [u8]) -> Result<()> {
-        if buf.len() < SEAL_OVERHEAD {
-            return Err(Error::invalid("sealing buffer too short"));
-        }
-        let (nonce, rest) = buf.split_at_mut(NONCE_LEN);
-        let nonce = nonce_of(nonce)?;
-        let (msg, tag_out) = rest.split_at_mut(rest.len() - TAG_LEN);
+    /// Encrypts `msg` in place under `nonce` and returns the tag: the stored form is
+    /// `nonce || msg || tag`, the same bytes [`Self::seal`] makes. Lets a pack seal
+    /// its blobs in parallel where they lie, without copying them into one buffer.
+    pub fn seal_detached(
+        &self,
+        nonce: &[u8; NONCE_LEN],
+        aad: &[u8],
+        msg: &mut [u8],
+    ) -> Result<[u8; TAG_LEN]> {
         let tag = self
             .cipher
-            .encrypt_inout_detached(&nonce, aad, msg.into())
+            .encrypt_inout_detached(&Nonce::from(*nonce), aad, msg.into())
             .map_err(|_| Error::invalid("encryption failed (plaintext too large)"))?;
-        tag_out.copy_from_slice(&tag);
-        Ok(())
+        Ok(tag.into())
     }
 
     /// Verifies the tag and decrypts. `what` names the object for the error.
@@ -306,11 +304,14 @@ mod tests {
         let sealed = s.seal(b"aad", b"hello").unwrap();
         assert_eq!(s.open(b"aad", &sealed, &|| "x".into()).unwrap(), b"hello");
         assert!(s.open(b"other", &sealed, &|| "x".into()).is_err());
-        let mut buf = sealed[..12].to_vec();
-        buf.extend_from_slice(b"hello");
-        buf.extend_from_slice(&[0; 16]);
-        s.seal_in_place(b"aad", &mut buf).unwrap();
-        assert_eq!(buf, sealed, "in-place sealing makes the same bytes");
+        let nonce: [u8; NONCE_LEN] = sealed[..12].try_into().unwrap();
+        let mut msg = b"hello".to_vec();
+        let tag = s.seal_detached(&nonce, b"aad", &mut msg).unwrap();
+        assert_eq!(
+            [&nonce[..], &msg, &tag].concat(),
+            sealed,
+            "detached sealing makes the same bytes"
+        );
         let other = key.session(&[2u8; 32]);
         assert!(other.open(b"aad", &sealed, &|| "x".into()).is_err());
         assert!(s.open(b"aad", &sealed[..10], &|| "x".into()).is_err());

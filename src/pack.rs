@@ -173,10 +173,52 @@ pub struct PackBuilder {
     size: usize,
 }
 
+/// A sealed pack, kept as the pieces it is made of rather than one buffer: the
+/// blobs are sealed where they lie, and the writer streams the pieces out. That
+/// saves a pack-sized copy per pack in flight.
 pub struct FinishedPack {
     pub id: PackId,
-    pub bytes: Vec<u8>,
     pub entries: Vec<PackEntry>,
+    /// Prefix and session id.
+    head: Vec<u8>,
+    blobs: Vec<SealedBlob>,
+    /// Sealed header and its length.
+    tail: Vec<u8>,
+    len: u64,
+}
+
+/// `nonce || ciphertext || tag`, with the ciphertext in the payload's own buffer.
+struct SealedBlob {
+    nonce: [u8; NONCE_LEN],
+    body: Vec<u8>,
+    tag: [u8; TAG_LEN],
+}
+
+impl FinishedPack {
+    /// Size of the stored pack in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The stored bytes in order, as slices of the pack's pieces.
+    pub fn parts(&self) -> Vec<&[u8]> {
+        let mut parts = Vec::with_capacity(2 + 3 * self.blobs.len());
+        parts.push(&self.head[..]);
+        for b in &self.blobs {
+            parts.extend([&b.nonce[..], &b.body[..], &b.tag[..]]);
+        }
+        parts.push(&self.tail[..]);
+        parts
+    }
+
+    /// The stored bytes as one buffer (tests and inspection).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.parts().concat()
+    }
 }
 
 impl PackBuilder {
@@ -211,59 +253,65 @@ impl PackBuilder {
 
     /// Lays the blobs out in a random order — so that a pack does not hold a file's
     /// chunks in file order, which would help fingerprinting by sizes — seals them
-    /// in place in parallel, then appends the sealed header and its length.
+    /// in place in parallel, then seals the header.
     pub fn finish(self, repo: &RepoId) -> Result<FinishedPack> {
         let Self {
             session_id,
             session,
             mut blobs,
-            size,
+            size: _,
         } = self;
         shuffle(&mut blobs)?;
-        let mut nonces = vec![0u8; blobs.len() * NONCE_LEN];
-        crate::crypto::random_bytes(&mut nonces)?;
-        let mut bytes = Vec::with_capacity(size + 64 + blobs.len() * 100);
-        format::write_prefix(&mut bytes, FileKind::Pack);
-        bytes.extend_from_slice(&session_id);
+        let mut nonces = vec![[0u8; NONCE_LEN]; blobs.len()];
+        crate::crypto::random_bytes(nonces.as_flattened_mut())?;
+        let mut head = Vec::with_capacity(PACK_DATA_START);
+        format::write_prefix(&mut head, FileKind::Pack);
+        head.extend_from_slice(&session_id);
+        let too_big = || Error::invalid("pack larger than 4 GiB");
+        let mut offset = u32::try_from(head.len()).map_err(|_| too_big())?;
         let mut entries = Vec::with_capacity(blobs.len());
-        for ((kind, id, payload, raw_length), nonce) in
-            blobs.into_iter().zip(nonces.chunks_exact(NONCE_LEN))
-        {
-            let offset =
-                u32::try_from(bytes.len()).map_err(|_| Error::invalid("pack larger than 4 GiB"))?;
+        for (kind, id, payload, raw_length) in &blobs {
             let length = u32::try_from(payload.len() + SEAL_OVERHEAD)
                 .map_err(|_| Error::invalid("blob larger than 4 GiB"))?;
-            bytes.extend_from_slice(nonce);
-            bytes.extend_from_slice(&payload);
-            bytes.extend_from_slice(&[0u8; TAG_LEN]);
             entries.push(PackEntry {
-                kind,
-                id,
+                kind: *kind,
+                id: *id,
                 offset,
                 length,
-                raw_length,
+                raw_length: *raw_length,
             });
+            offset = offset.checked_add(length).ok_or_else(too_big)?;
         }
-        // Each blob's bytes are its own disjoint slice: seal them all at once.
-        let mut slices = Vec::with_capacity(entries.len());
-        let mut rest = bytes.get_mut(PACK_DATA_START..).unwrap_or_default();
-        for e in &entries {
-            let (blob, tail) = rest.split_at_mut(e.length as usize);
-            slices.push((e, blob));
-            rest = tail;
-        }
-        slices.into_par_iter().try_for_each(|(e, blob)| {
-            session.seal_in_place(&format::aad(repo, e.kind.seal_kind(), Some(&e.id)), blob)
-        })?;
+        let sealed = blobs
+            .into_par_iter()
+            .zip(nonces)
+            .map(|((kind, id, mut body, _), nonce)| {
+                let aad = format::aad(repo, kind.seal_kind(), Some(&id));
+                let tag = session.seal_detached(&nonce, &aad, &mut body)?;
+                Ok(SealedBlob { nonce, body, tag })
+            })
+            .collect::<Result<Vec<_>>>()?;
         let header = encode_header(&entries);
-        let sealed = session.seal(&format::aad(repo, SealKind::PackHeader, None), &header)?;
-        bytes.extend_from_slice(&sealed);
-        bytes.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
-        Ok(FinishedPack {
-            id: PackId::of_stored(&bytes),
-            bytes,
+        let mut tail = session.seal(&format::aad(repo, SealKind::PackHeader, None), &header)?;
+        let header_len = u32::try_from(tail.len()).map_err(|_| too_big())?;
+        tail.extend_from_slice(&header_len.to_le_bytes());
+        let mut pack = FinishedPack {
+            id: PackId([0; 32]),
             entries,
-        })
+            head,
+            blobs: sealed,
+            tail,
+            len: 0,
+        };
+        let mut hasher = blake3::Hasher::new();
+        let mut len = 0u64;
+        for part in pack.parts() {
+            hasher.update(part);
+            len += part.len() as u64;
+        }
+        pack.len = len;
+        pack.id = PackId(*hasher.finalize().as_bytes());
+        Ok(pack)
     }
 }
 
@@ -454,16 +502,17 @@ mod tests {
             );
         }
         let p = b.finish(&repo).unwrap();
-        assert_eq!(p.id, PackId::of_stored(&p.bytes));
-        let session = key.session(&parse_session(&p.bytes, &p.id).unwrap());
-        let n = p.bytes.len();
-        let hl = u32::from_le_bytes(p.bytes[n - 4..].try_into().unwrap()) as usize;
+        let bytes = p.to_bytes();
+        assert_eq!(p.len(), bytes.len() as u64);
+        assert_eq!(p.id, PackId::of_stored(&bytes));
+        let session = key.session(&parse_session(&bytes, &p.id).unwrap());
+        let n = bytes.len();
+        let hl = u32::from_le_bytes(bytes[n - 4..].try_into().unwrap()) as usize;
         let hs = n - 4 - hl;
-        let entries =
-            decode_header(&session, &repo, &p.bytes[hs..n - 4], hs as u64, &p.id).unwrap();
+        let entries = decode_header(&session, &repo, &bytes[hs..n - 4], hs as u64, &p.id).unwrap();
         assert_eq!(entries, p.entries);
         for e in &entries {
-            let sealed = &p.bytes[e.offset as usize..(e.offset + e.length) as usize];
+            let sealed = &bytes[e.offset as usize..(e.offset + e.length) as usize];
             let plain = open_blob(&key, &session, &repo, e, sealed, &p.id).unwrap();
             assert_eq!(key.blob_id(&plain), e.id);
             // The same bytes presented as a tree blob, or under another id, fail.

@@ -201,10 +201,10 @@ fn write_pack(repo: &Repository, b: PackBuilder, s: &mut PruneSummary) -> Result
     let p = b.finish(repo.repo_id())?;
     repo.write_pack(&p)?;
     s.packs_written += 1;
-    s.bytes_written += p.bytes.len() as u64;
+    s.bytes_written += p.len();
     Ok(IndexPack {
         id: p.id,
-        size: p.bytes.len() as u64,
+        size: p.len(),
         blobs: p.entries,
     })
 }

@@ -318,7 +318,8 @@ impl Repository {
     }
 
     pub fn write_pack(&self, p: &FinishedPack) -> Result<()> {
-        self.backend.write(FileType::Pack, &p.id.to_hex(), &p.bytes)
+        self.backend
+            .write_parts(FileType::Pack, &p.id.to_hex(), &p.parts())
     }
 
     pub(crate) fn pack_session(&self, pack: &PackId) -> Result<crate::crypto::SessionKey> {

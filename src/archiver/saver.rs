@@ -90,10 +90,10 @@ impl Saver {
                         let Ok(mut w) = written.lock() else { return };
                         match result {
                             Ok(pack) => {
-                                w.bytes += pack.bytes.len() as u64;
+                                w.bytes += pack.len();
                                 w.packs.push(IndexPack {
                                     id: pack.id,
-                                    size: pack.bytes.len() as u64,
+                                    size: pack.len(),
                                     blobs: pack.entries,
                                 });
                             }

@@ -83,16 +83,18 @@ fn with_stage<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
     })
 }
 
-/// Creates `path` (which must not exist) holding `data`, not yet synced.
-fn write_new_file(path: &Path, data: &[u8]) -> io::Result<File> {
-    let direct = data.len() >= DIRECT_MIN && !DIRECT_REFUSED.load(Ordering::Relaxed);
-    write_new_file_with(path, data, direct)
+/// Creates `path` (which must not exist) holding the concatenation of `parts`, not
+/// yet synced.
+fn write_new_file(path: &Path, parts: &[&[u8]]) -> io::Result<File> {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    let direct = len >= DIRECT_MIN && !DIRECT_REFUSED.load(Ordering::Relaxed);
+    write_new_file_with(path, parts, direct)
 }
 
-fn write_new_file_with(path: &Path, data: &[u8], direct: bool) -> io::Result<File> {
+fn write_new_file_with(path: &Path, parts: &[&[u8]], direct: bool) -> io::Result<File> {
     let f = OpenOptions::new().write(true).create_new(true).open(path)?;
     if direct && set_direct(&f, true) {
-        match write_direct(&f, data) {
+        match write_staged(&f, parts, true) {
             Ok(()) => return Ok(f),
             Err(e) if refuses_direct(&e) => {
                 // The filesystem took the flag but not the write (an alignment
@@ -106,7 +108,10 @@ fn write_new_file_with(path: &Path, data: &[u8], direct: bool) -> io::Result<Fil
             Err(e) => return Err(e),
         }
     }
-    f.write_all_at(data, 0)?;
+    match parts {
+        [one] => f.write_all_at(one, 0)?,
+        _ => write_staged(&f, parts, false)?,
+    }
     Ok(f)
 }
 
@@ -139,21 +144,40 @@ fn set_direct(f: &File, on: bool) -> bool {
     ok
 }
 
-/// Writes `data` to the empty file `f` opened with O_DIRECT, through an aligned
-/// staging buffer. The last block is padded with zeros and the file is then cut to
-/// its real length.
-fn write_direct(f: &File, data: &[u8]) -> io::Result<()> {
+/// Streams `parts` into the empty file `f` through this thread's staging buffer,
+/// DIRECT_STAGE bytes per write, so that many small pieces cost few system calls.
+/// With `direct` (O_DIRECT on) the last block is padded with zeros to the
+/// alignment and the file is then cut to its real length.
+fn write_staged(f: &File, parts: &[&[u8]], direct: bool) -> io::Result<()> {
     with_stage(|buf| {
-        let mut offset = 0usize;
-        for piece in data.chunks(DIRECT_STAGE) {
-            buf[..piece.len()].copy_from_slice(piece);
-            let padded = piece.len().next_multiple_of(DIRECT_ALIGN);
-            buf[piece.len()..padded].fill(0);
-            f.write_all_at(&buf[..padded], offset as u64)?;
-            offset += piece.len();
+        let mut filled = 0usize;
+        let mut offset = 0u64;
+        for part in parts {
+            let mut rest = *part;
+            while !rest.is_empty() {
+                let n = rest.len().min(buf.len() - filled);
+                let (now, later) = rest.split_at(n);
+                buf[filled..filled + n].copy_from_slice(now);
+                filled += n;
+                rest = later;
+                if filled == buf.len() {
+                    f.write_all_at(buf, offset)?;
+                    offset += filled as u64;
+                    filled = 0;
+                }
+            }
         }
-        if data.len() % DIRECT_ALIGN != 0 {
-            f.set_len(data.len() as u64)?;
+        if filled > 0 {
+            let end = if direct {
+                filled.next_multiple_of(DIRECT_ALIGN)
+            } else {
+                filled
+            };
+            buf[filled..end].fill(0);
+            f.write_all_at(&buf[..end], offset)?;
+            if end != filled {
+                f.set_len(offset + filled as u64)?;
+            }
         }
         Ok(())
     })
@@ -345,6 +369,10 @@ impl Backend for LocalBackend {
     }
 
     fn write(&self, t: FileType, name: &str, data: &[u8]) -> Result<()> {
+        self.write_parts(t, name, &[data])
+    }
+
+    fn write_parts(&self, t: FileType, name: &str, parts: &[&[u8]]) -> Result<()> {
         Self::check_name(t, name)?;
         let dest = self.path(t, name);
         let dir = dest.parent().unwrap_or(&self.root).to_path_buf();
@@ -354,7 +382,7 @@ impl Backend for LocalBackend {
         let rnd: [u8; 8] = crate::crypto::random_array()?;
         let tmp = dir.join(format!("{TMP_PREFIX}{}", hex::encode(rnd)));
         let result = (|| -> Result<()> {
-            let f = write_new_file(&tmp, data).at(&tmp)?;
+            let f = write_new_file(&tmp, parts).at(&tmp)?;
             f.sync_all().at(&tmp)?;
             drop(f);
             fs::rename(&tmp, &dest).at(&dest)?;
@@ -446,15 +474,40 @@ mod tests {
         let data: Vec<u8> = (0..3 * DIRECT_STAGE + 77)
             .map(|k| (k % 251) as u8)
             .collect();
+        // Pieces of every size, across the staging buffer's boundaries.
+        let mut pieces = Vec::new();
+        let mut rest = &data[..];
+        for k in [
+            12usize,
+            1,
+            0,
+            4095,
+            DIRECT_STAGE - 5,
+            16,
+            DIRECT_STAGE + 3,
+            7,
+        ]
+        .into_iter()
+        .cycle()
+        {
+            let (piece, tail) = rest.split_at(k.min(rest.len()));
+            pieces.push(piece);
+            rest = tail;
+            if rest.is_empty() {
+                break;
+            }
+        }
         for direct in [false, true] {
-            let p = dir.path().join(format!("direct-{direct}"));
-            let f = write_new_file_with(&p, &data, direct).unwrap();
-            drop(f);
-            assert!(fs::read(&p).unwrap() == data, "direct = {direct}");
-            assert!(
-                write_new_file_with(&p, &data, direct).is_err(),
-                "must not overwrite"
-            );
+            for (how, parts) in [("whole", vec![&data[..]]), ("pieces", pieces.clone())] {
+                let p = dir.path().join(format!("direct-{direct}-{how}"));
+                let f = write_new_file_with(&p, &parts, direct).unwrap();
+                drop(f);
+                assert!(fs::read(&p).unwrap() == data, "direct = {direct}, {how}");
+                assert!(
+                    write_new_file_with(&p, &parts, direct).is_err(),
+                    "must not overwrite"
+                );
+            }
         }
         let stray = fs::read_dir(dir.path().join("repo/data/00"))
             .unwrap()

@@ -73,5 +73,11 @@ pub trait Backend: Send + Sync {
     /// name and survives a crash. A crash before that leaves no file of that name.
     fn write(&self, t: FileType, name: &str, data: &[u8]) -> Result<()>;
 
+    /// [`Self::write`] of the concatenation of `parts`, for a file kept as pieces
+    /// (a sealed pack). Backends that can stream the pieces override this.
+    fn write_parts(&self, t: FileType, name: &str, parts: &[&[u8]]) -> Result<()> {
+        self.write(t, name, &parts.concat())
+    }
+
     fn remove(&self, t: FileType, name: &str) -> Result<()>;
 }
