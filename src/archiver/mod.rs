@@ -35,7 +35,7 @@ use saver::Saver;
 
 /// Chunks processed in parallel per batch: bounds memory while keeping every core
 /// busy on a large file.
-const BATCH_BYTES: usize = 8 * 1024 * 1024;
+const BATCH_BYTES: usize = 4 * 1024 * 1024;
 /// Files up to this size are read whole, many at a time on the rayon pool: one
 /// small file alone can't keep the cores (or a NAS's queue) busy.
 const SMALL_FILE: u64 = 4 * 1024 * 1024;
