@@ -50,6 +50,33 @@ pub enum Error {
     #[error("{what} is missing from the repository: {reason}")]
     Missing { what: String, reason: String },
 
+    #[error(
+        "no key file in {repo}/keys has an id starting with {prefix:?}; `cairn key list` shows them"
+    )]
+    UnknownKey { repo: String, prefix: String },
+
+    #[error(
+        "{prefix:?} is ambiguous: {count} key files in {repo}/keys have ids starting with it; give more digits"
+    )]
+    AmbiguousKey {
+        repo: String,
+        prefix: String,
+        count: usize,
+    },
+
+    #[error(
+        "key {0} is the one this command opened the repository with, so it can't be removed \
+         with it; open the repository with another key (its password or secret file) to \
+         remove this one"
+    )]
+    RemoveCurrentKey(crate::id::KeyId),
+
+    #[error(
+        "{}: the file already exists; `cairn key add --generate` never overwrites a file, \
+         so give a path that doesn't exist yet", .0.display()
+    )]
+    SecretFileExists(PathBuf),
+
     #[error("repository is locked: {0}")]
     Locked(String),
 

@@ -79,6 +79,17 @@ impl KeyFile {
         Ok(kf)
     }
 
+    /// A key file that names another repository is corrupt here.
+    pub fn check_repo(&self, id: &KeyId, repo_id: &RepoId) -> Result<()> {
+        if &self.repo_id != repo_id {
+            return Err(Error::corrupt(
+                format!("key file {id}"),
+                format!("it belongs to repository {}, not {}", self.repo_id, repo_id),
+            ));
+        }
+        Ok(())
+    }
+
     /// `Ok(None)` when the password is not this key's; `Err` for a key file that
     /// belongs to another repository.
     pub fn unwrap_key(
@@ -87,12 +98,7 @@ impl KeyFile {
         id: &KeyId,
         repo_id: &RepoId,
     ) -> Result<Option<MasterKey>> {
-        if &self.repo_id != repo_id {
-            return Err(Error::corrupt(
-                format!("key file {id}"),
-                format!("it belongs to repository {}, not {}", self.repo_id, repo_id),
-            ));
-        }
+        self.check_repo(id, repo_id)?;
         let kek = crypto::derive_wrapping_key(password, &self.kdf)?;
         let aad = format::aad(repo_id, SealKind::MasterKey, None);
         match SessionKey::from_raw(&kek).open(&aad, &self.wrapped, &|| String::new()) {

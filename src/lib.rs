@@ -16,6 +16,7 @@ pub mod format;
 pub mod id;
 pub mod index;
 pub mod keyfile;
+pub mod keys;
 pub mod lock;
 pub mod pack;
 pub mod progress;

@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::format::{self, FileKind, SealKind};
 use crate::id::{BlobId, IndexId, KeyId, PackId, RepoId, SnapshotId};
 use crate::index::{INDEX_MAX_LEN, Index, IndexFile};
-use crate::keyfile::{KEY_FILE_MAX_LEN, KeyFile};
+use crate::keyfile::KeyFile;
 use crate::pack::{self, BlobKind, FinishedPack, PACK_DATA_START};
 use crate::snapshot::{SNAPSHOT_MAX_LEN, Snapshot};
 use crate::tree::Tree;
@@ -88,27 +88,29 @@ impl Repository {
         }
         let raw = backend.read(FileType::Config, "config", config::CONFIG_MAX_LEN)?;
         let repo_id = Config::peek_repo_id(&raw)?;
-        let keys = backend.list(FileType::Key)?;
-        if keys.is_empty() {
+        let ids = crate::keys::key_ids(&*backend)?;
+        if ids.is_empty() {
             return Err(Error::corrupt(
                 format!("{}/keys", backend.location()),
                 "there are no key files, so nothing can open the repository",
             ));
         }
+        // Read and decode every key file first (cheap), then derive in order of
+        // cost: see `keys::sort_for_opening`.
         let mut last_err = None;
-        for entry in &keys {
-            let id = KeyId::from_hex(&entry.name)?;
-            let attempt = backend
-                .read(FileType::Key, &entry.name, KEY_FILE_MAX_LEN)
-                .and_then(|bytes| {
-                    check_name(&bytes, &entry.name, "key file")?;
-                    KeyFile::decode(&bytes, &id)
-                })
-                .and_then(|kf| kf.unwrap_key(password, &id, &repo_id));
-            match attempt {
+        let mut decoded = Vec::with_capacity(ids.len());
+        for id in &ids {
+            match crate::keys::load_key_file(&*backend, id) {
+                Ok(kf) => decoded.push((*id, kf)),
+                Err(e) => last_err = Some(e),
+            }
+        }
+        crate::keys::sort_for_opening(&mut decoded);
+        for (id, kf) in &decoded {
+            match kf.unwrap_key(password, id, &repo_id) {
                 Ok(Some(key)) => {
                     let cfg = Config::decode(&raw, &key)?;
-                    return Ok(Self::assemble(backend, key, cfg, id));
+                    return Ok(Self::assemble(backend, key, cfg, *id));
                 }
                 Ok(None) => {}
                 Err(e) => last_err = Some(e),
@@ -116,10 +118,10 @@ impl Repository {
         }
         // A damaged key file matters only when no other key opened the repository.
         match last_err {
-            Some(e) if keys.len() == 1 => Err(e),
+            Some(e) if ids.len() == 1 => Err(e),
             _ => Err(Error::WrongPassword {
                 repo: backend.location(),
-                keys: keys.len(),
+                keys: ids.len(),
             }),
         }
     }

@@ -233,7 +233,8 @@ fn read_aligned(f: &File, offset: u64, len: usize) -> io::Result<Vec<u8>> {
     })
 }
 
-fn sync_dir(dir: &Path) -> Result<()> {
+/// Makes a directory's entries (a rename, a new or removed file) durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir).and_then(|d| d.sync_all()).at(dir)
 }
 

@@ -6,7 +6,7 @@ use clap::{Args, ValueEnum};
 
 use cairn::backend::FileType;
 use cairn::id::{BlobId, IndexId, KeyId, LockId, PackId};
-use cairn::repository::{Repository, check_name};
+use cairn::repository::Repository;
 
 use super::{GlobalArgs, open_uncached, output};
 
@@ -111,11 +111,7 @@ pub fn run(g: &GlobalArgs, a: CatArgs) -> Result<ExitCode> {
         }
         Kind::Key => {
             let name = find_file(&repo, FileType::Key, &need_id()?)?;
-            let bytes =
-                repo.backend()
-                    .read(FileType::Key, &name, cairn::keyfile::KEY_FILE_MAX_LEN)?;
-            check_name(&bytes, &name, "key file")?;
-            let kf = cairn::keyfile::KeyFile::decode(&bytes, &KeyId::from_hex(&name)?)?;
+            let kf = cairn::keys::load_key_file(repo.backend(), &KeyId::from_hex(&name)?)?;
             output::print_json(&serde_json::json!({
                 "id": name, "repo_id": kf.repo_id.to_hex(), "created": kf.created,
                 "hostname": kf.hostname, "username": kf.username,

@@ -6,10 +6,9 @@ use clap::Args;
 
 use cairn::backend::LocalBackend;
 use cairn::config::ChunkerParams;
-use cairn::crypto::KdfParams;
 use cairn::repository::{InitOptions, Repository};
 
-use super::{GlobalArgs, output, password, repo_path};
+use super::{GlobalArgs, KdfArgs, output, password, repo_path};
 
 #[derive(Args)]
 pub struct InitArgs {
@@ -22,14 +21,8 @@ pub struct InitArgs {
     /// Target pack size in MiB
     #[arg(long, value_name = "MIB", default_value_t = 16)]
     pack_size: u32,
-    /// Argon2id memory in KiB for the password key [default: 262144, with
-    /// iterations calibrated to about one second]. Lower it only for tests or
-    /// machines that can't spare the memory.
-    #[arg(long, value_name = "KIB")]
-    kdf_memory: Option<u32>,
-    /// Argon2id iterations (with --kdf-memory)
-    #[arg(long, value_name = "N", default_value_t = 3)]
-    kdf_iterations: u32,
+    #[command(flatten)]
+    kdf: KdfArgs,
 }
 
 pub fn run(g: &GlobalArgs, a: InitArgs) -> Result<ExitCode> {
@@ -42,10 +35,7 @@ pub fn run(g: &GlobalArgs, a: InitArgs) -> Result<ExitCode> {
         .pack_size
         .checked_mul(1024 * 1024)
         .context("--pack-size is too large")?;
-    let kdf = match a.kdf_memory {
-        Some(m) => Some(KdfParams::new(m, a.kdf_iterations)?),
-        None => None,
-    };
+    let kdf = a.kdf.params()?;
     let backend = Arc::new(LocalBackend::new(&path));
     // Refuse a non-empty directory before asking for a password.
     if let Ok(mut rd) = std::fs::read_dir(&path) {

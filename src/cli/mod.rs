@@ -6,6 +6,7 @@ mod cat;
 mod check;
 mod forget;
 mod init;
+mod key;
 mod ls;
 mod output;
 mod password;
@@ -25,6 +26,7 @@ use anyhow::{Context, Result, anyhow};
 use clap::{Args, Parser, Subcommand};
 
 use cairn::backend::LocalBackend;
+use cairn::crypto::KdfParams;
 use cairn::repository::Repository;
 use cairn::select::SnapshotFilter;
 
@@ -95,6 +97,9 @@ enum Cmd {
     Prune(prune::PruneCmd),
     /// Rebuild the index, or rewrite snapshots that name lost data
     Repair(repair::RepairArgs),
+    /// List, add and remove keys (passwords, or generated secret files)
+    #[command(subcommand)]
+    Key(key::KeyCmd),
 }
 
 /// Snapshot filters shared by commands that choose snapshots.
@@ -130,6 +135,29 @@ impl FilterArgs {
     }
 }
 
+/// Argon2id cost of a new password key (`init`, `key add`).
+#[derive(Args, Clone)]
+pub struct KdfArgs {
+    /// Argon2id memory in KiB for the password key [default: 262144, with
+    /// iterations calibrated to about one second]. Lower it only for tests or
+    /// machines that can't spare the memory.
+    #[arg(long, value_name = "KIB")]
+    pub kdf_memory: Option<u32>,
+    /// Argon2id iterations (with --kdf-memory)
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub kdf_iterations: u32,
+}
+
+impl KdfArgs {
+    /// `None`: calibrate on this machine.
+    pub fn params(&self) -> Result<Option<KdfParams>> {
+        match self.kdf_memory {
+            Some(m) => Ok(Some(KdfParams::new(m, self.kdf_iterations)?)),
+            None => Ok(None),
+        }
+    }
+}
+
 /// Set while `check` runs: its errors are the report, not a reason to run it.
 static IN_CHECK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
@@ -151,6 +179,7 @@ pub fn run() -> Result<ExitCode> {
         Cmd::Forget(a) => forget::run(g, a),
         Cmd::Prune(a) => prune::run(g, a),
         Cmd::Repair(a) => repair::run(g, a),
+        Cmd::Key(c) => key::run(g, c),
     }
 }
 

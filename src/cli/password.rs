@@ -39,7 +39,36 @@ fn from_command(cmd: &str) -> Result<Zeroizing<Vec<u8>>> {
     Ok(Zeroizing::new(strip_newline(out.stdout)))
 }
 
-/// `confirm`: ask twice on a terminal (for a new password).
+/// Asks on the terminal without echo; a second time to confirm a new password.
+fn prompt(label: &str, confirm: bool) -> Result<Zeroizing<Vec<u8>>> {
+    let mut first = Zeroizing::new(
+        rpassword::prompt_password(format!("{label}: ")).context("reading the password")?,
+    );
+    if confirm {
+        let again = Zeroizing::new(
+            rpassword::prompt_password(format!("repeat the {label}: "))
+                .context("reading the password")?,
+        );
+        if *again != *first {
+            bail!("the passwords do not match");
+        }
+    }
+    Ok(Zeroizing::new(std::mem::take(&mut *first).into_bytes()))
+}
+
+fn can_prompt() -> bool {
+    std::io::stdin().is_terminal() || std::io::stderr().is_terminal()
+}
+
+fn non_empty(pw: Zeroizing<Vec<u8>>) -> Result<Zeroizing<Vec<u8>>> {
+    if pw.is_empty() {
+        bail!("the password is empty");
+    }
+    Ok(pw)
+}
+
+/// The repository password. `confirm`: ask twice on a terminal (for a new
+/// repository).
 pub fn get(g: &GlobalArgs, confirm: bool) -> Result<Zeroizing<Vec<u8>>> {
     let pw = if let Some(f) = &g.password_file {
         from_file(f)?
@@ -48,28 +77,24 @@ pub fn get(g: &GlobalArgs, confirm: bool) -> Result<Zeroizing<Vec<u8>>> {
     } else if let Some(p) = std::env::var_os("CAIRN_PASSWORD") {
         use std::os::unix::ffi::OsStringExt;
         Zeroizing::new(p.into_vec())
-    } else if std::io::stdin().is_terminal() || std::io::stderr().is_terminal() {
-        let first = Zeroizing::new(
-            rpassword::prompt_password("repository password: ").context("reading the password")?,
-        );
-        if confirm {
-            let again = Zeroizing::new(
-                rpassword::prompt_password("repeat the password: ")
-                    .context("reading the password")?,
-            );
-            if *again != *first {
-                bail!("the passwords do not match");
-            }
-        }
-        Zeroizing::new(first.as_bytes().to_vec())
+    } else if can_prompt() {
+        prompt("repository password", confirm)?
     } else {
         bail!(
             "no password given: use --password-file, --password-command, CAIRN_PASSWORD_FILE, \
              CAIRN_PASSWORD_COMMAND or CAIRN_PASSWORD (no terminal to ask on)"
         );
     };
-    if pw.is_empty() {
-        bail!("the password is empty");
-    }
-    Ok(pw)
+    non_empty(pw)
+}
+
+/// The password for a new key file: from `file` (first line), else asked twice on
+/// the terminal.
+pub fn get_new(file: Option<&Path>) -> Result<Zeroizing<Vec<u8>>> {
+    let pw = match file {
+        Some(f) => from_file(f)?,
+        None if can_prompt() => prompt("new password", true)?,
+        None => bail!("no new password given: use --new-password-file (no terminal to ask on)"),
+    };
+    non_empty(pw)
 }

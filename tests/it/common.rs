@@ -46,6 +46,18 @@ impl Env {
 
     /// `cairn -r REPO --password-file F`, with no CAIRN_* variables inherited.
     pub fn cmd(&self) -> Command {
+        self.cmd_with(&self.password_file)
+    }
+
+    /// Like [`Env::cmd`], with another password file.
+    pub fn cmd_with(&self, password_file: &Path) -> Command {
+        let mut c = self.bare_cmd();
+        c.arg("--password-file").arg(password_file);
+        c
+    }
+
+    /// `cairn -r REPO` with no password source and no CAIRN_* variables inherited.
+    pub fn bare_cmd(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_cairn"));
         for (k, _) in std::env::vars_os() {
             if k.to_string_lossy().starts_with("CAIRN_") {
@@ -53,10 +65,7 @@ impl Env {
             }
         }
         c.env("CAIRN_CACHE_DIR", self.dir.path().join("cache"));
-        c.arg("-r")
-            .arg(&self.repo)
-            .arg("--password-file")
-            .arg(&self.password_file);
+        c.arg("-r").arg(&self.repo);
         c.stdin(Stdio::null());
         c
     }

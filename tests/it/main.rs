@@ -6,5 +6,6 @@ mod dedup;
 mod errors;
 mod fixture;
 mod health;
+mod keys;
 mod roundtrip;
 mod vectors;

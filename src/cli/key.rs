@@ -1,0 +1,202 @@
+//! `cairn key list|add|remove`: the library's `keys` module behind flags.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+
+use cairn::crypto::KdfParams;
+use cairn::keyfile::KeyFile;
+use cairn::keys::{KeyEntry, is_minimal};
+
+use super::{GlobalArgs, KdfArgs, open_uncached, output, password};
+
+#[derive(Subcommand)]
+pub enum KeyCmd {
+    /// List the key files; `*` marks the one that opened the repository
+    List,
+    /// Add a key: a new password, or with --generate a secret file for unattended use
+    Add(AddArgs),
+    /// Remove a key file (not the one that opened the repository)
+    Remove(RemoveArgs),
+}
+
+#[derive(Args)]
+pub struct AddArgs {
+    /// Read the new password from this file (first line) instead of asking twice
+    #[arg(long, value_name = "FILE")]
+    new_password_file: Option<PathBuf>,
+    #[command(flatten)]
+    kdf: KdfArgs,
+    /// Instead of a password, create FILE (mode 0600; an existing file is refused)
+    /// holding a random 256-bit secret, and add a key it opens. Use it as
+    /// --password-file FILE. No password stretching is needed for such a secret,
+    /// so it opens the repository in about a millisecond.
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with_all = ["new_password_file", "kdf_memory", "kdf_iterations"]
+    )]
+    generate: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct RemoveArgs {
+    /// The key's id, or a unique prefix of it
+    id: String,
+}
+
+pub fn run(g: &GlobalArgs, cmd: KeyCmd) -> Result<ExitCode> {
+    match cmd {
+        KeyCmd::List => list(g),
+        KeyCmd::Add(a) => add(g, a),
+        KeyCmd::Remove(a) => remove(g, a),
+    }
+}
+
+fn kdf_text(kdf: &KdfParams) -> String {
+    let mut s = format!(
+        "argon2id {}, {} iteration{}",
+        output::bytes(u64::from(kdf.memory_kib) * 1024),
+        kdf.iterations,
+        if kdf.iterations == 1 { "" } else { "s" }
+    );
+    if kdf.parallelism != 1 {
+        s.push_str(&format!(", {} lanes", kdf.parallelism));
+    }
+    if is_minimal(kdf) {
+        s.push_str(" (minimal: fit only for a generated secret)");
+    }
+    s
+}
+
+fn kdf_json(kdf: &KdfParams) -> serde_json::Value {
+    serde_json::json!({
+        "algorithm": "argon2id", "memory_kib": kdf.memory_kib,
+        "iterations": kdf.iterations, "parallelism": kdf.parallelism,
+        "minimal": is_minimal(kdf),
+    })
+}
+
+fn entry_json(k: &KeyEntry) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "id": k.id.to_hex(), "short_id": k.id.short(), "current": k.current,
+    });
+    if let Some(o) = v.as_object_mut() {
+        match &k.file {
+            Ok(kf) => {
+                o.insert("created".into(), kf.created.clone().into());
+                o.insert("hostname".into(), kf.hostname.clone().into());
+                o.insert("username".into(), kf.username.clone().into());
+                o.insert("kdf".into(), kdf_json(&kf.kdf));
+            }
+            Err(e) => {
+                o.insert("error".into(), e.to_string().into());
+            }
+        }
+    }
+    v
+}
+
+fn entry_line(k: &KeyEntry) -> String {
+    let mark = if k.current { '*' } else { ' ' };
+    match &k.file {
+        Ok(KeyFile {
+            created,
+            hostname,
+            username,
+            kdf,
+            ..
+        }) => format!(
+            "{mark} {:<8}  {:<19}  {:<24}  {}",
+            k.id.short(),
+            output::local_time(created),
+            format!("{username}@{hostname}"),
+            kdf_text(kdf)
+        ),
+        Err(e) => format!("{mark} {:<8}  unreadable: {e}", k.id.short()),
+    }
+}
+
+fn list(g: &GlobalArgs) -> Result<ExitCode> {
+    let repo = open_uncached(g)?;
+    let keys = repo.list_keys()?;
+    let bad = keys.iter().filter(|k| k.file.is_err()).count();
+    if g.json {
+        output::print_json(&keys.iter().map(entry_json).collect::<Vec<_>>())?;
+    } else {
+        println!("  {:<8}  {:<19}  {:<24}  kdf", "id", "created", "user@host");
+        for k in &keys {
+            println!("{}", entry_line(k));
+        }
+        if !g.quiet {
+            println!("{} key file(s); * opened the repository", keys.len());
+        }
+    }
+    if bad > 0 {
+        bail!(
+            "{bad} key file(s) could not be read; `cairn check` reports them, \
+             `cairn key remove ID` removes one"
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn add(g: &GlobalArgs, a: AddArgs) -> Result<ExitCode> {
+    // Refuse bad flags and a taken path before asking for any password.
+    let kdf = a.kdf.params()?;
+    if let Some(path) = &a.generate {
+        if path.symlink_metadata().is_ok() {
+            return Err(cairn::Error::SecretFileExists(path.clone()).into());
+        }
+    }
+    let repo = open_uncached(g)?;
+    let location = repo.backend().location();
+    let id = match &a.generate {
+        Some(path) => repo
+            .add_generated_key(path)
+            .with_context(|| format!("adding a generated key to {location}"))?,
+        None => {
+            let pw = password::get_new(a.new_password_file.as_deref())?;
+            let kdf = match kdf {
+                Some(k) => k,
+                None => KdfParams::calibrated()?,
+            };
+            repo.add_key(&pw, kdf)
+                .with_context(|| format!("adding a key to {location}"))?
+        }
+    };
+    if g.json {
+        output::print_json(&serde_json::json!({
+            "message_type": "key_added", "id": id.to_hex(), "short_id": id.short(),
+            "secret_file": a.generate.as_ref().map(|p| p.display().to_string()),
+        }))?;
+    } else if !g.quiet {
+        println!("added key {} ({id})", id.short());
+    }
+    if let Some(path) = &a.generate {
+        if !g.quiet {
+            eprintln!(
+                "warning: anyone who holds {p} can read and write this repository; keep it \
+                 as safe as the password. Use it with --password-file {p} (or \
+                 CAIRN_PASSWORD_FILE).",
+                p = path.display()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn remove(g: &GlobalArgs, a: RemoveArgs) -> Result<ExitCode> {
+    let repo = open_uncached(g)?;
+    let id = repo.remove_key(&a.id)?;
+    if g.json {
+        output::print_json(&serde_json::json!({
+            "message_type": "key_removed", "id": id.to_hex(), "short_id": id.short(),
+        }))?;
+    } else if !g.quiet {
+        println!("removed key {} ({id})", id.short());
+    }
+    Ok(ExitCode::SUCCESS)
+}

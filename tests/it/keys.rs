@@ -1,0 +1,340 @@
+//! `cairn key`: adding password keys and generated secret files, listing, removing,
+//! and opening a repository that has several keys (some of them damaged).
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Output;
+
+use crate::common::{self, Env};
+
+/// Password keys in tests are cheap to derive, like `Env::with_repo`'s.
+const CHEAP: [&str; 4] = ["--kdf-memory", "1024", "--kdf-iterations", "1"];
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn run_with(env: &Env, password_file: &Path, args: &[&str]) -> Output {
+    env.cmd_with(password_file)
+        .args(args)
+        .output()
+        .expect("running cairn")
+}
+
+fn ok_with(env: &Env, password_file: &Path, args: &[&str]) -> String {
+    let out = run_with(env, password_file, args);
+    assert!(
+        out.status.success(),
+        "cairn {args:?} failed with {:?}\n{}{}",
+        out.status.code(),
+        stdout(&out),
+        stderr(&out)
+    );
+    stdout(&out)
+}
+
+/// Names of the files under `keys/`.
+fn key_files(env: &Env) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(env.repo.join("keys"))
+        .expect("keys dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+fn add_password_key(env: &Env, password: &str) -> (std::path::PathBuf, String) {
+    let file = env.path(&format!("pw-{password}"));
+    fs::write(&file, format!("{password}\n")).expect("password file");
+    let mut args = vec!["key", "add", "--json", "--new-password-file"];
+    args.push(file.to_str().expect("utf-8"));
+    args.extend_from_slice(&CHEAP);
+    let added = common::last_json(&env.ok(&args), "key_added");
+    let id = added["id"].as_str().expect("id").to_string();
+    (file, id)
+}
+
+fn list_json(env: &Env, password_file: &Path) -> Vec<serde_json::Value> {
+    let out = ok_with(env, password_file, &["key", "list", "--json"]);
+    serde_json::from_str::<Vec<serde_json::Value>>(&out).expect("key list JSON")
+}
+
+fn current_id(list: &[serde_json::Value]) -> String {
+    let current: Vec<&serde_json::Value> = list.iter().filter(|k| k["current"] == true).collect();
+    assert_eq!(current.len(), 1, "{list:?}");
+    current[0]["id"].as_str().expect("id").to_string()
+}
+
+fn source(env: &Env) -> std::path::PathBuf {
+    let src = env.path("src");
+    fs::create_dir_all(src.join("sub")).expect("mkdir");
+    let mut rng = common::rng(7);
+    fs::write(src.join("a.bin"), common::random_bytes(&mut rng, 300_000)).expect("write");
+    fs::write(src.join("sub/b.log"), common::text_bytes(&mut rng, 50_000)).expect("write");
+    src
+}
+
+#[test]
+fn added_password_opens_and_the_old_one_still_does() {
+    let env = Env::with_repo(&[]);
+    let first = current_id(&list_json(&env, &env.password_file));
+    let (pw2, second) = add_password_key(&env, "second password");
+    assert_ne!(first, second);
+    assert_eq!(key_files(&env), {
+        let mut v = vec![first.clone(), second.clone()];
+        v.sort();
+        v
+    });
+
+    let src = source(&env);
+    ok_with(&env, &pw2, &["backup", src.to_str().expect("utf-8")]);
+    for pw in [&pw2, &env.password_file] {
+        let snaps = ok_with(&env, pw, &["snapshots", "--json"]);
+        let snaps: Vec<serde_json::Value> = serde_json::from_str(&snaps).expect("JSON");
+        assert_eq!(snaps.len(), 1);
+    }
+
+    let by_old = list_json(&env, &env.password_file);
+    assert_eq!(by_old.len(), 2);
+    assert_eq!(current_id(&by_old), first);
+    let by_new = list_json(&env, &pw2);
+    assert_eq!(current_id(&by_new), second);
+    for k in &by_new {
+        assert_eq!(k["kdf"]["memory_kib"], 1024, "{k}");
+        assert_eq!(k["kdf"]["iterations"], 1, "{k}");
+    }
+
+    let text = ok_with(&env, &pw2, &["key", "list"]);
+    let marked: Vec<&str> = text.lines().filter(|l| l.starts_with("* ")).collect();
+    assert_eq!(marked.len(), 1, "{text}");
+    assert!(marked[0].contains(&second[..8]), "{text}");
+    assert!(text.contains(&first[..8]), "{text}");
+    assert!(text.contains("1.0 MiB, 1 iteration"), "{text}");
+}
+
+#[test]
+fn generated_secret_file_backs_up_and_restores() {
+    let env = Env::with_repo(&[]);
+    let secret = env.path("conf/cairn/repo.key");
+    let secret_arg = secret.to_str().expect("utf-8");
+    let out = env.run(&["key", "add", "--generate", secret_arg]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("warning") && stderr(&out).contains(secret_arg),
+        "{}",
+        stderr(&out)
+    );
+
+    let text = fs::read_to_string(&secret).expect("secret file");
+    let hex = text.strip_suffix('\n').expect("ends with a newline");
+    assert_eq!(hex.len(), 64, "{text:?}");
+    assert!(
+        hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
+        "{text:?}"
+    );
+    let mode = fs::metadata(&secret).expect("stat").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "mode {mode:o}");
+
+    let src = source(&env);
+    ok_with(&env, &secret, &["backup", src.to_str().expect("utf-8")]);
+    let target = env.path("restored");
+    // Through the environment, as a cron job would.
+    let out = env
+        .bare_cmd()
+        .env("CAIRN_PASSWORD_FILE", &secret)
+        .args([
+            "restore",
+            "latest",
+            "--target",
+            target.to_str().expect("utf-8"),
+        ])
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let restored = target.join(src.strip_prefix("/").expect("absolute"));
+    for rel in ["a.bin", "sub/b.log"] {
+        assert!(
+            fs::read(src.join(rel)).expect("source") == fs::read(restored.join(rel)).expect(rel),
+            "{rel} differs after restore"
+        );
+    }
+
+    let listed = list_json(&env, &secret);
+    let generated = current_id(&listed);
+    let entry = listed.iter().find(|k| k["id"] == generated).expect("entry");
+    assert_eq!(entry["kdf"]["minimal"], true, "{entry}");
+    assert_eq!(entry["kdf"]["memory_kib"], 1024, "{entry}");
+}
+
+#[test]
+fn generate_refuses_an_existing_file() {
+    let env = Env::with_repo(&[]);
+    let before = key_files(&env);
+    let taken = env.path("taken.key");
+    fs::write(&taken, "precious\n").expect("write");
+    let out = env.run(&["key", "add", "--generate", taken.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("taken.key"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("already exists"), "{}", stderr(&out));
+    assert_eq!(fs::read_to_string(&taken).expect("read"), "precious\n");
+    assert_eq!(key_files(&env), before);
+}
+
+#[test]
+fn wrong_current_password_adds_nothing() {
+    let env = Env::with_repo(&[]);
+    let before = key_files(&env);
+    let wrong = env.path("wrong");
+    fs::write(&wrong, "not the password\n").expect("write");
+    let new_pw = env.path("new");
+    fs::write(&new_pw, "new one\n").expect("write");
+    let mut args = vec![
+        "key",
+        "add",
+        "--new-password-file",
+        new_pw.to_str().expect("utf-8"),
+    ];
+    args.extend_from_slice(&CHEAP);
+    let out = run_with(&env, &wrong, &args);
+    assert_eq!(out.status.code(), Some(12), "{}", stderr(&out));
+    let secret = env.path("never.key");
+    let out = run_with(
+        &env,
+        &wrong,
+        &["key", "add", "--generate", secret.to_str().expect("utf-8")],
+    );
+    assert_eq!(out.status.code(), Some(12), "{}", stderr(&out));
+    assert!(
+        !secret.exists(),
+        "secret written although nothing was added"
+    );
+    assert_eq!(key_files(&env), before);
+}
+
+#[test]
+fn generate_conflicts_with_password_flags() {
+    let env = Env::with_repo(&[]);
+    for extra in [
+        &["--new-password-file", "x"][..],
+        &["--kdf-memory", "2048"][..],
+        &["--kdf-iterations", "2"][..],
+    ] {
+        let mut args = vec!["key", "add", "--generate", "g.key"];
+        args.extend_from_slice(extra);
+        let out = env.run(&args);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("cannot be used with"),
+            "{}",
+            stderr(&out)
+        );
+    }
+}
+
+#[test]
+fn remove_refuses_the_current_key_and_removes_another_by_prefix() {
+    let env = Env::with_repo(&[]);
+    let first = current_id(&list_json(&env, &env.password_file));
+    let (pw2, second) = add_password_key(&env, "second");
+
+    let out = env.run(&["key", "remove", &first[..6]]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("open the repository with another key"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(key_files(&env).len(), 2);
+
+    let out = env.run(&["key", "remove", "zz"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let unknown = "000000000000";
+    let out = env.run(&["key", "remove", unknown]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no key file"), "{}", stderr(&out));
+
+    let removed = env.ok(&["key", "remove", &second[..8].to_ascii_uppercase()]);
+    assert!(removed.contains(&second), "{removed}");
+    assert_eq!(key_files(&env), vec![first.clone()]);
+    let out = run_with(&env, &pw2, &["snapshots"]);
+    assert_eq!(out.status.code(), Some(12), "{}", stderr(&out));
+
+    // The new password may remove the first key, once it is the one opening.
+    let (pw3, third) = add_password_key(&env, "third");
+    ok_with(&env, &pw3, &["key", "remove", &first[..8]]);
+    assert_eq!(key_files(&env), vec![third]);
+    let out = env.run(&["snapshots"]);
+    assert_eq!(out.status.code(), Some(12), "{}", stderr(&out));
+}
+
+#[test]
+fn ambiguous_prefix_removes_nothing() {
+    let env = Env::with_repo(&[]);
+    // Keys until two share a first hex digit (at most 17).
+    let digit = loop {
+        let names = key_files(&env);
+        let shared = names
+            .iter()
+            .map(|n| &n[..1])
+            .find(|d| names.iter().filter(|n| n.starts_with(*d)).count() > 1);
+        if let Some(d) = shared {
+            break d.to_string();
+        }
+        add_password_key(&env, &format!("pw{}", names.len()));
+    };
+    let before = key_files(&env);
+    let out = env.run(&["key", "remove", &digit]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("ambiguous"), "{}", stderr(&out));
+    assert_eq!(key_files(&env), before);
+}
+
+#[test]
+fn damaged_extra_key_file_is_listed_and_does_not_block_opening() {
+    let env = Env::with_repo(&[]);
+    let (_, second) = add_password_key(&env, "second");
+    // One key file garbled in place (its name no longer matches), and one that
+    // is named after its content but isn't a key file.
+    let garbled = env.repo.join("keys").join(&second);
+    let mut bytes = fs::read(&garbled).expect("read");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    fs::write(&garbled, &bytes).expect("write");
+    let junk = b"not a key file".to_vec();
+    let junk_id = blake3::hash(&junk).to_hex().to_string();
+    fs::write(env.repo.join("keys").join(&junk_id), &junk).expect("write");
+
+    // Not a key file name at all: ignored, as the spec says of such names.
+    fs::write(env.repo.join("keys/README"), "notes").expect("write");
+
+    env.ok(&["snapshots"]);
+
+    let out = env.run(&["key", "list", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("2 key file(s) could not be read"));
+    let list: Vec<serde_json::Value> = serde_json::from_str(&stdout(&out)).expect("JSON");
+    assert_eq!(list.len(), 3);
+    for id in [&second, &junk_id] {
+        let entry = list.iter().find(|k| k["id"] == id.as_str()).expect(id);
+        assert!(
+            entry["error"].as_str().is_some_and(|e| e.contains(&id[..])),
+            "{entry}"
+        );
+    }
+    let out = env.run(&["key", "list"]);
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!("{}  unreadable", &junk_id[..8])),
+        "{text}"
+    );
+
+    // A damaged key can be removed like any other.
+    env.ok(&["key", "remove", &junk_id[..10]]);
+    env.ok(&["key", "remove", &second[..10]]);
+    assert_eq!(list_json(&env, &env.password_file).len(), 1);
+}
