@@ -43,6 +43,8 @@ const SMALL_FILE: u64 = 4 * 1024 * 1024;
 const SMALL_BATCH_BYTES: u64 = 8 * 1024 * 1024;
 /// ...and at most this many files.
 const SMALL_BATCH_FILES: usize = 512;
+/// Directory entries whose metadata is gathered in parallel at a time.
+const PROBE_BATCH: usize = 256;
 
 pub enum Source {
     Paths(Vec<PathBuf>),
@@ -340,7 +342,8 @@ impl Archiver<'_> {
                             continue;
                         }
                     };
-                    let (mut node, _) = node::node_from(&path, name, &meta, &mut self.names);
+                    let (mut node, _) = node::node_from(&path, name, &meta);
+                    self.names.fill(&mut node);
                     node.kind = NodeKind::Dir;
                     node.link_target = None;
                     let parent_sub = self.parent_subtree(parent_node);
@@ -365,8 +368,16 @@ impl Archiver<'_> {
         defer: Option<&mut Vec<Deferred>>,
     ) -> Result<Option<Node>> {
         self.check_interrupt()?;
-        if self.excludes.is_excluded(path) {
+        if self.skip(path) {
             return Ok(None);
+        }
+        self.backup_probed(path, node::probe(path, name), parent, defer)
+    }
+
+    /// Whether `path` is left out: excluded, or the repository itself (reported).
+    fn skip(&mut self, path: &Path) -> bool {
+        if self.excludes.is_excluded(path) {
+            return true;
         }
         if self.repo_root.as_deref() == Some(path) {
             // Backing a repository up into itself reads packs as they are written.
@@ -374,10 +385,21 @@ impl Archiver<'_> {
                 path,
                 "skipped: this is the repository being written to".into(),
             );
-            return Ok(None);
+            return true;
         }
-        let meta = match std::fs::symlink_metadata(path) {
-            Ok(m) => m,
+        false
+    }
+
+    /// [`Self::backup_path`] once the entry's metadata has been gathered.
+    fn backup_probed(
+        &mut self,
+        path: &Path,
+        probe: node::Probe,
+        parent: Option<&Node>,
+        defer: Option<&mut Vec<Deferred>>,
+    ) -> Result<Option<Node>> {
+        let (meta, mut node, problems) = match probe {
+            Ok(p) => p,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 self.error(path, "vanished before it could be read".into());
                 return Ok(None);
@@ -387,7 +409,7 @@ impl Archiver<'_> {
                 return Ok(None);
             }
         };
-        let (mut node, problems) = node::node_from(path, name, &meta, &mut self.names);
+        self.names.fill(&mut node);
         for p in problems {
             self.warning(path, p);
         }
@@ -448,33 +470,61 @@ impl Archiver<'_> {
             }
         };
         entries.sort();
+        entries.retain(|(_, p)| !self.skip(p));
+        // Entries are probed a group ahead on the rayon pool while this thread
+        // decides about the previous group, so the system calls overlap with it.
+        let mut groups = Vec::with_capacity(entries.len().div_ceil(PROBE_BATCH));
+        while entries.len() > PROBE_BATCH {
+            let rest = entries.split_off(PROBE_BATCH);
+            groups.push(std::mem::replace(&mut entries, rest));
+        }
+        groups.push(entries);
+        let mut groups = groups.into_iter();
         let mut batch: Vec<Deferred> = Vec::new();
-        for (name, child) in entries {
-            if self.one_file_system {
-                if let Ok(m) = std::fs::symlink_metadata(&child) {
-                    if m.is_dir() && m.dev() != meta.dev() {
+        let mut next = groups.next().map(probe_ahead);
+        while let Some(pending) = next.take() {
+            self.check_interrupt()?;
+            let probed = pending.recv().map_err(|_| {
+                Error::invalid(format!(
+                    "gathering the metadata of the entries of {} failed",
+                    path.display()
+                ))
+            })?;
+            next = groups.next().map(probe_ahead);
+            for (name, child, probe) in probed {
+                if let Ok((m, n, _)) = &probe {
+                    if self.one_file_system && m.is_dir() && m.dev() != meta.dev() {
                         // A mount point: keep the directory itself, not what is mounted.
-                        if self.excludes.is_excluded(&child) {
-                            continue;
-                        }
-                        let (mut n, _) = node::node_from(&child, &name, &m, &mut self.names);
+                        let mut n = n.clone();
+                        self.names.fill(&mut n);
                         n.subtree = Some(self.saver.save_tree(&mut Tree::default())?);
                         self.summary.entries += 1;
                         tree.nodes.push(n);
                         continue;
                     }
                 }
-            }
-            let parent_node = parent_tree.as_ref().and_then(|t| t.find(&name));
-            if let Some(n) = self.backup_path(&child, &name, parent_node, Some(&mut batch))? {
-                tree.nodes.push(n);
-            }
-            let queued: u64 = batch.iter().map(|d| d.node.size).sum();
-            if queued >= SMALL_BATCH_BYTES || batch.len() >= SMALL_BATCH_FILES {
-                self.read_batch(std::mem::take(&mut batch), &mut tree)?;
+                let parent_node = parent_tree.as_ref().and_then(|t| t.find(&name));
+                if let Some(n) = self.backup_probed(&child, probe, parent_node, Some(&mut batch))? {
+                    tree.nodes.push(n);
+                }
+                let queued: u64 = batch.iter().map(|d| d.node.size).sum();
+                if queued >= SMALL_BATCH_BYTES || batch.len() >= SMALL_BATCH_FILES {
+                    self.read_batch(std::mem::take(&mut batch), &mut tree)?;
+                }
             }
         }
         self.read_batch(batch, &mut tree)?;
+        // A directory whose entries all match the parent's keeps the parent's tree
+        // blob, without encoding and hashing it again.
+        tree.nodes.sort_by(|a, b| a.name.cmp(&b.name));
+        let old_id = parent
+            .filter(|n| n.kind == NodeKind::Dir)
+            .and_then(|n| n.subtree);
+        if let (Some(old), Some(old_id)) = (&parent_tree, old_id) {
+            if old.nodes == tree.nodes && self.saver.known(&old_id) {
+                return Ok(old_id);
+            }
+        }
         self.saver.save_tree(&mut tree)
     }
 
@@ -862,6 +912,26 @@ enum ReadError {
 
 /// Opens without following a symlink swapped in since `lstat`, without blocking
 /// on a FIFO swapped in, and without touching atime where permitted.
+/// Directory entries with their metadata, as [`probe_ahead`] delivers them.
+type Probed = Vec<(Vec<u8>, PathBuf, node::Probe)>;
+
+/// Starts gathering the metadata of `entries` on the rayon pool; the result
+/// arrives on the returned channel (which closes empty if the work panicked).
+fn probe_ahead(entries: Vec<(Vec<u8>, PathBuf)>) -> std::sync::mpsc::Receiver<Probed> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    rayon::spawn(move || {
+        let probed: Probed = entries
+            .into_par_iter()
+            .map(|(name, path)| {
+                let probe = node::probe(&path, &name);
+                (name, path, probe)
+            })
+            .collect();
+        let _ = tx.send(probed);
+    });
+    rx
+}
+
 fn open_for_backup(path: &Path) -> io::Result<File> {
     let base = libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
     match OpenOptions::new()

@@ -17,6 +17,12 @@ pub struct NameCache {
 }
 
 impl NameCache {
+    /// Sets the node's user and group names from its uid and gid.
+    pub fn fill(&mut self, node: &mut Node) {
+        node.user = self.user(node.uid);
+        node.group = self.group(node.gid);
+    }
+
     fn user(&mut self, uid: u32) -> Option<String> {
         self.users
             .entry(uid)
@@ -65,15 +71,11 @@ fn ts(secs: i64, nanos: i64) -> Timestamp {
     Timestamp(secs, nanos.clamp(0, 999_999_999) as u32)
 }
 
-/// Builds the node for `path` from its `lstat` metadata. Reading the link target or
-/// extended attributes can fail; such failures are returned for the caller to
-/// report, and the node is still usable.
-pub fn node_from(
-    path: &Path,
-    name: &[u8],
-    meta: &Metadata,
-    names: &mut NameCache,
-) -> (Node, Vec<String>) {
+/// Builds the node for `path` from its `lstat` metadata, without user and group
+/// names (see [`NameCache::fill`]). Reading the link target or extended attributes
+/// can fail; such failures are returned for the caller to report, and the node is
+/// still usable.
+pub fn node_from(path: &Path, name: &[u8], meta: &Metadata) -> (Node, Vec<String>) {
     let kind = kind_of(meta);
     let mut problems = Vec::new();
     let link_target = if kind == NodeKind::Symlink {
@@ -100,8 +102,8 @@ pub fn node_from(
         mode: meta.mode() & 0o7777,
         uid: meta.uid(),
         gid: meta.gid(),
-        user: names.user(meta.uid()),
-        group: names.group(meta.gid()),
+        user: None,
+        group: None,
         mtime: ts(meta.mtime(), meta.mtime_nsec()),
         atime: ts(meta.atime(), meta.atime_nsec()),
         ctime: ts(meta.ctime(), meta.ctime_nsec()),
@@ -124,6 +126,19 @@ pub fn node_from(
         xattrs,
     };
     (node, problems)
+}
+
+/// What `lstat` and the extended attributes say about one directory entry: the
+/// metadata, the node built from it and the problems met building it.
+pub type Probe = io::Result<(Metadata, Node, Vec<String>)>;
+
+/// Gathers an entry's metadata. Several run at once on the rayon pool, ahead of the
+/// (sequential) decisions about the entries: on many small files the walk is
+/// system calls, and they run in parallel on the kernel's side too.
+pub fn probe(path: &Path, name: &[u8]) -> Probe {
+    let meta = std::fs::symlink_metadata(path)?;
+    let (node, problems) = node_from(path, name, &meta);
+    Ok((meta, node, problems))
 }
 
 fn read_xattrs(path: &Path) -> io::Result<Vec<Xattr>> {

@@ -48,6 +48,74 @@ fn second_backup_of_unchanged_data_adds_almost_nothing() {
     assert_eq!(forced["data_blobs_new"], 0, "{forced}");
 }
 
+/// A directory keeps its tree only when every entry in it is as it was: a changed
+/// file, or only a changed mode, gives its directory and the ones above it new
+/// trees, and the restored copy has the change.
+#[test]
+fn only_directories_holding_a_change_get_new_trees() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::with_repo(&[]);
+    let src = env.path("src");
+    write_tree(&src, 5, 40);
+    let src_s = src.to_str().expect("utf-8 temp path");
+    let first = env.backup_json(&[src_s]);
+    assert_eq!(first["dirs_new"], 5, "{first}");
+
+    let same = env.backup_json(&[src_s]);
+    assert_eq!(
+        (
+            same["dirs_unchanged"].as_u64(),
+            same["dirs_changed"].as_u64()
+        ),
+        (Some(5), Some(0)),
+        "{same}"
+    );
+
+    let f = src.join("d2/f2.bin");
+    let mut data = fs::read(&f).expect("read");
+    data.extend_from_slice(b"appended");
+    fs::write(&f, &data).expect("write");
+    let changed = env.backup_json(&[src_s]);
+    assert_eq!(changed["files_changed"], 1, "{changed}");
+    assert_eq!(
+        (
+            changed["dirs_unchanged"].as_u64(),
+            changed["dirs_changed"].as_u64()
+        ),
+        (Some(3), Some(2)),
+        "{changed}"
+    );
+
+    let g = src.join("d1/f1.bin");
+    fs::set_permissions(&g, fs::Permissions::from_mode(0o600)).expect("chmod");
+    let chmod = env.backup_json(&[src_s]);
+    // The ctime moved, so the file is read again; its content adds nothing.
+    assert_eq!(chmod["files_changed"], 1, "{chmod}");
+    assert_eq!(chmod["data_blobs_new"], 0, "{chmod}");
+    assert_eq!(
+        (
+            chmod["dirs_unchanged"].as_u64(),
+            chmod["dirs_changed"].as_u64()
+        ),
+        (Some(3), Some(2)),
+        "{chmod}"
+    );
+
+    let out = env.path("out");
+    env.ok(&[
+        "restore",
+        &format!("latest:{src_s}"),
+        "--target",
+        out.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(fs::read(out.join("d2/f2.bin")).expect("read"), data);
+    let mode = fs::metadata(out.join("d1/f1.bin"))
+        .expect("stat")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
+
 #[test]
 fn changed_file_stores_only_changed_chunks() {
     // Small chunks so that a 16 MiB file has many of them.
