@@ -54,6 +54,42 @@ impl Chunker {
     }
 }
 
+/// A chunk's bytes, after one spare leading byte: a chunk that is stored raw
+/// becomes its own payload in place (see `format::encode_chunk`), without a copy.
+pub struct Chunk(Vec<u8>);
+
+impl Chunk {
+    pub fn copy_of(data: &[u8]) -> Self {
+        let mut buf = Vec::with_capacity(data.len() + 1);
+        buf.push(0);
+        buf.extend_from_slice(data);
+        Self(buf)
+    }
+
+    /// Takes over `buf`, whose first byte is spare and the rest the chunk.
+    /// `None` if there is no first byte.
+    pub fn from_spare_first(buf: Vec<u8>) -> Option<Self> {
+        (!buf.is_empty()).then_some(Self(buf))
+    }
+
+    pub fn data(&self) -> &[u8] {
+        self.0.get(1..).unwrap_or_default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len().saturating_sub(1)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The buffer, spare byte first.
+    pub fn into_buffer(self) -> Vec<u8> {
+        self.0
+    }
+}
+
 /// Reads a stream and yields its chunks, holding at most two maximum-size chunks.
 pub struct ChunkReader<R> {
     chunker: Chunker,
@@ -74,17 +110,14 @@ impl<R: Read> ChunkReader<R> {
         }
     }
 
-    /// Tops the buffer up to two maximum-size chunks (or the end of the stream).
-    /// The buffer grows with what is actually read, so a small file costs a small
-    /// buffer, and nothing is zero-filled before being read into.
-    fn fill(&mut self) -> io::Result<()> {
-        let want = self.chunker.max_size();
-        if self.buf.len() - self.start >= want || self.eof {
-            return Ok(());
-        }
+    /// Moves the unconsumed bytes to the front and tops the buffer up to two
+    /// maximum-size chunks (or the end of the stream). The buffer grows with what
+    /// is actually read, so a small file costs a small buffer, and nothing is
+    /// zero-filled before being read into.
+    fn refill(&mut self) -> io::Result<()> {
         self.buf.drain(..self.start);
         self.start = 0;
-        let need = 2 * want - self.buf.len();
+        let need = (2 * self.chunker.max_size()).saturating_sub(self.buf.len());
         let got = (&mut self.reader)
             .take(need as u64)
             .read_to_end(&mut self.buf)?;
@@ -102,16 +135,27 @@ impl<R: Read> ChunkReader<R> {
     }
 
     /// The next chunk, or `None` at the end of the stream.
-    pub fn next_chunk(&mut self) -> io::Result<Option<Vec<u8>>> {
-        self.fill()?;
-        let rest = &self.buf[self.start..];
-        if rest.is_empty() {
-            return Ok(None);
+    ///
+    /// A cut found before the end of the buffered bytes is final even when fewer
+    /// than `max_size` bytes are buffered: FastCDC decides each position from the
+    /// bytes before it. So the buffer is refilled (and its rest moved to the front)
+    /// only when no cut lies within it, which keeps that copy small.
+    pub fn next_chunk(&mut self) -> io::Result<Option<Chunk>> {
+        loop {
+            let rest = self.buf.get(self.start..).unwrap_or_default();
+            let whole = self.eof || rest.len() >= self.chunker.max_size();
+            if !rest.is_empty() {
+                let n = self.chunker.next_cut(rest);
+                if whole || n < rest.len() {
+                    let chunk = Chunk::copy_of(rest.get(..n).unwrap_or_default());
+                    self.start += n;
+                    return Ok(Some(chunk));
+                }
+            } else if self.eof {
+                return Ok(None);
+            }
+            self.refill()?;
         }
-        let n = self.chunker.next_cut(rest);
-        let chunk = rest[..n].to_vec();
-        self.start += n;
-        Ok(Some(chunk))
     }
 }
 
@@ -139,8 +183,6 @@ mod tests {
             max_size: 16384,
         };
         let c = Chunker::new(params, 42);
-        let d = data(300_000, 7);
-        let whole = c.cuts(&d);
         // A reader that returns odd-sized short reads.
         struct Dribble<'a>(&'a [u8], usize);
         impl Read for Dribble<'_> {
@@ -152,16 +194,35 @@ mod tests {
                 Ok(n)
             }
         }
-        let mut r = ChunkReader::new(c, Dribble(&d, 0));
-        let mut off = 0;
-        let mut streamed = Vec::new();
-        while let Some(ch) = r.next_chunk().unwrap() {
-            streamed.push((off, ch.len()));
-            off += ch.len();
+        // Content with cuts everywhere, with none (zeros: every chunk is cut at the
+        // maximum), and runs of each that start and end mid-buffer.
+        let mut mixed = data(50_000, 3);
+        mixed.extend(vec![0u8; 40_000]);
+        mixed.extend(data(30_001, 4));
+        mixed.extend(vec![0u8; 16_384 * 3 + 5]);
+        mixed.extend(data(777, 5));
+        let inputs = [
+            data(300_000, 7),
+            vec![0u8; 100_000],
+            mixed,
+            data(16_384, 8),
+            data(1023, 9),
+            Vec::new(),
+        ];
+        for d in &inputs {
+            let whole = c.cuts(d);
+            let mut r = ChunkReader::new(c, Dribble(d, 0));
+            let mut off = 0;
+            let mut streamed = Vec::new();
+            while let Some(ch) = r.next_chunk().unwrap() {
+                assert_eq!(ch.data(), &d[off..off + ch.len()]);
+                streamed.push((off, ch.len()));
+                off += ch.len();
+            }
+            assert_eq!(whole, streamed, "{} bytes", d.len());
+            assert_eq!(off, d.len());
+            assert!(whole.iter().all(|&(_, l)| l <= 16384));
         }
-        assert_eq!(whole, streamed);
-        assert_eq!(off, d.len());
-        assert!(whole.iter().all(|&(_, l)| l <= 16384));
     }
 
     #[test]

@@ -14,6 +14,7 @@
 use std::cell::RefCell;
 use std::io::Read;
 
+use crate::chunker::Chunk;
 use crate::crypto::{MasterKey, SESSION_ID_LEN, random_array};
 use crate::error::{Error, Result};
 use crate::id::{BlobId, RepoId};
@@ -179,20 +180,38 @@ fn looks_incompressible(data: &[u8], level: i32) -> bool {
 /// Compresses with zstd at `level`; keeps the data raw if that does not make it
 /// smaller, or if samples of it don't compress (level 0 means "don't try").
 pub fn encode_payload(data: &[u8], level: i32) -> Vec<u8> {
-    if level != 0 && !looks_incompressible(data, level) {
-        if let Some(compressed) = compress(data, level) {
-            if compressed.len() < data.len() {
-                let mut out = Vec::with_capacity(compressed.len() + 1);
-                out.push(PAYLOAD_ZSTD);
-                out.extend_from_slice(&compressed);
-                return out;
-            }
+    compressed_payload(data, level).unwrap_or_else(|| {
+        let mut out = Vec::with_capacity(data.len() + 1);
+        out.push(PAYLOAD_RAW);
+        out.extend_from_slice(data);
+        out
+    })
+}
+
+/// [`encode_payload`] of a chunk, reusing the chunk's buffer when it stays raw.
+pub fn encode_chunk(chunk: Chunk, level: i32) -> Vec<u8> {
+    compressed_payload(chunk.data(), level).unwrap_or_else(|| {
+        let mut out = chunk.into_buffer();
+        if let Some(first) = out.first_mut() {
+            *first = PAYLOAD_RAW;
         }
+        out
+    })
+}
+
+/// The zstd payload of `data`, if compressing is worth it.
+fn compressed_payload(data: &[u8], level: i32) -> Option<Vec<u8>> {
+    if level == 0 || looks_incompressible(data, level) {
+        return None;
     }
-    let mut out = Vec::with_capacity(data.len() + 1);
-    out.push(PAYLOAD_RAW);
-    out.extend_from_slice(data);
-    out
+    let compressed = compress(data, level)?;
+    if compressed.len() >= data.len() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(compressed.len() + 1);
+    out.push(PAYLOAD_ZSTD);
+    out.extend_from_slice(&compressed);
+    Some(out)
 }
 
 thread_local! {

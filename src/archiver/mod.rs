@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use rayon::prelude::*;
 
-use crate::chunker::ChunkReader;
+use crate::chunker::{Chunk, ChunkReader};
 use crate::error::{Error, IoContext, Result};
 use crate::format;
 use crate::id::{BlobId, SnapshotId};
@@ -693,7 +693,7 @@ impl Archiver<'_> {
     ) -> std::result::Result<(Vec<BlobId>, u64), ReadError> {
         let mut chunks = ChunkReader::new(self.repo.chunker(), reader);
         chunks.size_hint(size_hint);
-        let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<Vec<u8>>>>(0);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<Chunk>>>(0);
         std::thread::scope(|scope| {
             scope.spawn(move || {
                 loop {
@@ -726,7 +726,7 @@ impl Archiver<'_> {
 
     fn store_batches(
         &mut self,
-        rx: std::sync::mpsc::Receiver<io::Result<Vec<Vec<u8>>>>,
+        rx: std::sync::mpsc::Receiver<io::Result<Vec<Chunk>>>,
     ) -> std::result::Result<(Vec<BlobId>, u64), ReadError> {
         let mut content = Vec::new();
         let mut total = 0u64;
@@ -734,20 +734,20 @@ impl Archiver<'_> {
         for batch in rx {
             self.check_interrupt().map_err(ReadError::Repo)?;
             let batch = batch.map_err(ReadError::Io)?;
-            let bytes: usize = batch.iter().map(Vec::len).sum();
+            let bytes: usize = batch.iter().map(Chunk::len).sum();
             total += bytes as u64;
             self.progress.done(0, bytes as u64);
             let key = self.repo.key();
             let saver = &self.saver;
             let done: Vec<(BlobId, usize, Option<Vec<u8>>)> = batch
-                .par_iter()
+                .into_par_iter()
                 .map(|c| {
-                    let id = key.blob_id(c);
-                    let payload = (!saver.known(&id)).then(|| format::encode_payload(c, level));
-                    (id, c.len(), payload)
+                    let id = key.blob_id(c.data());
+                    let len = c.len();
+                    let payload = (!saver.known(&id)).then(|| format::encode_chunk(c, level));
+                    (id, len, payload)
                 })
                 .collect();
-            drop(batch);
             for (id, len, payload) in done {
                 if let Some(p) = payload {
                     self.saver
@@ -875,27 +875,42 @@ fn read_small(
         }
         Err(e) => return SmallRead::Failed(format!("stat: {e}")),
     };
-    let mut data = Vec::with_capacity(usize::try_from(before.len()).unwrap_or(0).min(1 << 23));
-    if let Err(e) = (&file).take(SMALL_FILE + 1).read_to_end(&mut data) {
+    // One spare byte first: a file that is one chunk stored raw is its own payload.
+    let mut buf = Vec::with_capacity(usize::try_from(before.len()).unwrap_or(0).min(1 << 23) + 1);
+    buf.push(0);
+    if let Err(e) = (&file).take(SMALL_FILE + 1).read_to_end(&mut buf) {
         return SmallRead::Failed(format!("read: {e}"));
     }
-    let read = data.len() as u64;
+    let read = buf.len() as u64 - 1;
     if read > SMALL_FILE {
         return SmallRead::Grew;
     }
     let changed = file
         .metadata()
         .is_ok_and(|after| changed_while_read(&before, &after, read));
-    let chunks = chunker
-        .cuts(&data)
-        .into_iter()
-        .map(|(offset, len)| {
-            let chunk = &data[offset..offset + len];
-            let id = key.blob_id(chunk);
-            let payload = (!known(&id)).then(|| format::encode_payload(chunk, level));
-            (id, len, payload)
-        })
-        .collect();
+    let data = buf.get(1..).unwrap_or_default();
+    let cuts = chunker.cuts(data);
+    let chunks = match cuts.as_slice() {
+        [_] => {
+            let id = key.blob_id(data);
+            let len = data.len();
+            let payload = if known(&id) {
+                None
+            } else {
+                Chunk::from_spare_first(buf).map(|c| format::encode_chunk(c, level))
+            };
+            vec![(id, len, payload)]
+        }
+        _ => cuts
+            .iter()
+            .map(|&(offset, len)| {
+                let chunk = &data[offset..offset + len];
+                let id = key.blob_id(chunk);
+                let payload = (!known(&id)).then(|| format::encode_payload(chunk, level));
+                (id, len, payload)
+            })
+            .collect(),
+    };
     SmallRead::Done {
         chunks,
         read,
@@ -910,8 +925,6 @@ enum ReadError {
     Repo(Error),
 }
 
-/// Opens without following a symlink swapped in since `lstat`, without blocking
-/// on a FIFO swapped in, and without touching atime where permitted.
 /// Directory entries with their metadata, as [`probe_ahead`] delivers them.
 type Probed = Vec<(Vec<u8>, PathBuf, node::Probe)>;
 
@@ -932,6 +945,8 @@ fn probe_ahead(entries: Vec<(Vec<u8>, PathBuf)>) -> std::sync::mpsc::Receiver<Pr
     rx
 }
 
+/// Opens without following a symlink swapped in since `lstat`, without blocking
+/// on a FIFO swapped in, and without touching atime where permitted.
 fn open_for_backup(path: &Path) -> io::Result<File> {
     let base = libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
     match OpenOptions::new()
