@@ -466,6 +466,7 @@ fn read_packs(
     // A reader thread fetches pack k+1 while pack k is verified on all cores.
     crate::readahead::read_ahead(
         &chosen,
+        0,
         interrupt,
         |id| {
             let max = u64::from(crate::config::MAX_PACK_SIZE) * 2;
