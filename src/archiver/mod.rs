@@ -43,6 +43,8 @@ const SMALL_FILE: u64 = 4 * 1024 * 1024;
 const SMALL_BATCH_BYTES: u64 = 8 * 1024 * 1024;
 /// ...and at most this many files.
 const SMALL_BATCH_FILES: usize = 512;
+/// How long a backup runs before the sources are counted for progress totals.
+const SCAN_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
 /// Directory entries whose metadata is gathered in parallel at a time.
 const PROBE_BATCH: usize = 256;
 
@@ -135,6 +137,12 @@ pub fn backup(
         force: opts.force,
         interrupt,
         report,
+        // A parent tree written by another version may hold fields this one
+        // doesn't know, and so can't compare: only trees of this version are kept
+        // as they are.
+        reuse_trees: parent
+            .as_ref()
+            .is_some_and(|(_, s)| s.program_version == program_version()),
         names: NameCache::default(),
         hardlinks: HashMap::new(),
         summary: Summary::default(),
@@ -144,12 +152,19 @@ pub fn backup(
     };
 
     let scan_done = AtomicBool::new(false);
+    let (walk_done, walk_done_rx) = std::sync::mpsc::channel::<()>();
     let walked = std::thread::scope(|scope| {
         if opts.progress.is_some() && matches!(opts.source, Source::Paths(_)) {
             let (paths, progress, stop) = (&paths, &progress, &scan_done);
             let patterns = opts.excludes.clone();
             let one_fs = opts.one_file_system;
             scope.spawn(move || {
+                // A backup done within the delay (an unchanged one, say) needs no
+                // totals, and counting would compete with it for the same disks.
+                let waited = walk_done_rx.recv_timeout(SCAN_DELAY);
+                if waited != Err(std::sync::mpsc::RecvTimeoutError::Timeout) {
+                    return;
+                }
                 if let Ok(excludes) = Excludes::new(&patterns) {
                     count_sources(paths, &excludes, one_fs, progress, stop);
                 }
@@ -160,6 +175,7 @@ pub fn backup(
             Source::Stream { name, reader } => a.backup_stream(&name, reader),
         };
         scan_done.store(true, Ordering::Relaxed);
+        drop(walk_done);
         walked
     });
     let tree = match walked {
@@ -191,7 +207,7 @@ pub fn backup(
         tree,
         parent: parent.map(|(id, _)| id),
         excludes: a.excludes.patterns().to_vec(),
-        program_version: format!("cairn {}", env!("CARGO_PKG_VERSION")),
+        program_version: program_version(),
         summary,
         errors: a.errors,
         warnings: a.warnings,
@@ -260,6 +276,8 @@ struct Archiver<'a> {
     force: bool,
     interrupt: &'a AtomicBool,
     report: &'a (dyn Fn(Event) + Sync),
+    /// Whether an unchanged directory may keep its parent's tree blob.
+    reuse_trees: bool,
     names: NameCache,
     /// (device, inode) → content, for files with several links seen in this run.
     hardlinks: HashMap<(u64, u64), Vec<BlobId>>,
@@ -462,7 +480,7 @@ impl Archiver<'_> {
     ) -> Result<BlobId> {
         let parent_tree = self.parent_subtree(parent);
         let mut tree = Tree::default();
-        let mut entries: Vec<(Vec<u8>, PathBuf)> = match list_dir(path) {
+        let mut entries: Vec<(Vec<u8>, PathBuf)> = match list_dir(path, Some(meta)) {
             Ok(v) => v,
             Err(e) => {
                 self.error(path, format!("listing directory: {e}; stored as empty"));
@@ -521,7 +539,7 @@ impl Archiver<'_> {
             .filter(|n| n.kind == NodeKind::Dir)
             .and_then(|n| n.subtree);
         if let (Some(old), Some(old_id)) = (&parent_tree, old_id) {
-            if old.nodes == tree.nodes && self.saver.known(&old_id) {
+            if self.reuse_trees && old.nodes == tree.nodes && self.saver.known(&old_id) {
                 return Ok(old_id);
             }
         }
@@ -925,22 +943,33 @@ enum ReadError {
     Repo(Error),
 }
 
+/// What snapshots record as the program that wrote them.
+fn program_version() -> String {
+    format!("cairn {}", env!("CARGO_PKG_VERSION"))
+}
+
 /// Directory entries with their metadata, as [`probe_ahead`] delivers them.
 type Probed = Vec<(Vec<u8>, PathBuf, node::Probe)>;
 
 /// Starts gathering the metadata of `entries` on the rayon pool; the result
-/// arrives on the returned channel (which closes empty if the work panicked).
+/// arrives on the returned channel, which closes empty if the work panicked (a
+/// panic in a spawned rayon job would otherwise abort the process, leaving the
+/// packs written so far without an index).
 fn probe_ahead(entries: Vec<(Vec<u8>, PathBuf)>) -> std::sync::mpsc::Receiver<Probed> {
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     rayon::spawn(move || {
-        let probed: Probed = entries
-            .into_par_iter()
-            .map(|(name, path)| {
-                let probe = node::probe(&path, &name);
-                (name, path, probe)
-            })
-            .collect();
-        let _ = tx.send(probed);
+        let probed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            entries
+                .into_par_iter()
+                .map(|(name, path)| {
+                    let probe = node::probe(&path, &name);
+                    (name, path, probe)
+                })
+                .collect::<Probed>()
+        }));
+        if let Ok(probed) = probed {
+            let _ = tx.send(probed);
+        }
     });
     rx
 }
@@ -990,7 +1019,7 @@ fn count_sources(
             if one_file_system && dev.is_some_and(|d| d != meta.dev()) {
                 continue;
             }
-            if let Ok(entries) = list_dir(&path) {
+            if let Ok(entries) = list_dir(&path, None) {
                 stack.extend(entries.into_iter().map(|(_, p)| (p, Some(meta.dev()))));
             }
         }
@@ -1000,8 +1029,14 @@ fn count_sources(
 
 /// Lists a directory without updating its atime where permitted (reading it would
 /// otherwise change the directory's metadata and so its tree on every backup).
-fn list_dir(path: &Path) -> io::Result<Vec<(Vec<u8>, PathBuf)>> {
+/// With `expected`, the directory opened must be the one that metadata describes:
+/// another one renamed or mounted there since is refused.
+fn list_dir(
+    path: &Path,
+    expected: Option<&std::fs::Metadata>,
+) -> io::Result<Vec<(Vec<u8>, PathBuf)>> {
     use nix::fcntl::OFlag;
+    use std::os::fd::AsRawFd;
     let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW;
     let mode = nix::sys::stat::Mode::empty();
     let mut dir = match nix::dir::Dir::open(path, flags | OFlag::O_NOATIME, mode) {
@@ -1009,6 +1044,14 @@ fn list_dir(path: &Path) -> io::Result<Vec<(Vec<u8>, PathBuf)>> {
         r => r,
     }
     .map_err(io::Error::from)?;
+    if let Some(m) = expected {
+        let st = nix::sys::stat::fstat(dir.as_raw_fd()).map_err(io::Error::from)?;
+        if (st.st_dev, st.st_ino) != (m.dev(), m.ino()) {
+            return Err(io::Error::other(
+                "it was replaced by another directory while being backed up",
+            ));
+        }
+    }
     let mut out = Vec::new();
     for entry in dir.iter() {
         let entry = entry.map_err(io::Error::from)?;
