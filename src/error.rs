@@ -31,8 +31,16 @@ pub enum Error {
     #[error("{0} already exists and is not empty; `cairn init` only creates new repositories")]
     RepositoryExists(String),
 
-    #[error("wrong password: none of the {keys} key file(s) in {repo}/keys opens with it")]
-    WrongPassword { repo: String, keys: usize },
+    #[error(
+        "wrong password: none of the {keys} key file(s) in {repo}/keys opens with it{}",
+        unreadable_note(*unreadable)
+    )]
+    WrongPassword {
+        repo: String,
+        keys: usize,
+        /// Key files that could not be read or decoded, and so were not tried.
+        unreadable: usize,
+    },
 
     #[error(
         "{what} has format version {found}, but this cairn reads only version {supported}; \
@@ -115,5 +123,15 @@ pub trait IoContext<T> {
 impl<T> IoContext<T> for io::Result<T> {
     fn at(self, path: impl Into<PathBuf>) -> Result<T> {
         self.map_err(|e| Error::io(path, e))
+    }
+}
+
+fn unreadable_note(n: usize) -> String {
+    match n {
+        0 => String::new(),
+        n => format!(
+            " ({n} of them could not be read, so the password may be right for a damaged \
+             one; `cairn check` names them)"
+        ),
     }
 }

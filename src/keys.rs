@@ -7,6 +7,7 @@ use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
+use std::sync::Arc;
 
 use zeroize::Zeroizing;
 
@@ -62,8 +63,8 @@ pub fn kdf_cost(kdf: &KdfParams) -> u64 {
 /// by id. A generated key then opens at once instead of waiting behind a password
 /// key's second of Argon2, and a password pays at most the few milliseconds of the
 /// cheap keys tried before its own.
-pub fn sort_for_opening(keys: &mut [(KeyId, KeyFile)]) {
-    keys.sort_by_key(|(id, kf)| (kdf_cost(&kf.kdf), *id));
+pub fn sort_for_opening(keys: &mut [(KeyId, u64)]) {
+    keys.sort_by_key(|&(id, cost)| (cost, id));
 }
 
 /// Parameters no more expensive than a generated secret's. They don't stretch a
@@ -89,11 +90,16 @@ impl Repository {
 
     /// Writes a new key file wrapping this repository's master key under
     /// `password`. The password that opened the repository keeps working.
-    pub fn add_key(&self, password: &[u8], kdf: KdfParams) -> Result<KeyId> {
-        let bytes = KeyFile::create(self.key(), *self.repo_id(), password, kdf)?.encode();
-        let id = KeyId::of_stored(&bytes);
+    pub fn add_key(self: &Arc<Self>, password: &[u8], kdf: KdfParams) -> Result<KeyId> {
+        let _lock = crate::lock::acquire(self, false)?;
+        let (id, bytes) = self.new_key_file(password, kdf)?;
         self.backend().write(FileType::Key, &id.to_hex(), &bytes)?;
         Ok(id)
+    }
+
+    fn new_key_file(&self, password: &[u8], kdf: KdfParams) -> Result<(KeyId, Vec<u8>)> {
+        let bytes = KeyFile::create(self.key(), *self.repo_id(), password, kdf)?.encode();
+        Ok((KeyId::of_stored(&bytes), bytes))
     }
 
     /// Creates `secret_file` (never overwriting anything) holding a fresh random
@@ -101,20 +107,25 @@ impl Repository {
     /// a key file with minimal KDF parameters whose password is those hex digits.
     /// The secret is durable before the key file exists, so a crash can leave a
     /// secret that opens nothing but never a key whose secret is lost.
-    pub fn add_generated_key(&self, secret_file: &Path) -> Result<KeyId> {
+    pub fn add_generated_key(self: &Arc<Self>, secret_file: &Path) -> Result<KeyId> {
+        let _lock = crate::lock::acquire(self, false)?;
+        let kdf = KdfParams::new(GENERATED_KDF_MEMORY_KIB, GENERATED_KDF_ITERATIONS)?;
         let secret = write_secret_file(secret_file)?;
-        let added = KdfParams::new(GENERATED_KDF_MEMORY_KIB, GENERATED_KDF_ITERATIONS)
-            .and_then(|kdf| self.add_key(secret.as_bytes(), kdf));
-        match added {
-            Ok(id) => Ok(id),
+        let (id, bytes) = match self.new_key_file(secret.as_bytes(), kdf) {
+            Ok(k) => k,
+            Err(e) => return Err(discard_secret(secret_file, e)),
+        };
+        match self.backend().write(FileType::Key, &id.to_hex(), &bytes) {
+            Ok(()) => Ok(id),
+            // The write can fail after the key file is in place (syncing its
+            // directory, say): then the secret opens the repository and must stay.
+            Err(e) if load_key_file(self.backend(), &id).is_ok() => Err(Error::invalid(format!(
+                "{e}; the key file {id} was written all the same, so keep the secret file {}: \
+                 it opens the repository",
+                secret_file.display()
+            ))),
             // A secret file that opens nothing would only mislead.
-            Err(e) => match fs::remove_file(secret_file) {
-                Ok(()) => Err(e),
-                Err(rm) => Err(Error::invalid(format!(
-                    "{e}; the secret file {} opens nothing and could not be removed: {rm}",
-                    secret_file.display()
-                ))),
-            },
+            Err(e) => Err(discard_secret(secret_file, e)),
         }
     }
 
@@ -146,14 +157,37 @@ impl Repository {
     }
 
     /// Deletes the key file whose id starts with `prefix`. The key that opened the
-    /// repository is refused, so the last key can never go.
-    pub fn remove_key(&self, prefix: &str) -> Result<KeyId> {
+    /// repository is refused, and under the exclusive lock the key that opened it
+    /// must still be there and intact, so the last working key can never go (not
+    /// even when two removals race, each opened with the key the other removes).
+    pub fn remove_key(self: &Arc<Self>, prefix: &str) -> Result<KeyId> {
+        let _lock = crate::lock::acquire(self, true)?;
         let id = self.resolve_key(prefix)?;
-        if id == self.key_id() {
+        let current = self.key_id();
+        if id == current {
             return Err(Error::RemoveCurrentKey(id));
         }
+        load_key_file(self.backend(), &current)
+            .and_then(|kf| kf.check_repo(&current, self.repo_id()))
+            .map_err(|e| {
+                Error::invalid(format!(
+                    "the key file {current} that opened the repository can no longer be read \
+                     ({e}), so key {id} is kept: it may be the last one that works"
+                ))
+            })?;
         self.backend().remove(FileType::Key, &id.to_hex())?;
         Ok(id)
+    }
+}
+
+/// Removes a secret file whose key could not be written, and returns `e`.
+fn discard_secret(secret_file: &Path, e: Error) -> Error {
+    match fs::remove_file(secret_file) {
+        Ok(()) => e,
+        Err(rm) => Error::invalid(format!(
+            "{e}; the secret file {} opens nothing and could not be removed: {rm}",
+            secret_file.display()
+        )),
     }
 }
 
@@ -167,11 +201,18 @@ fn write_secret_file(path: &Path) -> Result<Zeroizing<String>> {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
+    // Directories created here must be durable too, each in its parent.
+    let missing: Vec<&Path> = dir.ancestors().take_while(|d| !d.exists()).collect();
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
         .at(dir)?;
+    for created in missing.iter().rev() {
+        if let Some(parent) = created.parent().filter(|p| !p.as_os_str().is_empty()) {
+            sync_dir(parent)?;
+        }
+    }
     let mut f = match OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -209,17 +250,19 @@ mod tests {
     use crate::backend::LocalBackend;
     use crate::repository::InitOptions;
 
-    fn repo_with(dir: &Path, password: &[u8], kdf: KdfParams) -> Repository {
+    fn repo_with(dir: &Path, password: &[u8], kdf: KdfParams) -> Arc<Repository> {
         let opts = InitOptions {
             kdf: Some(kdf),
             ..Default::default()
         };
-        Repository::init(
-            Arc::new(LocalBackend::new(dir.join("repo"))),
-            password,
-            opts,
+        Arc::new(
+            Repository::init(
+                Arc::new(LocalBackend::new(dir.join("repo"))),
+                password,
+                opts,
+            )
+            .unwrap(),
         )
-        .unwrap()
     }
 
     fn reopen(dir: &Path, password: &[u8]) -> Result<Repository> {
@@ -234,18 +277,22 @@ mod tests {
 
     #[test]
     fn opening_order_is_cheapest_kdf_first_then_id() {
-        let mut keys = vec![
+        let files = [
             (KeyId([1; 32]), key_file(64 * 1024, 3)),
             (KeyId([9; 32]), key_file(1024, 1)),
             (KeyId([2; 32]), key_file(8, 64)),
             (KeyId([3; 32]), key_file(1024, 1)),
             (KeyId([0; 32]), key_file(2048, 1)),
         ];
+        let mut keys: Vec<(KeyId, u64)> = files
+            .iter()
+            .map(|(id, kf)| (*id, kdf_cost(&kf.kdf)))
+            .collect();
         sort_for_opening(&mut keys);
         let order: Vec<u8> = keys.iter().map(|(id, _)| id.0[0]).collect();
         assert_eq!(order, [2, 3, 9, 0, 1]);
-        assert!(is_minimal(&keys[1].1.kdf));
-        assert!(!is_minimal(&keys[3].1.kdf));
+        assert!(is_minimal(&files[1].1.kdf));
+        assert!(!is_minimal(&files[4].1.kdf));
     }
 
     /// The password key is expensive; the generated key, tried first, opens the
@@ -333,5 +380,45 @@ mod tests {
             Err(Error::WrongPassword { keys: 16, .. })
         ));
         assert_eq!(reopen(dir.path(), &[b'k', 5]).unwrap().key_id(), ids[6]);
+    }
+
+    /// Opened with key A, whose file has since gone (another process removed it):
+    /// removing key B is refused, since B may be the last key that works.
+    #[test]
+    fn remove_keeps_the_other_key_when_the_current_one_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = repo_with(dir.path(), b"a", KdfParams::new(8, 1).unwrap());
+        let a = repo.key_id();
+        let b = repo.add_key(b"b", KdfParams::new(8, 1).unwrap()).unwrap();
+        fs::remove_file(dir.path().join("repo/keys").join(a.to_hex())).unwrap();
+        let err = repo.remove_key(&b.to_hex()).unwrap_err();
+        assert!(err.to_string().contains(&a.to_hex()), "{err}");
+        assert_eq!(reopen(dir.path(), b"b").unwrap().key_id(), b);
+    }
+
+    /// A cheap key file that unwraps under the password but holds another master
+    /// key (planted, or from another repository) is passed over, not fatal.
+    #[test]
+    fn a_key_that_does_not_open_the_config_is_passed_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = repo_with(dir.path(), b"pw", KdfParams::new(64, 2).unwrap());
+        let stranger = crypto::MasterKey::generate().unwrap();
+        let planted = KeyFile::create(
+            &stranger,
+            *repo.repo_id(),
+            b"pw",
+            KdfParams::new(8, 1).unwrap(),
+        )
+        .unwrap()
+        .encode();
+        let id = KeyId::of_stored(&planted);
+        fs::write(dir.path().join("repo/keys").join(id.to_hex()), &planted).unwrap();
+        assert_eq!(reopen(dir.path(), b"pw").unwrap().key_id(), repo.key_id());
+        // Alone, it is reported as the config failing to open.
+        fs::remove_file(dir.path().join("repo/keys").join(repo.key_id().to_hex())).unwrap();
+        assert!(matches!(
+            reopen(dir.path(), b"pw"),
+            Err(Error::Corrupt { .. })
+        ));
     }
 }

@@ -95,33 +95,50 @@ impl Repository {
                 "there are no key files, so nothing can open the repository",
             ));
         }
-        // Read and decode every key file first (cheap), then derive in order of
-        // cost: see `keys::sort_for_opening`.
-        let mut last_err = None;
-        let mut decoded = Vec::with_capacity(ids.len());
+        // Decode every key file first (cheap) keeping only its cost, then derive in
+        // order of cost (see `keys::sort_for_opening`), reading each file again
+        // when it is tried: memory holds one key file at a time, however many.
+        let mut first_err = None;
+        let mut config_err = None;
+        let mut unreadable = 0;
+        let mut order = Vec::with_capacity(ids.len());
         for id in &ids {
             match crate::keys::load_key_file(&*backend, id) {
-                Ok(kf) => decoded.push((*id, kf)),
-                Err(e) => last_err = Some(e),
+                Ok(kf) => order.push((*id, crate::keys::kdf_cost(&kf.kdf))),
+                Err(e) => {
+                    unreadable += 1;
+                    first_err.get_or_insert(e);
+                }
             }
         }
-        crate::keys::sort_for_opening(&mut decoded);
-        for (id, kf) in &decoded {
-            match kf.unwrap_key(password, id, &repo_id) {
-                Ok(Some(key)) => {
-                    let cfg = Config::decode(&raw, &key)?;
-                    return Ok(Self::assemble(backend, key, cfg, *id));
-                }
+        crate::keys::sort_for_opening(&mut order);
+        for (id, _) in &order {
+            let attempt = crate::keys::load_key_file(&*backend, id)
+                .and_then(|kf| kf.unwrap_key(password, id, &repo_id));
+            match attempt {
+                Ok(Some(key)) => match Config::decode(&raw, &key) {
+                    Ok(cfg) => return Ok(Self::assemble(backend, key, cfg, *id)),
+                    // A key that doesn't open the config: a damaged config, or a
+                    // key file that isn't this repository's. Try the others.
+                    Err(e) => {
+                        config_err.get_or_insert(e);
+                    }
+                },
                 Ok(None) => {}
-                Err(e) => last_err = Some(e),
+                Err(e) => {
+                    unreadable += 1;
+                    first_err.get_or_insert(e);
+                }
             }
         }
         // A damaged key file matters only when no other key opened the repository.
-        match last_err {
-            Some(e) if ids.len() == 1 => Err(e),
+        match (config_err, first_err) {
+            (Some(e), _) => Err(e),
+            (None, Some(e)) if ids.len() == 1 => Err(e),
             _ => Err(Error::WrongPassword {
                 repo: backend.location(),
                 keys: ids.len(),
+                unreadable,
             }),
         }
     }

@@ -24,7 +24,8 @@ pub enum KeyCmd {
 
 #[derive(Args)]
 pub struct AddArgs {
-    /// Read the new password from this file (first line) instead of asking twice
+    /// Read the new password from this file (all of it but a final newline)
+    /// instead of asking twice
     #[arg(long, value_name = "FILE")]
     new_password_file: Option<PathBuf>,
     #[command(flatten)]
@@ -111,12 +112,31 @@ fn entry_line(k: &KeyEntry) -> String {
         }) => format!(
             "{mark} {:<8}  {:<19}  {:<24}  {}",
             k.id.short(),
-            output::local_time(created),
-            format!("{username}@{hostname}"),
+            printable(&output::local_time(created)),
+            printable(&format!("{username}@{hostname}")),
             kdf_text(kdf)
         ),
-        Err(e) => format!("{mark} {:<8}  unreadable: {e}", k.id.short()),
+        Err(e) => format!(
+            "{mark} {:<8}  unreadable: {}",
+            k.id.short(),
+            printable(&e.to_string())
+        ),
     }
+}
+
+/// Key files are not authenticated: their text fields could hold terminal
+/// control sequences. Those are shown escaped.
+fn printable(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
 }
 
 fn list(g: &GlobalArgs) -> Result<ExitCode> {
@@ -199,4 +219,15 @@ fn remove(g: &GlobalArgs, a: RemoveArgs) -> Result<ExitCode> {
         println!("removed key {} ({id})", id.short());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::printable;
+
+    #[test]
+    fn control_characters_are_shown_escaped() {
+        assert_eq!(printable("ana@host-1 ü"), "ana@host-1 ü");
+        assert_eq!(printable("x\u{1b}[2Jy\n"), "x\\u{1b}[2Jy\\n");
+    }
 }

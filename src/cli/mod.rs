@@ -55,7 +55,7 @@ pub struct GlobalArgs {
     /// Repository directory
     #[arg(short = 'r', long = "repo", env = "CAIRN_REPOSITORY", global = true)]
     pub repo: Option<PathBuf>,
-    /// Read the password from this file (first line)
+    /// Read the password from this file (all of it but a final newline)
     #[arg(long, env = "CAIRN_PASSWORD_FILE", global = true)]
     pub password_file: Option<PathBuf>,
     /// Run this shell command and use its output as the password

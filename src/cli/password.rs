@@ -67,8 +67,20 @@ fn non_empty(pw: Zeroizing<Vec<u8>>) -> Result<Zeroizing<Vec<u8>>> {
     Ok(pw)
 }
 
-/// The repository password. `confirm`: ask twice on a terminal (for a new
-/// repository).
+/// A new password with a line break in it is almost surely a file with more than
+/// the password in it; typed later, it would never match.
+fn one_line(pw: Zeroizing<Vec<u8>>) -> Result<Zeroizing<Vec<u8>>> {
+    if pw.iter().any(|&b| b == b'\n' || b == b'\r') {
+        bail!(
+            "the new password contains a line break; a password file must hold the password \
+             alone (a final newline is fine)"
+        );
+    }
+    Ok(pw)
+}
+
+/// The repository password. `confirm` (a new repository's): ask twice on a
+/// terminal, and refuse one with a line break in it.
 pub fn get(g: &GlobalArgs, confirm: bool) -> Result<Zeroizing<Vec<u8>>> {
     let pw = if let Some(f) = &g.password_file {
         from_file(f)?
@@ -85,16 +97,17 @@ pub fn get(g: &GlobalArgs, confirm: bool) -> Result<Zeroizing<Vec<u8>>> {
              CAIRN_PASSWORD_COMMAND or CAIRN_PASSWORD (no terminal to ask on)"
         );
     };
-    non_empty(pw)
+    let pw = non_empty(pw)?;
+    if confirm { one_line(pw) } else { Ok(pw) }
 }
 
-/// The password for a new key file: from `file` (first line), else asked twice on
-/// the terminal.
+/// The password for a new key file: from `file` (all of it but a final newline),
+/// else asked twice on the terminal.
 pub fn get_new(file: Option<&Path>) -> Result<Zeroizing<Vec<u8>>> {
     let pw = match file {
         Some(f) => from_file(f)?,
         None if can_prompt() => prompt("new password", true)?,
         None => bail!("no new password given: use --new-password-file (no terminal to ask on)"),
     };
-    non_empty(pw)
+    one_line(non_empty(pw)?)
 }

@@ -313,6 +313,16 @@ fn damaged_extra_key_file_is_listed_and_does_not_block_opening() {
     fs::write(env.repo.join("keys/README"), "notes").expect("write");
 
     env.ok(&["snapshots"]);
+    // A wrong password says that some key files were not tried.
+    let wrong = env.path("wrong");
+    fs::write(&wrong, "wrong\n").expect("write");
+    let out = run_with(&env, &wrong, &["snapshots"]);
+    assert_eq!(out.status.code(), Some(12), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("2 of them could not be read"),
+        "{}",
+        stderr(&out)
+    );
 
     let out = env.run(&["key", "list", "--json"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
@@ -337,4 +347,24 @@ fn damaged_extra_key_file_is_listed_and_does_not_block_opening() {
     env.ok(&["key", "remove", &junk_id[..10]]);
     env.ok(&["key", "remove", &second[..10]]);
     assert_eq!(list_json(&env, &env.password_file).len(), 1);
+}
+
+/// A new password file holding more than one line is refused: typed later, such a
+/// password would never match.
+#[test]
+fn new_password_with_a_line_break_is_refused() {
+    let env = Env::with_repo(&[]);
+    let file = env.path("two-lines");
+    fs::write(&file, "secret\n# written on Monday\n").expect("write");
+    let mut args = vec![
+        "key",
+        "add",
+        "--new-password-file",
+        file.to_str().expect("utf-8"),
+    ];
+    args.extend_from_slice(&CHEAP);
+    let out = env.run(&args);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("line break"), "{}", stderr(&out));
+    assert_eq!(key_files(&env).len(), 1);
 }
