@@ -389,6 +389,10 @@ impl Archiver<'_> {
         if self.skip(path) {
             return Ok(None);
         }
+        let parent = Parent {
+            node: parent,
+            indexed: false,
+        };
         self.backup_probed(path, node::probe(path, name), parent, defer)
     }
 
@@ -413,9 +417,13 @@ impl Archiver<'_> {
         &mut self,
         path: &Path,
         probe: node::Probe,
-        parent: Option<&Node>,
+        parent: Parent,
         defer: Option<&mut Vec<Deferred>>,
     ) -> Result<Option<Node>> {
+        let Parent {
+            node: parent,
+            indexed,
+        } = parent;
         let (meta, mut node, problems) = match probe {
             Ok(p) => p,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -446,7 +454,7 @@ impl Archiver<'_> {
                 node.subtree = Some(subtree);
             }
             NodeKind::File => {
-                let Some(status) = self.reuse_content(&mut node, parent) else {
+                let Some(status) = self.reuse_content(&mut node, parent, indexed) else {
                     return Ok(Some(node));
                 };
                 if let Some(queue) = defer {
@@ -509,7 +517,27 @@ impl Archiver<'_> {
                 ))
             })?;
             next = groups.next().map(probe_ahead);
-            for (name, child, probe) in probed {
+            // The blobs of the parent's copies of this group's files, looked up
+            // side by side (see `Index::contains_each`).
+            let parents: Vec<Option<&Node>> = probed
+                .iter()
+                .map(|(name, _, _)| parent_tree.as_ref().and_then(|t| t.find(name)))
+                .collect();
+            let wanted: Vec<BlobId> = parents
+                .iter()
+                .flatten()
+                .filter(|n| n.kind == NodeKind::File)
+                .flat_map(|n| n.content.iter().copied())
+                .collect();
+            let mut indexed = self.saver.index().contains_each(&wanted).into_iter();
+            for ((_, child, probe), parent_node) in probed.into_iter().zip(parents) {
+                let all_indexed = match parent_node {
+                    Some(n) if n.kind == NodeKind::File => {
+                        let k = n.content.len();
+                        indexed.by_ref().take(k).filter(|&b| b).count() == k
+                    }
+                    _ => false,
+                };
                 if let Ok((m, n, _)) = &probe {
                     if self.one_file_system && m.is_dir() && m.dev() != meta.dev() {
                         // A mount point: keep the directory itself, not what is mounted.
@@ -521,8 +549,11 @@ impl Archiver<'_> {
                         continue;
                     }
                 }
-                let parent_node = parent_tree.as_ref().and_then(|t| t.find(&name));
-                if let Some(n) = self.backup_probed(&child, probe, parent_node, Some(&mut batch))? {
+                let parent = Parent {
+                    node: parent_node,
+                    indexed: all_indexed,
+                };
+                if let Some(n) = self.backup_probed(&child, probe, parent, Some(&mut batch))? {
                     tree.nodes.push(n);
                 }
                 let queued: u64 = batch.iter().map(|d| d.node.size).sum();
@@ -612,14 +643,19 @@ impl Archiver<'_> {
     /// Fills `node.content` without reading the file when the parent snapshot (or
     /// another link to the same inode) already has it. Otherwise returns whether
     /// the file is new or changed, for [`Self::read_file`].
-    fn reuse_content(&mut self, node: &mut Node, parent: Option<&Node>) -> Option<Status> {
+    fn reuse_content(
+        &mut self,
+        node: &mut Node,
+        parent: Option<&Node>,
+        indexed: bool,
+    ) -> Option<Status> {
         self.summary.total_bytes += node.size;
         let status = match parent {
             None => Status::New,
             Some(old)
                 if !self.force
                     && node::unchanged(old, node)
-                    && old.content.iter().all(|id| self.saver.known(id)) =>
+                    && (indexed || old.content.iter().all(|id| self.saver.known(id))) =>
             {
                 node.content = old.content.clone();
                 self.summary.files_unchanged += 1;
@@ -941,6 +977,13 @@ enum ReadError {
     Io(io::Error),
     /// Writing to the repository failed, or the run was interrupted: the backup stops.
     Repo(Error),
+}
+
+/// An entry's node in the parent snapshot, and whether all of that node's blobs
+/// were found in the index (looked up ahead, for a whole group of entries).
+struct Parent<'a> {
+    node: Option<&'a Node>,
+    indexed: bool,
 }
 
 /// What snapshots record as the program that wrote them.
