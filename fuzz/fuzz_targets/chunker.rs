@@ -26,7 +26,10 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(next, data.len());
     let mut reader = ChunkReader::new(chunker, data);
     let mut streamed = Vec::new();
+    let mut at = 0;
     while let Some(c) = reader.next_chunk().expect("reading a slice") {
+        assert_eq!(c.data(), &data[at..at + c.len()]);
+        at += c.len();
         streamed.push(c.len());
     }
     let lengths: Vec<usize> = cuts.iter().map(|c| c.1).collect();
