@@ -60,16 +60,10 @@ fn only_directories_holding_a_change_get_new_trees() {
     let src_s = src.to_str().expect("utf-8 temp path");
     let first = env.backup_json(&[src_s]);
     assert_eq!(first["dirs_new"], 5, "{first}");
+    let dirs = |s: &serde_json::Value| (s["dirs_unchanged"].as_u64(), s["dirs_changed"].as_u64());
 
     let same = env.backup_json(&[src_s]);
-    assert_eq!(
-        (
-            same["dirs_unchanged"].as_u64(),
-            same["dirs_changed"].as_u64()
-        ),
-        (Some(5), Some(0)),
-        "{same}"
-    );
+    assert_eq!(dirs(&same), (Some(5), Some(0)), "{same}");
 
     let f = src.join("d2/f2.bin");
     let mut data = fs::read(&f).expect("read");
@@ -77,14 +71,7 @@ fn only_directories_holding_a_change_get_new_trees() {
     fs::write(&f, &data).expect("write");
     let changed = env.backup_json(&[src_s]);
     assert_eq!(changed["files_changed"], 1, "{changed}");
-    assert_eq!(
-        (
-            changed["dirs_unchanged"].as_u64(),
-            changed["dirs_changed"].as_u64()
-        ),
-        (Some(3), Some(2)),
-        "{changed}"
-    );
+    assert_eq!(dirs(&changed), (Some(3), Some(2)), "{changed}");
 
     let g = src.join("d1/f1.bin");
     fs::set_permissions(&g, fs::Permissions::from_mode(0o600)).expect("chmod");
@@ -92,14 +79,7 @@ fn only_directories_holding_a_change_get_new_trees() {
     // The ctime moved, so the file is read again; its content adds nothing.
     assert_eq!(chmod["files_changed"], 1, "{chmod}");
     assert_eq!(chmod["data_blobs_new"], 0, "{chmod}");
-    assert_eq!(
-        (
-            chmod["dirs_unchanged"].as_u64(),
-            chmod["dirs_changed"].as_u64()
-        ),
-        (Some(3), Some(2)),
-        "{chmod}"
-    );
+    assert_eq!(dirs(&chmod), (Some(3), Some(2)), "{chmod}");
 
     let out = env.path("out");
     env.ok(&[
