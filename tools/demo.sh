@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The README's quick start: build cairn, back up this project's sources into a new
-# repository, change a file, back up again, restore with verification, and compare.
+# repository, add a key file, change a file, back up again with the key file,
+# restore with verification, and compare.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,9 +21,12 @@ echo
 echo "== cairn backup $work/data (first)"
 "$cairn" backup "$work/data"
 echo
-echo "== cairn backup (again, one file changed)"
+echo "== cairn key add --generate (a key file for unattended backups)"
+"$cairn" key add --generate "$work/repo.key"
+echo
+echo "== cairn backup (again, one file changed, opened with the key file)"
 echo "// changed $(date)" >> "$work/data/src/lib.rs"
-"$cairn" backup "$work/data"
+env -u CAIRN_PASSWORD CAIRN_PASSWORD_FILE="$work/repo.key" "$cairn" backup "$work/data"
 echo
 echo "== cairn snapshots"
 "$cairn" snapshots
