@@ -538,17 +538,19 @@ impl Archiver<'_> {
                     }
                     _ => false,
                 };
-                if let Ok((m, n, _)) = &probe {
-                    if self.one_file_system && m.is_dir() && m.dev() != meta.dev() {
+                let probe = match probe {
+                    Ok((m, mut n, _))
+                        if self.one_file_system && m.is_dir() && m.dev() != meta.dev() =>
+                    {
                         // A mount point: keep the directory itself, not what is mounted.
-                        let mut n = n.clone();
                         self.names.fill(&mut n);
                         n.subtree = Some(self.saver.save_tree(&mut Tree::default())?);
                         self.summary.entries += 1;
                         tree.nodes.push(n);
                         continue;
                     }
-                }
+                    other => other,
+                };
                 let parent = Parent {
                     node: parent_node,
                     indexed: all_indexed,

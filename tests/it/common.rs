@@ -71,20 +71,33 @@ impl Env {
     }
 
     pub fn run(&self, args: &[&str]) -> Output {
-        self.cmd().args(args).output().expect("running cairn")
+        self.run_with(&self.password_file, args)
+    }
+
+    /// Like [`Env::run`], with another password file.
+    pub fn run_with(&self, password_file: &Path, args: &[&str]) -> Output {
+        self.cmd_with(password_file)
+            .args(args)
+            .output()
+            .expect("running cairn")
     }
 
     /// Runs and asserts exit code 0; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
+        self.ok_with(&self.password_file, args)
+    }
+
+    /// Like [`Env::ok`], with another password file.
+    pub fn ok_with(&self, password_file: &Path, args: &[&str]) -> String {
+        let out = self.run_with(password_file, args);
         assert!(
             out.status.success(),
             "cairn {args:?} failed with {:?}\nstdout:\n{}\nstderr:\n{}",
             out.status.code(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+            stdout(&out),
+            stderr(&out)
         );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        stdout(&out)
     }
 
     /// `backup --json` and the parsed summary line.
@@ -94,6 +107,14 @@ impl Env {
         let out = self.ok(&all);
         last_json(&out, "summary")
     }
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// The last JSON line of `out` whose message_type is `kind`.

@@ -8,11 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use cairn::backend::{Backend, Entry, FileType, LocalBackend};
 use cairn::repository::Repository;
 
-use crate::common::{self, Env, PASSWORD};
-
-fn stderr(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
+use crate::common::{self, Env, PASSWORD, stderr};
 
 #[test]
 fn wrong_password_exits_12() {

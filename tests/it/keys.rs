@@ -4,39 +4,11 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Output;
 
-use crate::common::{self, Env};
+use crate::common::{self, Env, stderr, stdout};
 
 /// Password keys in tests are cheap to derive, like `Env::with_repo`'s.
 const CHEAP: [&str; 4] = ["--kdf-memory", "1024", "--kdf-iterations", "1"];
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn run_with(env: &Env, password_file: &Path, args: &[&str]) -> Output {
-    env.cmd_with(password_file)
-        .args(args)
-        .output()
-        .expect("running cairn")
-}
-
-fn ok_with(env: &Env, password_file: &Path, args: &[&str]) -> String {
-    let out = run_with(env, password_file, args);
-    assert!(
-        out.status.success(),
-        "cairn {args:?} failed with {:?}\n{}{}",
-        out.status.code(),
-        stdout(&out),
-        stderr(&out)
-    );
-    stdout(&out)
-}
 
 /// Names of the files under `keys/`.
 fn key_files(env: &Env) -> Vec<String> {
@@ -48,19 +20,30 @@ fn key_files(env: &Env) -> Vec<String> {
     names
 }
 
+/// `key add --new-password-file FILE` with cheap key derivation.
+fn key_add_args(file: &Path) -> Vec<&str> {
+    let mut args = vec![
+        "key",
+        "add",
+        "--new-password-file",
+        file.to_str().expect("utf-8"),
+    ];
+    args.extend_from_slice(&CHEAP);
+    args
+}
+
 fn add_password_key(env: &Env, password: &str) -> (std::path::PathBuf, String) {
     let file = env.path(&format!("pw-{password}"));
     fs::write(&file, format!("{password}\n")).expect("password file");
-    let mut args = vec!["key", "add", "--json", "--new-password-file"];
-    args.push(file.to_str().expect("utf-8"));
-    args.extend_from_slice(&CHEAP);
+    let mut args = key_add_args(&file);
+    args.push("--json");
     let added = common::last_json(&env.ok(&args), "key_added");
     let id = added["id"].as_str().expect("id").to_string();
     (file, id)
 }
 
 fn list_json(env: &Env, password_file: &Path) -> Vec<serde_json::Value> {
-    let out = ok_with(env, password_file, &["key", "list", "--json"]);
+    let out = env.ok_with(password_file, &["key", "list", "--json"]);
     serde_json::from_str::<Vec<serde_json::Value>>(&out).expect("key list JSON")
 }
 
@@ -92,9 +75,9 @@ fn added_password_opens_and_the_old_one_still_does() {
     });
 
     let src = source(&env);
-    ok_with(&env, &pw2, &["backup", src.to_str().expect("utf-8")]);
+    env.ok_with(&pw2, &["backup", src.to_str().expect("utf-8")]);
     for pw in [&pw2, &env.password_file] {
-        let snaps = ok_with(&env, pw, &["snapshots", "--json"]);
+        let snaps = env.ok_with(pw, &["snapshots", "--json"]);
         let snaps: Vec<serde_json::Value> = serde_json::from_str(&snaps).expect("JSON");
         assert_eq!(snaps.len(), 1);
     }
@@ -109,7 +92,7 @@ fn added_password_opens_and_the_old_one_still_does() {
         assert_eq!(k["kdf"]["iterations"], 1, "{k}");
     }
 
-    let text = ok_with(&env, &pw2, &["key", "list"]);
+    let text = env.ok_with(&pw2, &["key", "list"]);
     let marked: Vec<&str> = text.lines().filter(|l| l.starts_with("* ")).collect();
     assert_eq!(marked.len(), 1, "{text}");
     assert!(marked[0].contains(&second[..8]), "{text}");
@@ -141,7 +124,7 @@ fn generated_secret_file_backs_up_and_restores() {
     assert_eq!(mode & 0o777, 0o600, "mode {mode:o}");
 
     let src = source(&env);
-    ok_with(&env, &secret, &["backup", src.to_str().expect("utf-8")]);
+    env.ok_with(&secret, &["backup", src.to_str().expect("utf-8")]);
     let target = env.path("restored");
     // Through the environment, as a cron job would.
     let out = env
@@ -193,18 +176,10 @@ fn wrong_current_password_adds_nothing() {
     fs::write(&wrong, "not the password\n").expect("write");
     let new_pw = env.path("new");
     fs::write(&new_pw, "new one\n").expect("write");
-    let mut args = vec![
-        "key",
-        "add",
-        "--new-password-file",
-        new_pw.to_str().expect("utf-8"),
-    ];
-    args.extend_from_slice(&CHEAP);
-    let out = run_with(&env, &wrong, &args);
+    let out = env.run_with(&wrong, &key_add_args(&new_pw));
     assert_eq!(out.status.code(), Some(12), "{}", stderr(&out));
     let secret = env.path("never.key");
-    let out = run_with(
-        &env,
+    let out = env.run_with(
         &wrong,
         &["key", "add", "--generate", secret.to_str().expect("utf-8")],
     );
@@ -261,12 +236,12 @@ fn remove_refuses_the_current_key_and_removes_another_by_prefix() {
     let removed = env.ok(&["key", "remove", &second[..8].to_ascii_uppercase()]);
     assert!(removed.contains(&second), "{removed}");
     assert_eq!(key_files(&env), vec![first.clone()]);
-    let out = run_with(&env, &pw2, &["snapshots"]);
+    let out = env.run_with(&pw2, &["snapshots"]);
     assert_eq!(out.status.code(), Some(12), "{}", stderr(&out));
 
     // The new password may remove the first key, once it is the one opening.
     let (pw3, third) = add_password_key(&env, "third");
-    ok_with(&env, &pw3, &["key", "remove", &first[..8]]);
+    env.ok_with(&pw3, &["key", "remove", &first[..8]]);
     assert_eq!(key_files(&env), vec![third]);
     let out = env.run(&["snapshots"]);
     assert_eq!(out.status.code(), Some(12), "{}", stderr(&out));
@@ -316,7 +291,7 @@ fn damaged_extra_key_file_is_listed_and_does_not_block_opening() {
     // A wrong password says that some key files were not tried.
     let wrong = env.path("wrong");
     fs::write(&wrong, "wrong\n").expect("write");
-    let out = run_with(&env, &wrong, &["snapshots"]);
+    let out = env.run_with(&wrong, &["snapshots"]);
     assert_eq!(out.status.code(), Some(12), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("2 of them could not be read"),
@@ -356,14 +331,7 @@ fn new_password_with_a_line_break_is_refused() {
     let env = Env::with_repo(&[]);
     let file = env.path("two-lines");
     fs::write(&file, "secret\n# written on Monday\n").expect("write");
-    let mut args = vec![
-        "key",
-        "add",
-        "--new-password-file",
-        file.to_str().expect("utf-8"),
-    ];
-    args.extend_from_slice(&CHEAP);
-    let out = env.run(&args);
+    let out = env.run(&key_add_args(&file));
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("line break"), "{}", stderr(&out));
     assert_eq!(key_files(&env).len(), 1);
