@@ -192,9 +192,8 @@ fn check_index_files(
 ) -> Result<(HashMap<PackId, IndexedPack>, Index)> {
     let mut packs: HashMap<PackId, IndexedPack> = HashMap::new();
     let mut index = crate::index::IndexBuilder::new();
-    let mut locations: HashMap<BlobId, (u32, BlobKind)> = HashMap::new();
+    let mut copies: HashMap<(BlobKind, BlobId), u32> = HashMap::new();
     let mut duplicates = 0u64;
-    let mut mixed_kinds = Vec::new();
     for e in repo.backend().list(FileType::Index)? {
         let Ok(id) = IndexId::from_hex(&e.name) else {
             r.note(
@@ -230,13 +229,10 @@ fn check_index_files(
                 continue;
             }
             for b in &p.blobs {
-                let entry = locations.entry(b.id).or_insert((0, b.kind));
-                entry.0 += 1;
-                if entry.0 > 1 {
+                let n = copies.entry((b.kind, b.id)).or_insert(0);
+                *n += 1;
+                if *n > 1 {
                     duplicates += 1;
-                }
-                if entry.1 != b.kind {
-                    mixed_kinds.push(b.id);
                 }
             }
             packs.insert(
@@ -255,12 +251,6 @@ fn check_index_files(
             format!(
                 "{duplicates} blob copies are stored more than once (harmless; `prune` keeps one)"
             ),
-        );
-    }
-    for id in mixed_kinds {
-        r.note(
-            format!("blob {id}"),
-            "stored both as a data blob and as a tree blob".into(),
         );
     }
     Ok((packs, index.build()))
@@ -377,18 +367,10 @@ fn check_snapshots(
                 }
                 let mut missing = Vec::new();
                 for b in &node.content {
-                    match index.get(b) {
-                        Some((_, e)) if e.kind == BlobKind::Data => {
-                            data_blobs.insert(*b);
-                        }
-                        Some(_) => r.error(
-                            format!("blob {b}"),
-                            format!(
-                                "is a tree blob, but file {child} of snapshot {} names it as data",
-                                id.short()
-                            ),
-                        ),
-                        None => missing.push(*b),
+                    if index.contains(BlobKind::Data, b) {
+                        data_blobs.insert(*b);
+                    } else {
+                        missing.push(*b);
                     }
                 }
                 if let Some(first) = missing.first() {
@@ -409,17 +391,18 @@ fn check_snapshots(
     Ok(())
 }
 
-/// Loads a tree, distinguishing "not indexed" and "indexed as data" from damage.
+/// Loads a tree, distinguishing "not indexed" (as a tree: a data blob with that
+/// id is another object) from damage.
 fn load_tree_checked(
     repo: &Repository,
     index: &Index,
     id: &BlobId,
 ) -> std::result::Result<Tree, String> {
-    match index.get(id) {
-        None => Err("is missing from the index".into()),
-        Some((_, e)) if e.kind != BlobKind::Tree => {
-            Err("is a data blob, but a directory names it as its tree".into())
+    match index.get(BlobKind::Tree, id) {
+        None if index.contains(BlobKind::Data, id) => {
+            Err("is missing from the index as a tree blob (only a data blob has that id)".into())
         }
+        None => Err("is missing from the index".into()),
         Some((pack, _)) => repo
             .load_tree(index, id)
             .map_err(|e| format!("can't be read from pack {}: {e}", pack.short())),
@@ -513,10 +496,12 @@ fn verify_pack(
         }
     };
     if let Some(ix) = indexed {
-        let in_header: HashSet<(BlobId, u32, u32)> =
-            header.iter().map(|e| (e.id, e.offset, e.length)).collect();
+        let in_header: HashSet<(BlobKind, BlobId, u32, u32)> = header
+            .iter()
+            .map(|e| (e.kind, e.id, e.offset, e.length))
+            .collect();
         for e in &ix.entries {
-            if !in_header.contains(&(e.id, e.offset, e.length)) {
+            if !in_header.contains(&(e.kind, e.id, e.offset, e.length)) {
                 r.error(
                     format!("blob {}", e.id),
                     format!(

@@ -82,11 +82,29 @@ enum Step<'a> {
 }
 
 /// The order of the entries: by id, the first 8 bytes compared as one integer
-/// first (which settles almost every comparison without a call to memcmp).
-fn order(e: &Entry, id: &BlobId) -> std::cmp::Ordering {
+/// first (which settles almost every comparison without a call to memcmp), then
+/// by kind: a data blob and a tree blob with the same plaintext share an id but
+/// are different objects (format-spec/README.md, "Index files").
+fn order(e: &Entry, kind: BlobKind, id: &BlobId) -> std::cmp::Ordering {
     id_prefix(&e.id)
         .cmp(&id_prefix(&id.0))
         .then_with(|| e.id.cmp(&id.0))
+        .then_with(|| (e.raw_and_kind & TREE_BIT).cmp(&kind_bit(kind)))
+}
+
+fn kind_bit(kind: BlobKind) -> u32 {
+    match kind {
+        BlobKind::Data => 0,
+        BlobKind::Tree => TREE_BIT,
+    }
+}
+
+fn kind_of(e: &Entry) -> BlobKind {
+    if e.raw_and_kind & TREE_BIT != 0 {
+        BlobKind::Tree
+    } else {
+        BlobKind::Data
+    }
 }
 
 /// Interpolation steps [`Index::find`] takes before it bisects.
@@ -126,12 +144,7 @@ impl IndexBuilder {
             pack: pos,
             offset: e.offset,
             length: e.length,
-            raw_and_kind: (e.raw_length & !TREE_BIT)
-                | if e.kind == BlobKind::Tree {
-                    TREE_BIT
-                } else {
-                    0
-                },
+            raw_and_kind: (e.raw_length & !TREE_BIT) | kind_bit(e.kind),
         }));
     }
 
@@ -143,8 +156,10 @@ impl IndexBuilder {
 
     pub fn build(mut self) -> Index {
         // Stable: of several copies of a blob, the first one added stays.
-        self.entries.sort_by_key(|e| e.id);
-        self.entries.dedup_by(|later, first| later.id == first.id);
+        self.entries
+            .sort_by_key(|e| (e.id, e.raw_and_kind & TREE_BIT));
+        self.entries
+            .dedup_by(|later, first| later.id == first.id && kind_of(later) == kind_of(first));
         self.entries.shrink_to_fit();
         Index {
             packs: self.packs,
@@ -153,7 +168,8 @@ impl IndexBuilder {
     }
 }
 
-/// The in-memory index: blob id → location, a sorted array searched by bisection.
+/// The in-memory index: (blob kind, blob id) → location, a sorted array searched
+/// by interpolation and bisection. Every lookup names the kind it expects.
 #[derive(Default)]
 pub struct Index {
     packs: Vec<(PackId, u64)>,
@@ -169,21 +185,21 @@ impl Index {
     /// bytes lands next to the entry in two or three steps (a bisection of a large
     /// index takes twenty, nearly all of them cache misses). The steps are capped,
     /// then bisection finishes, so no distribution of ids can make it slow.
-    fn find(&self, id: &BlobId) -> Option<&Entry> {
+    fn find(&self, kind: BlobKind, id: &BlobId) -> Option<&Entry> {
         let mut range = (0, self.entries.len());
         for _ in 0..INTERPOLATION_STEPS {
-            match self.step(id, range) {
+            match self.step(kind, id, range) {
                 Step::Found(e) => return Some(e),
                 Step::Absent => return None,
                 Step::Narrowed(r) => range = r,
                 Step::Small => break,
             }
         }
-        self.bisect(id, range)
+        self.bisect(kind, id, range)
     }
 
-    /// One interpolation step for `id` within `entries[lo..hi]`.
-    fn step(&self, id: &BlobId, (lo, hi): (usize, usize)) -> Step<'_> {
+    /// One interpolation step for `(kind, id)` within `entries[lo..hi]`.
+    fn step(&self, kind: BlobKind, id: &BlobId, (lo, hi): (usize, usize)) -> Step<'_> {
         if hi - lo <= 32 {
             return Step::Small;
         }
@@ -201,16 +217,16 @@ impl Index {
         let Some(e) = self.entries.get(pos) else {
             return Step::Absent;
         };
-        match order(e, id) {
+        match order(e, kind, id) {
             std::cmp::Ordering::Equal => Step::Found(e),
             std::cmp::Ordering::Less => Step::Narrowed((pos + 1, hi)),
             std::cmp::Ordering::Greater => Step::Narrowed((lo, pos)),
         }
     }
 
-    fn bisect(&self, id: &BlobId, (lo, hi): (usize, usize)) -> Option<&Entry> {
+    fn bisect(&self, kind: BlobKind, id: &BlobId, (lo, hi): (usize, usize)) -> Option<&Entry> {
         let rest = self.entries.get(lo..hi)?;
-        rest.binary_search_by(|e| order(e, id))
+        rest.binary_search_by(|e| order(e, kind, id))
             .ok()
             .and_then(|i| rest.get(i))
     }
@@ -219,7 +235,7 @@ impl Index {
     /// every lookup, then the next step of every one. The steps of different ids
     /// don't depend on each other, so the processor overlaps their cache misses,
     /// which one lookup after another (with other work between) can't.
-    pub fn contains_each(&self, ids: &[BlobId]) -> Vec<bool> {
+    pub fn contains_each(&self, kind: BlobKind, ids: &[BlobId]) -> Vec<bool> {
         let mut found = vec![false; ids.len()];
         let mut pending: Vec<(usize, (usize, usize))> = (0..ids.len())
             .map(|i| (i, (0, self.entries.len())))
@@ -229,7 +245,7 @@ impl Index {
                 let Some(id) = ids.get(*i) else {
                     return false;
                 };
-                match self.step(id, *range) {
+                match self.step(kind, id, *range) {
                     Step::Found(_) => {
                         if let Some(f) = found.get_mut(*i) {
                             *f = true;
@@ -247,33 +263,30 @@ impl Index {
         }
         for (i, range) in pending {
             if let (Some(id), Some(f)) = (ids.get(i), found.get_mut(i)) {
-                *f = self.bisect(id, range).is_some();
+                *f = self.bisect(kind, id, range).is_some();
             }
         }
         found
     }
 
-    pub fn contains(&self, id: &BlobId) -> bool {
-        self.find(id).is_some()
+    pub fn contains(&self, kind: BlobKind, id: &BlobId) -> bool {
+        self.find(kind, id).is_some()
     }
 
-    /// Size of the pack that holds blob `id`.
-    pub fn pack_size_of(&self, id: &BlobId) -> Option<u64> {
-        let e = self.find(id)?;
+    /// Size of the pack that holds blob `(kind, id)`.
+    pub fn pack_size_of(&self, kind: BlobKind, id: &BlobId) -> Option<u64> {
+        let e = self.find(kind, id)?;
         self.packs.get(e.pack as usize).map(|(_, size)| *size)
     }
 
-    pub fn get(&self, id: &BlobId) -> Option<(PackId, PackEntry)> {
-        let e = self.find(id)?;
+    /// Where blob `(kind, id)` is stored.
+    pub fn get(&self, kind: BlobKind, id: &BlobId) -> Option<(PackId, PackEntry)> {
+        let e = self.find(kind, id)?;
         let (pack, _) = *self.packs.get(e.pack as usize)?;
         Some((
             pack,
             PackEntry {
-                kind: if e.raw_and_kind & TREE_BIT != 0 {
-                    BlobKind::Tree
-                } else {
-                    BlobKind::Data
-                },
+                kind: kind_of(e),
                 id: *id,
                 offset: e.offset,
                 length: e.length,
@@ -317,12 +330,15 @@ mod tests {
         b.add_pack(PackId([1; 32]), 1000, &[e(1, 42), e(2, 92)]);
         b.add_pack(PackId([2; 32]), 1000, &[e(2, 42)]);
         let idx = b.build();
-        assert_eq!(idx.get(&BlobId([2; 32])).unwrap().0, PackId([1; 32]));
-        assert!(idx.get(&BlobId([3; 32])).is_none());
+        assert_eq!(
+            idx.get(BlobKind::Data, &BlobId([2; 32])).unwrap().0,
+            PackId([1; 32])
+        );
+        assert!(idx.get(BlobKind::Data, &BlobId([3; 32])).is_none());
         assert_eq!(idx.blob_count(), 2);
         assert_eq!(idx.pack_count(), 2);
         assert_eq!(idx.memory_bytes(), 2 * 48);
-        let (_, got) = idx.get(&BlobId([1; 32])).unwrap();
+        let (_, got) = idx.get(BlobKind::Data, &BlobId([1; 32])).unwrap();
         assert_eq!(
             (got.offset, got.length, got.raw_length, got.kind),
             (42, 50, 20, BlobKind::Data)
@@ -381,25 +397,36 @@ mod tests {
                 b.add_pack(PackId([1; 32]), 1 << 30, &entries);
                 let idx = b.build();
                 for (i, id) in ids.iter().enumerate() {
-                    let (_, e) = idx.get(&BlobId(*id)).expect("present id found");
+                    let (_, e) = idx
+                        .get(BlobKind::Data, &BlobId(*id))
+                        .expect("present id found");
                     assert_eq!(e.offset, i as u32, "spread {k}, n {n}");
                 }
                 let mut queries: Vec<BlobId> = Vec::new();
                 for _ in 0..1000 {
                     let absent = make(next(), next());
-                    assert!(!idx.contains(&BlobId(absent)), "spread {k}, n {n}");
+                    assert!(
+                        !idx.contains(BlobKind::Data, &BlobId(absent)),
+                        "spread {k}, n {n}"
+                    );
                     queries.push(BlobId(absent));
                 }
                 queries.extend(ids.iter().step_by(3).map(|id| BlobId(*id)));
-                let each = idx.contains_each(&queries);
-                let one_by_one: Vec<bool> = queries.iter().map(|q| idx.contains(q)).collect();
+                let each = idx.contains_each(BlobKind::Data, &queries);
+                let one_by_one: Vec<bool> = queries
+                    .iter()
+                    .map(|q| idx.contains(BlobKind::Data, q))
+                    .collect();
                 assert_eq!(each, one_by_one, "spread {k}, n {n}");
                 assert_eq!(each.iter().filter(|&&b| b).count(), ids.len().div_ceil(3));
                 // Neighbours of present ids, one bit off, are absent too.
                 for id in ids.iter().take(200) {
                     let mut near = *id;
                     near[31] ^= 1;
-                    assert!(!idx.contains(&BlobId(near)), "spread {k}, n {n}");
+                    assert!(
+                        !idx.contains(BlobKind::Data, &BlobId(near)),
+                        "spread {k}, n {n}"
+                    );
                 }
             }
         }
@@ -417,7 +444,55 @@ mod tests {
         let mut b = IndexBuilder::new();
         b.add_pack(PackId([1; 32]), 1000, &[t]);
         let idx = b.build();
-        assert_eq!(idx.get(&t.id).unwrap().1, t);
+        assert_eq!(idx.get(BlobKind::Tree, &t.id).unwrap().1, t);
+        assert!(idx.get(BlobKind::Data, &t.id).is_none());
+    }
+
+    /// A data blob and a tree blob with the same plaintext have the same id but
+    /// are two objects: each is found under its own kind, and only there, however
+    /// many neighbours surround them and in whichever order they were added.
+    #[test]
+    fn a_data_blob_and_a_tree_blob_may_share_an_id() {
+        let shared = BlobId([0x55; 32]);
+        let entry = |kind, id, offset| PackEntry {
+            kind,
+            id,
+            offset,
+            length: 40,
+            raw_length: 8,
+        };
+        for tree_first in [false, true] {
+            let mut b = IndexBuilder::new();
+            let mut first = vec![entry(BlobKind::Data, shared, 42)];
+            let mut second = vec![entry(BlobKind::Tree, shared, 42)];
+            if tree_first {
+                std::mem::swap(&mut first, &mut second);
+            }
+            // Neighbours on both sides, so interpolation has something to skip.
+            for i in (0..100u8).filter(|&i| i != 0x55) {
+                first.push(entry(
+                    BlobKind::Data,
+                    BlobId([i; 32]),
+                    100 + u32::from(i) * 40,
+                ));
+            }
+            b.add_pack(PackId([1; 32]), 1 << 20, &first);
+            b.add_pack(PackId([2; 32]), 1 << 20, &second);
+            let idx = b.build();
+            assert_eq!(idx.blob_count(), 101);
+            let (data_pack, data) = idx.get(BlobKind::Data, &shared).unwrap();
+            let (tree_pack, tree) = idx.get(BlobKind::Tree, &shared).unwrap();
+            assert_eq!((data.kind, tree.kind), (BlobKind::Data, BlobKind::Tree));
+            assert_ne!(data_pack, tree_pack);
+            assert_eq!(
+                idx.contains_each(BlobKind::Tree, &[shared, BlobId([3; 32])]),
+                vec![true, false]
+            );
+            assert_eq!(
+                idx.contains_each(BlobKind::Data, &[shared, BlobId([3; 32])]),
+                vec![true, true]
+            );
+        }
     }
 
     #[test]

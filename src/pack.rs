@@ -65,6 +65,14 @@ impl TryFrom<u8> for BlobKind {
 }
 
 impl BlobKind {
+    /// "data" or "tree", for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            BlobKind::Data => "data",
+            BlobKind::Tree => "tree",
+        }
+    }
+
     pub fn seal_kind(self) -> SealKind {
         match self {
             BlobKind::Data => SealKind::DataBlob,

@@ -22,7 +22,7 @@ use crate::backend::FileType;
 use crate::error::{Error, Result};
 use crate::id::{BlobId, IndexId, PackId, SnapshotId};
 use crate::index::{Index, IndexFile, IndexPack};
-use crate::pack::{self, PackBuilder, PackEntry};
+use crate::pack::{self, BlobKind, PackBuilder, PackEntry};
 use crate::repository::Repository;
 use crate::tree::NodeKind;
 
@@ -73,7 +73,8 @@ pub struct PruneSummary {
 
 struct Plan {
     packs: BTreeMap<PackId, (u64, Vec<PackEntry>)>,
-    home: HashMap<BlobId, PackId>,
+    /// Where each used blob stays, by (kind, id).
+    home: HashMap<(BlobKind, BlobId), PackId>,
     delete: Vec<PackId>,
     repack: Vec<PackId>,
     unindexed: Vec<(PackId, u64)>,
@@ -98,7 +99,7 @@ pub fn prune(
 
     // 1. New packs with the used blobs of the packs being repacked.
     let mut new_packs: Vec<IndexPack> = Vec::new();
-    let mut builders: HashMap<pack::BlobKind, PackBuilder> = HashMap::new();
+    let mut builders: HashMap<BlobKind, PackBuilder> = HashMap::new();
     for id in &plan.repack {
         if interrupt.load(Ordering::Relaxed) {
             return Err(Error::Interrupted);
@@ -108,7 +109,10 @@ pub fn prune(
         };
         let bytes = repo.backend().read(FileType::Pack, &id.to_hex(), *size)?;
         let session = repo.key().session(&pack::parse_session(&bytes, id)?);
-        for e in entries.iter().filter(|e| plan.home.get(&e.id) == Some(id)) {
+        for e in entries
+            .iter()
+            .filter(|e| plan.home.get(&(e.kind, e.id)) == Some(id))
+        {
             let sealed = bytes
                 .get(e.offset as usize..e.offset as usize + e.length as usize)
                 .ok_or_else(|| {
@@ -259,32 +263,35 @@ fn make_plan(
     // One home per used blob: the copy in the pack with the most used blobs.
     let used_count: HashMap<PackId, usize> = packs
         .iter()
-        .map(|(id, (_, es))| (*id, es.iter().filter(|e| used.contains(&e.id)).count()))
+        .map(|(id, (_, es))| {
+            let n = es.iter().filter(|e| used.contains(&(e.kind, e.id))).count();
+            (*id, n)
+        })
         .collect();
-    let mut home: HashMap<BlobId, PackId> = HashMap::new();
+    let mut home: HashMap<(BlobKind, BlobId), PackId> = HashMap::new();
     for (id, (_, es)) in &packs {
-        for e in es.iter().filter(|e| used.contains(&e.id)) {
-            let better = match home.get(&e.id) {
+        for e in es.iter().filter(|e| used.contains(&(e.kind, e.id))) {
+            let better = match home.get(&(e.kind, e.id)) {
                 None => true,
                 Some(h) => used_count.get(id) > used_count.get(h),
             };
             if better {
-                home.insert(e.id, *id);
+                home.insert((e.kind, e.id), *id);
             }
         }
     }
-    let all_blobs: HashSet<BlobId> = packs
+    let all_blobs: HashSet<(BlobKind, BlobId)> = packs
         .values()
-        .flat_map(|(_, es)| es.iter().map(|e| e.id))
+        .flat_map(|(_, es)| es.iter().map(|e| (e.kind, e.id)))
         .collect();
-    s.unused_blobs = all_blobs.iter().filter(|b| !used.contains(b)).count() as u64;
+    s.unused_blobs = all_blobs.iter().filter(|b| !used.contains(*b)).count() as u64;
 
     let mut delete = Vec::new();
     let mut candidates: Vec<(f64, PackId, u64)> = Vec::new();
     for (id, (size, es)) in &packs {
         let used_bytes: u64 = es
             .iter()
-            .filter(|e| home.get(&e.id) == Some(id))
+            .filter(|e| home.get(&(e.kind, e.id)) == Some(id))
             .map(|e| u64::from(e.length))
             .sum();
         if used_bytes == 0 {
@@ -321,7 +328,10 @@ fn make_plan(
     let repacked_used: u64 = repack
         .iter()
         .filter_map(|id| packs.get(id).map(|(_, es)| (id, es)))
-        .flat_map(|(id, es)| es.iter().filter(move |e| home_ref.get(&e.id) == Some(id)))
+        .flat_map(|(id, es)| {
+            es.iter()
+                .filter(move |e| home_ref.get(&(e.kind, e.id)) == Some(id))
+        })
         .map(|e| u64::from(e.length))
         .sum();
     s.bytes_after = s.bytes_before - s.bytes_deleted - s.bytes_unindexed_deleted - s.bytes_repacked
@@ -336,26 +346,31 @@ fn make_plan(
     })
 }
 
-/// Every blob some snapshot needs. Refuses (an error, nothing deleted) if any of
-/// them is missing from the index or from storage, or a tree can't be read.
+/// Every blob some snapshot needs, by (kind, id). Refuses (an error, nothing
+/// deleted) if any of them is missing from the index or from storage, or a tree
+/// can't be read.
 fn used_blobs(
     repo: &Repository,
     index: &Index,
     stored: &HashMap<PackId, u64>,
     s: &mut PruneSummary,
-) -> Result<HashSet<BlobId>> {
-    let mut used: HashSet<BlobId> = HashSet::new();
+) -> Result<HashSet<(BlobKind, BlobId)>> {
+    let mut used: HashSet<(BlobKind, BlobId)> = HashSet::new();
     let mut missing: Vec<(BlobId, String)> = Vec::new();
-    let present = |id: &BlobId| index.get(id).is_some_and(|(p, _)| stored.contains_key(&p));
+    let present = |kind, id: &BlobId| {
+        index
+            .get(kind, id)
+            .is_some_and(|(p, _)| stored.contains_key(&p))
+    };
     for sid in repo.list_ids(FileType::Snapshot, SnapshotId::from_hex)? {
         s.snapshots += 1;
         let snap = repo.load_snapshot(&sid)?;
         let mut stack = vec![snap.tree];
         while let Some(tree_id) = stack.pop() {
-            if !used.insert(tree_id) {
+            if !used.insert((BlobKind::Tree, tree_id)) {
                 continue;
             }
-            if !present(&tree_id) {
+            if !present(BlobKind::Tree, &tree_id) {
                 missing.push((tree_id, format!("a tree of snapshot {}", sid.short())));
                 continue;
             }
@@ -366,7 +381,7 @@ fn used_blobs(
                 }
                 for b in &node.content {
                     let b = *b;
-                    if used.insert(b) && !present(&b) {
+                    if used.insert((BlobKind::Data, b)) && !present(BlobKind::Data, &b) {
                         missing.push((
                             b,
                             format!("data of {} in snapshot {}", node.name_lossy(), sid.short()),

@@ -19,7 +19,7 @@ use crate::backend::FileType;
 use crate::error::Result;
 use crate::id::{BlobId, IndexId, PackId};
 use crate::index::{Index, IndexFile, IndexPack};
-use crate::pack;
+use crate::pack::{self, BlobKind};
 use crate::prune::PACKS_PER_INDEX_FILE;
 use crate::repository::Repository;
 use crate::snapshot::SourceProblem;
@@ -121,8 +121,8 @@ struct Rewriter<'a> {
 }
 
 impl Rewriter<'_> {
-    fn present(&self, id: &BlobId) -> bool {
-        self.index.contains(id)
+    fn present(&self, kind: BlobKind, id: &BlobId) -> bool {
+        self.index.contains(kind, id)
     }
 
     /// The repaired version of tree `id`, and the entries dropped under it.
@@ -131,7 +131,7 @@ impl Rewriter<'_> {
             return Ok(done.clone());
         }
         let mut tree = match self
-            .present(&id)
+            .present(BlobKind::Tree, &id)
             .then(|| self.repo.load_tree(self.index, &id))
         {
             Some(Ok(t)) => t,
@@ -174,7 +174,11 @@ impl Rewriter<'_> {
                 kept.push(node);
                 continue;
             }
-            let lost = node.content.iter().filter(|b| !self.present(b)).count();
+            let lost = node
+                .content
+                .iter()
+                .filter(|b| !self.present(BlobKind::Data, b))
+                .count();
             if lost > 0 {
                 dropped.push((
                     name,

@@ -368,10 +368,11 @@ impl Repository {
         Ok(self.key.session(&sid))
     }
 
-    /// Reads, authenticates, decompresses and re-hashes one blob.
-    pub fn read_blob(&self, index: &Index, id: &BlobId) -> Result<Vec<u8>> {
-        let (pack_id, entry) = index.get(id).ok_or_else(|| Error::Missing {
-            what: format!("blob {id}"),
+    /// Reads, authenticates, decompresses and re-hashes one blob of the kind the
+    /// caller expects: a data blob is never read as a tree, nor a tree as data.
+    pub fn read_blob(&self, index: &Index, kind: BlobKind, id: &BlobId) -> Result<Vec<u8>> {
+        let (pack_id, entry) = index.get(kind, id).ok_or_else(|| Error::Missing {
+            what: format!("{} blob {id}", kind.name()),
             reason: "no index file lists it; run `cairn check`".into(),
         })?;
         let session = self.pack_session(&pack_id)?;
@@ -412,7 +413,7 @@ impl Repository {
         let sealed = if cache.contains(FileType::Pack, &name) {
             cache.read_range(FileType::Pack, &name, start, len)?
         } else {
-            let size = index.pack_size_of(&entry.id)?;
+            let size = index.pack_size_of(entry.kind, &entry.id)?;
             let bytes = self.backend.read(FileType::Pack, &name, size).ok()?;
             // Verified once, whole, when cached; each blob is verified on read.
             check_name(&bytes, &name, "pack").ok()?;
@@ -430,7 +431,7 @@ impl Repository {
     }
 
     pub fn load_tree(&self, index: &Index, id: &BlobId) -> Result<Tree> {
-        let bytes = self.read_blob(index, id)?;
+        let bytes = self.read_blob(index, BlobKind::Tree, id)?;
         Tree::decode(&bytes, id)
     }
 }

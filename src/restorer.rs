@@ -29,6 +29,7 @@ use rayon::prelude::*;
 use crate::archiver::Excludes;
 use crate::error::{Error, IoContext, Result};
 use crate::index::Index;
+use crate::pack::BlobKind;
 use crate::progress::Progress;
 use crate::repository::Repository;
 use crate::tree::{Node, NodeKind};
@@ -500,7 +501,7 @@ fn plan_contents<'a>(state: &State, files: &'a [FileJob]) -> (Vec<Slot<'a>>, Vec
         found.clear();
         let mut missing = None;
         for id in &job.node.content {
-            match state.index.get(id) {
+            match state.index.get(BlobKind::Data, id) {
                 Some(hit) => found.push((*id, hit)),
                 None => {
                     missing = Some(*id);
@@ -775,10 +776,13 @@ fn verify_file(state: &State, job: &FileJob) -> Result<()> {
     let mut offset = 0u64;
     let mut buf = Vec::new();
     for id in &job.node.content {
-        let (_, entry) = state.index.get(id).ok_or_else(|| Error::Missing {
-            what: format!("blob {id}"),
-            reason: "not in the index".into(),
-        })?;
+        let (_, entry) = state
+            .index
+            .get(BlobKind::Data, id)
+            .ok_or_else(|| Error::Missing {
+                what: format!("data blob {id}"),
+                reason: "not in the index".into(),
+            })?;
         buf.resize(entry.raw_length as usize, 0);
         f.read_exact(&mut buf).at(dest)?;
         if key.blob_id(&buf) != *id {

@@ -529,7 +529,11 @@ impl Archiver<'_> {
                 .filter(|n| n.kind == NodeKind::File)
                 .flat_map(|n| n.content.iter().copied())
                 .collect();
-            let mut indexed = self.saver.index().contains_each(&wanted).into_iter();
+            let mut indexed = self
+                .saver
+                .index()
+                .contains_each(BlobKind::Data, &wanted)
+                .into_iter();
             for ((_, child, probe), parent_node) in probed.into_iter().zip(parents) {
                 let all_indexed = match parent_node {
                     Some(n) if n.kind == NodeKind::File => {
@@ -572,7 +576,10 @@ impl Archiver<'_> {
             .filter(|n| n.kind == NodeKind::Dir)
             .and_then(|n| n.subtree);
         if let (Some(old), Some(old_id)) = (&parent_tree, old_id) {
-            if self.reuse_trees && old.nodes == tree.nodes && self.saver.known(&old_id) {
+            if self.reuse_trees
+                && old.nodes == tree.nodes
+                && self.saver.known(BlobKind::Tree, &old_id)
+            {
                 return Ok(old_id);
             }
         }
@@ -590,7 +597,7 @@ impl Archiver<'_> {
         let key = self.repo.key();
         let level = self.repo.config().compression;
         let saver = &self.saver;
-        let known = |id: &BlobId| saver.known(id);
+        let known = |id: &BlobId| saver.known(BlobKind::Data, id);
         if let Some(first) = batch.first() {
             self.progress.set_current(&first.path);
         }
@@ -657,7 +664,11 @@ impl Archiver<'_> {
             Some(old)
                 if !self.force
                     && node::unchanged(old, node)
-                    && (indexed || old.content.iter().all(|id| self.saver.known(id))) =>
+                    && (indexed
+                        || old
+                            .content
+                            .iter()
+                            .all(|id| self.saver.known(BlobKind::Data, id))) =>
             {
                 node.content = old.content.clone();
                 self.summary.files_unchanged += 1;
@@ -670,7 +681,10 @@ impl Archiver<'_> {
         };
         if node.links > 1 {
             if let Some(content) = self.hardlinks.get(&(node.device, node.inode)) {
-                if content.iter().all(|id| self.saver.known(id)) {
+                if content
+                    .iter()
+                    .all(|id| self.saver.known(BlobKind::Data, id))
+                {
                     node.content = content.clone();
                     self.count(status);
                     self.progress.done(1, node.size);
@@ -800,7 +814,8 @@ impl Archiver<'_> {
                 .map(|c| {
                     let id = key.blob_id(c.data());
                     let len = c.len();
-                    let payload = (!saver.known(&id)).then(|| format::encode_chunk(c, level));
+                    let payload =
+                        (!saver.known(BlobKind::Data, &id)).then(|| format::encode_chunk(c, level));
                     (id, len, payload)
                 })
                 .collect();

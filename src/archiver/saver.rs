@@ -53,7 +53,9 @@ pub struct SaverStats {
 pub struct Saver {
     repo: Arc<Repository>,
     index: Arc<Index>,
-    pending: HashSet<BlobId>,
+    /// Blobs stored by this run, by kind and id (a data blob and a tree blob with
+    /// the same plaintext are two objects).
+    pending: HashSet<(BlobKind, BlobId)>,
     data: Option<PackBuilder>,
     tree: Option<PackBuilder>,
     tx: Option<SyncSender<PackBuilder>>,
@@ -129,8 +131,8 @@ impl Saver {
     }
 
     /// Whether the repository has the blob, or this run already stored it.
-    pub fn known(&self, id: &BlobId) -> bool {
-        self.index.contains(id) || self.pending.contains(id)
+    pub fn known(&self, kind: BlobKind, id: &BlobId) -> bool {
+        self.index.contains(kind, id) || self.pending.contains(&(kind, *id))
     }
 
     /// Stores an encoded blob (see `format::encode_payload`) unless it is known.
@@ -141,7 +143,7 @@ impl Saver {
         payload: Vec<u8>,
         raw_len: usize,
     ) -> Result<()> {
-        if self.known(&id) {
+        if self.known(kind, &id) {
             return Ok(());
         }
         let raw_len =
@@ -160,7 +162,7 @@ impl Saver {
             }
             None => false,
         };
-        self.pending.insert(id);
+        self.pending.insert((kind, id));
         match kind {
             BlobKind::Data => self.stats.data_blobs_new += 1,
             BlobKind::Tree => self.stats.tree_blobs_new += 1,
@@ -178,7 +180,7 @@ impl Saver {
     pub fn save_tree(&mut self, tree: &mut Tree) -> Result<BlobId> {
         let bytes = tree.encode();
         let id = self.repo.key().blob_id(&bytes);
-        if !self.known(&id) {
+        if !self.known(BlobKind::Tree, &id) {
             let payload = format::encode_payload(&bytes, self.repo.config().compression);
             self.add(BlobKind::Tree, id, payload, bytes.len())?;
         }

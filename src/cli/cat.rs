@@ -15,7 +15,9 @@ enum Kind {
     Config,
     Snapshot,
     Index,
+    /// A tree blob, as JSON (by id, or SNAPSHOT[:PATH])
     Tree,
+    /// A data blob's raw bytes (file contents)
     Blob,
     Pack,
     Key,
@@ -87,7 +89,7 @@ pub fn run(g: &GlobalArgs, a: CatArgs) -> Result<ExitCode> {
         Kind::Blob => {
             let id = BlobId::from_hex(&need_id()?)?;
             let index = repo.load_index()?;
-            let data = repo.read_blob(&index, &id)?;
+            let data = repo.read_blob(&index, cairn::pack::BlobKind::Data, &id)?;
             std::io::stdout().lock().write_all(&data)?;
         }
         Kind::Pack => {

@@ -6,6 +6,7 @@ mod dedup;
 mod errors;
 mod fixture;
 mod health;
+mod hostile;
 mod keys;
 mod roundtrip;
 mod vectors;

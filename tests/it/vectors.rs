@@ -470,14 +470,19 @@ fn fixture_read_by_the_spec_alone() {
     assert_eq!(snap.paths.len(), 1);
     let index: SpecIndex = rmp_serde::from_slice(&sealed_file("index", 4)).unwrap();
 
-    // A blob: find it in the index, read its pack, check the pack against its own
-    // header, open the blob and check its keyed hash.
+    // A blob: find it in the index by (kind, id) (§12), read its pack, check the
+    // pack against its own header, open the blob and check its keyed hash.
     let id_key: [u8; 32] = master[32..64].try_into().unwrap();
-    let read_blob = |id: &[u8]| -> (u8, Vec<u8>) {
+    let read_blob = |want: u8, id: &[u8]| -> (u8, Vec<u8>) {
         let (pack, entry) = index
             .packs
             .iter()
-            .find_map(|p| p.blobs.iter().find(|e| &e.1[..] == id).map(|e| (p, e)))
+            .find_map(|p| {
+                p.blobs
+                    .iter()
+                    .find(|e| e.0 == want && &e.1[..] == id)
+                    .map(|e| (p, e))
+            })
             .expect("blob in index");
         let hexname = hex::encode(&pack.id);
         let path = std::path::Path::new(FIXTURE)
@@ -511,7 +516,7 @@ fn fixture_read_by_the_spec_alone() {
     };
 
     // Walk from the snapshot's root tree to a file and a symlink.
-    let (kind, root) = read_blob(&snap.tree);
+    let (kind, root) = read_blob(1, &snap.tree);
     assert_eq!(kind, 1, "the root is a tree blob");
     let root: SpecTree = rmp_serde::from_slice(&root).unwrap();
     let names: Vec<&[u8]> = root.nodes.iter().map(|n| &n.name[..]).collect();
@@ -523,7 +528,7 @@ fn fixture_read_by_the_spec_alone() {
     while !top.nodes.iter().any(|n| n.name == b"hello.txt") {
         assert_eq!(top.nodes.len(), 1, "one backed-up path");
         assert_eq!(top.nodes[0].kind, "dir");
-        let (kind, next) = read_blob(top.nodes[0].subtree.as_ref().unwrap());
+        let (kind, next) = read_blob(1, top.nodes[0].subtree.as_ref().unwrap());
         assert_eq!(kind, 1);
         top = rmp_serde::from_slice(&next).unwrap();
     }
@@ -533,7 +538,7 @@ fn fixture_read_by_the_spec_alone() {
     let content: Vec<u8> = hello
         .content
         .iter()
-        .flat_map(|id| read_blob(id).1)
+        .flat_map(|id| read_blob(0, id).1)
         .collect();
     assert_eq!(content, b"hello, cairn v1\n");
     let link = top.nodes.iter().find(|n| n.name == b"link").unwrap();
@@ -542,7 +547,7 @@ fn fixture_read_by_the_spec_alone() {
     let log = top.nodes.iter().find(|n| n.name == b"train.log").unwrap();
     assert_eq!(log.mode, 0o640);
     let sub = top.nodes.iter().find(|n| n.name == b"sub").unwrap();
-    let (_, sub) = read_blob(sub.subtree.as_ref().unwrap());
+    let (_, sub) = read_blob(1, sub.subtree.as_ref().unwrap());
     let sub: SpecTree = rmp_serde::from_slice(&sub).unwrap();
     assert!(sub.nodes.iter().any(|n| n.name == b"caf\xe9.txt"));
 }
