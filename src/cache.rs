@@ -68,7 +68,7 @@ impl Cache {
     }
 
     fn path(&self, t: FileType, name: &str) -> Option<PathBuf> {
-        let valid = name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit());
+        let valid = crate::id::is_file_name(name);
         Some(self.dir.join(kind_dir(t)?).join(name)).filter(|_| valid)
     }
 

@@ -168,7 +168,7 @@ fn check_keys(repo: &Repository, r: &Reporter, summary: &mut CheckSummary) -> Re
     for e in repo.backend().list(FileType::Key)? {
         summary.keys += 1;
         let what = format!("key {}", e.name);
-        let Ok(id) = KeyId::from_hex(&e.name) else {
+        let Ok(id) = KeyId::from_name(&e.name) else {
             r.note(what, "unexpected file name in keys/".into());
             continue;
         };
@@ -195,7 +195,7 @@ fn check_index_files(
     let mut copies: HashMap<(BlobKind, BlobId), u32> = HashMap::new();
     let mut duplicates = 0u64;
     for e in repo.backend().list(FileType::Index)? {
-        let Ok(id) = IndexId::from_hex(&e.name) else {
+        let Ok(id) = IndexId::from_name(&e.name) else {
             r.note(
                 format!("index {}", e.name),
                 "unexpected file name in index/".into(),
@@ -264,7 +264,7 @@ fn check_packs_exist(
 ) -> Result<HashMap<PackId, u64>> {
     let mut stored = HashMap::new();
     for e in repo.backend().list(FileType::Pack)? {
-        match PackId::from_hex(&e.name) {
+        match PackId::from_name(&e.name) {
             Ok(id) => {
                 stored.insert(id, e.size);
             }
@@ -319,7 +319,7 @@ fn check_snapshots(
     let mut visited_trees: HashSet<BlobId> = HashSet::new();
     let mut data_blobs: HashSet<BlobId> = HashSet::new();
     for e in repo.backend().list(FileType::Snapshot)? {
-        let Ok(id) = SnapshotId::from_hex(&e.name) else {
+        let Ok(id) = SnapshotId::from_name(&e.name) else {
             r.note(
                 format!("file snapshots/{}", e.name),
                 "unexpected file name in snapshots/".into(),

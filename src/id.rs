@@ -38,6 +38,20 @@ macro_rules! id_type {
                 hex::encode(&self.0[..4])
             }
 
+            /// Parses a stored file's name: exactly 64 *lowercase* hex digits.
+            /// Any other name, uppercase hex included, is not a cairn file
+            /// (format-spec/README.md §2) and must be ignored, not read.
+            pub fn from_name(s: &str) -> Result<Self> {
+                if !is_file_name(s) {
+                    return Err(Error::invalid(format!(
+                        "{:?} is not the name of a stored {} file (64 lowercase hex digits)",
+                        s, $what
+                    )));
+                }
+                Self::from_hex(s)
+            }
+
+            /// Parses an id given by a user: 64 hex digits, either case.
             pub fn from_hex(s: &str) -> Result<Self> {
                 let mut out = [0u8; 32];
                 hex::decode_to_slice(s, &mut out).map_err(|_| {
@@ -64,6 +78,11 @@ macro_rules! id_type {
             }
         }
     };
+}
+
+/// Whether `s` can be a stored file's name: exactly 64 lowercase hex digits.
+pub fn is_file_name(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 id_type!(
@@ -148,6 +167,22 @@ mod tests {
         assert_eq!(BlobId::from_hex(&id.to_hex()).unwrap(), id);
         assert!(BlobId::from_hex("abc").is_err());
         assert!(BlobId::from_hex(&"zz".repeat(32)).is_err());
+    }
+
+    /// Stored names are lowercase only: an uppercase copy is not a cairn file.
+    #[test]
+    fn file_names_are_lowercase_hex_only() {
+        let lower = "ab".repeat(32);
+        assert_eq!(PackId::from_name(&lower).unwrap(), PackId([0xab; 32]));
+        assert!(PackId::from_name(&lower.to_uppercase()).is_err());
+        assert!(PackId::from_name(&"ab".repeat(31)).is_err());
+        assert!(PackId::from_name(&format!("{lower}0")).is_err());
+        assert!(PackId::from_name(&format!(".tmp-{}", &lower[5..])).is_err());
+        // Users may type either case.
+        assert_eq!(
+            PackId::from_hex(&lower.to_uppercase()).unwrap(),
+            PackId([0xab; 32])
+        );
     }
 
     #[test]

@@ -22,6 +22,35 @@ use crate::pack::{BlobKind, PackEntry};
 /// Largest index file accepted.
 pub const INDEX_MAX_LEN: u64 = 1024 * 1024 * 1024;
 
+/// Packs per index file written by prune and repair...
+pub const PACKS_PER_INDEX_FILE: usize = 2000;
+/// ...and blob entries per file (about 45 bytes each encoded), so that no writer
+/// makes an index file near the size readers refuse ([`INDEX_MAX_LEN`]) however
+/// many small blobs its packs hold.
+pub const BLOBS_PER_INDEX_FILE: usize = 1 << 20;
+
+/// Groups packs into index files of at most [`PACKS_PER_INDEX_FILE`] packs and,
+/// unless one pack alone has more, [`BLOBS_PER_INDEX_FILE`] blobs.
+pub fn split_into_files(packs: Vec<IndexPack>) -> Vec<IndexFile> {
+    let mut files = Vec::new();
+    let mut current = IndexFile::default();
+    let mut blobs = 0;
+    for p in packs {
+        let full = current.packs.len() >= PACKS_PER_INDEX_FILE
+            || blobs + p.blobs.len() > BLOBS_PER_INDEX_FILE;
+        if full && !current.packs.is_empty() {
+            files.push(std::mem::take(&mut current));
+            blobs = 0;
+        }
+        blobs += p.blobs.len();
+        current.packs.push(p);
+    }
+    if !current.packs.is_empty() {
+        files.push(current);
+    }
+    files
+}
+
 /// What one index file stores: packs and the blobs each holds.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IndexFile {
@@ -493,6 +522,53 @@ mod tests {
                 vec![true, true]
             );
         }
+    }
+
+    #[test]
+    fn index_files_are_split_by_packs_and_by_blobs() {
+        let pack = |i: usize, n: usize| IndexPack {
+            id: PackId([i as u8; 32]),
+            size: 1 << 20,
+            blobs: vec![
+                PackEntry {
+                    kind: BlobKind::Tree,
+                    id: BlobId([1; 32]),
+                    offset: 42,
+                    length: 40,
+                    raw_length: 8,
+                };
+                n
+            ],
+        };
+        let many_small: Vec<IndexPack> = (0..2 * PACKS_PER_INDEX_FILE + 1)
+            .map(|i| pack(i, 1))
+            .collect();
+        let files = split_into_files(many_small);
+        assert_eq!(
+            files.iter().map(|f| f.packs.len()).collect::<Vec<_>>(),
+            [2000, 2000, 1]
+        );
+        let crowded = vec![
+            pack(1, BLOBS_PER_INDEX_FILE / 2),
+            pack(2, BLOBS_PER_INDEX_FILE / 2 + 1),
+            pack(3, BLOBS_PER_INDEX_FILE + 5),
+            pack(4, 1),
+        ];
+        let files = split_into_files(crowded);
+        let shape: Vec<Vec<usize>> = files
+            .iter()
+            .map(|f| f.packs.iter().map(|p| p.blobs.len()).collect())
+            .collect();
+        assert_eq!(
+            shape,
+            [
+                vec![BLOBS_PER_INDEX_FILE / 2],
+                vec![BLOBS_PER_INDEX_FILE / 2 + 1],
+                vec![BLOBS_PER_INDEX_FILE + 5],
+                vec![1]
+            ]
+        );
+        assert!(split_into_files(Vec::new()).is_empty());
     }
 
     #[test]

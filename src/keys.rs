@@ -40,7 +40,7 @@ pub fn key_ids(backend: &dyn Backend) -> Result<Vec<KeyId>> {
     Ok(backend
         .list(FileType::Key)?
         .iter()
-        .filter_map(|e| KeyId::from_hex(&e.name).ok())
+        .filter_map(|e| KeyId::from_name(&e.name).ok())
         .collect())
 }
 

@@ -21,13 +21,10 @@ use serde::Serialize;
 use crate::backend::FileType;
 use crate::error::{Error, Result};
 use crate::id::{BlobId, IndexId, PackId, SnapshotId};
-use crate::index::{Index, IndexFile, IndexPack};
+use crate::index::{Index, IndexPack};
 use crate::pack::{self, BlobKind, PackBuilder, PackEntry};
 use crate::repository::Repository;
 use crate::tree::NodeKind;
-
-/// Packs per index file written by prune and repair.
-pub const PACKS_PER_INDEX_FILE: usize = 2000;
 
 #[derive(Clone, Debug)]
 pub struct PruneOptions {
@@ -172,10 +169,10 @@ pub fn prune(
         .collect();
     all.extend(new_packs);
     lock.still_valid()?;
-    for chunk in all.chunks(PACKS_PER_INDEX_FILE) {
-        repo.save_index(&IndexFile {
-            packs: chunk.to_vec(),
-        })?;
+    let files = crate::index::split_into_files(all);
+    let written = files.len();
+    for f in &files {
+        repo.save_index(f)?;
     }
     // 3. Old index files.
     for id in &plan.index_files {
@@ -196,7 +193,7 @@ pub fn prune(
         s.packs_deleted + s.packs_unindexed_deleted,
         s.packs_repacked,
         s.packs_written,
-        all.len().div_ceil(PACKS_PER_INDEX_FILE)
+        written
     ));
     Ok(s)
 }
@@ -221,7 +218,7 @@ fn make_plan(
 ) -> Result<Plan> {
     let mut packs: BTreeMap<PackId, (u64, Vec<PackEntry>)> = BTreeMap::new();
     let mut index = crate::index::IndexBuilder::new();
-    let index_files = repo.list_ids(FileType::Index, IndexId::from_hex)?;
+    let index_files = repo.list_ids(FileType::Index, IndexId::from_name)?;
     for id in &index_files {
         let f = repo.load_index_file(id).map_err(|e| {
             Error::invalid(format!(
@@ -237,7 +234,7 @@ fn make_plan(
         .backend()
         .list(FileType::Pack)?
         .into_iter()
-        .filter_map(|e| PackId::from_hex(&e.name).ok().map(|id| (id, e.size)))
+        .filter_map(|e| PackId::from_name(&e.name).ok().map(|id| (id, e.size)))
         .collect();
     s.packs_before = stored.len() as u64;
     s.bytes_before = stored.values().sum();
@@ -362,7 +359,7 @@ fn used_blobs(
             .get(kind, id)
             .is_some_and(|(p, _)| stored.contains_key(&p))
     };
-    for sid in repo.list_ids(FileType::Snapshot, SnapshotId::from_hex)? {
+    for sid in repo.list_ids(FileType::Snapshot, SnapshotId::from_name)? {
         s.snapshots += 1;
         let snap = repo.load_snapshot(&sid)?;
         let mut stack = vec![snap.tree];

@@ -16,11 +16,10 @@ use serde::Serialize;
 
 use crate::archiver::saver::Saver;
 use crate::backend::FileType;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::id::{BlobId, IndexId, PackId};
-use crate::index::{Index, IndexFile, IndexPack};
+use crate::index::{Index, IndexPack};
 use crate::pack::{self, BlobKind};
-use crate::prune::PACKS_PER_INDEX_FILE;
 use crate::repository::Repository;
 use crate::snapshot::SourceProblem;
 use crate::tree::{NodeKind, Tree};
@@ -40,9 +39,9 @@ pub fn repair_index(
     dry_run: bool,
     report: &dyn Fn(&str),
 ) -> Result<RepairIndexSummary> {
-    let _lock = crate::lock::acquire(repo, true)?;
+    let lock = crate::lock::acquire(repo, true)?;
     let mut s = RepairIndexSummary::default();
-    let old_files = repo.list_ids(FileType::Index, IndexId::from_hex)?;
+    let old_files = repo.list_ids(FileType::Index, IndexId::from_name)?;
     let mut known: HashMap<PackId, IndexPack> = HashMap::new();
     for id in &old_files {
         match repo.load_index_file(id) {
@@ -58,7 +57,7 @@ pub fn repair_index(
     }
     let mut packs = Vec::new();
     for e in repo.backend().list(FileType::Pack)? {
-        let Ok(id) = PackId::from_hex(&e.name) else {
+        let Ok(id) = PackId::from_name(&e.name) else {
             continue;
         };
         s.packs += 1;
@@ -90,12 +89,14 @@ pub fn repair_index(
     if dry_run {
         return Ok(s);
     }
-    for chunk in packs.chunks(PACKS_PER_INDEX_FILE) {
-        repo.save_index(&IndexFile {
-            packs: chunk.to_vec(),
-        })?;
+    // Commit points (format-spec §15): stop rather than write or delete if
+    // others may already take this lock for stale.
+    lock.still_valid()?;
+    for f in crate::index::split_into_files(packs) {
+        repo.save_index(&f)?;
         s.index_files_written += 1;
     }
+    lock.still_valid()?;
     for id in &old_files {
         repo.backend().remove(FileType::Index, &id.to_hex())?;
         s.index_files_removed += 1;
@@ -214,18 +215,24 @@ pub fn repair_snapshots(
     forget_damaged: bool,
     report: &dyn Fn(&str),
 ) -> Result<RepairSnapshotsSummary> {
-    let _lock = crate::lock::acquire(repo, true)?;
+    let lock = crate::lock::acquire(repo, true)?;
     // Only packs that exist: a blob in a missing pack is lost, and must not count
     // as present when the saver deduplicates repaired trees either.
     let stored: HashSet<PackId> = repo
         .backend()
         .list(FileType::Pack)?
         .into_iter()
-        .filter_map(|e| PackId::from_hex(&e.name).ok())
+        .filter_map(|e| PackId::from_name(&e.name).ok())
         .collect();
     let mut index = crate::index::IndexBuilder::new();
-    for id in repo.list_ids(FileType::Index, IndexId::from_hex)? {
-        let mut f = repo.load_index_file(&id)?;
+    for id in repo.list_ids(FileType::Index, IndexId::from_name)? {
+        // Blobs only an unreadable index file lists would look lost, and their
+        // files would be dropped: refuse instead.
+        let mut f = repo.load_index_file(&id).map_err(|e| {
+            Error::invalid(format!(
+                "{e}; repair snapshots needs every index file — run `cairn repair index` first"
+            ))
+        })?;
         f.packs.retain(|p| stored.contains(&p.id));
         index.add_file(&f);
     }
@@ -277,6 +284,8 @@ pub fn repair_snapshots(
     }
     // The repaired trees are durable (saver.finish) before any snapshot names them.
     for (old, fixed) in new_snapshots {
+        // A commit point (format-spec §15), checked before each snapshot.
+        lock.still_valid()?;
         let (new_id, _) = repo.save_snapshot(&fixed)?;
         s.snapshots_written += 1;
         report(&format!(

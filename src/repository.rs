@@ -184,8 +184,9 @@ impl Repository {
         Chunker::new(self.config.chunker, self.key.chunker_seed())
     }
 
-    /// Seals `plaintext` (compressed when that helps) and writes it under the hash
-    /// of the stored bytes. Returns that name.
+    /// Seals `plaintext` (compressed at the repository's level when that helps;
+    /// level 0 stores it raw, §6) and writes it under the hash of the stored
+    /// bytes. Returns that name.
     pub fn save_sealed(
         &self,
         file: FileKind,
@@ -193,7 +194,7 @@ impl Repository {
         t: FileType,
         plaintext: &[u8],
     ) -> Result<(String, u64)> {
-        let payload = format::encode_payload(plaintext, 3);
+        let payload = format::encode_payload(plaintext, self.config.compression);
         let bytes = format::seal_file(&self.key, self.repo_id(), file, seal, &payload)?;
         let name = hex::encode(blake3::hash(&bytes).as_bytes());
         self.backend.write(t, &name, &bytes)?;
@@ -238,7 +239,7 @@ impl Repository {
             FileType::Index,
             &format::to_msgpack(f),
         )?;
-        Ok((IndexId::from_hex(&name)?, size))
+        Ok((IndexId::from_name(&name)?, size))
     }
 
     pub fn load_index_file(&self, id: &IndexId) -> Result<IndexFile> {
@@ -254,21 +255,31 @@ impl Repository {
         IndexFile::decode(&plain, &what)
     }
 
+    /// The ids of the stored files of type `t`. Names that are not 64 lowercase
+    /// hex digits are not cairn files and are skipped (`check` notes them).
     pub fn list_ids<T>(&self, t: FileType, parse: fn(&str) -> Result<T>) -> Result<Vec<T>> {
-        self.backend
+        Ok(self
+            .backend
             .list(t)?
             .iter()
+            .filter(|e| crate::id::is_file_name(&e.name))
             .filter_map(|e| parse(&e.name).ok())
-            .map(Ok)
-            .collect()
+            .collect())
     }
 
-    /// Loads every index file into memory.
-    pub fn load_index(&self) -> Result<Index> {
+    /// Loads every index file into memory. An index file that can't be read is
+    /// passed to `unreadable` and left out: its blobs then look absent, so a
+    /// backup stores them again and a restore reports the files that need them,
+    /// while every other file stays usable. Commands that delete data (prune,
+    /// repair) read the index files themselves and refuse instead.
+    pub fn load_index(&self, unreadable: &mut dyn FnMut(&IndexId, &Error)) -> Result<Index> {
         let mut index = crate::index::IndexBuilder::new();
-        let ids = self.list_ids(FileType::Index, IndexId::from_hex)?;
+        let ids = self.list_ids(FileType::Index, IndexId::from_name)?;
         for id in &ids {
-            index.add_file(&self.load_index_file(id)?);
+            match self.load_index_file(id) {
+                Ok(f) => index.add_file(&f),
+                Err(e) => unreadable(id, &e),
+            }
         }
         let index = index.build();
         if let Some(c) = &self.cache {
@@ -288,7 +299,7 @@ impl Repository {
             FileType::Snapshot,
             &format::to_msgpack(s),
         )?;
-        Ok((SnapshotId::from_hex(&name)?, size))
+        Ok((SnapshotId::from_name(&name)?, size))
     }
 
     pub fn load_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
@@ -319,7 +330,7 @@ impl Repository {
     pub fn list_snapshots_lenient(&self) -> Result<Snapshots> {
         let mut out = Vec::new();
         let mut bad = Vec::new();
-        let ids = self.list_ids(FileType::Snapshot, SnapshotId::from_hex)?;
+        let ids = self.list_ids(FileType::Snapshot, SnapshotId::from_name)?;
         if let Some(c) = &self.cache {
             c.retain(
                 FileType::Snapshot,

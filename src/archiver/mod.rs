@@ -96,7 +96,17 @@ pub fn backup(
 ) -> Result<BackupResult> {
     let lock = crate::lock::acquire(repo, false)?;
     let started = snapshot::now_rfc3339();
-    let index = Arc::new(repo.load_index()?);
+    // An unreadable index file only costs storing its blobs again: say so and
+    // go on, rather than refusing every backup until it is repaired.
+    let index = Arc::new(repo.load_index(&mut |id, e| {
+        report(Event::Warning(&SourceProblem {
+            path: format!("index {id}"),
+            error: format!(
+                "unreadable, left out ({e}); blobs only it lists are stored again. \
+                 `cairn check` reports it, `cairn repair index` rebuilds it"
+            ),
+        }))
+    })?);
     let host = opts.host.clone().unwrap_or_else(snapshot::hostname);
     let excludes = Excludes::new(&opts.excludes)?;
 
@@ -146,8 +156,8 @@ pub fn backup(
         names: NameCache::default(),
         hardlinks: HashMap::new(),
         summary: Summary::default(),
-        errors: Vec::new(),
-        warnings: Vec::new(),
+        errors: Recorded::default(),
+        warnings: Recorded::default(),
         repo_root: repo_local_root(repo),
     };
 
@@ -209,8 +219,8 @@ pub fn backup(
         excludes: a.excludes.patterns().to_vec(),
         program_version: program_version(),
         summary,
-        errors: a.errors,
-        warnings: a.warnings,
+        errors: a.errors.into_list("errors"),
+        warnings: a.warnings.into_list("warnings"),
     };
     if interrupt.load(Ordering::Relaxed) {
         return Err(Error::Interrupted);
@@ -261,6 +271,42 @@ fn repo_local_root(repo: &Repository) -> Option<PathBuf> {
     std::fs::canonicalize(repo.backend().location()).ok()
 }
 
+/// Problems recorded in a snapshot, each list at most this long: a backup with
+/// millions of unreadable files must still write a snapshot within the size
+/// readers accept (format-spec §17). Every problem is reported as it happens.
+const MAX_RECORDED: usize = 100_000;
+
+/// A snapshot's error or warning list, and how many did not fit.
+#[derive(Default)]
+struct Recorded {
+    list: Vec<SourceProblem>,
+    dropped: u64,
+}
+
+impl Recorded {
+    fn push(&mut self, p: SourceProblem) {
+        if self.list.len() < MAX_RECORDED {
+            self.list.push(p);
+        } else {
+            self.dropped += 1;
+        }
+    }
+
+    fn into_list(mut self, what: &str) -> Vec<SourceProblem> {
+        if self.dropped > 0 {
+            self.list.push(SourceProblem {
+                path: String::new(),
+                error: format!(
+                    "{} more {what} were reported during the backup but not recorded here, \
+                     to keep the snapshot within its size limit",
+                    self.dropped
+                ),
+            });
+        }
+        self.list
+    }
+}
+
 /// The directories above the backed-up paths, down to each path.
 enum Virtual {
     Leaf(PathBuf),
@@ -282,8 +328,8 @@ struct Archiver<'a> {
     /// (device, inode) → content, for files with several links seen in this run.
     hardlinks: HashMap<(u64, u64), Vec<BlobId>>,
     summary: Summary,
-    errors: Vec<SourceProblem>,
-    warnings: Vec<SourceProblem>,
+    errors: Recorded,
+    warnings: Recorded,
     repo_root: Option<PathBuf>,
 }
 
@@ -583,7 +629,10 @@ impl Archiver<'_> {
                 return Ok(old_id);
             }
         }
-        self.saver.save_tree(&mut tree)
+        self.saver.save_tree(&mut tree).map_err(|e| match e {
+            Error::Invalid(m) => Error::invalid(format!("{}: {m}", path.display())),
+            other => other,
+        })
     }
 
     /// Reads a batch of small files in parallel, then stores their chunks and adds
@@ -1137,5 +1186,32 @@ fn insert_virtual(map: &mut BTreeMap<Vec<u8>, Virtual>, comps: &[Vec<u8>], full:
         .or_insert_with(|| Virtual::Dir(BTreeMap::new()));
     if let Virtual::Dir(sub) = entry {
         insert_virtual(sub, rest, full);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A snapshot records at most MAX_RECORDED problems of each kind, then one
+    /// entry that counts the rest, so it stays within the size readers accept.
+    #[test]
+    fn recorded_problems_are_capped_and_the_rest_counted() {
+        let mut r = Recorded::default();
+        for i in 0..MAX_RECORDED + 5 {
+            r.push(SourceProblem {
+                path: format!("/f{i}"),
+                error: "unreadable".into(),
+            });
+        }
+        let list = r.into_list("errors");
+        assert_eq!(list.len(), MAX_RECORDED + 1);
+        assert_eq!(
+            list[MAX_RECORDED - 1].path,
+            format!("/f{}", MAX_RECORDED - 1)
+        );
+        assert!(list[MAX_RECORDED].error.starts_with("5 more errors"));
+        let few = Recorded::default().into_list("warnings");
+        assert!(few.is_empty());
     }
 }

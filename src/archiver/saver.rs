@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::format;
 use crate::id::{BlobId, IndexId};
 use crate::index::{Index, IndexFile, IndexPack};
-use crate::pack::{BlobKind, PackBuilder};
+use crate::pack::{BlobKind, MAX_BLOB_LEN, PackBuilder};
 use crate::repository::Repository;
 use crate::tree::Tree;
 
@@ -146,8 +146,18 @@ impl Saver {
         if self.known(kind, &id) {
             return Ok(());
         }
-        let raw_len =
-            u32::try_from(raw_len).map_err(|_| Error::invalid("blob larger than 4 GiB"))?;
+        // Readers refuse an entry over the limit, and with it the whole index file
+        // and pack header that list it (format-spec §17): never write one.
+        let raw_len = u32::try_from(raw_len)
+            .ok()
+            .filter(|&n| n <= MAX_BLOB_LEN)
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "a {} blob of {raw_len} bytes is larger than the {MAX_BLOB_LEN} bytes \
+                     the format allows",
+                    kind.name()
+                ))
+            })?;
         let slot = match kind {
             BlobKind::Data => &mut self.data,
             BlobKind::Tree => &mut self.tree,
@@ -176,9 +186,19 @@ impl Saver {
         self.maybe_write_index()
     }
 
-    /// Encodes a tree, stores it if new, and returns its id.
+    /// Encodes a tree, stores it if new, and returns its id. A tree larger than a
+    /// blob may be (a directory of millions of entries) is an error.
     pub fn save_tree(&mut self, tree: &mut Tree) -> Result<BlobId> {
         let bytes = tree.encode();
+        if bytes.len() > MAX_BLOB_LEN as usize {
+            return Err(Error::invalid(format!(
+                "a directory of {} entries makes a tree of {} bytes, more than the {} bytes \
+                 a tree may have (format-spec §17); split the directory, or exclude part of it",
+                tree.nodes.len(),
+                bytes.len(),
+                MAX_BLOB_LEN
+            )));
+        }
         let id = self.repo.key().blob_id(&bytes);
         if !self.known(BlobKind::Tree, &id) {
             let payload = format::encode_payload(&bytes, self.repo.config().compression);

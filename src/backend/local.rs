@@ -40,7 +40,7 @@ impl LocalBackend {
     fn check_name(t: FileType, name: &str) -> Result<()> {
         let ok = match t {
             FileType::Config => name == "config",
-            _ => name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit()),
+            _ => crate::id::is_file_name(name),
         };
         if ok {
             Ok(())

@@ -66,11 +66,11 @@ pub fn run(g: &GlobalArgs, a: CatArgs) -> Result<ExitCode> {
         }
         Kind::Index => {
             let name = find_file(&repo, FileType::Index, &need_id()?)?;
-            output::print_json(&repo.load_index_file(&IndexId::from_hex(&name)?)?)?;
+            output::print_json(&repo.load_index_file(&IndexId::from_name(&name)?)?)?;
         }
         Kind::Tree => {
             let spec = need_id()?;
-            let index = repo.load_index()?;
+            let index = super::load_index(g, &repo)?;
             let tree = match BlobId::from_hex(&spec) {
                 Ok(id) => repo.load_tree(&index, &id)?,
                 Err(_) => {
@@ -88,13 +88,13 @@ pub fn run(g: &GlobalArgs, a: CatArgs) -> Result<ExitCode> {
         }
         Kind::Blob => {
             let id = BlobId::from_hex(&need_id()?)?;
-            let index = repo.load_index()?;
+            let index = super::load_index(g, &repo)?;
             let data = repo.read_blob(&index, cairn::pack::BlobKind::Data, &id)?;
             std::io::stdout().lock().write_all(&data)?;
         }
         Kind::Pack => {
             let name = find_file(&repo, FileType::Pack, &need_id()?)?;
-            let id = PackId::from_hex(&name)?;
+            let id = PackId::from_name(&name)?;
             let size = repo
                 .backend()
                 .list(FileType::Pack)?
@@ -113,7 +113,7 @@ pub fn run(g: &GlobalArgs, a: CatArgs) -> Result<ExitCode> {
         }
         Kind::Key => {
             let name = find_file(&repo, FileType::Key, &need_id()?)?;
-            let kf = cairn::keys::load_key_file(repo.backend(), &KeyId::from_hex(&name)?)?;
+            let kf = cairn::keys::load_key_file(repo.backend(), &KeyId::from_name(&name)?)?;
             output::print_json(&serde_json::json!({
                 "id": name, "repo_id": kf.repo_id.to_hex(), "created": kf.created,
                 "hostname": kf.hostname, "username": kf.username,
@@ -123,7 +123,7 @@ pub fn run(g: &GlobalArgs, a: CatArgs) -> Result<ExitCode> {
         }
         Kind::Lock => {
             let name = find_file(&repo, FileType::Lock, &need_id()?)?;
-            output::print_json(&cairn::lock::load_lock(&repo, &LockId::from_hex(&name)?)?)?;
+            output::print_json(&cairn::lock::load_lock(&repo, &LockId::from_name(&name)?)?)?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -27,7 +27,7 @@ pub fn run(g: &GlobalArgs, a: LsArgs) -> Result<ExitCode> {
     let repo = open(g)?;
     let sel = cairn::select::resolve(&repo, &a.snapshot, &a.filter.filter()?)?;
     super::warn_skipped(g, &sel.skipped);
-    let index = repo.load_index()?;
+    let index = super::load_index(g, &repo)?;
     let path = a
         .path
         .clone()

@@ -217,6 +217,20 @@ fn open_with(g: &GlobalArgs, cached: bool) -> Result<Arc<Repository>> {
     Ok(Arc::new(repo))
 }
 
+/// The repository's index, leaving out (with a warning) index files that can't be
+/// read: for commands that only read, one damaged index file must not stop them.
+pub fn load_index(g: &GlobalArgs, repo: &Repository) -> Result<cairn::index::Index> {
+    let quiet = g.quiet;
+    Ok(repo.load_index(&mut |id, e| {
+        if !quiet {
+            eprintln!(
+                "warning: index {id} is unreadable and was left out ({e}); blobs only it \
+                 lists look missing. `cairn check` reports it, `cairn repair index` rebuilds it"
+            );
+        }
+    })?)
+}
+
 /// Says which snapshots could not be read while choosing one.
 pub fn warn_skipped(g: &GlobalArgs, skipped: &[(cairn::id::SnapshotId, cairn::Error)]) {
     if g.quiet {

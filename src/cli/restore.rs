@@ -51,7 +51,7 @@ pub fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<ExitCode> {
         bail!("give the path either as SNAPSHOT:PATH or with --path, not both");
     }
     super::warn_skipped(g, &sel.skipped);
-    let index = repo.load_index()?;
+    let index = super::load_index(g, &repo)?;
     let path = a
         .path
         .clone()

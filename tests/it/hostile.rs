@@ -27,7 +27,7 @@ impl Forge {
     pub fn new(env: &Env) -> Self {
         let backend = Arc::new(LocalBackend::new(&env.repo));
         let repo = Arc::new(Repository::open(backend, PASSWORD.as_bytes()).expect("open"));
-        let index = Arc::new(repo.load_index().expect("index"));
+        let index = Arc::new(repo.load_index(&mut |_, _| {}).expect("index"));
         let saver = Saver::new(Arc::clone(&repo), index);
         Self { repo, saver }
     }

@@ -2,6 +2,7 @@
 
 mod cache;
 mod common;
+mod conformance;
 mod dedup;
 mod errors;
 mod fixture;

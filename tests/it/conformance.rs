@@ -1,0 +1,228 @@
+//! Where the code must do what format-spec/README.md says: compression level 0
+//! for every stored file, names that are not cairn files, an unreadable index
+//! file, and the largest blob a writer may store.
+
+use std::fs;
+use std::path::Path;
+use std::sync::Arc;
+
+use cairn::backend::{FileType, LocalBackend};
+use cairn::format::{self, FileKind, SealKind};
+use cairn::pack::{BlobKind, MAX_BLOB_LEN};
+use cairn::repository::Repository;
+
+use crate::common::{self, Env, PASSWORD, stderr};
+
+fn open(env: &Env) -> Arc<Repository> {
+    let backend = Arc::new(LocalBackend::new(&env.repo));
+    Arc::new(Repository::open(backend, PASSWORD.as_bytes()).expect("open"))
+}
+
+/// The payload encoding byte of a sealed file (§6): 0 raw, 1 zstd.
+fn encoding_of(repo: &Repository, kind: FileKind, seal: SealKind, path: &Path) -> u8 {
+    let bytes = fs::read(path).expect("read");
+    let what = || path.display().to_string();
+    let payload =
+        format::open_file(repo.key(), repo.repo_id(), kind, seal, &bytes, &what).expect("open");
+    payload[0]
+}
+
+fn files_in(dir: &Path) -> Vec<std::path::PathBuf> {
+    common::all_files(dir)
+}
+
+/// §6: "Writers ... MUST store encoding 0 when ... the level is 0" — for index,
+/// snapshot and lock files too, not only blobs.
+#[test]
+fn compression_level_0_stores_every_sealed_file_raw() {
+    for (level, want) in [("0", format::PAYLOAD_RAW), ("3", format::PAYLOAD_ZSTD)] {
+        let env = Env::with_repo(&["--compression", level]);
+        let src = env.path("src");
+        fs::create_dir_all(&src).expect("mkdir");
+        let mut rng = common::rng(7);
+        for i in 0..40 {
+            // Many similar entries: an index and a snapshot that zstd does shrink.
+            fs::write(
+                src.join(format!("log-{i:03}.txt")),
+                common::text_bytes(&mut rng, 3000),
+            )
+            .expect("write");
+        }
+        env.ok(&[
+            "backup",
+            src.to_str().expect("utf-8"),
+            "--tag",
+            &"t".repeat(400),
+        ]);
+        let repo = open(&env);
+        let snapshots = files_in(&env.repo.join("snapshots"));
+        let indexes = files_in(&env.repo.join("index"));
+        assert_eq!((snapshots.len(), indexes.len()), (1, 1));
+        assert_eq!(
+            encoding_of(&repo, FileKind::Snapshot, SealKind::Snapshot, &snapshots[0]),
+            want,
+            "snapshot at level {level}"
+        );
+        if level == "0" {
+            // Index entries are mostly random ids; only level 0 is certain.
+            assert_eq!(
+                encoding_of(&repo, FileKind::Index, SealKind::Index, &indexes[0]),
+                want,
+                "index at level {level}"
+            );
+        }
+        let _guard = cairn::lock::acquire(&repo, false).expect("lock");
+        let locks = files_in(&env.repo.join("locks"));
+        assert_eq!(locks.len(), 1);
+        let lock = encoding_of(&repo, FileKind::Lock, SealKind::Lock, &locks[0]);
+        if level == "0" {
+            assert_eq!(lock, format::PAYLOAD_RAW, "lock at level 0");
+        }
+    }
+}
+
+/// §2: names that are not 64 lowercase hex digits are not cairn files. Uppercase
+/// copies and strays in every directory are ignored by every command, noted by
+/// `check`, and left alone by `prune`.
+#[test]
+fn names_that_are_not_lowercase_ids_are_ignored() {
+    let env = Env::with_repo(&[]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).expect("mkdir");
+    fs::write(src.join("a"), "some data").expect("write");
+    let s = src.to_str().expect("utf-8");
+    env.ok(&["backup", s]);
+    // An uppercase name of a file that exists in lowercase, and one that doesn't.
+    let strays = [
+        env.repo.join("index").join("AB".repeat(32)),
+        env.repo.join("snapshots").join("CD".repeat(32)),
+        env.repo.join("keys").join("EF".repeat(32)),
+        env.repo.join("locks").join("0A".repeat(32)),
+        env.repo.join("data/ab").join("AB".repeat(32)),
+    ];
+    for p in &strays {
+        fs::write(p, b"not a cairn file").expect("write");
+    }
+    let snap = files_in(&env.repo.join("snapshots"))
+        .into_iter()
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().bytes().all(|b| !b.is_ascii_uppercase()))
+        })
+        .expect("snapshot");
+    let name = snap
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
+    let upper = env.repo.join("snapshots").join(name.to_uppercase());
+    fs::copy(&snap, &upper).expect("copy");
+
+    env.ok(&["backup", s]);
+    let list: serde_json::Value =
+        serde_json::from_str(&env.ok(&["snapshots", "--json"])).expect("json");
+    assert_eq!(list.as_array().expect("array").len(), 2, "{list}");
+    let check = env.run(&["check"]);
+    assert!(check.status.success(), "{}", stderr(&check));
+    assert!(
+        stderr(&check).contains("unexpected file name"),
+        "{}",
+        stderr(&check)
+    );
+    env.ok(&["forget", "--keep-last", "1", "--prune"]);
+    for p in strays.iter().chain([&upper]) {
+        assert!(p.exists(), "{} was touched", p.display());
+    }
+    env.ok(&["check", "--read-data"]);
+}
+
+/// One damaged index file must not stop backups and restores (they lose only
+/// the deduplication against it), while commands that delete refuse.
+#[test]
+fn an_unreadable_index_file_does_not_stop_backups_or_restores() {
+    let env = Env::with_repo(&[]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).expect("mkdir");
+    let mut rng = common::rng(11);
+    fs::write(src.join("a.bin"), common::random_bytes(&mut rng, 200_000)).expect("write");
+    let s = src.to_str().expect("utf-8");
+    env.ok(&["backup", s]);
+    // Garbage under a valid name (its own hash): it passes the name check and
+    // fails authentication.
+    let garbage = b"\x89CRN\r\n\x1a\n\x01\x04 this is not an index".to_vec();
+    let name = hex::encode(blake3::hash(&garbage).as_bytes());
+    fs::write(env.repo.join("index").join(&name), &garbage).expect("write");
+
+    fs::write(src.join("b.bin"), common::random_bytes(&mut rng, 100_000)).expect("write");
+    let out = env.run(&["backup", s]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("index {name}")) && stderr(&out).contains("unreadable"),
+        "{}",
+        stderr(&out)
+    );
+    let target = env.path("out");
+    let r = env.run(&[
+        "restore",
+        "latest",
+        "--target",
+        target.to_str().expect("utf-8"),
+    ]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    let restored = target.join(src.strip_prefix("/").expect("absolute"));
+    for f in ["a.bin", "b.bin"] {
+        assert_eq!(
+            fs::read(restored.join(f)).expect("restored"),
+            fs::read(src.join(f)).expect("source")
+        );
+    }
+    let check = env.run(&["check"]);
+    assert!(!check.status.success());
+    assert!(stderr(&check).contains(&name), "{}", stderr(&check));
+    let prune = env.run(&["prune"]);
+    assert!(!prune.status.success());
+    assert!(
+        stderr(&prune).contains("repair index"),
+        "{}",
+        stderr(&prune)
+    );
+    let repair = env.run(&["repair", "snapshots"]);
+    assert!(!repair.status.success());
+    assert!(
+        stderr(&repair).contains("repair index"),
+        "{}",
+        stderr(&repair)
+    );
+    env.ok(&["repair", "index"]);
+    env.ok(&["check", "--read-data"]);
+}
+
+/// §17: readers refuse a blob over MAX_BLOB_LEN (and the whole index file that
+/// lists it), so writers must never store one.
+#[test]
+fn writers_refuse_a_blob_larger_than_readers_accept() {
+    let env = Env::with_repo(&[]);
+    let repo = open(&env);
+    let index = Arc::new(repo.load_index(&mut |_, _| {}).expect("index"));
+    let mut saver = cairn::archiver::saver::Saver::new(Arc::clone(&repo), index);
+    let payload = format::encode_payload(b"x", 0);
+    let id = repo.key().blob_id(b"x");
+    for kind in [BlobKind::Data, BlobKind::Tree] {
+        let err = saver
+            .add(kind, id, payload.clone(), MAX_BLOB_LEN as usize + 1)
+            .expect_err("too large");
+        assert!(err.to_string().contains("larger than"), "{err}");
+    }
+    saver
+        .add(BlobKind::Data, id, payload, 1)
+        .expect("a blob within the limit");
+    saver.finish().expect("finish");
+    assert!(
+        repo.backend()
+            .list(FileType::Pack)
+            .expect("list")
+            .iter()
+            .all(|e| e.size < 4096),
+        "nothing but the small blob was written"
+    );
+}
