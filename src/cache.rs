@@ -17,10 +17,12 @@
 use std::collections::HashSet;
 use std::fs;
 use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::backend::FileType;
+use crate::backend::local::{DIR_MODE, FILE_MODE, create_private_dirs};
 use crate::id::RepoId;
 
 pub struct Cache {
@@ -48,21 +50,36 @@ fn kind_dir(t: FileType) -> Option<&'static str> {
     }
 }
 
+/// Creates a file readable and writable by its owner only.
+fn new_private_file(p: &Path) -> std::io::Result<fs::File> {
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(FILE_MODE)
+        .open(p)
+}
+
 impl Cache {
     /// The cache of repository `repo` under `base`, created if needed. `None` when
     /// it can't be created: the cache is an optimisation, never a reason to fail.
     pub fn open(base: &Path, repo: &RepoId) -> Option<Self> {
         let dir = base.join(repo.to_hex());
         for sub in ["index", "snapshots", "tree-packs"] {
-            fs::create_dir_all(dir.join(sub)).ok()?;
+            create_private_dirs(&dir.join(sub)).ok()?;
         }
+        // A cache made by an older cairn may be readable by others: it holds the
+        // repository's (encrypted) index and trees, so make it private too. Only
+        // this repository's directory: the base may be any directory the user
+        // named in CAIRN_CACHE_DIR.
+        let _ = fs::set_permissions(&dir, fs::Permissions::from_mode(DIR_MODE));
         let tag = base.join("CACHEDIR.TAG");
         if !tag.exists() {
             // Marks the directory as a cache for tools that honour CACHEDIR.TAG.
-            let _ = fs::write(
-                &tag,
-                "Signature: 8a477f597d28d172789f06886806bc55\n# cairn's local cache: safe to delete.\n",
-            );
+            let _ = new_private_file(&tag).and_then(|mut f| {
+                f.write_all(
+                    b"Signature: 8a477f597d28d172789f06886806bc55\n# cairn's local cache: safe to delete.\n",
+                )
+            });
         }
         Some(Self { dir })
     }
@@ -115,7 +132,7 @@ impl Cache {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let tmp = p.with_extension(format!("tmp-{}-{n}", std::process::id()));
-        let written = fs::File::create(&tmp).and_then(|mut f| f.write_all(bytes));
+        let written = new_private_file(&tmp).and_then(|mut f| f.write_all(bytes));
         if written.is_err() || fs::rename(&tmp, &p).is_err() {
             let _ = fs::remove_file(&tmp);
         }

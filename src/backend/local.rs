@@ -3,7 +3,7 @@
 use std::cell::RefCell;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -15,6 +15,19 @@ pub struct LocalBackend {
 }
 
 const TMP_PREFIX: &str = ".tmp-";
+
+/// Modes of everything the repository holds, whatever the umask: key files are
+/// offline password-guessing material, and the rest is nobody else's business.
+pub const FILE_MODE: u32 = 0o600;
+pub const DIR_MODE: u32 = 0o700;
+
+/// Creates `dir` and its missing parents with [`DIR_MODE`].
+pub(crate) fn create_private_dirs(dir: &Path) -> io::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(dir)
+}
 
 impl LocalBackend {
     pub fn new(root: impl Into<PathBuf>) -> Self {
@@ -49,6 +62,26 @@ impl LocalBackend {
                 "{name:?} is not a valid name for a {t:?} file"
             )))
         }
+    }
+}
+
+impl LocalBackend {
+    /// The key files and config that users other than the owner may read (left by
+    /// an older cairn, or copied with another umask): each is offline
+    /// password-guessing material, so the CLI warns about them.
+    pub fn exposed_secrets(&self) -> Vec<(PathBuf, u32)> {
+        let mut paths = vec![self.root.join("config")];
+        if let Ok(rd) = fs::read_dir(self.root.join("keys")) {
+            paths.extend(rd.flatten().map(|e| e.path()));
+        }
+        paths
+            .into_iter()
+            .filter_map(|p| {
+                let m = fs::symlink_metadata(&p).ok()?;
+                let mode = m.permissions().mode() & 0o7777;
+                (m.is_file() && mode & 0o077 != 0).then_some((p, mode))
+            })
+            .collect()
     }
 }
 
@@ -92,7 +125,11 @@ fn write_new_file(path: &Path, parts: &[&[u8]]) -> io::Result<File> {
 }
 
 fn write_new_file_with(path: &Path, parts: &[&[u8]], direct: bool) -> io::Result<File> {
-    let f = OpenOptions::new().write(true).create_new(true).open(path)?;
+    let f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(FILE_MODE)
+        .open(path)?;
     if direct && set_direct(&f, true) {
         match write_staged(&f, parts, true) {
             Ok(()) => return Ok(f),
@@ -251,19 +288,21 @@ impl Backend for LocalBackend {
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                fs::create_dir_all(&self.root).at(&self.root)?;
+                create_private_dirs(&self.root).at(&self.root)?;
             }
             Err(e) => return Err(Error::io(&self.root, e)),
         }
+        // An existing empty directory (made by the user, say) gets the same mode,
+        // where the filesystem keeps modes at all (some network mounts don't).
+        let _ = fs::set_permissions(&self.root, fs::Permissions::from_mode(DIR_MODE));
+        let mkdir = |d: PathBuf| fs::DirBuilder::new().mode(DIR_MODE).create(&d).at(&d);
         for t in FileType::all() {
             if t != FileType::Config {
-                let d = self.root.join(t.dir());
-                fs::create_dir(&d).at(&d)?;
+                mkdir(self.root.join(t.dir()))?;
             }
         }
         for i in 0..=255u8 {
-            let d = self.root.join("data").join(hex::encode([i]));
-            fs::create_dir(&d).at(&d)?;
+            mkdir(self.root.join("data").join(hex::encode([i])))?;
         }
         sync_dir(&self.root.join("data"))?;
         sync_dir(&self.root)
@@ -378,7 +417,7 @@ impl Backend for LocalBackend {
         let dest = self.path(t, name);
         let dir = dest.parent().unwrap_or(&self.root).to_path_buf();
         if !dir.is_dir() {
-            fs::create_dir_all(&dir).at(&dir)?;
+            create_private_dirs(&dir).at(&dir)?;
         }
         let rnd: [u8; 8] = crate::crypto::random_array()?;
         let tmp = dir.join(format!("{TMP_PREFIX}{}", hex::encode(rnd)));

@@ -207,6 +207,16 @@ fn open_with(g: &GlobalArgs, cached: bool) -> Result<Arc<Repository>> {
     if !cairn::backend::Backend::is_repository(&*backend)? {
         return Err(cairn::Error::NotARepository(path.display().to_string()).into());
     }
+    if !g.quiet {
+        for (p, mode) in backend.exposed_secrets() {
+            eprintln!(
+                "warning: {} can be read by other users (mode {mode:04o}): with a key file \
+                 anyone can guess the password offline; `chmod 600` it (cairn creates \
+                 repository files 0600 and directories 0700)",
+                p.display()
+            );
+        }
+    }
     let pw = password::get(g, false)?;
     let mut repo = Repository::open(backend, &pw)?;
     if cached {

@@ -226,3 +226,97 @@ fn writers_refuse_a_blob_larger_than_readers_accept() {
         "nothing but the small blob was written"
     );
 }
+
+/// Runs cairn under umask 000, where anything not created with an explicit mode
+/// would be readable (and writable) by everyone.
+fn ok_under_open_umask(env: &Env, args: &[&str]) -> String {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = env.cmd();
+    cmd.args(args);
+    // SAFETY: umask is async-signal-safe and touches nothing but this child.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::umask(0);
+            Ok(())
+        });
+    }
+    let out = cmd.output().expect("run cairn");
+    assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    common::stdout(&out)
+}
+
+/// Modes of every file and directory under `dir`, itself included.
+fn modes_under(dir: &Path) -> Vec<(std::path::PathBuf, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let m = fs::symlink_metadata(&d).expect("stat");
+        out.push((d.clone(), m.permissions().mode() & 0o7777));
+        if m.is_dir() {
+            for e in fs::read_dir(&d).expect("read_dir") {
+                stack.push(e.expect("entry").path());
+            }
+        }
+    }
+    out
+}
+
+/// DESIGN and spec §2: repository files are created 0600 and directories 0700,
+/// whatever the umask, and stay so as the repository is written later; the local
+/// cache too. A key file others can read is warned about.
+#[test]
+fn repository_and_cache_are_private_whatever_the_umask() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).expect("mkdir");
+    fs::write(src.join("a"), "first").expect("write");
+    let s = src.to_str().expect("utf-8");
+    let secret = env.path("secret.key");
+    for args in [
+        &["init", "--kdf-memory", "1024", "--kdf-iterations", "1"][..],
+        &["backup", s],
+        &["key", "add", "--generate", secret.to_str().expect("utf-8")],
+        &["backup", s, "--tag", "second"],
+        &["forget", "--keep-last", "1", "--prune"],
+        &["repair", "index"],
+        &[
+            "restore",
+            "latest",
+            "--target",
+            env.path("out").to_str().expect("utf-8"),
+        ],
+    ] {
+        ok_under_open_umask(&env, args);
+        if args[0] == "backup" {
+            fs::write(src.join("a"), "changed").expect("write");
+        }
+    }
+    let cache = env.path("cache");
+    let mut checked = 0;
+    for (p, mode) in modes_under(&env.repo)
+        .into_iter()
+        .chain(modes_under(&cache).into_iter().filter(|(p, _)| p != &cache))
+    {
+        assert_eq!(mode & 0o077, 0, "{} has mode {mode:04o}", p.display());
+        checked += 1;
+    }
+    assert!(checked > 270, "only {checked} paths checked");
+    assert_eq!(modes_under(&secret)[0].1, 0o600);
+
+    use std::os::unix::fs::PermissionsExt;
+    let key = fs::read_dir(env.repo.join("keys"))
+        .expect("keys")
+        .next()
+        .expect("a key")
+        .expect("entry")
+        .path();
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).expect("chmod");
+    let out = env.run(&["snapshots"]);
+    assert!(out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains(&key.display().to_string()) && err.contains("can be read by other users"),
+        "{err}"
+    );
+}
