@@ -24,7 +24,7 @@ use crate::index::{Index, IndexFile};
 use crate::keyfile::{KEY_FILE_MAX_LEN, KeyFile};
 use crate::pack::{self, BlobKind, PackEntry};
 use crate::repository::{Repository, check_name};
-use crate::tree::{NodeKind, Tree};
+use crate::tree::{MAX_TREE_DEPTH, NodeKind, Tree};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -334,8 +334,10 @@ fn check_snapshots(
                 continue;
             }
         };
-        let mut stack = vec![(snap.tree, "/".to_string())];
-        while let Some((tree_id, path)) = stack.pop() {
+        // (tree, its directory's path, its depth: the root tree is at depth 1).
+        let mut stack = vec![(snap.tree, "/".to_string(), 1usize)];
+        let mut too_deep = false;
+        while let Some((tree_id, path, depth)) = stack.pop() {
             if interrupt.load(Ordering::Relaxed) {
                 return Err(Error::Interrupted);
             }
@@ -360,8 +362,21 @@ fn check_snapshots(
                     format!("{path}/{}", node.name_lossy())
                 };
                 if node.kind == NodeKind::Dir {
-                    if let Some(sub) = node.subtree {
-                        stack.push((sub, child));
+                    match node.subtree {
+                        Some(sub) if depth < MAX_TREE_DEPTH => stack.push((sub, child, depth + 1)),
+                        // Restore and ls refuse such a snapshot: say so once.
+                        Some(sub) if !too_deep => {
+                            too_deep = true;
+                            r.error(
+                                format!("snapshot {}", id.short()),
+                                format!(
+                                    "{}; restore and ls refuse it, `cairn repair snapshots` \
+                                     drops what lies too deep",
+                                    crate::walk::too_deep(&sub, std::path::Path::new(&child))
+                                ),
+                            );
+                        }
+                        _ => {}
                     }
                     continue;
                 }

@@ -22,7 +22,7 @@ use crate::index::{Index, IndexPack};
 use crate::pack::{self, BlobKind};
 use crate::repository::Repository;
 use crate::snapshot::SourceProblem;
-use crate::tree::{NodeKind, Tree};
+use crate::tree::{MAX_TREE_DEPTH, Node, NodeKind, Tree};
 
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct RepairIndexSummary {
@@ -113,12 +113,41 @@ pub struct RepairSnapshotsSummary {
     pub entries_dropped: u64,
 }
 
+/// Entries dropped under a tree: (path relative to it, why).
+type Dropped = Vec<(String, String)>;
+
+/// A tree rewritten: its new id, what was dropped under it, and how many levels
+/// of trees it spans (1 for a tree without subdirectories).
+#[derive(Clone)]
+struct Rewritten {
+    id: BlobId,
+    dropped: Dropped,
+    height: usize,
+    /// Something was dropped for nesting too deep: the result depends on where
+    /// the tree sits, so it is not reused elsewhere.
+    cut: bool,
+}
+
+/// One tree being rewritten: its nodes still to go, and what is decided so far.
+struct Frame {
+    id: BlobId,
+    depth: usize,
+    nodes: std::vec::IntoIter<Node>,
+    kept: Vec<Node>,
+    dropped: Dropped,
+    changed: bool,
+    height: usize,
+    cut: bool,
+    /// The directory node waiting for its subtree's rewrite.
+    waiting: Option<Node>,
+}
+
 struct Rewriter<'a> {
     repo: &'a Repository,
     index: &'a Index,
     saver: Option<Saver>,
-    /// Old tree id → new tree id and what was dropped beneath it (relative paths).
-    memo: HashMap<BlobId, (BlobId, Vec<(String, String)>)>,
+    /// Old tree id → its rewrite, wherever it sits no deeper than allows.
+    memo: HashMap<BlobId, Rewritten>,
 }
 
 impl Rewriter<'_> {
@@ -126,74 +155,146 @@ impl Rewriter<'_> {
         self.index.contains(kind, id)
     }
 
-    /// The repaired version of tree `id`, and the entries dropped under it.
-    fn rewrite(&mut self, id: BlobId) -> Result<(BlobId, Vec<(String, String)>)> {
-        if let Some(done) = self.memo.get(&id) {
-            return Ok(done.clone());
-        }
-        let mut tree = match self
-            .present(BlobKind::Tree, &id)
-            .then(|| self.repo.load_tree(self.index, &id))
-        {
-            Some(Ok(t)) => t,
-            Some(Err(e)) => {
-                return Ok((
-                    self.empty_tree()?,
-                    vec![(String::new(), format!("directory tree unreadable: {e}"))],
-                ));
+    /// The repaired version of the tree `root`. Iterative, with an explicit stack
+    /// of frames: a forged snapshot may nest directories far deeper than any call
+    /// stack would take. Directories below [`MAX_TREE_DEPTH`] are dropped (and
+    /// recorded), so that the repaired snapshot can be restored.
+    fn rewrite(&mut self, root: BlobId) -> Result<(BlobId, Dropped)> {
+        let mut stack: Vec<Frame> = Vec::new();
+        let mut done = self.enter(root, 1, &mut stack)?;
+        loop {
+            if let Some(sub) = done.take() {
+                let Some(parent) = stack.last_mut() else {
+                    return Ok((sub.id, sub.dropped));
+                };
+                let Some(mut node) = parent.waiting.take() else {
+                    continue;
+                };
+                let name = node.name_lossy();
+                for (p, why) in sub.dropped {
+                    let at = if p.is_empty() {
+                        name.clone()
+                    } else {
+                        format!("{name}/{p}")
+                    };
+                    parent.dropped.push((at, why));
+                }
+                if node.subtree != Some(sub.id) {
+                    node.subtree = Some(sub.id);
+                    parent.changed = true;
+                }
+                parent.height = parent.height.max(sub.height + 1);
+                parent.cut |= sub.cut;
+                parent.kept.push(node);
+                continue;
             }
-            None => {
-                return Ok((
-                    self.empty_tree()?,
-                    vec![(String::new(), "directory tree missing".into())],
-                ));
-            }
-        };
-        let mut dropped = Vec::new();
-        let mut changed = false;
-        let mut kept = Vec::with_capacity(tree.nodes.len());
-        for mut node in std::mem::take(&mut tree.nodes) {
-            let name = node.name_lossy();
-            if node.kind == NodeKind::Dir {
-                if let Some(sub) = node.subtree {
-                    let (new, below) = self.rewrite(sub)?;
-                    for (p, why) in below {
-                        dropped.push((
-                            if p.is_empty() {
-                                name.clone()
-                            } else {
-                                format!("{name}/{p}")
-                            },
-                            why,
+            let Some(frame) = stack.last_mut() else {
+                return Err(Error::invalid("repair: tree rewrite lost its place"));
+            };
+            let Some(node) = frame.nodes.next() else {
+                if let Some(f) = stack.pop() {
+                    done = Some(self.finish(f)?);
+                }
+                continue;
+            };
+            match (node.kind, node.subtree) {
+                (NodeKind::Dir, Some(_)) if frame.depth >= MAX_TREE_DEPTH => {
+                    frame.dropped.push((
+                        node.name_lossy(),
+                        format!("directories nest more than {MAX_TREE_DEPTH} levels deep"),
+                    ));
+                    frame.changed = true;
+                    frame.cut = true;
+                }
+                (NodeKind::Dir, Some(sub)) => {
+                    let depth = frame.depth + 1;
+                    frame.waiting = Some(node);
+                    done = self.enter(sub, depth, &mut stack)?;
+                }
+                _ => {
+                    let lost = node
+                        .content
+                        .iter()
+                        .filter(|b| !self.present(BlobKind::Data, b))
+                        .count();
+                    if lost > 0 {
+                        frame.dropped.push((
+                            node.name_lossy(),
+                            format!("{lost} of {} data blobs lost", node.content.len()),
                         ));
-                    }
-                    if new != sub {
-                        node.subtree = Some(new);
-                        changed = true;
+                        frame.changed = true;
+                    } else {
+                        frame.kept.push(node);
                     }
                 }
-                kept.push(node);
-                continue;
             }
-            let lost = node
-                .content
-                .iter()
-                .filter(|b| !self.present(BlobKind::Data, b))
-                .count();
-            if lost > 0 {
-                dropped.push((
-                    name,
-                    format!("{lost} of {} data blobs lost", node.content.len()),
-                ));
-                changed = true;
-                continue;
-            }
-            kept.push(node);
         }
-        tree.nodes = kept;
-        let new_id = if changed { self.save(&mut tree)? } else { id };
-        self.memo.insert(id, (new_id, dropped.clone()));
-        Ok((new_id, dropped))
+    }
+
+    /// Starts on tree `id` at `depth`: its rewrite at once if it is known, missing
+    /// or unreadable; otherwise a new frame on `stack` and `None`.
+    fn enter(
+        &mut self,
+        id: BlobId,
+        depth: usize,
+        stack: &mut Vec<Frame>,
+    ) -> Result<Option<Rewritten>> {
+        if let Some(known) = self.memo.get(&id) {
+            if depth + known.height - 1 <= MAX_TREE_DEPTH {
+                return Ok(Some(known.clone()));
+            }
+        }
+        let lost = |why: String, id| Rewritten {
+            id,
+            dropped: vec![(String::new(), why)],
+            height: 1,
+            cut: false,
+        };
+        if !self.present(BlobKind::Tree, &id) {
+            return Ok(Some(lost(
+                "directory tree missing".into(),
+                self.empty_tree()?,
+            )));
+        }
+        match self.repo.load_tree(self.index, &id) {
+            Ok(tree) => {
+                stack.push(Frame {
+                    id,
+                    depth,
+                    kept: Vec::with_capacity(tree.nodes.len()),
+                    nodes: tree.nodes.into_iter(),
+                    dropped: Vec::new(),
+                    changed: false,
+                    height: 1,
+                    cut: false,
+                    waiting: None,
+                });
+                Ok(None)
+            }
+            Err(e) => Ok(Some(lost(
+                format!("directory tree unreadable: {e}"),
+                self.empty_tree()?,
+            ))),
+        }
+    }
+
+    /// Saves a finished frame's tree if anything in it changed.
+    fn finish(&mut self, f: Frame) -> Result<Rewritten> {
+        let id = if f.changed {
+            self.save(&mut Tree { nodes: f.kept })?
+        } else {
+            f.id
+        };
+        let done = Rewritten {
+            id,
+            dropped: f.dropped,
+            height: f.height,
+            cut: f.cut,
+        };
+        if !done.cut {
+            self.memo.insert(f.id, done.clone());
+        }
+        Ok(done)
     }
 
     fn empty_tree(&mut self) -> Result<BlobId> {

@@ -35,6 +35,9 @@ use crate::repository::Repository;
 use crate::tree::{Node, NodeKind};
 use crate::walk::{self, Selection};
 
+/// The longest path the system can create, terminating NUL included.
+const PATH_LIMIT: usize = libc::PATH_MAX as usize;
+
 /// Holes are detected and skipped at this granularity (the usual filesystem block).
 const SPARSE_BLOCK: usize = 4096;
 static ZEROS: [u8; SPARSE_BLOCK] = [0; SPARSE_BLOCK];
@@ -120,6 +123,16 @@ pub fn restore(
                 let included = opts.includes.is_empty() || inherited || includes.is_excluded(p);
                 let rel = p.strip_prefix(path).unwrap_or(p);
                 let dest = target.join(rel);
+                if dest.as_os_str().len() >= PATH_LIMIT {
+                    // Nothing at or below it can be created: one error, not one per
+                    // entry, and no paths that grow with a forged tree's depth.
+                    let shown: String = dest.to_string_lossy().chars().take(200).collect();
+                    state.error(format!(
+                        "{shown}…: not restored, nor anything under it: the path is longer \
+                         than the {PATH_LIMIT} bytes the system allows"
+                    ));
+                    return Ok(false);
+                }
                 if node.kind == NodeKind::Dir {
                     stack.push((p.to_path_buf(), included));
                     if included {

@@ -121,6 +121,12 @@ pub struct Tree {
     pub nodes: Vec<Node>,
 }
 
+/// How deep directories may nest below a snapshot's root tree (format-spec §17).
+/// Readers refuse to go deeper; a backup records a deeper directory as an error.
+/// Every path a backup can reach by absolute name on Linux (at most 4095 bytes,
+/// so at most 2047 levels) is well inside it.
+pub const MAX_TREE_DEPTH: usize = 4096;
+
 /// A name that can be created inside a directory without escaping it.
 pub fn is_safe_name(name: &[u8]) -> bool {
     !name.is_empty() && name != b"." && name != b".." && !name.contains(&b'/') && !name.contains(&0)

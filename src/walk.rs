@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::id::BlobId;
 use crate::index::Index;
 use crate::repository::Repository;
-use crate::tree::{Node, NodeKind, Tree};
+use crate::tree::{MAX_TREE_DEPTH, Node, NodeKind, Tree};
 
 /// What a path inside a snapshot names.
 pub enum Selection {
@@ -66,6 +66,11 @@ pub fn child_path(parent: &Path, name: &[u8]) -> PathBuf {
 
 /// Visits every node under `tree` (whose own path is `at`) depth-first, parents
 /// before children. `visit` returns whether to descend into a directory.
+///
+/// Iterative, with one path buffer: a hostile repository's trees may nest as deep
+/// as it likes, so neither the call stack nor memory may grow with the depth
+/// beyond one frame of nodes per level, and levels beyond [`MAX_TREE_DEPTH`] are
+/// an error naming the tree.
 pub fn walk(
     repo: &Repository,
     index: &Index,
@@ -73,15 +78,44 @@ pub fn walk(
     at: &Path,
     visit: &mut dyn FnMut(&Path, &Node) -> Result<bool>,
 ) -> Result<()> {
-    for node in &tree.nodes {
-        let path = child_path(at, &node.name);
-        let descend = visit(&path, node)?;
-        if descend {
-            if let (NodeKind::Dir, Some(sub)) = (node.kind, node.subtree) {
-                let subtree = repo.load_tree(index, &sub)?;
-                walk(repo, index, &subtree, &path, visit)?;
+    let mut path = at.to_path_buf();
+    // The nodes of each directory being walked, root first; `path` is `at`
+    // joined with the names of the directories entered below the root.
+    let mut stack: Vec<std::vec::IntoIter<Node>> = vec![tree.nodes.clone().into_iter()];
+    while let Some(level) = stack.last_mut() {
+        let Some(node) = level.next() else {
+            stack.pop();
+            if !stack.is_empty() {
+                path.pop();
             }
+            continue;
+        };
+        path.push(OsStr::from_bytes(&node.name));
+        let descend = visit(&path, &node)?;
+        let subtree = match (node.kind, node.subtree) {
+            (NodeKind::Dir, Some(sub)) if descend => sub,
+            _ => {
+                path.pop();
+                continue;
+            }
+        };
+        if stack.len() >= MAX_TREE_DEPTH {
+            return Err(too_deep(&subtree, &path));
         }
+        stack.push(repo.load_tree(index, &subtree)?.nodes.into_iter());
     }
     Ok(())
+}
+
+/// The error for directories nested deeper than [`MAX_TREE_DEPTH`].
+pub fn too_deep(tree: &BlobId, path: &Path) -> Error {
+    let shown = path.to_string_lossy();
+    let head: String = shown.chars().take(120).collect();
+    Error::corrupt(
+        format!("tree {tree}"),
+        format!(
+            "directories nest more than {MAX_TREE_DEPTH} levels deep (under {head}…); \
+             no backup makes such a tree, so the repository is damaged or forged"
+        ),
+    )
 }

@@ -27,7 +27,7 @@ use crate::pack::BlobKind;
 use crate::progress::Progress;
 use crate::repository::Repository;
 use crate::snapshot::{self, Snapshot, SourceProblem, Summary};
-use crate::tree::{Node, NodeKind, Timestamp, Tree, is_safe_name};
+use crate::tree::{MAX_TREE_DEPTH, Node, NodeKind, Timestamp, Tree, is_safe_name};
 
 pub use exclude::Excludes;
 use node::NameCache;
@@ -159,6 +159,7 @@ pub fn backup(
         errors: Recorded::default(),
         warnings: Recorded::default(),
         repo_root: repo_local_root(repo),
+        depth: 1,
     };
 
     let scan_done = AtomicBool::new(false);
@@ -331,6 +332,8 @@ struct Archiver<'a> {
     errors: Recorded,
     warnings: Recorded,
     repo_root: Option<PathBuf>,
+    /// Depth of the tree being built: the root tree is at 1 (format-spec §17).
+    depth: usize,
 }
 
 impl Archiver<'_> {
@@ -411,7 +414,10 @@ impl Archiver<'_> {
                     node.kind = NodeKind::Dir;
                     node.link_target = None;
                     let parent_sub = self.parent_subtree(parent_node);
-                    let mut subtree = self.backup_virtual(sub, &path, parent_sub.as_ref())?;
+                    self.depth += 1;
+                    let subtree = self.backup_virtual(sub, &path, parent_sub.as_ref());
+                    self.depth -= 1;
+                    let mut subtree = subtree?;
                     node.subtree = Some(self.saver.save_tree(&mut subtree)?);
                     self.summary.entries += 1;
                     tree.nodes.push(node);
@@ -488,7 +494,21 @@ impl Archiver<'_> {
         self.summary.entries += 1;
         match node.kind {
             NodeKind::Dir => {
-                let subtree = self.backup_dir(path, &meta, parent)?;
+                // Readers refuse deeper trees. (Paths by absolute name stop at
+                // about 2047 levels on Linux, so this is a guard, not a limit
+                // anyone meets.)
+                if self.depth >= MAX_TREE_DEPTH {
+                    self.error(
+                        path,
+                        format!("not backed up: directories nest more than {MAX_TREE_DEPTH} levels deep here"),
+                    );
+                    self.summary.entries -= 1;
+                    return Ok(None);
+                }
+                self.depth += 1;
+                let subtree = self.backup_dir(path, &meta, parent);
+                self.depth -= 1;
+                let subtree = subtree?;
                 let old = parent
                     .filter(|p| p.kind == NodeKind::Dir)
                     .and_then(|p| p.subtree);

@@ -97,7 +97,11 @@ pub fn run(g: &GlobalArgs, a: BackupArgs) -> Result<ExitCode> {
                 "message_type": level, "path": p.path, "error": p.error,
             }));
         } else if level == "error" || !quiet {
-            eprintln!("{level}: {}: {}", p.path, p.error);
+            eprintln!(
+                "{level}: {}: {}",
+                output::printable(&p.path),
+                output::printable(&p.error)
+            );
         }
     };
     let start = Instant::now();

@@ -39,7 +39,11 @@ pub fn run(g: &GlobalArgs, a: CheckArgs) -> Result<ExitCode> {
                 Severity::Error => "error",
                 Severity::Note => "note",
             };
-            eprintln!("{level}: {}: {}", p.object, p.message);
+            eprintln!(
+                "{level}: {}: {}",
+                output::printable(&p.object),
+                output::printable(&p.message)
+            );
         }
     };
     let start = Instant::now();

@@ -88,7 +88,11 @@ pub fn run(g: &GlobalArgs, a: ForgetArgs) -> Result<ExitCode> {
                             .any(|f| f.name == *spec) =>
                     {
                         if !g.quiet {
-                            eprintln!("warning: removing unreadable snapshot {}: {e}", id.short());
+                            eprintln!(
+                                "warning: removing unreadable snapshot {}: {}",
+                                id.short(),
+                                output::printable(&e.to_string())
+                            );
                         }
                         ids.push(id);
                     }
@@ -157,14 +161,14 @@ fn print_plan(g: &GlobalArgs, groups: &[forget::Group], dry_run: bool) -> Result
         if g.quiet {
             continue;
         }
-        println!("{}:", grp.key);
+        println!("{}:", output::printable(&grp.key));
         for d in &grp.decisions {
             let what = if d.keep() { "keep  " } else { "remove" };
             println!(
                 "  {what} {}  {}  {}",
                 d.id.short(),
                 output::local_time(&d.snapshot.time),
-                d.reasons.join(", ")
+                output::printable(&d.reasons.join(", "))
             );
         }
     }

@@ -40,7 +40,7 @@ pub fn run(g: &GlobalArgs, a: LsArgs) -> Result<ExitCode> {
             out,
             "snapshot {} of [{}] at {}:",
             sel.id.short(),
-            sel.snapshot.paths.join(" "),
+            output::printable(&sel.snapshot.paths.join(" ")),
             output::local_time(&sel.snapshot.time)
         )?;
     }
@@ -52,7 +52,7 @@ pub fn run(g: &GlobalArgs, a: LsArgs) -> Result<ExitCode> {
         } else if a.long {
             writeln!(out, "{}", long_line(p, n))
         } else {
-            writeln!(out, "{}", p.display())
+            writeln!(out, "{}", output::path(p))
         };
         r.map_err(|e| cairn::Error::io("standard output", e))?;
         Ok(true)
@@ -84,9 +84,16 @@ fn json_node(path: &Path, n: &Node) -> serde_json::Value {
     v
 }
 
+/// One `ls -l`-style line; every text from the tree is escaped for the terminal.
 fn long_line(path: &Path, n: &Node) -> String {
-    let owner = n.user.clone().unwrap_or_else(|| n.uid.to_string());
-    let group = n.group.clone().unwrap_or_else(|| n.gid.to_string());
+    let owner = n
+        .user
+        .as_deref()
+        .map_or_else(|| n.uid.to_string(), |u| output::printable(u).into_owned());
+    let group = n
+        .group
+        .as_deref()
+        .map_or_else(|| n.gid.to_string(), |g| output::printable(g).into_owned());
     let time = chrono::DateTime::from_timestamp(n.mtime.0, n.mtime.1)
         .map(|t| {
             t.with_timezone(&chrono::Local)
@@ -101,13 +108,13 @@ fn long_line(path: &Path, n: &Node) -> String {
         group,
         n.size,
         time,
-        path.display()
+        output::path(path)
     );
     if n.kind == NodeKind::Symlink {
         line.push_str(" -> ");
-        line.push_str(&String::from_utf8_lossy(
+        line.push_str(&output::printable(&String::from_utf8_lossy(
             n.link_target.as_deref().unwrap_or_default(),
-        ));
+        )));
     }
     line
 }

@@ -213,7 +213,7 @@ fn open_with(g: &GlobalArgs, cached: bool) -> Result<Arc<Repository>> {
                 "warning: {} can be read by other users (mode {mode:04o}): with a key file \
                  anyone can guess the password offline; `chmod 600` it (cairn creates \
                  repository files 0600 and directories 0700)",
-                p.display()
+                output::path(&p)
             );
         }
     }
@@ -234,8 +234,9 @@ pub fn load_index(g: &GlobalArgs, repo: &Repository) -> Result<cairn::index::Ind
     Ok(repo.load_index(&mut |id, e| {
         if !quiet {
             eprintln!(
-                "warning: index {id} is unreadable and was left out ({e}); blobs only it \
-                 lists look missing. `cairn check` reports it, `cairn repair index` rebuilds it"
+                "warning: index {id} is unreadable and was left out ({}); blobs only it \
+                 lists look missing. `cairn check` reports it, `cairn repair index` rebuilds it",
+                output::printable(&e.to_string())
             );
         }
     })?)
@@ -248,8 +249,9 @@ pub fn warn_skipped(g: &GlobalArgs, skipped: &[(cairn::id::SnapshotId, cairn::Er
     }
     for (id, e) in skipped {
         eprintln!(
-            "warning: snapshot {} is unreadable and was skipped: {e}",
-            id.short()
+            "warning: snapshot {} is unreadable and was skipped: {}",
+            id.short(),
+            output::printable(&e.to_string())
         );
     }
 }
@@ -280,7 +282,8 @@ pub fn hint(err: &anyhow::Error) -> &'static str {
     }
 }
 
-/// One line: the context chain joined with ": ".
+/// One line: the context chain joined with ": ", control characters escaped
+/// (messages name paths and values taken from the repository).
 pub fn render_error(err: &anyhow::Error) -> String {
     let mut parts: Vec<String> = Vec::new();
     for e in err.chain() {
@@ -289,5 +292,5 @@ pub fn render_error(err: &anyhow::Error) -> String {
             parts.push(s);
         }
     }
-    parts.join(": ")
+    output::printable(&parts.join(": ")).into_owned()
 }

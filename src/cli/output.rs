@@ -1,5 +1,6 @@
 //! Formatting shared by commands.
 
+use std::borrow::Cow;
 use std::io::Write;
 
 use anyhow::Result;
@@ -18,6 +19,33 @@ pub fn bytes(n: u64) -> String {
     } else {
         format!("{v:.1} {}", UNITS[u])
     }
+}
+
+/// Text for a terminal: control characters (C0, DEL, C1) and bidirectional
+/// overrides are shown escaped (`\u{1b}`), so that a file name, host name, tag
+/// or message taken from a repository or a source directory can't move the
+/// cursor, rewrite the screen, or make one name look like another. Everything
+/// else passes unchanged. `--json` output is exact and doesn't use this.
+pub fn printable(s: &str) -> Cow<'_, str> {
+    let risky =
+        |c: char| c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    if !s.chars().any(risky) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if risky(c) {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// [`printable`] of a path (names that aren't UTF-8 are shown lossily).
+pub fn path(p: &std::path::Path) -> String {
+    printable(&p.to_string_lossy()).into_owned()
 }
 
 pub fn local_time(rfc3339: &str) -> String {
@@ -80,4 +108,19 @@ pub fn mode_string(kind: cairn::tree::NodeKind, mode: u32) -> String {
         });
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_and_bidi_overrides_are_escaped() {
+        assert!(matches!(printable("plain name.txt"), Cow::Borrowed(_)));
+        assert_eq!(printable("a\x1b[2Jb"), "a\\u{1b}[2Jb");
+        assert_eq!(printable("line\nbreak\r"), "line\\u{a}break\\u{d}");
+        assert_eq!(printable("\u{9b}31m"), "\\u{9b}31m");
+        assert_eq!(printable("evil\u{202e}gpj.exe"), "evil\\u{202e}gpj.exe");
+        assert_eq!(printable("caf\u{e9} \u{1f600}"), "caf\u{e9} \u{1f600}");
+    }
 }

@@ -111,7 +111,7 @@ fn bar(action: &str, p: &Progress, stop: &Receiver<()>) {
         bar.set_message(format!(
             "{} / {total} files  {}",
             v.files_done,
-            shorten(&v.current_file, 70)
+            super::output::printable(&shorten(&v.current_file, 70))
         ));
         if wait(stop, Duration::from_millis(200)) {
             break;

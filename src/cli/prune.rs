@@ -75,7 +75,7 @@ pub fn run_with(
     let quiet = g.quiet || g.json;
     let report = move |m: &str| {
         if !quiet {
-            eprintln!("{m}");
+            eprintln!("{}", output::printable(m));
         }
     };
     let s = prune::prune(repo, &opts, &signals::INTERRUPTED, &report)?;

@@ -35,7 +35,7 @@ pub fn run(g: &GlobalArgs, a: RepairArgs) -> Result<ExitCode> {
     let quiet = g.quiet || g.json;
     let report = move |m: &str| {
         if !quiet {
-            eprintln!("{m}");
+            eprintln!("{}", output::printable(m));
         }
     };
     match a.what {

@@ -68,8 +68,8 @@ pub fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<ExitCode> {
     };
     let quiet = g.quiet;
     let report = move |e: Event| match e {
-        Event::Error(m) => eprintln!("error: {m}"),
-        Event::Warning(m) if !quiet => eprintln!("warning: {m}"),
+        Event::Error(m) => eprintln!("error: {}", output::printable(m)),
+        Event::Warning(m) if !quiet => eprintln!("warning: {}", output::printable(m)),
         Event::Warning(_) => {}
     };
     let start = Instant::now();
@@ -103,8 +103,8 @@ pub fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<ExitCode> {
         println!(
             "restored snapshot {} ({}) into {}: {} files, {} dirs, {} symlinks, {} hard links, {} other; {} in {secs:.1} s",
             sel.id.short(),
-            selection.path().display(),
-            a.target.display(),
+            output::path(selection.path()),
+            output::path(&a.target),
             s.files,
             s.dirs,
             s.symlinks,

@@ -17,7 +17,10 @@ pub fn run(g: &GlobalArgs, a: SnapshotsArgs) -> Result<ExitCode> {
     let (all, unreadable) = repo.list_snapshots_lenient()?;
     let snaps: Vec<_> = all.into_iter().filter(|(_, s)| filter.matches(s)).collect();
     for (id, e) in &unreadable {
-        eprintln!("error: snapshot {id}: {e}");
+        eprintln!(
+            "error: snapshot {id}: {}",
+            output::printable(&e.to_string())
+        );
     }
     if g.json {
         let list: Vec<serde_json::Value> = snaps
@@ -46,10 +49,10 @@ pub fn run(g: &GlobalArgs, a: SnapshotsArgs) -> Result<ExitCode> {
             "{:<8}  {:<19}  {:<16}  {:>10}  {:<16}  {}",
             id.short(),
             output::local_time(&s.time),
-            s.hostname,
+            output::printable(&s.hostname),
             output::bytes(s.summary.total_bytes),
-            s.tags.join(","),
-            s.paths.join(" ")
+            output::printable(&s.tags.join(",")),
+            output::printable(&s.paths.join(" "))
         );
     }
     if !g.quiet {

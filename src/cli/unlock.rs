@@ -26,7 +26,7 @@ pub fn run(g: &GlobalArgs, a: UnlockArgs) -> Result<ExitCode> {
             } else {
                 "kept (not stale)"
             };
-            println!("{verb}: {}", u.description);
+            println!("{verb}: {}", output::printable(&u.description));
         }
     }
     if !g.json && !g.quiet && done.is_empty() {

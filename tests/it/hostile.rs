@@ -47,12 +47,16 @@ impl Forge {
     }
 
     /// Makes everything written so far durable, then commits a snapshot of `root`.
-    pub fn snapshot(mut self, root: BlobId) -> SnapshotId {
+    pub fn snapshot(self, root: BlobId) -> SnapshotId {
+        self.snapshot_of_host(root, "forge")
+    }
+
+    pub fn snapshot_of_host(mut self, root: BlobId, host: &str) -> SnapshotId {
         self.saver.finish().expect("finish");
         let now = cairn::snapshot::now_rfc3339();
         let snap = Snapshot {
             time: now.clone(),
-            hostname: "forge".into(),
+            hostname: host.into(),
             username: "forge".into(),
             uid: 0,
             gid: 0,
@@ -182,5 +186,125 @@ fn a_data_blob_is_never_read_as_a_tree() {
         stderr(&check).contains("only a data blob has that id"),
         "{}",
         stderr(&check)
+    );
+}
+
+/// A chain of `depth` directories named `d`, with one empty file at the bottom.
+fn forge_chain(env: &Env, depth: usize) {
+    let mut f = Forge::new(env);
+    let mut below = f.raw_tree(vec![file(b"bottom", vec![], 0)]);
+    for _ in 0..depth {
+        below = f.raw_tree(vec![dir(b"d", below)]);
+    }
+    f.snapshot(below);
+}
+
+/// Trees nested 30,000 deep (a forged repository): every command that walks
+/// trees ends with a clear error or report instead of overflowing its stack, and
+/// `repair snapshots` cuts the snapshot down to what can be restored.
+#[test]
+fn trees_nested_thirty_thousand_deep_end_in_clear_errors() {
+    let env = Env::with_repo(&[]);
+    forge_chain(&env, 30_000);
+
+    let ls = env.run(&["ls", "latest"]);
+    assert_eq!(ls.status.code(), Some(1), "{}", stderr(&ls));
+    assert!(
+        stderr(&ls).contains("nest more than 4096 levels deep"),
+        "{}",
+        stderr(&ls)
+    );
+    let out = env.path("out");
+    let r = restore_into(&env, &out);
+    assert_eq!(r.status.code(), Some(1), "{}", stderr(&r));
+    assert!(
+        stderr(&r).contains("longer than the 4096 bytes"),
+        "{}",
+        stderr(&r)
+    );
+    assert!(out.join("d/d/d").is_dir(), "what fits is restored");
+    let check = env.run(&["check"]);
+    assert_eq!(check.status.code(), Some(1), "{}", stderr(&check));
+    assert!(
+        stderr(&check).contains("nest more than 4096 levels deep"),
+        "{}",
+        stderr(&check)
+    );
+    env.ok(&["prune", "--dry-run"]);
+
+    env.ok(&["repair", "snapshots", "--forget"]);
+    let ls = env.ok(&["ls", "latest"]);
+    assert_eq!(ls.lines().filter(|l| l.ends_with("/d")).count(), 4095);
+    env.ok(&["check"]);
+    env.ok(&["prune"]);
+    env.ok(&["check", "--read-data"]);
+}
+
+/// The deepest tree the format allows is walked by every command.
+#[test]
+fn trees_nested_as_deep_as_allowed_are_read() {
+    let env = Env::with_repo(&[]);
+    forge_chain(&env, 4095);
+    let ls = env.ok(&["ls", "latest"]);
+    assert!(ls.lines().any(|l| l.ends_with("/bottom")), "{ls}");
+    env.ok(&["check"]);
+    env.ok(&["repair", "snapshots", "--dry-run"]);
+}
+
+/// Names, link targets, owners and host names from a repository can't drive the
+/// terminal of whoever lists it: human output escapes control characters, JSON
+/// output keeps the exact bytes.
+#[test]
+fn control_characters_from_a_repository_are_escaped_on_the_terminal() {
+    let env = Env::with_repo(&[]);
+    let mut f = Forge::new(&env);
+    let clear = b"\x1b[2J\x1b]0;owned\x07name";
+    let mut link = node(b"link\x1b[31m", NodeKind::Symlink);
+    link.link_target = Some(b"\x1b[1;1Htarget".to_vec());
+    let mut owned = file(clear, vec![BlobId([9; 32])], 10);
+    owned.user = Some("r\x1b[8moot".into());
+    let mut nodes = vec![owned, link, file(b"evil\xe2\x80\xaegpj.exe", vec![], 0)];
+    nodes.sort_by(|a, b| a.name.cmp(&b.name));
+    let root = f.raw_tree(nodes);
+    f.snapshot_of_host(root, "host\x1b[2J");
+
+    for args in [
+        &["ls", "latest"][..],
+        &["ls", "-l", "latest"],
+        &["snapshots"],
+    ] {
+        let out = env.run(args);
+        for text in [stdout(&out), stderr(&out)] {
+            assert!(
+                !text.contains('\x1b'),
+                "{args:?} printed an escape: {text:?}"
+            );
+            assert!(!text.contains('\u{202e}'), "{args:?}: {text:?}");
+        }
+    }
+    let long = env.ok(&["ls", "-l", "latest"]);
+    assert!(
+        long.contains("\\u{1b}[2J\\u{1b}]0;owned\\u{7}name"),
+        "{long}"
+    );
+    assert!(long.contains("-> \\u{1b}[1;1Htarget"), "{long}");
+    assert!(long.contains("r\\u{1b}[8moot"), "{long}");
+    let snaps = env.ok(&["snapshots"]);
+    assert!(snaps.contains("host\\u{1b}[2J"), "{snaps}");
+    // The file's blob is missing: restore's error names it, escaped.
+    let r = restore_into(&env, &env.path("out"));
+    assert!(!r.status.success());
+    assert!(!stderr(&r).contains('\x1b'), "{:?}", stderr(&r));
+    assert!(stderr(&r).contains("\\u{1b}[2J"), "{}", stderr(&r));
+    // JSON keeps the exact name.
+    let json = env.ok(&["ls", "--json", "latest"]);
+    let names: Vec<String> = json
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json"))
+        .filter_map(|v| v["name"].as_str().map(str::to_string))
+        .collect();
+    assert!(
+        names.contains(&String::from_utf8(clear.to_vec()).expect("utf-8")),
+        "{names:?}"
     );
 }
