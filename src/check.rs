@@ -1,14 +1,15 @@
 //! `check`: find every kind of damage and name the object.
 //!
-//! Structure first: key files, index files, packs against the index (existence and
-//! size), snapshots, and every tree reachable from them, with every blob a tree
-//! names present in the index under the right kind. Then, with `--read-data`, packs
-//! are read in full and verified end to end: the file hashes to its name, the header
-//! matches the index, and every blob authenticates, decompresses to its recorded
-//! length and re-hashes to its id.
+//! Structure first: key files, lock files, index files, packs against the index
+//! (existence and size), snapshots, and every tree reachable from them, with every
+//! blob a tree names present in the index under the right kind. Then, with
+//! `--read-data`, packs are read in full and verified end to end: the file hashes to
+//! its name, the header matches the index, and every blob authenticates,
+//! decompresses to its recorded length and re-hashes to its id.
 //!
-//! Problems are errors (damage: data can't be read back as it was stored) or notes
-//! (untidiness an interrupted backup leaves, which `prune` cleans up).
+//! Problems are errors (damage: data can't be read back as it was stored, or a lock
+//! file that can't be read and holds off prune) or notes (untidiness an interrupted
+//! backup leaves, which `prune` cleans up).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -142,6 +143,7 @@ pub fn check(
     let mut summary = CheckSummary::default();
 
     check_keys(repo, &r, &mut summary)?;
+    check_locks(repo, &r)?;
     let (packs, index) = check_index_files(repo, &r, &mut summary)?;
     let stored = check_packs_exist(repo, &r, &packs, &mut summary)?;
     check_snapshots(repo, &index, &r, interrupt, &mut summary)?;
@@ -180,6 +182,20 @@ fn check_keys(repo: &Repository, r: &Reporter, summary: &mut CheckSummary) -> Re
             });
         if let Err(err) = result {
             r.error(what, err.to_string());
+        }
+    }
+    Ok(())
+}
+
+/// Unreadable lock files: nothing reads them, but they hold off prune, forget and
+/// repair (format-spec §15), so the user has to hear about them.
+fn check_locks(repo: &Repository, r: &Reporter) -> Result<()> {
+    for l in crate::lock::list_locks(repo)? {
+        if let Some(why) = l.unreadable_because() {
+            r.error(
+                format!("lock file locks/{}", l.name),
+                format!("can't be read ({why}); {}", l.unreadable_advice()),
+            );
         }
     }
     Ok(())

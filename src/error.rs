@@ -88,6 +88,22 @@ pub enum Error {
     #[error("repository is locked: {0}")]
     Locked(String),
 
+    /// Packs or index files a backup wrote were gone when it came to commit.
+    #[error(
+        "{} written by this backup {} gone (first: {first}): another process deleted {} \
+         (a prune that took this backup's lock for stale?); the snapshot was not written; \
+         run `cairn check`",
+        gone_files(*packs, *index_files),
+        if packs + index_files == 1 { "is" } else { "are" },
+        if packs + index_files == 1 { "it" } else { "them" }
+    )]
+    WrittenFilesGone {
+        packs: usize,
+        index_files: usize,
+        /// The first missing file, e.g. "pack 3fa2…".
+        first: String,
+    },
+
     #[error("interrupted")]
     Interrupted,
 
@@ -133,5 +149,14 @@ fn unreadable_note(n: usize) -> String {
             " ({n} of them could not be read, so the password may be right for a damaged \
              one; `cairn check` names them)"
         ),
+    }
+}
+
+fn gone_files(packs: usize, index_files: usize) -> String {
+    let n = |k: usize, what: &str| format!("{k} {what}{}", if k == 1 { "" } else { "s" });
+    match (packs, index_files) {
+        (p, 0) => n(p, "pack"),
+        (0, i) => n(i, "index file"),
+        (p, i) => format!("{} and {}", n(p, "pack"), n(i, "index file")),
     }
 }

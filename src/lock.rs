@@ -1,9 +1,14 @@
-//! Lock files under `locks/` (format-spec/README.md, "Locks").
+//! Lock files under `locks/` (format-spec/README.md §15).
 //!
-//! Shared locks (backup, restore) may coexist; an exclusive lock (prune, repair)
-//! excludes every other. A lock is stale when it is older than [`STALE_AFTER`]
-//! without refresh, or when its process is gone on this host; stale locks are
-//! ignored but never removed automatically unless their process is provably dead.
+//! Shared locks (backup, restore, check) may coexist; an exclusive lock (prune,
+//! forget, repair) excludes every other. A lock is stale when it is older than
+//! [`STALE_AFTER`] without refresh, or when its process is provably gone: same
+//! host, boot and PID namespace, and no such pid. Stale locks are ignored, and
+//! removed automatically only when their process is provably gone.
+//!
+//! Hosts' clocks differ, so a lock dated in the future is fresh. A lock file that
+//! can't be read may belong to a process this cairn can't understand: it keeps
+//! exclusive operations out until its file time says it is stale.
 
 #![cfg_attr(
     not(test),
@@ -16,7 +21,7 @@
 )]
 
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
@@ -39,30 +44,178 @@ pub struct Lock {
     pub username: String,
     pub pid: u32,
     pub exclusive: bool,
+    /// The holder's kernel boot id (`/proc/sys/kernel/random/boot_id`). Optional:
+    /// locks of older writers lack it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<String>,
+    /// The holder's PID namespace (the inode of `/proc/self/ns/pid`): containers
+    /// sharing a hostname and a kernel differ here. Optional, like `boot_id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_ns: Option<u64>,
+}
+
+/// Where a process runs, as far as telling its pids apart goes: a pid means the
+/// same process only on the same host, in the same boot and PID namespace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Place {
+    pub hostname: Option<String>,
+    pub boot_id: Option<String>,
+    pub pid_ns: Option<u64>,
+}
+
+impl Place {
+    /// This process's place, read once.
+    pub fn here() -> &'static Place {
+        static HERE: OnceLock<Place> = OnceLock::new();
+        HERE.get_or_init(|| Place {
+            hostname: nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .filter(|h| !h.is_empty()),
+            boot_id: std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+                .ok()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty()),
+            pid_ns: {
+                use std::os::unix::fs::MetadataExt;
+                std::fs::metadata("/proc/self/ns/pid").ok().map(|m| m.ino())
+            },
+        })
+    }
+}
+
+/// Whether `pid` names a process here. Only ESRCH says no: EPERM means it exists
+/// under another user.
+fn pid_running(pid: i32) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) != Err(nix::errno::Errno::ESRCH)
+}
+
+/// Whether a file last written at `file_time` has gone unreplaced for longer than
+/// [`STALE_AFTER`] at `now`. Unknown or future file times are never stale.
+fn file_stale(now: SystemTime, file_time: Option<SystemTime>) -> bool {
+    file_time
+        .and_then(|t| now.duration_since(t).ok())
+        .is_some_and(|age| age > STALE_AFTER)
+}
+
+fn minutes(d: Duration) -> String {
+    match d.as_secs() {
+        s if s < 120 => format!("{s} s"),
+        s => format!("{} min", s / 60),
+    }
+}
+
+/// `t` in local time, for messages. (chrono's `From<SystemTime>` panics out of
+/// range, and file times come from the storage.)
+fn local_time(t: SystemTime) -> String {
+    let secs = match t.duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_secs()).ok(),
+        Err(e) => i64::try_from(e.duration().as_secs()).ok().map(|s| -s),
+    };
+    secs.and_then(|s| chrono::DateTime::from_timestamp(s, 0))
+        .map(|d| {
+            d.with_timezone(&chrono::Local)
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
+        })
+        .unwrap_or_else(|| format!("{t:?}"))
 }
 
 impl Lock {
-    fn age(&self) -> Option<Duration> {
-        let t = chrono::DateTime::parse_from_rfc3339(&self.time).ok()?;
-        (chrono::Utc::now() - t.with_timezone(&chrono::Utc))
-            .to_std()
+    /// A lock for this process, dated now.
+    pub fn for_this_process(exclusive: bool) -> Lock {
+        let here = Place::here();
+        Lock {
+            time: crate::snapshot::now_rfc3339(),
+            hostname: crate::snapshot::hostname(),
+            username: crate::snapshot::username(),
+            pid: std::process::id(),
+            exclusive,
+            boot_id: here.boot_id.clone(),
+            pid_ns: here.pid_ns,
+        }
+    }
+
+    /// The lock's `time`, if it parses.
+    fn written(&self) -> Option<SystemTime> {
+        chrono::DateTime::parse_from_rfc3339(&self.time)
             .ok()
+            .map(SystemTime::from)
     }
 
-    /// Provably dead: same host, and no such process.
+    /// How far in the future the lock is dated, by our clock.
+    fn ahead_by(&self, now: SystemTime) -> Option<Duration> {
+        self.written()?.duration_since(now).ok()
+    }
+
+    /// Provably dead: written on this host, in this boot and PID namespace (all
+    /// three known, in the lock and here), by a pid that is not running. Anything
+    /// less proves nothing: containers share hostnames, and an old lock or one
+    /// from another namespace names a pid we can't look up.
     pub fn process_gone(&self) -> bool {
-        self.hostname == crate::snapshot::hostname()
-            && nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid as i32), None)
-                == Err(nix::errno::Errno::ESRCH)
+        self.gone_given(Place::here(), pid_running)
     }
 
-    pub fn is_stale(&self) -> bool {
-        self.process_gone() || self.age().is_none_or(|a| a > STALE_AFTER)
+    fn gone_given(&self, here: &Place, running: impl Fn(i32) -> bool) -> bool {
+        let same = |ours: Option<&str>, theirs: Option<&str>| ours.is_some() && ours == theirs;
+        let same_place = same(here.hostname.as_deref(), Some(self.hostname.as_str()))
+            && same(here.boot_id.as_deref(), self.boot_id.as_deref())
+            && here.pid_ns.is_some()
+            && here.pid_ns == self.pid_ns;
+        // kill(0) probes our own process group, kill(-n) a group: only a positive
+        // pid names one process.
+        match i32::try_from(self.pid) {
+            Ok(pid) if pid > 0 => same_place && !running(pid),
+            _ => false,
+        }
+    }
+
+    /// Why the lock is stale, or `None` if it is not. `file_time` is the lock
+    /// file's modification time from the listing.
+    pub fn stale_reason(&self, file_time: Option<SystemTime>) -> Option<String> {
+        if self.process_gone() {
+            return Some(format!("process {} is gone from this host", self.pid));
+        }
+        self.stale_by_time(SystemTime::now(), file_time)
+    }
+
+    pub fn is_stale(&self, file_time: Option<SystemTime>) -> bool {
+        self.stale_reason(file_time).is_some()
+    }
+
+    fn stale_by_time(&self, now: SystemTime, file_time: Option<SystemTime>) -> Option<String> {
+        let by_file = || {
+            file_stale(now, file_time).then(|| {
+                let age = file_time
+                    .and_then(|t| now.duration_since(t).ok())
+                    .unwrap_or_default();
+                format!("its file has not been replaced for {}", minutes(age))
+            })
+        };
+        match self.written().map(|t| now.duration_since(t)) {
+            Some(Ok(age)) if age > STALE_AFTER => {
+                Some(format!("not refreshed for {}", minutes(age)))
+            }
+            Some(Ok(_)) => None,
+            // Dated in the future: the holder's clock runs ahead of ours, and its
+            // lock is fresh — unless the file itself has gone unreplaced for
+            // longer than a holder refreshing every REFRESH_EVERY would allow.
+            Some(Err(_)) => by_file().map(|r| format!("dated in the future, but {r}")),
+            // An authenticated lock with a time we can't parse: go by the file.
+            None => by_file().map(|r| format!("its time is unreadable and {r}")),
+        }
     }
 
     pub fn describe(&self, id: &LockId) -> String {
+        let ahead = match self.ahead_by(SystemTime::now()) {
+            Some(d) if d.as_secs() > 0 => format!(
+                " (dated {} in the future: the clock of {} runs ahead of ours)",
+                minutes(d),
+                self.hostname
+            ),
+            _ => String::new(),
+        };
         format!(
-            "{} lock {} held by {}@{} (pid {}) since {}",
+            "{} lock {} held by {}@{} (pid {}) since {}{ahead}",
             if self.exclusive {
                 "exclusive"
             } else {
@@ -78,16 +231,105 @@ impl Lock {
 }
 
 pub fn load_lock(repo: &Repository, id: &LockId) -> Result<Lock> {
-    let what = || format!("lock {id}");
+    load_lock_named(repo, &id.to_hex())
+}
+
+fn load_lock_named(repo: &Repository, name: &str) -> Result<Lock> {
+    let what = || format!("lock {name}");
     let plain = repo.load_sealed(
         FileKind::Lock,
         SealKind::Lock,
         FileType::Lock,
-        &id.to_hex(),
+        name,
         LOCK_MAX_LEN,
         &what,
     )?;
     format::from_msgpack(&plain, &what)
+}
+
+/// One file under `locks/`, read or not.
+pub struct Listed {
+    pub id: LockId,
+    /// The file name, as stored (it names the file even when it isn't `id`'s
+    /// canonical spelling).
+    pub name: String,
+    /// The file's modification time, from the listing.
+    pub modified: Option<SystemTime>,
+    /// The lock, or why it can't be read: bad bytes, a name that isn't its hash,
+    /// another repository's key, a newer format.
+    pub lock: Result<Lock>,
+}
+
+impl Listed {
+    /// Why the file can't be read, without repeating its name; `None` if it can.
+    pub fn unreadable_because(&self) -> Option<String> {
+        match &self.lock {
+            Ok(_) => None,
+            Err(Error::Corrupt { reason, .. }) => Some(reason.clone()),
+            Err(e) => Some(e.to_string()),
+        }
+    }
+
+    /// An unreadable lock is held by an unknown process until its file is
+    /// [`STALE_AFTER`] old by file time. Where the storage gives no file time, it
+    /// is held until `unlock --remove-all`.
+    pub fn unreadable_is_stale(&self) -> bool {
+        file_stale(SystemTime::now(), self.modified)
+    }
+
+    /// What an unreadable lock means and what to do about it, for `check`,
+    /// `unlock` and the refusal of an exclusive lock.
+    pub fn unreadable_advice(&self) -> String {
+        let now = SystemTime::now();
+        match self.modified {
+            _ if file_stale(now, self.modified) => format!(
+                "it is older than {} by its file time, so it blocks nothing; `cairn unlock` \
+                 removes it",
+                minutes(STALE_AFTER)
+            ),
+            Some(t) => format!(
+                "it is taken as held by an unknown process: prune, forget and repair refuse to \
+                 run until it is {} old by its file time (at {}); if no other cairn uses the \
+                 repository, `cairn unlock --remove-all` removes it now",
+                minutes(STALE_AFTER),
+                t.checked_add(STALE_AFTER)
+                    .map(local_time)
+                    .unwrap_or_default()
+            ),
+            None => "it is taken as held by an unknown process, and the storage gives no file \
+                     time to tell when it is stale: prune, forget and repair refuse to run until \
+                     `cairn unlock --remove-all` removes it (make sure no other cairn uses the \
+                     repository)"
+                .to_string(),
+        }
+    }
+}
+
+/// A file that vanished between listing and reading: its lock was released.
+fn vanished(e: &Error) -> bool {
+    matches!(e, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+}
+
+/// Every lock file, read. Names that aren't 64 hex digits are not lock files
+/// (format-spec §2) and are left out, as are files removed while this ran.
+pub fn list_locks(repo: &Repository) -> Result<Vec<Listed>> {
+    let mut out = Vec::new();
+    for e in repo.backend().list(FileType::Lock)? {
+        let Ok(id) = LockId::from_hex(&e.name) else {
+            continue;
+        };
+        let lock = load_lock_named(repo, &e.name);
+        if lock.as_ref().err().is_some_and(vanished) {
+            continue;
+        }
+        out.push(Listed {
+            id,
+            name: e.name,
+            modified: e.modified,
+            lock,
+        });
+    }
+    Ok(out)
 }
 
 /// How often a held lock is rewritten with a fresh time.
@@ -137,13 +379,7 @@ impl LockGuard {
 }
 
 fn write_lock(repo: &Repository, exclusive: bool) -> Result<LockId> {
-    let lock = Lock {
-        time: crate::snapshot::now_rfc3339(),
-        hostname: crate::snapshot::hostname(),
-        username: crate::snapshot::username(),
-        pid: std::process::id(),
-        exclusive,
-    };
+    let lock = Lock::for_this_process(exclusive);
     let (name, _) = repo.save_sealed(
         FileKind::Lock,
         SealKind::Lock,
@@ -190,7 +426,7 @@ impl Drop for LockGuard {
 
 /// Takes a lock: writes it first, then looks for conflicting ones, so that two
 /// processes racing for conflicting locks can't both see "no conflict". Locks of
-/// processes that are gone from this host are removed on the way.
+/// processes provably gone from this host are removed on the way.
 pub fn acquire(repo: &Arc<Repository>, exclusive: bool) -> Result<LockGuard> {
     let id = write_lock(repo, exclusive)?;
     let held = Arc::new(Mutex::new(Held {
@@ -209,24 +445,39 @@ pub fn acquire(repo: &Arc<Repository>, exclusive: bool) -> Result<LockGuard> {
         stop: Some(tx),
         refresher: Some(refresher),
     };
-    for other in repo.list_ids(FileType::Lock, LockId::from_hex)? {
-        if other == id {
+    let own = id.to_hex();
+    for other in list_locks(repo)? {
+        if other.name == own {
             continue;
         }
-        let Ok(l) = load_lock(repo, &other) else {
-            // Unreadable lock files are the business of `check`; a lock that
-            // vanished between list and read was released.
-            continue;
-        };
-        if l.process_gone() {
-            let _ = repo.backend().remove(FileType::Lock, &other.to_hex());
-            continue;
-        }
-        if (exclusive || l.exclusive) && !l.is_stale() {
-            return Err(Error::Locked(format!(
-                "{}; wait for it to finish, or run `cairn unlock` if it is stale",
-                l.describe(&other)
-            )));
+        match &other.lock {
+            Ok(l) if l.process_gone() => {
+                let _ = repo.backend().remove(FileType::Lock, &other.name);
+            }
+            Ok(l) => {
+                if (exclusive || l.exclusive) && !l.is_stale(other.modified) {
+                    return Err(Error::Locked(format!(
+                        "{}; wait for it to finish — if its process is gone, \
+                         `cairn unlock --remove-all` removes it (plain `cairn unlock` only once \
+                         it is stale)",
+                        l.describe(&other.id)
+                    )));
+                }
+            }
+            // An unreadable lock may be a live process's (a newer cairn's, say):
+            // nothing that deletes may run beside it. Shared operations may: a
+            // backup checks its packs are still there before it commits, and
+            // restore and check fail loudly on anything missing.
+            Err(_) => {
+                if exclusive && !other.unreadable_is_stale() {
+                    return Err(Error::Locked(format!(
+                        "lock file locks/{} can't be read ({}); {}",
+                        other.name,
+                        other.unreadable_because().unwrap_or_default(),
+                        other.unreadable_advice()
+                    )));
+                }
+            }
         }
     }
     Ok(guard)
@@ -237,25 +488,46 @@ pub struct Unlocked {
     pub id: LockId,
     pub description: String,
     pub removed: bool,
+    /// Why it was removed or kept.
+    pub reason: String,
 }
 
-/// Removes stale locks, or every lock with `all`. A lock that can't be read is
-/// removed only with `all`: it might belong to a running process.
+/// Removes stale locks, or every lock with `all`. An unreadable lock is stale once
+/// its file time is [`STALE_AFTER`] old (it might belong to a running process
+/// until then).
 pub fn unlock(repo: &Repository, all: bool) -> Result<Vec<Unlocked>> {
     let mut out = Vec::new();
-    for id in repo.list_ids(FileType::Lock, LockId::from_hex)? {
-        let (description, stale) = match load_lock(repo, &id) {
-            Ok(l) => (l.describe(&id), l.is_stale()),
-            Err(e) => (format!("unreadable lock {id}: {e}"), false),
+    for l in list_locks(repo)? {
+        let (description, stale_reason) = match &l.lock {
+            Ok(lock) => (lock.describe(&l.id), lock.stale_reason(l.modified)),
+            Err(_) => (
+                format!(
+                    "lock file locks/{} can't be read ({})",
+                    l.name,
+                    l.unreadable_because().unwrap_or_default()
+                ),
+                l.unreadable_is_stale()
+                    .then(|| format!("older than {} by its file time", minutes(STALE_AFTER))),
+            ),
         };
-        let removed = all || stale;
+        let removed = all || stale_reason.is_some();
+        let reason = match (stale_reason, &l.lock) {
+            (Some(why), _) => format!("stale: {why}"),
+            (None, _) if all => "--remove-all".to_string(),
+            (None, Ok(_)) => "not stale".to_string(),
+            (None, Err(_)) => l.unreadable_advice(),
+        };
         if removed {
-            repo.backend().remove(FileType::Lock, &id.to_hex())?;
+            match repo.backend().remove(FileType::Lock, &l.name) {
+                Err(e) if !vanished(&e) => return Err(e),
+                _ => {}
+            }
         }
         out.push(Unlocked {
-            id,
+            id: l.id,
             description,
             removed,
+            reason,
         });
     }
     Ok(out)
@@ -303,6 +575,241 @@ mod tests {
         let x = acquire(&repo, true).unwrap();
         assert!(matches!(acquire(&repo, false), Err(Error::Locked(_))));
         drop(x);
+        assert!(repo.backend().list(FileType::Lock).unwrap().is_empty());
+    }
+
+    fn dated(t: SystemTime) -> Lock {
+        let mut l = Lock::for_this_process(true);
+        l.hostname = "elsewhere".into();
+        l.time = chrono::DateTime::<chrono::Utc>::from(t)
+            .to_rfc3339_opts(chrono::SecondsFormat::Nanos, false);
+        l
+    }
+
+    const MIN: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn lock_dated_in_the_future_is_fresh_until_its_file_is_stale() {
+        let now = SystemTime::now();
+        let ahead = dated(now + 10 * MIN);
+        assert_eq!(ahead.stale_by_time(now, None), None);
+        assert_eq!(ahead.stale_by_time(now, Some(now)), None);
+        assert_eq!(ahead.stale_by_time(now, Some(now - 29 * MIN)), None);
+        // Far ahead: fresh while its file is being replaced...
+        let far = dated(now + 100_000 * MIN);
+        assert_eq!(far.stale_by_time(now, Some(now - 4 * MIN)), None);
+        assert_eq!(far.stale_by_time(now, None), None);
+        assert!(!far.is_stale(Some(now)));
+        // ...stale once its file is older than a refresh would allow.
+        assert!(far.stale_by_time(now, Some(now - 31 * MIN)).is_some());
+        assert!(ahead.stale_by_time(now, Some(now - 31 * MIN)).is_some());
+        // A file time in the future says nothing either.
+        assert_eq!(far.stale_by_time(now, Some(now + 60 * MIN)), None);
+    }
+
+    #[test]
+    fn lock_older_than_30_minutes_is_stale_whatever_its_file_time() {
+        let now = SystemTime::now();
+        assert_eq!(dated(now - 29 * MIN).stale_by_time(now, None), None);
+        assert_eq!(
+            dated(now - MIN).stale_by_time(now, Some(now - 60 * MIN)),
+            None
+        );
+        assert!(
+            dated(now - 31 * MIN)
+                .stale_by_time(now, Some(now))
+                .is_some()
+        );
+        let mut bad_time = dated(now);
+        bad_time.time = "yesterday".into();
+        assert_eq!(bad_time.stale_by_time(now, Some(now)), None);
+        assert_eq!(bad_time.stale_by_time(now, None), None);
+        assert!(bad_time.stale_by_time(now, Some(now - 31 * MIN)).is_some());
+    }
+
+    fn place() -> Place {
+        Place {
+            hostname: Some("box".into()),
+            boot_id: Some("b00t".into()),
+            pid_ns: Some(4026531836),
+        }
+    }
+
+    fn lock_from(p: &Place, pid: u32) -> Lock {
+        Lock {
+            time: crate::snapshot::now_rfc3339(),
+            hostname: p.hostname.clone().unwrap(),
+            username: "u".into(),
+            pid,
+            exclusive: false,
+            boot_id: p.boot_id.clone(),
+            pid_ns: p.pid_ns,
+        }
+    }
+
+    const NOBODY_RUNS: fn(i32) -> bool = |_| false;
+
+    #[test]
+    fn same_host_boot_and_namespace_and_no_such_pid_is_dead() {
+        let here = place();
+        assert!(lock_from(&here, 4242).gone_given(&here, NOBODY_RUNS));
+        assert!(!lock_from(&here, 4242).gone_given(&here, |pid| pid == 4242));
+    }
+
+    #[test]
+    fn same_host_other_pid_namespace_is_not_dead() {
+        let here = place();
+        let mut l = lock_from(&here, 4242);
+        l.pid_ns = Some(4026532999);
+        assert!(!l.gone_given(&here, NOBODY_RUNS));
+        let mut l = lock_from(&here, 4242);
+        l.boot_id = Some("another boot".into());
+        assert!(!l.gone_given(&here, NOBODY_RUNS));
+        let mut l = lock_from(&here, 4242);
+        l.hostname = "other".into();
+        assert!(!l.gone_given(&here, NOBODY_RUNS));
+    }
+
+    #[test]
+    fn lock_or_host_missing_identity_fields_is_not_dead() {
+        let here = place();
+        let mut old = lock_from(&here, 4242);
+        old.boot_id = None;
+        assert!(!old.gone_given(&here, NOBODY_RUNS));
+        let mut old = lock_from(&here, 4242);
+        old.pid_ns = None;
+        assert!(!old.gone_given(&here, NOBODY_RUNS));
+        // Nor when this host can't tell its own.
+        let l = lock_from(&here, 4242);
+        for blind in [
+            Place {
+                boot_id: None,
+                ..place()
+            },
+            Place {
+                pid_ns: None,
+                ..place()
+            },
+            Place {
+                hostname: None,
+                ..place()
+            },
+        ] {
+            assert!(!l.gone_given(&blind, NOBODY_RUNS), "{blind:?}");
+        }
+        // An old lock (no fields) from this very host and a dead pid: alive
+        // until stale by time.
+        let mut dead_pid = lock_from(&here, 0);
+        dead_pid.hostname = crate::snapshot::hostname();
+        dead_pid.boot_id = None;
+        dead_pid.pid_ns = None;
+        dead_pid.pid = exited_pid();
+        assert!(!dead_pid.process_gone());
+    }
+
+    #[test]
+    fn pid_zero_or_too_large_is_never_dead() {
+        let here = place();
+        for pid in [0, u32::MAX, i32::MAX as u32 + 1] {
+            assert!(
+                !lock_from(&here, pid).gone_given(&here, NOBODY_RUNS),
+                "{pid}"
+            );
+        }
+        // And through the real probe: kill(0) would probe our process group,
+        // kill(-1) every process.
+        let mut l = Lock::for_this_process(false);
+        for pid in [0, u32::MAX] {
+            l.pid = pid;
+            assert!(!l.process_gone(), "{pid}");
+        }
+    }
+
+    fn exited_pid() -> u32 {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        pid
+    }
+
+    #[test]
+    fn this_process_is_alive_and_an_exited_one_is_dead() {
+        let mut l = Lock::for_this_process(false);
+        assert!(!l.process_gone());
+        if Place::here().boot_id.is_some() && Place::here().pid_ns.is_some() {
+            l.pid = exited_pid();
+            assert!(l.process_gone());
+        }
+    }
+
+    #[test]
+    fn identity_fields_are_optional_on_the_wire() {
+        #[derive(Serialize, Deserialize)]
+        struct Before {
+            time: String,
+            hostname: String,
+            username: String,
+            pid: u32,
+            exclusive: bool,
+        }
+        let old = Before {
+            time: "2026-11-24T10:15:30.123456789+01:00".into(),
+            hostname: "h".into(),
+            username: "u".into(),
+            pid: 7,
+            exclusive: true,
+        };
+        let bytes = format::to_msgpack(&old);
+        let l: Lock = format::from_msgpack(&bytes, &|| "lock".into()).unwrap();
+        assert_eq!((l.boot_id.as_deref(), l.pid_ns), (None, None));
+        // Written without them, a lock is byte for byte what older cairns wrote.
+        assert_eq!(format::to_msgpack(&l), bytes);
+        let mut new = l.clone();
+        new.boot_id = Some("b".into());
+        new.pid_ns = Some(9);
+        let back: Lock =
+            format::from_msgpack(&format::to_msgpack(&new), &|| "lock".into()).unwrap();
+        assert_eq!(back, new);
+    }
+
+    /// Writes garbage under a lock name, with a file time `age` in the past.
+    fn junk_lock(repo: &Repository, name: &str, age: Duration) {
+        repo.backend()
+            .write(FileType::Lock, name, b"not a lock")
+            .unwrap();
+        let path = repo.backend().location() + "/locks/" + name;
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(SystemTime::now() - age)
+            .unwrap();
+    }
+
+    #[test]
+    fn unreadable_lock_blocks_exclusive_locks_until_stale_by_file_time() {
+        let (_dir, repo) = repo();
+        let name = "ab".repeat(32);
+        junk_lock(&repo, &name, MIN);
+        // Shared locks go ahead; exclusive ones are refused, naming the file.
+        drop(acquire(&repo, false).unwrap());
+        match acquire(&repo, true) {
+            Err(Error::Locked(m)) => assert!(m.contains(&name), "{m}"),
+            _ => panic!("an unreadable lock must block an exclusive one"),
+        }
+        // Plain unlock keeps it and says why.
+        let u = unlock(&repo, false).unwrap();
+        assert!(!u[0].removed && u[0].reason.contains("unknown process"));
+        // Stale by its file time: blocks nothing, and plain unlock removes it.
+        repo.backend().remove(FileType::Lock, &name).unwrap();
+        junk_lock(&repo, &name, 31 * MIN);
+        drop(acquire(&repo, true).unwrap());
+        let u = unlock(&repo, false).unwrap();
+        assert!(
+            u[0].removed && u[0].reason.contains("file time"),
+            "{}",
+            u[0].reason
+        );
         assert!(repo.backend().list(FileType::Lock).unwrap().is_empty());
     }
 }

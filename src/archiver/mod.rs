@@ -226,6 +226,9 @@ pub fn backup(
     if interrupt.load(Ordering::Relaxed) {
         return Err(Error::Interrupted);
     }
+    // The lock is the first defence and this the second: whatever a process that
+    // took our lock for stale deleted, the snapshot must not name it.
+    a.saver.verify_written()?;
     lock.still_valid()?;
     // The snapshot's own size is part of what was added; it is known only after
     // encoding, so it is added to the in-memory copy returned to the caller.

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::format;
-use crate::id::{BlobId, IndexId};
+use crate::id::{BlobId, IndexId, PackId};
 use crate::index::{Index, IndexFile, IndexPack};
 use crate::pack::{BlobKind, MAX_BLOB_LEN, PackBuilder};
 use crate::repository::Repository;
@@ -65,6 +65,10 @@ pub struct Saver {
     last_index: Instant,
     pub stats: SaverStats,
     pub index_files: Vec<IndexId>,
+    /// Packs and index files this run wrote and indexed, with their sizes, for
+    /// [`Saver::verify_written`].
+    written_packs: Vec<(PackId, u64)>,
+    written_index_files: Vec<(IndexId, u64)>,
 }
 
 impl Saver {
@@ -123,6 +127,8 @@ impl Saver {
             last_index: Instant::now(),
             stats: SaverStats::default(),
             index_files: Vec::new(),
+            written_packs: Vec::new(),
+            written_index_files: Vec::new(),
         }
     }
 
@@ -271,11 +277,57 @@ impl Saver {
             return Ok(());
         }
         let n: usize = packs.iter().map(|p| p.blobs.len()).sum();
+        let sizes: Vec<(PackId, u64)> = packs.iter().map(|p| (p.id, p.size)).collect();
         let (id, size) = self.repo.save_index(&IndexFile { packs })?;
         self.unindexed_blobs = self.unindexed_blobs.saturating_sub(n);
         self.stats.bytes_written += size;
         self.index_files.push(id);
+        self.written_packs.extend(sizes);
+        self.written_index_files.push((id, size));
         Ok(())
+    }
+
+    /// Checks that every pack and index file this run wrote is still stored, at
+    /// least as long as written (by reading its last bytes). A backup calls this
+    /// after [`Saver::finish`] and before writing its snapshot: a prune that took
+    /// this backup's lock for stale (a host clock far off, a machine that slept)
+    /// may have deleted them, and a snapshot must never name missing data.
+    pub fn verify_written(&self) -> Result<()> {
+        use crate::backend::FileType;
+        use rayon::prelude::*;
+        let backend = self.repo.backend();
+        let probe = |t: FileType, name: String, size: u64| -> Result<Option<String>> {
+            let tail = size.min(4);
+            match backend.read_range(t, &name, size - tail, tail) {
+                Ok(_) => Ok(None),
+                Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                    Ok(Some(name))
+                }
+                Err(e) => Err(e),
+            }
+        };
+        let packs = self
+            .written_packs
+            .par_iter()
+            .map(|(id, size)| probe(FileType::Pack, id.to_hex(), *size))
+            .collect::<Result<Vec<_>>>()?;
+        let index_files = self
+            .written_index_files
+            .iter()
+            .map(|(id, size)| probe(FileType::Index, id.to_hex(), *size))
+            .collect::<Result<Vec<_>>>()?;
+        let gone_packs: Vec<String> = packs.into_iter().flatten().collect();
+        let gone_index: Vec<String> = index_files.into_iter().flatten().collect();
+        let first = match (gone_packs.first(), gone_index.first()) {
+            (Some(p), _) => format!("pack {p}"),
+            (None, Some(i)) => format!("index {i}"),
+            (None, None) => return Ok(()),
+        };
+        Err(Error::WrittenFilesGone {
+            packs: gone_packs.len(),
+            index_files: gone_index.len(),
+            first,
+        })
     }
 
     /// Writes out partial packs, waits for the writer, and writes the last index

@@ -337,6 +337,7 @@ impl Backend for LocalBackend {
                     out.push(Entry {
                         name: name.to_string(),
                         size: meta.len(),
+                        modified: meta.modified().ok(),
                     });
                 }
             }
@@ -346,10 +347,11 @@ impl Backend for LocalBackend {
             FileType::Config => {
                 if self.is_repository()? {
                     let p = self.path(t, "config");
-                    let size = fs::metadata(&p).at(&p)?.len();
+                    let meta = fs::metadata(&p).at(&p)?;
                     out.push(Entry {
                         name: "config".into(),
-                        size,
+                        size: meta.len(),
+                        modified: meta.modified().ok(),
                     });
                 }
             }
@@ -466,11 +468,16 @@ mod tests {
         assert!(b.read_range(FileType::Pack, &name, 6, 6).is_err());
         assert!(b.read_range(FileType::Pack, &name, u64::MAX, 2).is_err());
         let listed = b.list(FileType::Pack).unwrap();
+        let written = fs::metadata(b.path(FileType::Pack, &name))
+            .unwrap()
+            .modified()
+            .unwrap();
         assert_eq!(
             listed,
             vec![Entry {
                 name: name.clone(),
-                size: 11
+                size: 11,
+                modified: Some(written),
             }]
         );
         assert!(b.read(FileType::Pack, "../../etc/passwd", 100).is_err());

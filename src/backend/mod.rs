@@ -4,6 +4,8 @@
 
 pub mod local;
 
+use std::time::SystemTime;
+
 use crate::error::Result;
 
 pub use local::LocalBackend;
@@ -48,6 +50,11 @@ impl FileType {
 pub struct Entry {
     pub name: String,
     pub size: u64,
+    /// When the file was last written, by the storage's clock (a local file's
+    /// mtime, an object's LastModified); `None` where the storage doesn't say.
+    /// Only locks use it: an unreadable lock is judged stale by it
+    /// (format-spec/README.md §15).
+    pub modified: Option<SystemTime>,
 }
 
 pub trait Backend: Send + Sync {
@@ -60,7 +67,8 @@ pub trait Backend: Send + Sync {
     /// Whether a `config` file exists.
     fn is_repository(&self) -> Result<bool>;
 
-    /// Lists the files of one type; temporary files of unfinished writes are skipped.
+    /// Lists the files of one type, with their sizes and modification times;
+    /// temporary files of unfinished writes are skipped.
     fn list(&self, t: FileType) -> Result<Vec<Entry>>;
 
     /// Reads a whole file, refusing files larger than `max_len` before reading them.

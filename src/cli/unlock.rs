@@ -7,7 +7,8 @@ use super::{GlobalArgs, open, output};
 
 #[derive(Args)]
 pub struct UnlockArgs {
-    /// Remove every lock, not only stale ones (make sure no other cairn is running)
+    /// Remove every lock, readable or not, not only stale ones (make sure no other
+    /// cairn is running)
     #[arg(long)]
     remove_all: bool,
 }
@@ -19,14 +20,15 @@ pub fn run(g: &GlobalArgs, a: UnlockArgs) -> Result<ExitCode> {
         if g.json {
             output::print_json(&serde_json::json!({
                 "message_type": "lock", "id": u.id.to_hex(), "removed": u.removed, "lock": u.description,
+                "reason": u.reason,
             }))?;
         } else if !g.quiet {
-            let verb = if u.removed {
-                "removed"
-            } else {
-                "kept (not stale)"
-            };
-            println!("{verb}: {}", output::printable(&u.description));
+            let verb = if u.removed { "removed" } else { "kept" };
+            println!(
+                "{verb}: {}; {}",
+                output::printable(&u.description),
+                output::printable(&u.reason)
+            );
         }
     }
     if !g.json && !g.quiet && done.is_empty() {

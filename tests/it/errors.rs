@@ -413,12 +413,11 @@ fn lock_of_a_dead_process_on_this_host_is_removed() {
     let dead_pid = child.id();
     child.wait().expect("wait");
     let repo = open_lib(&env);
+    // Same host, boot and PID namespace as this process: provably dead.
     let lock = cairn::lock::Lock {
-        time: cairn::snapshot::now_rfc3339(),
-        hostname: cairn::snapshot::hostname(),
         username: "someone".into(),
         pid: dead_pid,
-        exclusive: true,
+        ..cairn::lock::Lock::for_this_process(true)
     };
     repo.save_sealed(
         cairn::format::FileKind::Lock,

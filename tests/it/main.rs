@@ -9,5 +9,6 @@ mod fixture;
 mod health;
 mod hostile;
 mod keys;
+mod locks;
 mod roundtrip;
 mod vectors;

@@ -1,0 +1,315 @@
+//! Locks under hostile or odd conditions (format-spec §15): clocks that disagree,
+//! lock files that can't be read, hosts that share a name, and a backup whose
+//! packs are deleted under it.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use cairn::backend::{Backend, Entry, FileType, LocalBackend};
+use cairn::format::{FileKind, SealKind};
+use cairn::lock::Lock;
+use cairn::repository::Repository;
+
+use crate::common::{self, Env, PASSWORD, stderr};
+
+fn open_lib(repo: &Path) -> Arc<Repository> {
+    let backend = Arc::new(LocalBackend::new(repo));
+    Arc::new(Repository::open(backend, PASSWORD.as_bytes()).expect("open"))
+}
+
+/// Seals `lock` into `repo`'s `locks/`; returns the file's path.
+fn write_lock(env: &Env, lock: &Lock) -> PathBuf {
+    let repo = open_lib(&env.repo);
+    let (name, _) = repo
+        .save_sealed(
+            FileKind::Lock,
+            SealKind::Lock,
+            FileType::Lock,
+            &cairn::format::to_msgpack(lock),
+        )
+        .expect("write lock");
+    env.repo.join("locks").join(name)
+}
+
+/// A repository with two snapshots (so that `forget --keep-last 1` has one to
+/// remove, and takes its lock), and their source directory.
+fn backed_up() -> (Env, String) {
+    let env = Env::with_repo(&[]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).expect("mkdir");
+    fs::write(src.join("a"), "a").expect("write");
+    let src = src.to_str().expect("utf-8").to_string();
+    env.ok(&["backup", &src]);
+    env.ok(&["backup", &src]);
+    (env, src)
+}
+
+fn set_file_age(path: &Path, age: Duration) {
+    fs::File::options()
+        .write(true)
+        .open(path)
+        .expect("open")
+        .set_modified(SystemTime::now() - age)
+        .expect("set mtime");
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Nanos, false)
+}
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// A host whose clock ran 10 minutes ahead held a lock that prune took for stale
+/// (its age was negative); prune then deleted the packs of the running backup.
+#[test]
+fn future_dated_lock_blocks_prune_with_exit_11() {
+    let (env, src) = backed_up();
+    let lock = Lock {
+        time: rfc3339(SystemTime::now() + Duration::from_secs(600)),
+        hostname: "clock-ahead".into(),
+        ..Lock::for_this_process(false)
+    };
+    let file = write_lock(&env, &lock);
+    let out = env.run(&["prune"]);
+    assert_eq!(out.status.code(), Some(11), "{}", stderr(&out));
+    assert!(stderr(&out).contains("in the future"), "{}", stderr(&out));
+    let out = env.run(&["forget", "--keep-last", "1"]);
+    assert_eq!(out.status.code(), Some(11), "{}", stderr(&out));
+    // Shared locks coexist with it; plain unlock keeps it.
+    env.ok(&["backup", &src]);
+    assert!(env.ok(&["unlock"]).contains("kept"));
+    assert!(file.exists());
+    // Once its file has gone unreplaced for longer than a holder refreshing every
+    // 5 minutes allows, it is stale, and plain unlock removes it.
+    set_file_age(&file, HOUR);
+    let out = env.ok(&["unlock"]);
+    assert!(
+        out.contains("removed") && out.contains("in the future"),
+        "{out}"
+    );
+    assert!(!file.exists());
+    env.ok(&["prune"]);
+}
+
+/// Three kinds of lock file that can't be read, each built through the library.
+fn hostile_lock_files(env: &Env) -> Vec<(&'static str, PathBuf)> {
+    let locks = env.repo.join("locks");
+    fs::create_dir_all(&locks).expect("mkdir");
+    // Bad bytes, named by their hash.
+    let junk = b"\x89CRN\r\n\x1a\n\x01\x06 definitely not a sealed lock".to_vec();
+    let garbage = locks.join(hex::encode(blake3::hash(&junk).as_bytes()));
+    fs::write(&garbage, &junk).expect("write");
+    // A good lock under a name that isn't its hash.
+    let good = write_lock(env, &Lock::for_this_process(true));
+    let renamed = locks.join("ab".repeat(32));
+    fs::rename(&good, &renamed).expect("rename");
+    // Another repository's lock: its name is its hash, but our key can't open it.
+    let other = Env::with_repo(&[]);
+    let foreign_src = write_lock(&other, &Lock::for_this_process(false));
+    let foreign = locks.join(foreign_src.file_name().expect("name"));
+    fs::copy(&foreign_src, &foreign).expect("copy");
+    vec![
+        ("bad bytes", garbage),
+        ("name not its hash", renamed),
+        ("another repository's key", foreign),
+    ]
+}
+
+#[test]
+fn unreadable_lock_is_reported_by_check_and_blocks_prune_until_stale_by_file_time() {
+    let (env, src) = backed_up();
+    let files = hostile_lock_files(&env);
+    let stash = env.path("stash");
+    fs::create_dir_all(&stash).expect("mkdir");
+    for (_, f) in &files {
+        fs::rename(f, stash.join(f.file_name().expect("name"))).expect("stash");
+    }
+    for (kind, file) in &files {
+        let name = file
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
+        fs::rename(stash.join(&name), file).expect("unstash");
+        set_file_age(file, Duration::from_secs(60));
+
+        // check names it and says what to do.
+        let out = env.run(&["check"]);
+        assert_eq!(out.status.code(), Some(1), "{kind}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains(&name) && err.contains("cairn unlock --remove-all"),
+            "{kind}: {err}"
+        );
+        // Nothing that deletes runs beside it; shared operations do.
+        for cmd in [&["prune"][..], &["forget", "--keep-last", "1"]] {
+            let out = env.run(cmd);
+            assert_eq!(
+                out.status.code(),
+                Some(11),
+                "{kind} {cmd:?}: {}",
+                stderr(&out)
+            );
+            assert!(stderr(&out).contains(&name), "{kind}: {}", stderr(&out));
+        }
+        env.ok(&["backup", &src]);
+        let out = env.ok(&["unlock"]);
+        assert!(out.contains("kept") && out.contains(&name), "{kind}: {out}");
+        assert!(file.exists(), "{kind}");
+
+        // Stale by its file time: it blocks nothing, check says `unlock` removes
+        // it, and plain unlock does, saying so.
+        set_file_age(file, HOUR);
+        env.ok(&["prune"]);
+        let out = env.run(&["check"]);
+        assert!(
+            stderr(&out).contains(&name) && stderr(&out).contains("blocks nothing"),
+            "{kind}: {}",
+            stderr(&out)
+        );
+        let out = env.ok(&["unlock"]);
+        assert!(
+            out.contains("removed") && out.contains(&name) && out.contains("file time"),
+            "{kind}: {out}"
+        );
+        assert!(!file.exists(), "{kind}");
+        env.ok(&["check"]);
+    }
+}
+
+/// Two containers share a hostname (and a kernel) but not a PID namespace: each
+/// used to take the other's pids for dead and delete its live locks.
+#[test]
+fn lock_of_a_same_named_host_without_provable_identity_is_kept() {
+    let (env, src) = backed_up();
+    let mut child = std::process::Command::new("true").spawn().expect("spawn");
+    let dead_pid = child.id();
+    child.wait().expect("wait");
+    let here = Lock::for_this_process(false);
+    let other_namespace = Lock {
+        pid: dead_pid,
+        pid_ns: Some(here.pid_ns.unwrap_or(0).wrapping_add(1)),
+        ..here.clone()
+    };
+    let older_cairn = Lock {
+        pid: dead_pid,
+        boot_id: None,
+        pid_ns: None,
+        ..here.clone()
+    };
+    for (what, lock) in [
+        ("other pid namespace", other_namespace),
+        ("no identity fields", older_cairn),
+    ] {
+        let file = write_lock(&env, &lock);
+        // Another lock's acquisition (which removes provably dead locks) keeps it.
+        env.ok(&["backup", &src]);
+        assert!(file.exists(), "{what}");
+        let out = env.run(&["prune"]);
+        assert_eq!(out.status.code(), Some(11), "{what}: {}", stderr(&out));
+        let out = env.ok(&["unlock"]);
+        assert!(out.contains("kept"), "{what}: {out}");
+        assert!(file.exists(), "{what}");
+        env.ok(&["unlock", "--remove-all"]);
+        assert!(!file.exists(), "{what}");
+    }
+}
+
+/// Deletes every pack it has written once an index file is written: what a prune
+/// that took the backup's lock for stale does between the backup's last pack and
+/// its snapshot.
+struct PrunedUnderneath {
+    inner: LocalBackend,
+    packs: Mutex<Vec<String>>,
+}
+
+impl Backend for PrunedUnderneath {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    fn create(&self) -> cairn::Result<()> {
+        self.inner.create()
+    }
+    fn is_repository(&self) -> cairn::Result<bool> {
+        self.inner.is_repository()
+    }
+    fn list(&self, t: FileType) -> cairn::Result<Vec<Entry>> {
+        self.inner.list(t)
+    }
+    fn read(&self, t: FileType, name: &str, max: u64) -> cairn::Result<Vec<u8>> {
+        self.inner.read(t, name, max)
+    }
+    fn read_range(&self, t: FileType, name: &str, off: u64, len: u64) -> cairn::Result<Vec<u8>> {
+        self.inner.read_range(t, name, off, len)
+    }
+    fn write(&self, t: FileType, name: &str, data: &[u8]) -> cairn::Result<()> {
+        self.inner.write(t, name, data)?;
+        let mut packs = self.packs.lock().expect("mutex");
+        match t {
+            FileType::Pack => packs.push(name.to_string()),
+            FileType::Index => {
+                for p in packs.drain(..) {
+                    self.inner.remove(FileType::Pack, &p)?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+    fn remove(&self, t: FileType, name: &str) -> cairn::Result<()> {
+        self.inner.remove(t, name)
+    }
+}
+
+#[test]
+fn backup_whose_packs_are_deleted_before_commit_fails_without_a_snapshot() {
+    let env = Env::with_repo(&["--pack-size", "1"]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).expect("mkdir");
+    let mut rng = common::rng(5);
+    for i in 0..3 {
+        fs::write(
+            src.join(format!("{i}.bin")),
+            common::random_bytes(&mut rng, 700 << 10),
+        )
+        .expect("write");
+    }
+    let backend = Arc::new(PrunedUnderneath {
+        inner: LocalBackend::new(&env.repo),
+        packs: Mutex::new(Vec::new()),
+    });
+    let repo = Arc::new(Repository::open(backend, PASSWORD.as_bytes()).expect("open"));
+    let opts = cairn::archiver::BackupOptions {
+        source: cairn::archiver::Source::Paths(vec![src.clone()]),
+        host: None,
+        tags: vec![],
+        excludes: vec![],
+        one_file_system: false,
+        parent: None,
+        force: false,
+        progress: None,
+    };
+    let err = cairn::archiver::backup(&repo, opts, &AtomicBool::new(false), &|_| {})
+        .err()
+        .expect("a backup whose packs are gone must fail");
+    assert!(
+        matches!(err, cairn::Error::WrittenFilesGone { packs, .. } if packs >= 2),
+        "{err}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("written by this backup are gone")
+            && msg.contains("the snapshot was not written")
+            && msg.contains("cairn check"),
+        "{msg}"
+    );
+    drop(repo);
+    assert!(common::all_files(&env.repo.join("snapshots")).is_empty());
+    assert!(common::all_files(&env.repo.join("locks")).is_empty());
+    // `check` finds the index naming missing packs, but no snapshot that needs them.
+    let out = env.run(&["check"]);
+    assert!(stderr(&out).contains("missing"), "{}", stderr(&out));
+}
