@@ -104,7 +104,7 @@ impl Repository {
         let mut order = Vec::with_capacity(ids.len());
         for id in &ids {
             match crate::keys::load_key_file(&*backend, id) {
-                Ok(kf) => order.push((*id, crate::keys::kdf_cost(&kf.kdf))),
+                Ok(kf) => order.push((*id, kf.kdf.cost())),
                 Err(e) => {
                     unreadable += 1;
                     first_err.get_or_insert(e);

@@ -152,6 +152,39 @@ fn argon2id_wrapping_key() {
 
 const ARGON2_VECTOR: &str = "970800cd4733e502caabafe0684333b0d77550b0e5005f5c28a69fa5fd86816d";
 
+/// §17: the Argon2 caps, at and just past each bound. Validation derives nothing,
+/// so the refused parameters cost nothing here.
+#[test]
+fn argon2_caps_of_section_17() {
+    let params = |memory_kib: u32, iterations: u32| KdfParams {
+        memory_kib,
+        iterations,
+        parallelism: 1,
+        salt: vec![0x5A; 32],
+    };
+    for (m, i) in ARGON2_CAPS_ACCEPTED {
+        assert!(params(*m, *i).validate("k").is_ok(), "{m} KiB × {i}");
+    }
+    for (m, i) in ARGON2_CAPS_REFUSED {
+        assert!(
+            matches!(
+                params(*m, *i).validate("k"),
+                Err(cairn::Error::KdfOverCap { .. })
+            ),
+            "{m} KiB × {i}"
+        );
+    }
+}
+
+const ARGON2_CAPS_ACCEPTED: &[(u32, u32)] = &[(1048576, 4), (262144, 16), (262144, 10), (8, 16)];
+const ARGON2_CAPS_REFUSED: &[(u32, u32)] = &[
+    (1048577, 1),
+    (1024, 17),
+    (524288, 16),
+    (1048576, 5),
+    (262145, 16),
+];
+
 #[test]
 fn chunk_boundaries_depend_on_the_seed() {
     let params = ChunkerParams {
