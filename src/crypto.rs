@@ -23,6 +23,8 @@ pub const SESSION_ID_LEN: usize = 32;
 pub const MASTER_KEY_LEN: usize = 72;
 
 const SUBKEY_CONTEXT: &str = "cairn 2026-11-24 v1 session subkey";
+const COMMITMENT_CONTEXT: &str = "cairn 2026-11-29 v1 key commitment";
+pub const COMMITMENT_LEN: usize = 32;
 
 /// The repository's secrets. Not `Debug`, not `Clone`: it is zeroized on drop and
 /// never printed.
@@ -164,20 +166,39 @@ impl SessionKey {
                 ),
             ));
         }
+        self.try_open(aad, sealed).ok_or_else(|| {
+            Error::corrupt(
+                what(),
+                "authentication failed (the bytes were altered, or belong elsewhere)",
+            )
+        })
+    }
+
+    /// Verifies the tag and decrypts; `None` when the bytes don't authenticate
+    /// under this key (or are too short to be a sealed object). For callers that
+    /// try keys: to them a failure means "not this key", not damage.
+    pub fn try_open(&self, aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
+        if sealed.len() < SEAL_OVERHEAD {
+            return None;
+        }
         let (nonce, ct) = sealed.split_at(NONCE_LEN);
-        self.cipher
-            .decrypt(&nonce_of(nonce)?, Payload { msg: ct, aad })
-            .map_err(|_| {
-                Error::corrupt(
-                    what(),
-                    "authentication failed (the bytes were altered, or belong elsewhere)",
-                )
-            })
+        let nonce = Nonce::try_from(nonce).ok()?;
+        self.cipher.decrypt(&nonce, Payload { msg: ct, aad }).ok()
     }
 }
 
-fn nonce_of(bytes: &[u8]) -> Result<Nonce> {
-    Nonce::try_from(bytes).map_err(|_| Error::invalid("a nonce must be 12 bytes"))
+/// A key file's commitment to its wrapping key (format-spec §9): BLAKE3
+/// derive_key under its own context. AES-GCM-SIV is not key-committing (one
+/// ciphertext can be made to verify under many keys); the commitment ties a key
+/// file to exactly one wrapping key.
+pub fn key_commitment(wrapping_key: &[u8; 32]) -> [u8; COMMITMENT_LEN] {
+    blake3::derive_key(COMMITMENT_CONTEXT, wrapping_key)
+}
+
+/// Whether `commitment` is `wrapping_key`'s, compared in constant time
+/// (`blake3::Hash` equality is), so that the comparison's time says nothing.
+pub fn commitment_matches(wrapping_key: &[u8; 32], commitment: &[u8; COMMITMENT_LEN]) -> bool {
+    blake3::Hash::from_bytes(key_commitment(wrapping_key)) == blake3::Hash::from_bytes(*commitment)
 }
 
 pub fn random_bytes(buf: &mut [u8]) -> Result<()> {

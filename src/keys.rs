@@ -389,7 +389,8 @@ mod tests {
     }
 
     /// A cheap key file that unwraps under the password but holds another master
-    /// key (planted, or from another repository) is passed over, not fatal.
+    /// key (planted, or from another repository) is passed over, not fatal; alone,
+    /// it reads exactly as a wrong password (issue #10, item 5).
     #[test]
     fn a_key_that_does_not_open_the_config_is_passed_over() {
         let dir = tempfile::tempdir().unwrap();
@@ -406,11 +407,21 @@ mod tests {
         let id = KeyId::of_stored(&planted);
         fs::write(dir.path().join("repo/keys").join(id.to_hex()), &planted).unwrap();
         assert_eq!(reopen(dir.path(), b"pw").unwrap().key_id(), repo.key_id());
-        // Alone, it is reported as the config failing to open.
+        // Alone, it is reported as a wrong password, like no key unwrapping.
         fs::remove_file(dir.path().join("repo/keys").join(repo.key_id().to_hex())).unwrap();
-        assert!(matches!(
-            reopen(dir.path(), b"pw"),
-            Err(Error::Corrupt { .. })
-        ));
+        let planted_err = reopen(dir.path(), b"pw").err().unwrap();
+        assert!(
+            matches!(
+                planted_err,
+                Error::WrongPassword {
+                    keys: 1,
+                    unreadable: 0,
+                    ..
+                }
+            ),
+            "{planted_err}"
+        );
+        let wrong_err = reopen(dir.path(), b"not it").err().unwrap();
+        assert_eq!(planted_err.to_string(), wrong_err.to_string());
     }
 }

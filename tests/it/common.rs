@@ -126,6 +126,21 @@ pub fn last_json(out: &str, kind: &str) -> serde_json::Value {
         .unwrap_or_else(|| panic!("no {kind} line in output:\n{out}"))
 }
 
+/// Writes `contents` to a new file readable by its owner only, as a password file
+/// should be.
+pub fn write_private(path: &Path, contents: &str) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .expect("create private file");
+    f.write_all(contents.as_bytes())
+        .expect("write private file");
+}
+
 /// xorshift64 with the output taken from bits 32..40: fixed forever, unlike
 /// library generators, for data that frozen fixtures and vectors depend on.
 pub fn xorshift(seed: u64, n: usize) -> Vec<u8> {

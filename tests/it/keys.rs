@@ -450,3 +450,74 @@ fn init_and_key_add_refuse_kdf_parameters_above_the_caps() {
     }
     assert_eq!(key_files(&env), before);
 }
+
+/// Issue #10, item 5: with a key file planted for a guessed password (and the real
+/// key removed or damaged by the same hand), a run with the right guess answered
+/// "config is corrupt" (exit 1) and any other "wrong password" (exit 12), so the
+/// owner's own runs confirmed the guess. Both now read the same.
+#[test]
+fn planted_key_for_a_guessed_password_reads_as_a_wrong_password() {
+    let env = Env::with_repo(&[]);
+    let [real] = key_files(&env).try_into().expect("one key file");
+    let guess = "summer2026";
+    plant(&env, &planted_key(&env, guess, cheap_kdf()));
+    let guessed = env.path("guessed");
+    common::write_private(&guessed, &format!("{guess}\n"));
+    let wrong = env.path("wrong");
+    common::write_private(&wrong, "plainly wrong\n");
+
+    let same_answer = |when: &str| {
+        let by_guess = env.run_with(&guessed, &["snapshots"]);
+        let by_wrong = env.run_with(&wrong, &["snapshots"]);
+        for out in [&by_guess, &by_wrong] {
+            assert_eq!(out.status.code(), Some(12), "{when}: {}", stderr(out));
+            assert!(
+                stderr(out).contains("wrong password"),
+                "{when}: {}",
+                stderr(out)
+            );
+            assert_eq!(stderr(out).lines().count(), 1, "{when}: {}", stderr(out));
+        }
+        assert_eq!(stderr(&by_guess), stderr(&by_wrong), "{when}");
+        assert_eq!(stdout(&by_guess), stdout(&by_wrong), "{when}");
+    };
+    // Beside the real key, the right password still opens.
+    same_answer("real key present");
+    env.ok(&["snapshots"]);
+
+    let real_path = env.repo.join("keys").join(&real);
+    let aside = env.path("real-key");
+    fs::rename(&real_path, &aside).expect("move aside");
+    same_answer("planted key alone");
+    fs::write(&real_path, b"damaged").expect("damage");
+    same_answer("real key damaged");
+    fs::rename(&aside, &real_path).expect("move back");
+    env.ok(&["snapshots"]);
+}
+
+/// A key file commits to its wrapping key: with the commitment altered it doesn't
+/// open even under the right password, although its tag would verify; without a
+/// commitment (as key files written before it existed) the tag alone decides.
+#[test]
+fn key_file_with_an_altered_commitment_does_not_open() {
+    let env = Env::with_repo(&[]);
+    let [real] = key_files(&env).try_into().expect("one key file");
+    let real_path = env.repo.join("keys").join(&real);
+    let bytes = fs::read(&real_path).expect("read key file");
+    let mut kf = KeyFile::decode(&bytes, &KeyId::from_hex(&real).expect("id")).expect("decode");
+    let commitment = kf
+        .commitment
+        .as_mut()
+        .expect("a new key file has a commitment");
+    commitment[0] ^= 1;
+    let altered = plant(&env, &kf);
+    fs::remove_file(&real_path).expect("remove the original");
+    let out = env.run(&["snapshots"]);
+    assert_eq!(out.status.code(), Some(12), "{}", stderr(&out));
+    assert!(stderr(&out).contains("wrong password"), "{}", stderr(&out));
+
+    kf.commitment = None;
+    plant(&env, &kf);
+    fs::remove_file(env.repo.join("keys").join(&altered)).expect("remove altered");
+    env.ok(&["snapshots"]);
+}
