@@ -23,7 +23,7 @@ impl Env {
         let dir = tempfile::tempdir().expect("tempdir");
         let repo = dir.path().join("repo");
         let password_file = dir.path().join("password");
-        std::fs::write(&password_file, format!("{PASSWORD}\n")).expect("password file");
+        write_private(&password_file, &format!("{PASSWORD}\n"));
         Self {
             dir,
             repo,

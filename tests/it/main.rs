@@ -7,5 +7,6 @@ mod errors;
 mod fixture;
 mod health;
 mod keys;
+mod password;
 mod roundtrip;
 mod vectors;
