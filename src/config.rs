@@ -12,7 +12,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::crypto::{MasterKey, SESSION_ID_LEN, random_array};
+use crate::crypto::{MasterKey, SEAL_OVERHEAD, SESSION_ID_LEN, random_array};
 use crate::error::{Error, Result};
 use crate::format::{self, FileKind, SealKind};
 use crate::id::RepoId;
@@ -162,21 +162,10 @@ impl Config {
         Ok(out)
     }
 
-    /// The repository id, readable without the key.
-    pub fn peek_repo_id(bytes: &[u8]) -> Result<RepoId> {
+    /// Checks everything that can be checked without a key (prefix, version,
+    /// lengths) and returns the parts; damage found here is reported as such.
+    pub fn parse_sealed(bytes: &[u8]) -> Result<SealedConfig<'_>> {
         let rest = format::check_prefix(bytes, FileKind::Config, &|| "config".into())?;
-        let Some((id, _)) = rest.split_first_chunk::<32>() else {
-            return Err(Error::corrupt(
-                "config",
-                "too short to hold the repository id",
-            ));
-        };
-        Ok(RepoId(*id))
-    }
-
-    pub fn decode(bytes: &[u8], key: &MasterKey) -> Result<Self> {
-        let what = || "config".to_string();
-        let rest = format::check_prefix(bytes, FileKind::Config, &what)?;
         let Some((id, rest)) = rest.split_first_chunk::<32>() else {
             return Err(Error::corrupt(
                 "config",
@@ -186,22 +175,63 @@ impl Config {
         let Some((session, sealed)) = rest.split_first_chunk::<SESSION_ID_LEN>() else {
             return Err(Error::corrupt("config", "too short to hold a session id"));
         };
-        let repo_id = RepoId(*id);
-        let plain = key.session(session).open(
-            &format::aad(&repo_id, SealKind::Config, None),
+        if sealed.len() < SEAL_OVERHEAD {
+            return Err(Error::corrupt(
+                "config",
+                format!(
+                    "{} bytes is too short to be an encrypted object",
+                    sealed.len()
+                ),
+            ));
+        }
+        Ok(SealedConfig {
+            repo_id: RepoId(*id),
+            session,
             sealed,
-            &what,
-        )?;
+        })
+    }
+
+    /// Decodes with a key known to be this repository's: failing to
+    /// authenticate is corruption here.
+    pub fn decode(bytes: &[u8], key: &MasterKey) -> Result<Self> {
+        Self::parse_sealed(bytes)?.open(key)?.ok_or_else(|| {
+            Error::corrupt(
+                "config",
+                "authentication failed (the bytes were altered, or belong elsewhere)",
+            )
+        })
+    }
+}
+
+/// A config whose key-independent parts are checked, not yet authenticated.
+pub struct SealedConfig<'a> {
+    /// In the clear, so that the associated data can be built before any key is
+    /// known; bound into it, so altering it is detected when the config is opened.
+    pub repo_id: RepoId,
+    session: &'a [u8; SESSION_ID_LEN],
+    sealed: &'a [u8],
+}
+
+impl SealedConfig<'_> {
+    /// `Ok(None)`: the config does not authenticate under `key`, so `key` is not
+    /// this repository's (or the sealed bytes were altered: the two can't be told
+    /// apart). `Err`: it authenticates but is not a valid config.
+    pub fn open(&self, key: &MasterKey) -> Result<Option<Config>> {
+        let what = || "config".to_string();
+        let aad = format::aad(&self.repo_id, SealKind::Config, None);
+        let Some(plain) = key.session(self.session).try_open(&aad, self.sealed) else {
+            return Ok(None);
+        };
         let msg = format::decode_payload(&plain, None, CONFIG_MAX_LEN as usize, &what)?;
         let config: Config = format::from_msgpack(&msg, &what)?;
-        if config.repo_id != repo_id {
+        if config.repo_id != self.repo_id {
             return Err(Error::corrupt(
                 "config",
                 "sealed repository id differs from the one in the clear",
             ));
         }
         config.validate().map_err(|r| Error::corrupt("config", r))?;
-        Ok(config)
+        Ok(Some(config))
     }
 }
 
@@ -230,10 +260,22 @@ mod tests {
             pack_size: DEFAULT_PACK_SIZE,
         };
         let bytes = c.encode(&key).unwrap();
-        assert_eq!(Config::peek_repo_id(&bytes).unwrap(), c.repo_id);
+        assert_eq!(Config::parse_sealed(&bytes).unwrap().repo_id, c.repo_id);
         assert_eq!(Config::decode(&bytes, &key).unwrap(), c);
         let mut bad = bytes.clone();
         bad[12] ^= 1; // inside the clear repository id, which is authenticated
         assert!(Config::decode(&bad, &key).is_err());
+        let sealed = Config::parse_sealed(&bad).unwrap();
+        assert!(sealed.open(&key).unwrap().is_none());
+        let other = MasterKey::generate().unwrap();
+        assert!(
+            Config::parse_sealed(&bytes)
+                .unwrap()
+                .open(&other)
+                .unwrap()
+                .is_none()
+        );
+        // Too short to hold a sealed object: seen without any key.
+        assert!(Config::parse_sealed(&bytes[..10 + 32 + 32 + 27]).is_err());
     }
 }

@@ -23,6 +23,8 @@ pub const SESSION_ID_LEN: usize = 32;
 pub const MASTER_KEY_LEN: usize = 72;
 
 const SUBKEY_CONTEXT: &str = "cairn 2026-11-24 v1 session subkey";
+const COMMITMENT_CONTEXT: &str = "cairn 2026-11-29 v1 key commitment";
+pub const COMMITMENT_LEN: usize = 32;
 
 /// The repository's secrets. Not `Debug`, not `Clone`: it is zeroized on drop and
 /// never printed.
@@ -164,20 +166,39 @@ impl SessionKey {
                 ),
             ));
         }
+        self.try_open(aad, sealed).ok_or_else(|| {
+            Error::corrupt(
+                what(),
+                "authentication failed (the bytes were altered, or belong elsewhere)",
+            )
+        })
+    }
+
+    /// Verifies the tag and decrypts; `None` when the bytes don't authenticate
+    /// under this key (or are too short to be a sealed object). For callers that
+    /// try keys: to them a failure means "not this key", not damage.
+    pub fn try_open(&self, aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
+        if sealed.len() < SEAL_OVERHEAD {
+            return None;
+        }
         let (nonce, ct) = sealed.split_at(NONCE_LEN);
-        self.cipher
-            .decrypt(&nonce_of(nonce)?, Payload { msg: ct, aad })
-            .map_err(|_| {
-                Error::corrupt(
-                    what(),
-                    "authentication failed (the bytes were altered, or belong elsewhere)",
-                )
-            })
+        let nonce = Nonce::try_from(nonce).ok()?;
+        self.cipher.decrypt(&nonce, Payload { msg: ct, aad }).ok()
     }
 }
 
-fn nonce_of(bytes: &[u8]) -> Result<Nonce> {
-    Nonce::try_from(bytes).map_err(|_| Error::invalid("a nonce must be 12 bytes"))
+/// A key file's commitment to its wrapping key (format-spec §9): BLAKE3
+/// derive_key under its own context. AES-GCM-SIV is not key-committing (one
+/// ciphertext can be made to verify under many keys); the commitment ties a key
+/// file to exactly one wrapping key.
+pub fn key_commitment(wrapping_key: &[u8; 32]) -> [u8; COMMITMENT_LEN] {
+    blake3::derive_key(COMMITMENT_CONTEXT, wrapping_key)
+}
+
+/// Whether `commitment` is `wrapping_key`'s, compared in constant time
+/// (`blake3::Hash` equality is), so that the comparison's time says nothing.
+pub fn commitment_matches(wrapping_key: &[u8; 32], commitment: &[u8; COMMITMENT_LEN]) -> bool {
+    blake3::Hash::from_bytes(key_commitment(wrapping_key)) == blake3::Hash::from_bytes(*commitment)
 }
 
 pub fn random_bytes(buf: &mut [u8]) -> Result<()> {
@@ -201,15 +222,31 @@ pub struct KdfParams {
     pub salt: Vec<u8>,
 }
 
-/// Caps on parameters read from a key file. Key files are attacker-controlled: a
-/// forged file must not make `open` allocate 100 GiB or spin for a day.
-pub const KDF_MAX_MEMORY_KIB: u32 = 4 * 1024 * 1024;
-pub const KDF_MAX_ITERATIONS: u32 = 64;
+/// Caps on Argon2 parameters (format-spec §17). Key files are attacker-controlled
+/// and a planted one is derived with every password typed, so its cost is paid on
+/// every attempt: the caps bound that at about 4 GiB·passes of work and 1 GiB of
+/// memory, instead of letting a forged file make `open` allocate 100 GiB or spin
+/// for a day. The default parameters (256 MiB, 1..=10 calibrated passes) are
+/// well inside them.
+pub const KDF_MAX_MEMORY_KIB: u32 = 1024 * 1024;
+pub const KDF_MAX_ITERATIONS: u32 = 16;
+/// Cap on memory × iterations in KiB·passes: 1 GiB × 4, or 256 MiB × 16.
+pub const KDF_MAX_COST: u64 = 4 * 1024 * 1024;
 pub const KDF_MAX_PARALLELISM: u32 = 16;
 pub const KDF_SALT_LEN: usize = 32;
 pub const KDF_DEFAULT_MEMORY_KIB: u32 = 256 * 1024;
+/// Calibration chooses at most this many passes at the default memory.
+pub const KDF_DEFAULT_MAX_ITERATIONS: u32 = 10;
+
+const _: () = assert!(
+    KDF_DEFAULT_MEMORY_KIB <= KDF_MAX_MEMORY_KIB
+        && KDF_DEFAULT_MAX_ITERATIONS <= KDF_MAX_ITERATIONS
+        && KDF_DEFAULT_MEMORY_KIB as u64 * KDF_DEFAULT_MAX_ITERATIONS as u64 <= KDF_MAX_COST,
+    "the default key derivation must stay within the caps"
+);
 
 impl KdfParams {
+    /// Parameters for a new key, refused (with the reason) above the caps.
     pub fn new(memory_kib: u32, iterations: u32) -> Result<Self> {
         let p = Self {
             memory_kib,
@@ -217,7 +254,9 @@ impl KdfParams {
             parallelism: 1,
             salt: random_array::<KDF_SALT_LEN>()?.to_vec(),
         };
-        p.validate("the requested key derivation parameters")?;
+        if let Some(reason) = p.over_cap().or_else(|| p.malformed()) {
+            return Err(Error::invalid(reason));
+        }
         Ok(p)
     }
 
@@ -228,45 +267,103 @@ impl KdfParams {
         let start = std::time::Instant::now();
         derive_wrapping_key(b"calibration", &probe)?;
         let one = start.elapsed().as_secs_f64().max(0.01);
-        probe.iterations = ((1.0 / one).round() as u32).clamp(1, 10);
+        probe.iterations = ((1.0 / one).round() as u32).clamp(1, KDF_DEFAULT_MAX_ITERATIONS);
         probe.salt = random_array::<KDF_SALT_LEN>()?.to_vec();
         Ok(probe)
     }
 
+    /// How much work deriving takes, in KiB·passes: Argon2's time grows with
+    /// memory × passes, whatever the number of lanes.
+    pub fn cost(&self) -> u64 {
+        u64::from(self.memory_kib) * u64::from(self.iterations)
+    }
+
+    /// Checks the parameters read from `what` (a key file) before anything is
+    /// derived or allocated for them.
     pub fn validate(&self, what: &str) -> Result<()> {
-        let bad = |reason: String| Err(Error::corrupt(what, reason));
+        if let Some(reason) = self.over_cap() {
+            return Err(Error::KdfOverCap {
+                what: what.to_string(),
+                reason,
+            });
+        }
+        match self.malformed() {
+            Some(reason) => Err(Error::corrupt(what, reason)),
+            None => Ok(()),
+        }
+    }
+
+    /// Why deriving with these parameters would cost more than the caps allow.
+    fn over_cap(&self) -> Option<String> {
         if self.memory_kib > KDF_MAX_MEMORY_KIB {
-            return bad(format!(
-                "Argon2 memory {} KiB is above the cap of {} KiB",
-                self.memory_kib, KDF_MAX_MEMORY_KIB
+            return Some(format!(
+                "Argon2 memory {} is above the cap of {}",
+                kib_text(u64::from(self.memory_kib)),
+                kib_text(u64::from(KDF_MAX_MEMORY_KIB))
             ));
         }
-        if self.iterations == 0 || self.iterations > KDF_MAX_ITERATIONS {
-            return bad(format!(
-                "Argon2 iterations {} outside 1..={}",
-                self.iterations, KDF_MAX_ITERATIONS
+        if self.iterations > KDF_MAX_ITERATIONS {
+            return Some(format!(
+                "{} Argon2 iterations are above the cap of {KDF_MAX_ITERATIONS}",
+                self.iterations
             ));
         }
-        if self.parallelism == 0 || self.parallelism > KDF_MAX_PARALLELISM {
-            return bad(format!(
-                "Argon2 parallelism {} outside 1..={}",
-                self.parallelism, KDF_MAX_PARALLELISM
+        if self.cost() > KDF_MAX_COST {
+            return Some(format!(
+                "Argon2 memory × iterations = {} × {} = {}·passes is above the cap of {}·passes \
+                 (1 GiB × 4, or 256 MiB × 16)",
+                kib_text(u64::from(self.memory_kib)),
+                self.iterations,
+                kib_text(self.cost()),
+                kib_text(KDF_MAX_COST)
             ));
         }
-        if self.memory_kib < 8 * self.parallelism {
-            return bad(format!(
+        if self.parallelism > KDF_MAX_PARALLELISM {
+            return Some(format!(
+                "{} Argon2 lanes are above the cap of {KDF_MAX_PARALLELISM}",
+                self.parallelism
+            ));
+        }
+        None
+    }
+
+    /// What makes these parameters invalid whatever the caps.
+    fn malformed(&self) -> Option<String> {
+        if self.iterations == 0 {
+            return Some("Argon2 iterations must be at least 1".into());
+        }
+        if self.parallelism == 0 {
+            return Some("Argon2 parallelism must be at least 1".into());
+        }
+        if u64::from(self.memory_kib) < 8 * u64::from(self.parallelism) {
+            return Some(format!(
                 "Argon2 memory {} KiB is below 8 KiB per lane",
                 self.memory_kib
             ));
         }
         if self.salt.len() != KDF_SALT_LEN {
-            return bad(format!(
+            return Some(format!(
                 "salt is {} bytes, expected {}",
                 self.salt.len(),
                 KDF_SALT_LEN
             ));
         }
-        Ok(())
+        None
+    }
+}
+
+/// `1 GiB`, `256 MiB`, `1025 KiB (1.0 MiB)`: exact, and readable.
+fn kib_text(kib: u64) -> String {
+    const MIB: u64 = 1024;
+    const GIB: u64 = 1024 * 1024;
+    if kib >= GIB && kib % GIB == 0 {
+        format!("{} GiB", kib / GIB)
+    } else if kib >= MIB && kib % MIB == 0 {
+        format!("{} MiB", kib / MIB)
+    } else if kib >= MIB {
+        format!("{kib} KiB ({:.1} MiB)", kib as f64 / MIB as f64)
+    } else {
+        format!("{kib} KiB")
     }
 }
 
@@ -328,5 +425,48 @@ mod tests {
         let mut p = KdfParams::new(64, 1).unwrap();
         p.salt = vec![0; 3];
         assert!(p.validate("k").is_err());
+    }
+
+    /// Issue #10, item 4: caps of 4 GiB and 64 passes let a planted key file cost
+    /// ~30 s and 4 GiB per password attempt. Checked without deriving anything.
+    #[test]
+    fn kdf_caps_are_1_gib_16_passes_and_4_gib_passes() {
+        const GIB: u32 = 1024 * 1024;
+        let with = |memory_kib: u32, iterations: u32| KdfParams {
+            memory_kib,
+            iterations,
+            parallelism: 1,
+            salt: vec![0; KDF_SALT_LEN],
+        };
+        for (m, i) in [(GIB, 4), (GIB / 4, 16), (GIB, 1), (8, 16), (GIB / 4, 10)] {
+            assert!(with(m, i).validate("k").is_ok(), "{m} KiB × {i}");
+        }
+        for (m, i) in [
+            (GIB + 1, 1),
+            (4 * GIB, 1),
+            (8, 17),
+            (64, 64),
+            (GIB, 5),
+            (GIB / 2, 16),
+            (GIB / 4 + 1, 16),
+        ] {
+            let err = with(m, i).validate("key file 00ff").unwrap_err();
+            assert!(matches!(err, Error::KdfOverCap { .. }), "{m} × {i}: {err}");
+            let msg = err.to_string();
+            assert!(
+                msg.contains("key file 00ff") && msg.contains("cap"),
+                "{msg}"
+            );
+        }
+        let msg = with(GIB / 2, 16).validate("k").unwrap_err().to_string();
+        assert!(
+            msg.contains("512 MiB × 16 = 8 GiB·passes") && msg.contains("4 GiB·passes"),
+            "{msg}"
+        );
+        // A new key above the caps is refused in the same words.
+        let err = KdfParams::new(GIB + 1, 1).err().unwrap().to_string();
+        assert!(err.contains("above the cap of 1 GiB"), "{err}");
+        assert!(KdfParams::new(GIB / 4, 17).is_err());
+        assert!(KdfParams::new(GIB / 4, 0).is_err());
     }
 }

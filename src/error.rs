@@ -55,6 +55,14 @@ pub enum Error {
     #[error("{what} is corrupt: {reason}")]
     Corrupt { what: String, reason: String },
 
+    /// Key derivation parameters above the caps of format-spec §17, refused before
+    /// anything is allocated or derived for them.
+    #[error(
+        "{what}: {reason}; cairn derives no key above its caps, so that a planted key \
+         file can't make every password attempt that costly"
+    )]
+    KdfOverCap { what: String, reason: String },
+
     #[error("{what} is missing from the repository: {reason}")]
     Missing { what: String, reason: String },
 

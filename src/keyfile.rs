@@ -14,7 +14,7 @@
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::crypto::{self, KdfParams, MASTER_KEY_LEN, MasterKey, SessionKey};
+use crate::crypto::{self, COMMITMENT_LEN, KdfParams, MASTER_KEY_LEN, MasterKey, SessionKey};
 use crate::error::{Error, Result};
 use crate::format::{self, FileKind, SealKind};
 use crate::id::{KeyId, RepoId};
@@ -32,6 +32,11 @@ pub struct KeyFile {
     /// nonce || AES-256-GCM-SIV(master key) || tag.
     #[serde(with = "serde_bytes")]
     pub wrapped: Vec<u8>,
+    /// Commitment to the wrapping key (`crypto::key_commitment`). Written in every
+    /// new key file; absent in those written before it existed, which the tag
+    /// alone then decides (format-spec §9).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "serde_bytes")]
+    pub commitment: Option<[u8; COMMITMENT_LEN]>,
 }
 
 impl KeyFile {
@@ -53,6 +58,7 @@ impl KeyFile {
             username: crate::snapshot::username(),
             kdf,
             wrapped,
+            commitment: Some(crypto::key_commitment(&kek)),
         })
     }
 
@@ -90,8 +96,10 @@ impl KeyFile {
         Ok(())
     }
 
-    /// `Ok(None)` when the password is not this key's; `Err` for a key file that
-    /// belongs to another repository.
+    /// `Ok(None)` when the password is not this key's: its commitment (checked
+    /// first, in constant time) or else its tag doesn't verify. `Err` for a key
+    /// file that belongs to another repository. A key that unwraps may still not
+    /// be this repository's (a planted one): the config decides that.
     pub fn unwrap_key(
         &self,
         password: &[u8],
@@ -100,17 +108,20 @@ impl KeyFile {
     ) -> Result<Option<MasterKey>> {
         self.check_repo(id, repo_id)?;
         let kek = crypto::derive_wrapping_key(password, &self.kdf)?;
-        let aad = format::aad(repo_id, SealKind::MasterKey, None);
-        match SessionKey::from_raw(&kek).open(&aad, &self.wrapped, &|| String::new()) {
-            Ok(plain) => {
-                let plain = Zeroizing::new(plain);
-                let arr: &[u8; MASTER_KEY_LEN] = plain.as_slice().try_into().map_err(|_| {
-                    Error::corrupt(format!("key file {id}"), "master key has the wrong length")
-                })?;
-                Ok(Some(MasterKey::from_bytes(arr)))
+        if let Some(commitment) = &self.commitment {
+            if !crypto::commitment_matches(&kek, commitment) {
+                return Ok(None);
             }
-            Err(_) => Ok(None),
         }
+        let aad = format::aad(repo_id, SealKind::MasterKey, None);
+        let Some(plain) = SessionKey::from_raw(&kek).try_open(&aad, &self.wrapped) else {
+            return Ok(None);
+        };
+        let plain = Zeroizing::new(plain);
+        let arr: &[u8; MASTER_KEY_LEN] = plain.as_slice().try_into().map_err(|_| {
+            Error::corrupt(format!("key file {id}"), "master key has the wrong length")
+        })?;
+        Ok(Some(MasterKey::from_bytes(arr)))
     }
 }
 
@@ -130,6 +141,63 @@ mod tests {
         assert_eq!(*got.to_bytes(), *key.to_bytes());
         assert!(back.unwrap_key(b"wrong", &id, &repo).unwrap().is_none());
         assert!(back.unwrap_key(b"secret", &id, &RepoId([2; 32])).is_err());
+    }
+
+    /// Issue #10, item 5: a key file commits to its wrapping key. One whose
+    /// commitment doesn't match doesn't open even though its tag verifies; one
+    /// without a commitment (written before it existed) is decided by the tag.
+    #[test]
+    fn commitment_is_written_and_checked_before_the_tag() {
+        let key = MasterKey::generate().unwrap();
+        let repo = RepoId([1; 32]);
+        let kf = KeyFile::create(&key, repo, b"secret", KdfParams::new(64, 1).unwrap()).unwrap();
+        let kek = crypto::derive_wrapping_key(b"secret", &kf.kdf).unwrap();
+        assert_eq!(kf.commitment, Some(crypto::key_commitment(&kek)));
+        let id = KeyId([0; 32]);
+
+        let mut altered = kf.clone();
+        if let Some(c) = altered.commitment.as_mut() {
+            c[31] ^= 1;
+        }
+        let bytes = altered.encode();
+        let back = KeyFile::decode(&bytes, &id).unwrap();
+        assert!(back.unwrap_key(b"secret", &id, &repo).unwrap().is_none());
+
+        let mut legacy = kf.clone();
+        legacy.commitment = None;
+        let bytes = legacy.encode();
+        let back = KeyFile::decode(&bytes, &id).unwrap();
+        assert!(back.commitment.is_none());
+        let got = back.unwrap_key(b"secret", &id, &repo).unwrap().unwrap();
+        assert_eq!(*got.to_bytes(), *key.to_bytes());
+        assert!(back.unwrap_key(b"wrong", &id, &repo).unwrap().is_none());
+    }
+
+    /// A commitment that isn't 32 bytes makes the key file corrupt.
+    #[test]
+    fn commitment_of_the_wrong_length_is_corrupt() {
+        #[derive(Serialize)]
+        struct Short<'a> {
+            #[serde(flatten)]
+            kf: &'a KeyFile,
+            #[serde(with = "serde_bytes")]
+            commitment: &'a [u8],
+        }
+        let key = MasterKey::generate().unwrap();
+        let mut kf =
+            KeyFile::create(&key, RepoId([1; 32]), b"pw", KdfParams::new(64, 1).unwrap()).unwrap();
+        kf.commitment = None;
+        let mut bytes = Vec::new();
+        format::write_prefix(&mut bytes, FileKind::Key);
+        bytes.extend_from_slice(
+            &rmp_serde::to_vec_named(&Short {
+                kf: &kf,
+                commitment: &[7; 31],
+            })
+            .unwrap(),
+        );
+        let err = KeyFile::decode(&bytes, &KeyId([0; 32])).err().unwrap();
+        assert!(matches!(err, Error::Corrupt { .. }), "{err}");
     }
 
     #[test]

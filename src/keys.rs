@@ -53,12 +53,6 @@ pub fn load_key_file(backend: &dyn Backend, id: &KeyId) -> Result<KeyFile> {
     KeyFile::decode(&bytes, id)
 }
 
-/// How much work deriving with `kdf` takes, relative to other parameters: Argon2's
-/// time grows with memory × passes.
-pub fn kdf_cost(kdf: &KdfParams) -> u64 {
-    u64::from(kdf.memory_kib) * u64::from(kdf.iterations)
-}
-
 /// Puts key files in the order `open` tries them: cheapest derivation first, ties
 /// by id. A generated key then opens at once instead of waiting behind a password
 /// key's second of Argon2, and a password pays at most the few milliseconds of the
@@ -70,7 +64,7 @@ pub fn sort_for_opening(keys: &mut [(KeyId, u64)]) {
 /// Parameters no more expensive than a generated secret's. They don't stretch a
 /// password at all, so they are fit only for a high-entropy secret.
 pub fn is_minimal(kdf: &KdfParams) -> bool {
-    kdf_cost(kdf) <= u64::from(GENERATED_KDF_MEMORY_KIB) * u64::from(GENERATED_KDF_ITERATIONS)
+    kdf.cost() <= u64::from(GENERATED_KDF_MEMORY_KIB) * u64::from(GENERATED_KDF_ITERATIONS)
 }
 
 impl Repository {
@@ -280,14 +274,12 @@ mod tests {
         let files = [
             (KeyId([1; 32]), key_file(64 * 1024, 3)),
             (KeyId([9; 32]), key_file(1024, 1)),
-            (KeyId([2; 32]), key_file(8, 64)),
+            (KeyId([2; 32]), key_file(8, 16)),
             (KeyId([3; 32]), key_file(1024, 1)),
             (KeyId([0; 32]), key_file(2048, 1)),
         ];
-        let mut keys: Vec<(KeyId, u64)> = files
-            .iter()
-            .map(|(id, kf)| (*id, kdf_cost(&kf.kdf)))
-            .collect();
+        let mut keys: Vec<(KeyId, u64)> =
+            files.iter().map(|(id, kf)| (*id, kf.kdf.cost())).collect();
         sort_for_opening(&mut keys);
         let order: Vec<u8> = keys.iter().map(|(id, _)| id.0[0]).collect();
         assert_eq!(order, [2, 3, 9, 0, 1]);
@@ -397,7 +389,8 @@ mod tests {
     }
 
     /// A cheap key file that unwraps under the password but holds another master
-    /// key (planted, or from another repository) is passed over, not fatal.
+    /// key (planted, or from another repository) is passed over, not fatal; alone,
+    /// it reads exactly as a wrong password (issue #10, item 5).
     #[test]
     fn a_key_that_does_not_open_the_config_is_passed_over() {
         let dir = tempfile::tempdir().unwrap();
@@ -414,11 +407,21 @@ mod tests {
         let id = KeyId::of_stored(&planted);
         fs::write(dir.path().join("repo/keys").join(id.to_hex()), &planted).unwrap();
         assert_eq!(reopen(dir.path(), b"pw").unwrap().key_id(), repo.key_id());
-        // Alone, it is reported as the config failing to open.
+        // Alone, it is reported as a wrong password, like no key unwrapping.
         fs::remove_file(dir.path().join("repo/keys").join(repo.key_id().to_hex())).unwrap();
-        assert!(matches!(
-            reopen(dir.path(), b"pw"),
-            Err(Error::Corrupt { .. })
-        ));
+        let planted_err = reopen(dir.path(), b"pw").err().unwrap();
+        assert!(
+            matches!(
+                planted_err,
+                Error::WrongPassword {
+                    keys: 1,
+                    unreadable: 0,
+                    ..
+                }
+            ),
+            "{planted_err}"
+        );
+        let wrong_err = reopen(dir.path(), b"not it").err().unwrap();
+        assert_eq!(planted_err.to_string(), wrong_err.to_string());
     }
 }

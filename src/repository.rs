@@ -87,7 +87,10 @@ impl Repository {
             return Err(Error::NotARepository(backend.location()));
         }
         let raw = backend.read(FileType::Config, "config", config::CONFIG_MAX_LEN)?;
-        let repo_id = Config::peek_repo_id(&raw)?;
+        // Damage that no key is needed to see is reported as such, before any key
+        // is tried; after that, the config only ever answers "not this key".
+        let sealed_config = Config::parse_sealed(&raw)?;
+        let repo_id = sealed_config.repo_id;
         let ids = crate::keys::key_ids(&*backend)?;
         if ids.is_empty() {
             return Err(Error::corrupt(
@@ -99,12 +102,11 @@ impl Repository {
         // order of cost (see `keys::sort_for_opening`), reading each file again
         // when it is tried: memory holds one key file at a time, however many.
         let mut first_err = None;
-        let mut config_err = None;
         let mut unreadable = 0;
         let mut order = Vec::with_capacity(ids.len());
         for id in &ids {
             match crate::keys::load_key_file(&*backend, id) {
-                Ok(kf) => order.push((*id, crate::keys::kdf_cost(&kf.kdf))),
+                Ok(kf) => order.push((*id, kf.kdf.cost())),
                 Err(e) => {
                     unreadable += 1;
                     first_err.get_or_insert(e);
@@ -116,14 +118,16 @@ impl Repository {
             let attempt = crate::keys::load_key_file(&*backend, id)
                 .and_then(|kf| kf.unwrap_key(password, id, &repo_id));
             match attempt {
-                Ok(Some(key)) => match Config::decode(&raw, &key) {
-                    Ok(cfg) => return Ok(Self::assemble(backend, key, cfg, *id)),
-                    // A key that doesn't open the config: a damaged config, or a
-                    // key file that isn't this repository's. Try the others.
-                    Err(e) => {
-                        config_err.get_or_insert(e);
+                // A key that unwraps but doesn't open the config (a planted key
+                // file, or a damaged config) is passed over like a wrong password
+                // and never reported otherwise: anyone who can write to keys/ can
+                // plant a key for a guessed password, and a different answer would
+                // confirm the guess (format-spec §9).
+                Ok(Some(key)) => {
+                    if let Some(cfg) = sealed_config.open(&key)? {
+                        return Ok(Self::assemble(backend, key, cfg, *id));
                     }
-                },
+                }
                 Ok(None) => {}
                 Err(e) => {
                     unreadable += 1;
@@ -132,9 +136,9 @@ impl Repository {
             }
         }
         // A damaged key file matters only when no other key opened the repository.
-        match (config_err, first_err) {
-            (Some(e), _) => Err(e),
-            (None, Some(e)) if ids.len() == 1 => Err(e),
+        // Which keys are unreadable doesn't depend on the password.
+        match first_err {
+            Some(e) if ids.len() == 1 => Err(e),
             _ => Err(Error::WrongPassword {
                 repo: backend.location(),
                 keys: ids.len(),

@@ -30,7 +30,9 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(c.repo_id, repo);
         assert!(c.validate().is_ok());
     }
-    let _ = Config::peek_repo_id(data);
+    if let Ok(sealed) = Config::parse_sealed(data) {
+        let _ = sealed.open(&key);
+    }
     let _ = Config::decode(data, &key);
 
     for (file, kind) in [

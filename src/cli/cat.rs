@@ -119,6 +119,7 @@ pub fn run(g: &GlobalArgs, a: CatArgs) -> Result<ExitCode> {
                 "hostname": kf.hostname, "username": kf.username,
                 "kdf": {"algorithm": "argon2id", "memory_kib": kf.kdf.memory_kib,
                         "iterations": kf.kdf.iterations, "parallelism": kf.kdf.parallelism},
+                "commitment": kf.commitment.map(hex::encode),
             }))?;
         }
         Kind::Lock => {

@@ -178,7 +178,7 @@ fn add(g: &GlobalArgs, a: AddArgs) -> Result<ExitCode> {
             .add_generated_key(path)
             .with_context(|| format!("adding a generated key to {location}"))?,
         None => {
-            let pw = password::get_new(a.new_password_file.as_deref())?;
+            let pw = password::get_new(a.new_password_file.as_deref(), g.quiet)?;
             let kdf = match kdf {
                 Some(k) => k,
                 None => KdfParams::calibrated()?,

@@ -143,16 +143,27 @@ pub struct KdfArgs {
     /// machines that can't spare the memory.
     #[arg(long, value_name = "KIB")]
     pub kdf_memory: Option<u32>,
-    /// Argon2id iterations (with --kdf-memory)
+    /// Argon2id iterations (with --kdf-memory). Caps: memory 1 GiB, 16 iterations,
+    /// memory × iterations 4 GiB (e.g. 1 GiB × 4 or 256 MiB × 16)
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub kdf_iterations: u32,
 }
 
 impl KdfArgs {
-    /// `None`: calibrate on this machine.
+    /// `None`: calibrate on this machine. Values above the caps of format-spec §17
+    /// are refused, with the flags named.
     pub fn params(&self) -> Result<Option<KdfParams>> {
+        let it = self.kdf_iterations;
         match self.kdf_memory {
-            Some(m) => Ok(Some(KdfParams::new(m, self.kdf_iterations)?)),
+            Some(m) => KdfParams::new(m, it)
+                .map(Some)
+                .with_context(|| format!("--kdf-memory {m} --kdf-iterations {it}")),
+            // Calibration chooses the iterations, but a value above the cap is
+            // refused all the same rather than silently ignored.
+            None if it > cairn::crypto::KDF_MAX_ITERATIONS => Err(anyhow!(
+                "--kdf-iterations {it}: {it} Argon2 iterations are above the cap of {}",
+                cairn::crypto::KDF_MAX_ITERATIONS
+            )),
             None => Ok(None),
         }
     }

@@ -2,6 +2,7 @@
 //! CAIRN_PASSWORD, else a prompt on the terminal (no echo).
 
 use std::io::IsTerminal;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
@@ -20,11 +21,34 @@ fn strip_newline(mut s: Vec<u8>) -> Vec<u8> {
     s
 }
 
-fn from_file(path: &Path) -> Result<Zeroizing<Vec<u8>>> {
+fn from_file(path: &Path, quiet: bool) -> Result<Zeroizing<Vec<u8>>> {
     let bytes =
         std::fs::read(path).with_context(|| format!("reading password file {}", path.display()))?;
+    if !quiet {
+        warn_if_readable_by_others(path);
+    }
     Ok(Zeroizing::new(strip_newline(bytes)))
 }
+
+/// Anyone who can read a password file can open the repository. Only regular
+/// files: a pipe (`--password-file <(pass show …)`) is nobody else's to read.
+fn warn_if_readable_by_others(path: &Path) {
+    let Ok(meta) = std::fs::metadata(path) else {
+        return;
+    };
+    let mode = meta.permissions().mode() & 0o7777;
+    if meta.is_file() && mode & 0o044 != 0 {
+        eprintln!(
+            "warning: password file {p} is readable by other users (mode {mode:04o}); \
+             anyone who can read it can open the repository: `chmod 600 {p}`",
+            p = path.display()
+        );
+    }
+}
+
+/// How the password command is named in errors: never by its text, which may hold
+/// a secret (`pass show …`, a token on the command line).
+const COMMAND: &str = "the password command (--password-command / CAIRN_PASSWORD_COMMAND)";
 
 fn from_command(cmd: &str) -> Result<Zeroizing<Vec<u8>>> {
     let out = Command::new("sh")
@@ -32,9 +56,9 @@ fn from_command(cmd: &str) -> Result<Zeroizing<Vec<u8>>> {
         .arg(cmd)
         .stderr(std::process::Stdio::inherit())
         .output()
-        .with_context(|| format!("running password command {cmd:?}"))?;
+        .with_context(|| format!("running {COMMAND}"))?;
     if !out.status.success() {
-        bail!("password command {cmd:?} failed ({})", out.status);
+        bail!("{COMMAND} failed ({})", out.status);
     }
     Ok(Zeroizing::new(strip_newline(out.stdout)))
 }
@@ -83,7 +107,7 @@ fn one_line(pw: Zeroizing<Vec<u8>>) -> Result<Zeroizing<Vec<u8>>> {
 /// terminal, and refuse one with a line break in it.
 pub fn get(g: &GlobalArgs, confirm: bool) -> Result<Zeroizing<Vec<u8>>> {
     let pw = if let Some(f) = &g.password_file {
-        from_file(f)?
+        from_file(f, g.quiet)?
     } else if let Some(c) = &g.password_command {
         from_command(c)?
     } else if let Some(p) = std::env::var_os("CAIRN_PASSWORD") {
@@ -102,10 +126,10 @@ pub fn get(g: &GlobalArgs, confirm: bool) -> Result<Zeroizing<Vec<u8>>> {
 }
 
 /// The password for a new key file: from `file` (all of it but a final newline),
-/// else asked twice on the terminal.
-pub fn get_new(file: Option<&Path>) -> Result<Zeroizing<Vec<u8>>> {
+/// else asked twice on the terminal. `quiet`: no warning about the file's mode.
+pub fn get_new(file: Option<&Path>, quiet: bool) -> Result<Zeroizing<Vec<u8>>> {
     let pw = match file {
-        Some(f) => from_file(f)?,
+        Some(f) => from_file(f, quiet)?,
         None if can_prompt() => prompt("new password", true)?,
         None => bail!("no new password given: use --new-password-file (no terminal to ask on)"),
     };

@@ -23,7 +23,7 @@ impl Env {
         let dir = tempfile::tempdir().expect("tempdir");
         let repo = dir.path().join("repo");
         let password_file = dir.path().join("password");
-        std::fs::write(&password_file, format!("{PASSWORD}\n")).expect("password file");
+        write_private(&password_file, &format!("{PASSWORD}\n"));
         Self {
             dir,
             repo,
@@ -124,6 +124,21 @@ pub fn last_json(out: &str, kind: &str) -> serde_json::Value {
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .find(|v| v["message_type"] == kind)
         .unwrap_or_else(|| panic!("no {kind} line in output:\n{out}"))
+}
+
+/// Writes `contents` to a new file readable by its owner only, as a password file
+/// should be.
+pub fn write_private(path: &Path, contents: &str) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .expect("create private file");
+    f.write_all(contents.as_bytes())
+        .expect("write private file");
 }
 
 /// xorshift64 with the output taken from bits 32..40: fixed forever, unlike

@@ -5,7 +5,11 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use crate::common::{self, Env, stderr, stdout};
+use cairn::crypto::{KdfParams, MasterKey};
+use cairn::id::{KeyId, RepoId};
+use cairn::keyfile::KeyFile;
+
+use crate::common::{self, Env, PASSWORD, stderr, stdout};
 
 /// Password keys in tests are cheap to derive, like `Env::with_repo`'s.
 const CHEAP: [&str; 4] = ["--kdf-memory", "1024", "--kdf-iterations", "1"];
@@ -335,4 +339,185 @@ fn new_password_with_a_line_break_is_refused() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("line break"), "{}", stderr(&out));
     assert_eq!(key_files(&env).len(), 1);
+}
+
+/// The repository id, in the clear in the config (spec §8).
+fn repo_id(env: &Env) -> RepoId {
+    let config = fs::read(env.repo.join("config")).expect("config");
+    RepoId(config[10..42].try_into().expect("32 bytes"))
+}
+
+/// A key file for this repository wrapping a random master key under `password`:
+/// what anyone who can write to `keys/` can make.
+fn planted_key(env: &Env, password: &str, kdf: KdfParams) -> KeyFile {
+    let stranger = MasterKey::generate().expect("master key");
+    KeyFile::create(&stranger, repo_id(env), password.as_bytes(), kdf).expect("key file")
+}
+
+/// Writes `kf` under `keys/` by the hash of its bytes; returns its id.
+fn plant(env: &Env, kf: &KeyFile) -> String {
+    let bytes = kf.encode();
+    let id = KeyId::of_stored(&bytes).to_hex();
+    fs::write(env.repo.join("keys").join(&id), bytes).expect("plant key file");
+    id
+}
+
+fn cheap_kdf() -> KdfParams {
+    KdfParams::new(8, 1).expect("cheap parameters")
+}
+
+/// Issue #10, item 4: a planted key file may cost each password attempt at most
+/// 1 GiB and 4 GiB·passes of Argon2. Above that it is refused, named, before
+/// anything is derived; beside a working key it is passed over.
+#[test]
+fn key_file_above_the_kdf_caps_is_refused_without_deriving() {
+    let env = Env::with_repo(&[]);
+    let [real] = key_files(&env).try_into().expect("one key file");
+    let aside = env.path("real-key");
+    for (memory_kib, iterations, cap) in [
+        (1024 * 1024 + 1024, 1, "above the cap of 1 GiB"),
+        (1024, 17, "above the cap of 16"),
+        (512 * 1024, 16, "above the cap of 4 GiB·passes"),
+    ] {
+        let mut kf = planted_key(&env, PASSWORD, cheap_kdf());
+        kf.kdf.memory_kib = memory_kib;
+        kf.kdf.iterations = iterations;
+        let planted = plant(&env, &kf);
+        env.ok(&["snapshots"]);
+
+        fs::rename(env.repo.join("keys").join(&real), &aside).expect("move aside");
+        let out = env.run(&["snapshots"]);
+        let err = stderr(&out);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{memory_kib} × {iterations}: {err}"
+        );
+        assert!(
+            err.contains(&format!("key file {planted}")) && err.contains(cap),
+            "{memory_kib} × {iterations}: {err}"
+        );
+        fs::rename(&aside, env.repo.join("keys").join(&real)).expect("move back");
+        fs::remove_file(env.repo.join("keys").join(&planted)).expect("remove planted");
+    }
+}
+
+/// `init` and `key add` refuse parameters above the caps before asking for any
+/// password, naming the flags and the cap.
+#[test]
+fn init_and_key_add_refuse_kdf_parameters_above_the_caps() {
+    let too_costly: [(&[&str], &str); 4] = [
+        (
+            &["--kdf-memory", "1049600", "--kdf-iterations", "1"],
+            "--kdf-memory 1049600 --kdf-iterations 1: Argon2 memory 1025 MiB is above the \
+             cap of 1 GiB",
+        ),
+        (
+            &["--kdf-memory", "1024", "--kdf-iterations", "17"],
+            "17 Argon2 iterations are above the cap of 16",
+        ),
+        (
+            &["--kdf-memory", "524288", "--kdf-iterations", "16"],
+            "512 MiB × 16 = 8 GiB·passes is above the cap of 4 GiB·passes",
+        ),
+        (&["--kdf-iterations", "17"], "--kdf-iterations 17"),
+    ];
+    let env = Env::new();
+    for (flags, said) in too_costly {
+        let mut args = vec!["init"];
+        args.extend_from_slice(flags);
+        let out = env.run(&args);
+        assert_eq!(out.status.code(), Some(1), "{flags:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(said), "{flags:?}: {}", stderr(&out));
+        assert!(!env.repo.exists(), "{flags:?}: init wrote something");
+    }
+
+    let env = Env::with_repo(&[]);
+    let before = key_files(&env);
+    let new_pw = env.path("new");
+    fs::write(&new_pw, "new one\n").expect("write");
+    for (flags, said) in too_costly {
+        let mut args = vec![
+            "key",
+            "add",
+            "--new-password-file",
+            new_pw.to_str().expect("utf-8"),
+        ];
+        args.extend_from_slice(flags);
+        let out = env.run(&args);
+        assert_eq!(out.status.code(), Some(1), "{flags:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(said), "{flags:?}: {}", stderr(&out));
+    }
+    assert_eq!(key_files(&env), before);
+}
+
+/// Issue #10, item 5: with a key file planted for a guessed password (and the real
+/// key removed or damaged by the same hand), a run with the right guess answered
+/// "config is corrupt" (exit 1) and any other "wrong password" (exit 12), so the
+/// owner's own runs confirmed the guess. Both now read the same.
+#[test]
+fn planted_key_for_a_guessed_password_reads_as_a_wrong_password() {
+    let env = Env::with_repo(&[]);
+    let [real] = key_files(&env).try_into().expect("one key file");
+    let guess = "summer2026";
+    plant(&env, &planted_key(&env, guess, cheap_kdf()));
+    let guessed = env.path("guessed");
+    common::write_private(&guessed, &format!("{guess}\n"));
+    let wrong = env.path("wrong");
+    common::write_private(&wrong, "plainly wrong\n");
+
+    let same_answer = |when: &str| {
+        let by_guess = env.run_with(&guessed, &["snapshots"]);
+        let by_wrong = env.run_with(&wrong, &["snapshots"]);
+        for out in [&by_guess, &by_wrong] {
+            assert_eq!(out.status.code(), Some(12), "{when}: {}", stderr(out));
+            assert!(
+                stderr(out).contains("wrong password"),
+                "{when}: {}",
+                stderr(out)
+            );
+            assert_eq!(stderr(out).lines().count(), 1, "{when}: {}", stderr(out));
+        }
+        assert_eq!(stderr(&by_guess), stderr(&by_wrong), "{when}");
+        assert_eq!(stdout(&by_guess), stdout(&by_wrong), "{when}");
+    };
+    // Beside the real key, the right password still opens.
+    same_answer("real key present");
+    env.ok(&["snapshots"]);
+
+    let real_path = env.repo.join("keys").join(&real);
+    let aside = env.path("real-key");
+    fs::rename(&real_path, &aside).expect("move aside");
+    same_answer("planted key alone");
+    fs::write(&real_path, b"damaged").expect("damage");
+    same_answer("real key damaged");
+    fs::rename(&aside, &real_path).expect("move back");
+    env.ok(&["snapshots"]);
+}
+
+/// A key file commits to its wrapping key: with the commitment altered it doesn't
+/// open even under the right password, although its tag would verify; without a
+/// commitment (as key files written before it existed) the tag alone decides.
+#[test]
+fn key_file_with_an_altered_commitment_does_not_open() {
+    let env = Env::with_repo(&[]);
+    let [real] = key_files(&env).try_into().expect("one key file");
+    let real_path = env.repo.join("keys").join(&real);
+    let bytes = fs::read(&real_path).expect("read key file");
+    let mut kf = KeyFile::decode(&bytes, &KeyId::from_hex(&real).expect("id")).expect("decode");
+    let commitment = kf
+        .commitment
+        .as_mut()
+        .expect("a new key file has a commitment");
+    commitment[0] ^= 1;
+    let altered = plant(&env, &kf);
+    fs::remove_file(&real_path).expect("remove the original");
+    let out = env.run(&["snapshots"]);
+    assert_eq!(out.status.code(), Some(12), "{}", stderr(&out));
+    assert!(stderr(&out).contains("wrong password"), "{}", stderr(&out));
+
+    kf.commitment = None;
+    plant(&env, &kf);
+    fs::remove_file(env.repo.join("keys").join(&altered)).expect("remove altered");
+    env.ok(&["snapshots"]);
 }

@@ -10,5 +10,6 @@ mod health;
 mod hostile;
 mod keys;
 mod locks;
+mod password;
 mod roundtrip;
 mod vectors;

@@ -15,9 +15,10 @@ use serde::Deserialize;
 
 use cairn::chunker::Chunker;
 use cairn::config::ChunkerParams;
-use cairn::crypto::{KdfParams, MASTER_KEY_LEN, MasterKey, derive_wrapping_key};
+use cairn::crypto::{KdfParams, MASTER_KEY_LEN, MasterKey, derive_wrapping_key, key_commitment};
 use cairn::format::{self, FileKind, SealKind};
 use cairn::id::{BlobId, RepoId};
+use cairn::keyfile::KeyFile;
 use cairn::pack::{BlobKind, PackEntry};
 use cairn::tree::{Node, NodeKind, Timestamp, Tree, Xattr};
 
@@ -151,6 +152,74 @@ fn argon2id_wrapping_key() {
 }
 
 const ARGON2_VECTOR: &str = "970800cd4733e502caabafe0684333b0d77550b0e5005f5c28a69fa5fd86816d";
+
+const COMMITMENT_CONTEXT: &str = "cairn 2026-11-29 v1 key commitment";
+
+/// §9: the commitment to the §4 Argon2id vector's output, from cairn and from
+/// BLAKE3 alone; and a key file written with those parameters carries it.
+#[test]
+fn key_commitment_of_the_argon2_vector() {
+    let params = KdfParams {
+        memory_kib: 64,
+        iterations: 2,
+        parallelism: 1,
+        salt: vec![0x5A; 32],
+    };
+    let password = b"correct horse battery staple";
+    let kek = derive_wrapping_key(password, &params).unwrap();
+    assert_eq!(hex::encode(&kek[..]), ARGON2_VECTOR);
+    assert_eq!(hex::encode(key_commitment(&kek)), KEY_COMMITMENT_VECTOR);
+    assert_eq!(
+        hex::encode(blake3::derive_key(COMMITMENT_CONTEXT, &kek[..])),
+        KEY_COMMITMENT_VECTOR
+    );
+
+    let key = MasterKey::from_bytes(&vector_key_bytes());
+    let file = KeyFile::create(&key, RepoId([0xA5; 32]), password, params)
+        .unwrap()
+        .encode();
+    let kf: SpecKeyFile = rmp_serde::from_slice(&file[10..]).unwrap();
+    assert_eq!(
+        hex::encode(kf.commitment.expect("new key files carry a commitment")),
+        KEY_COMMITMENT_VECTOR
+    );
+}
+
+const KEY_COMMITMENT_VECTOR: &str =
+    "5e74efd66f955199a088668dcf197d6c9e340c66794c11f70ef064d671d130eb";
+
+/// §17: the Argon2 caps, at and just past each bound. Validation derives nothing,
+/// so the refused parameters cost nothing here.
+#[test]
+fn argon2_caps_of_section_17() {
+    let params = |memory_kib: u32, iterations: u32| KdfParams {
+        memory_kib,
+        iterations,
+        parallelism: 1,
+        salt: vec![0x5A; 32],
+    };
+    for (m, i) in ARGON2_CAPS_ACCEPTED {
+        assert!(params(*m, *i).validate("k").is_ok(), "{m} KiB × {i}");
+    }
+    for (m, i) in ARGON2_CAPS_REFUSED {
+        assert!(
+            matches!(
+                params(*m, *i).validate("k"),
+                Err(cairn::Error::KdfOverCap { .. })
+            ),
+            "{m} KiB × {i}"
+        );
+    }
+}
+
+const ARGON2_CAPS_ACCEPTED: &[(u32, u32)] = &[(1048576, 4), (262144, 16), (262144, 10), (8, 16)];
+const ARGON2_CAPS_REFUSED: &[(u32, u32)] = &[
+    (1048577, 1),
+    (1024, 17),
+    (524288, 16),
+    (1048576, 5),
+    (262145, 16),
+];
 
 #[test]
 fn chunk_boundaries_depend_on_the_seed() {
@@ -293,6 +362,8 @@ struct SpecKeyFile {
     kdf: SpecKdf,
     #[serde(with = "serde_bytes")]
     wrapped: Vec<u8>,
+    #[serde(default, with = "serde_bytes")]
+    commitment: Option<Vec<u8>>,
 }
 
 #[derive(Deserialize)]
@@ -424,6 +495,8 @@ fn fixture_read_by_the_spec_alone() {
     argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
         .hash_password_into(FIXTURE_PASSWORD, &kf.kdf.salt, &mut kek)
         .unwrap();
+    // Written before key commitments: the tag alone decides (§9).
+    assert!(kf.commitment.is_none());
     let master = open(
         &Aes256GcmSiv::new((&kek).into()),
         &kf.wrapped,
