@@ -190,6 +190,14 @@ fn check_keys(repo: &Repository, r: &Reporter, summary: &mut CheckSummary) -> Re
 /// Unreadable lock files: nothing reads them, but they hold off prune, forget and
 /// repair (format-spec §15), so the user has to hear about them.
 fn check_locks(repo: &Repository, r: &Reporter) -> Result<()> {
+    for e in repo.backend().list(FileType::Lock)? {
+        if !crate::id::is_file_name(&e.name) {
+            r.note(
+                format!("file locks/{}", e.name),
+                "unexpected file name in locks/".into(),
+            );
+        }
+    }
     for l in crate::lock::list_locks(repo)? {
         if let Some(why) = l.unreadable_because() {
             r.error(

@@ -315,7 +315,8 @@ fn vanished(e: &Error) -> bool {
 pub fn list_locks(repo: &Repository) -> Result<Vec<Listed>> {
     let mut out = Vec::new();
     for e in repo.backend().list(FileType::Lock)? {
-        let Ok(id) = LockId::from_hex(&e.name) else {
+        // Other names are not lock files (format-spec §2); `check` notes them.
+        let Ok(id) = LockId::from_name(&e.name) else {
             continue;
         };
         let lock = load_lock_named(repo, &e.name);

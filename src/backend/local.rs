@@ -72,7 +72,11 @@ impl LocalBackend {
     pub fn exposed_secrets(&self) -> Vec<(PathBuf, u32)> {
         let mut paths = vec![self.root.join("config")];
         if let Ok(rd) = fs::read_dir(self.root.join("keys")) {
-            paths.extend(rd.flatten().map(|e| e.path()));
+            paths.extend(
+                rd.flatten()
+                    .filter(|e| e.file_name().to_str().is_some_and(crate::id::is_file_name))
+                    .map(|e| e.path()),
+            );
         }
         paths
             .into_iter()

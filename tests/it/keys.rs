@@ -358,7 +358,10 @@ fn planted_key(env: &Env, password: &str, kdf: KdfParams) -> KeyFile {
 fn plant(env: &Env, kf: &KeyFile) -> String {
     let bytes = kf.encode();
     let id = KeyId::of_stored(&bytes).to_hex();
-    fs::write(env.repo.join("keys").join(&id), bytes).expect("plant key file");
+    // Mode 0600 like real key files, so the only difference is the content.
+    let path = env.repo.join("keys").join(&id);
+    fs::write(&path, bytes).expect("plant key file");
+    fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod");
     id
 }
 
@@ -489,7 +492,7 @@ fn planted_key_for_a_guessed_password_reads_as_a_wrong_password() {
     let aside = env.path("real-key");
     fs::rename(&real_path, &aside).expect("move aside");
     same_answer("planted key alone");
-    fs::write(&real_path, b"damaged").expect("damage");
+    common::write_private(&real_path, "damaged");
     same_answer("real key damaged");
     fs::rename(&aside, &real_path).expect("move back");
     env.ok(&["snapshots"]);
