@@ -352,6 +352,15 @@ pub struct LockGuard {
 }
 
 impl LockGuard {
+    /// As if the last refresh had been `ago` ago (a machine that slept): for
+    /// tests of the commit-point checks.
+    #[cfg(test)]
+    pub(crate) fn pretend_refreshed(&self, ago: Duration) {
+        if let Ok(mut h) = self.held.lock() {
+            h.refreshed = SystemTime::now() - ago;
+        }
+    }
+
     pub fn id(&self) -> LockId {
         self.held.lock().map(|h| h.id).unwrap_or(LockId([0; 32]))
     }
@@ -562,7 +571,7 @@ mod tests {
         let guard = acquire(&repo, false).unwrap();
         assert!(guard.still_valid().is_ok());
         // As if the machine had slept for an hour.
-        guard.held.lock().unwrap().refreshed = SystemTime::now() - Duration::from_secs(3600);
+        guard.pretend_refreshed(Duration::from_secs(3600));
         assert!(matches!(guard.still_valid(), Err(Error::Locked(_))));
     }
 

@@ -19,6 +19,7 @@ use crate::backend::FileType;
 use crate::error::{Error, Result};
 use crate::id::{BlobId, IndexId, PackId};
 use crate::index::{Index, IndexPack};
+use crate::lock::LockGuard;
 use crate::pack::{self, BlobKind};
 use crate::repository::Repository;
 use crate::snapshot::SourceProblem;
@@ -40,6 +41,15 @@ pub fn repair_index(
     report: &dyn Fn(&str),
 ) -> Result<RepairIndexSummary> {
     let lock = crate::lock::acquire(repo, true)?;
+    repair_index_locked(repo, &lock, dry_run, report)
+}
+
+fn repair_index_locked(
+    repo: &Arc<Repository>,
+    lock: &LockGuard,
+    dry_run: bool,
+    report: &dyn Fn(&str),
+) -> Result<RepairIndexSummary> {
     let mut s = RepairIndexSummary::default();
     let old_files = repo.list_ids(FileType::Index, IndexId::from_name)?;
     let mut known: HashMap<PackId, IndexPack> = HashMap::new();
@@ -317,6 +327,16 @@ pub fn repair_snapshots(
     report: &dyn Fn(&str),
 ) -> Result<RepairSnapshotsSummary> {
     let lock = crate::lock::acquire(repo, true)?;
+    repair_snapshots_locked(repo, &lock, dry_run, forget_damaged, report)
+}
+
+fn repair_snapshots_locked(
+    repo: &Arc<Repository>,
+    lock: &LockGuard,
+    dry_run: bool,
+    forget_damaged: bool,
+    report: &dyn Fn(&str),
+) -> Result<RepairSnapshotsSummary> {
     // Only packs that exist: a blob in a missing pack is lost, and must not count
     // as present when the saver deduplicates repaired trees either.
     let stored: HashSet<PackId> = repo
@@ -400,4 +420,104 @@ pub fn repair_snapshots(
         }
     }
     Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::backend::LocalBackend;
+    use crate::crypto::KdfParams;
+    use crate::repository::InitOptions;
+    use crate::snapshot::{Snapshot, Summary};
+
+    /// A repository with one snapshot whose file names a data blob that was never
+    /// stored, and one pack (its root tree) in one index file.
+    fn damaged() -> (tempfile::TempDir, Arc<Repository>) {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = InitOptions {
+            kdf: Some(KdfParams::new(64, 1).unwrap()),
+            ..Default::default()
+        };
+        let backend = Arc::new(LocalBackend::new(dir.path().join("r")));
+        let repo = Arc::new(Repository::init(backend, b"pw", opts).unwrap());
+        let mut saver = Saver::new(Arc::clone(&repo), Arc::new(Index::new()));
+        let mut file = crate::tree::tests::node(b"lost", NodeKind::File);
+        file.content = vec![BlobId([7; 32])];
+        let root = saver.save_tree(&mut Tree { nodes: vec![file] }).unwrap();
+        saver.finish().unwrap();
+        let snap = Snapshot {
+            time: crate::snapshot::now_rfc3339(),
+            hostname: "h".into(),
+            username: "u".into(),
+            uid: 0,
+            gid: 0,
+            paths: vec!["/x".into()],
+            tags: vec![],
+            tree: root,
+            parent: None,
+            excludes: vec![],
+            program_version: "test".into(),
+            summary: Summary::default(),
+            errors: vec![],
+            warnings: vec![],
+        };
+        repo.save_snapshot(&snap).unwrap();
+        (dir, repo)
+    }
+
+    fn names(repo: &Repository, t: FileType) -> Vec<String> {
+        let mut v: Vec<String> = repo
+            .backend()
+            .list(t)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Spec §15/§16: a repair whose lock others may already take for stale (the
+    /// machine slept) stops before its commit points and changes nothing.
+    #[test]
+    fn repair_with_a_lock_gone_stale_changes_nothing() {
+        let (_dir, repo) = damaged();
+        let before: Vec<Vec<String>> = [FileType::Index, FileType::Snapshot, FileType::Pack]
+            .iter()
+            .map(|t| names(&repo, *t))
+            .collect();
+        let lock = crate::lock::acquire(&repo, true).unwrap();
+        lock.pretend_refreshed(Duration::from_secs(3600));
+        let quiet = |_: &str| {};
+        assert!(matches!(
+            repair_index_locked(&repo, &lock, false, &quiet),
+            Err(Error::Locked(_))
+        ));
+        assert!(matches!(
+            repair_snapshots_locked(&repo, &lock, false, true, &quiet),
+            Err(Error::Locked(_))
+        ));
+        // Repaired trees may have been stored (additions are harmless), but no
+        // snapshot was written or removed and no index file deleted.
+        assert_eq!(names(&repo, FileType::Snapshot), before[1]);
+        let index_now = names(&repo, FileType::Index);
+        assert!(
+            before[0].iter().all(|n| index_now.contains(n)),
+            "{index_now:?}"
+        );
+        assert!(
+            before[2]
+                .iter()
+                .all(|n| names(&repo, FileType::Pack).contains(n))
+        );
+
+        // With a fresh lock, the same calls do their work.
+        lock.pretend_refreshed(Duration::ZERO);
+        repair_index_locked(&repo, &lock, false, &quiet).unwrap();
+        let s = repair_snapshots_locked(&repo, &lock, false, true, &quiet).unwrap();
+        assert_eq!((s.snapshots_written, s.snapshots_removed), (1, 1));
+        drop(lock);
+    }
 }
