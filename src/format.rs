@@ -118,6 +118,10 @@ pub fn check_prefix<'a>(
     Ok(rest)
 }
 
+/// Stored bytes of a sealed file besides its payload: prefix, session id, nonce
+/// and tag.
+pub const SEALED_FILE_OVERHEAD: usize = PREFIX_LEN + SESSION_ID_LEN + crate::crypto::SEAL_OVERHEAD;
+
 /// A sealed file: prefix || session id || nonce || ciphertext || tag.
 pub fn seal_file(
     key: &MasterKey,
@@ -151,6 +155,48 @@ pub fn open_file(
     };
     key.session(session)
         .open(&aad(repo, seal, None), sealed, what)
+}
+
+/// Padded objects (pack headers, index files) are stored with a length that is a
+/// power of two and at least this (format-spec §6): the length then tells an
+/// observer of the storage only the order of magnitude of what they list.
+pub const PAD_MIN: usize = 4096;
+
+/// The stored length of a padded object whose unpadded stored length is `len`.
+pub fn padded_len(len: usize) -> usize {
+    len.max(PAD_MIN).next_power_of_two()
+}
+
+/// The magic of a zstd skippable frame (the first of the 16 such magics), which
+/// every zstd decoder skips: the padding of a compressed payload.
+const ZSTD_SKIPPABLE_MAGIC: u32 = 0x184D_2A50;
+const SKIPPABLE_HEADER: usize = 8;
+
+/// Pads `payload` (see [`encode_payload`]) so that, with `overhead` more stored
+/// bytes around it, it is stored in [`padded_len`] bytes: zero bytes after a raw
+/// body (readers parse one msgpack value and ignore what follows), one zstd
+/// skippable frame after a compressed one. Only for payloads that are a single
+/// msgpack value, never for blobs (whose decoded length must be exact).
+pub fn pad_payload(payload: &mut Vec<u8>, overhead: usize) {
+    let stored = payload.len() + overhead;
+    let mut target = padded_len(stored);
+    match payload.first() {
+        Some(&PAYLOAD_ZSTD) => {
+            // A skippable frame needs room for its own 8-byte header.
+            if target - stored < SKIPPABLE_HEADER && target != stored {
+                target = padded_len(target + 1);
+            }
+            let gap = target - stored;
+            if gap == 0 {
+                return;
+            }
+            let data = u32::try_from(gap - SKIPPABLE_HEADER).unwrap_or(u32::MAX);
+            payload.extend_from_slice(&ZSTD_SKIPPABLE_MAGIC.to_le_bytes());
+            payload.extend_from_slice(&data.to_le_bytes());
+            payload.resize(payload.len() + data as usize, 0);
+        }
+        _ => payload.resize(target - overhead, 0),
+    }
 }
 
 /// Payload encoding byte: the first plaintext byte of every blob and sealed file.
@@ -363,6 +409,36 @@ mod tests {
             let p = encode_payload(data, 3);
             assert_eq!(&decode_payload(&p, Some(data.len()), 0, &w).unwrap(), data);
         }
+    }
+
+    /// Padding lands every stored length on a power of two of at least PAD_MIN,
+    /// and the padded payload still decodes to the same value, compressed or not.
+    #[test]
+    fn padded_payloads_decode_to_the_same_value() {
+        let values: Vec<Vec<u32>> = vec![
+            vec![1, 2, 3],
+            (0..20_000).collect(),
+            noise(9000).into_iter().map(u32::from).collect(),
+        ];
+        for value in &values {
+            let plain = to_msgpack(value);
+            for level in [0, 3] {
+                for overhead in [28, 70, 4089, 4095] {
+                    let mut p = encode_payload(&plain, level);
+                    let before = p.len();
+                    pad_payload(&mut p, overhead);
+                    let stored = p.len() + overhead;
+                    assert!(stored.is_power_of_two() && stored >= PAD_MIN, "{stored}");
+                    assert!(stored >= before + overhead);
+                    let back = decode_payload(&p, None, 1 << 30, &w).unwrap();
+                    let got: Vec<u32> = from_msgpack(&back, &w).unwrap();
+                    assert_eq!(&got, value, "level {level}, overhead {overhead}");
+                }
+            }
+        }
+        assert_eq!(padded_len(1), PAD_MIN);
+        assert_eq!(padded_len(PAD_MIN), PAD_MIN);
+        assert_eq!(padded_len(PAD_MIN + 1), 2 * PAD_MIN);
     }
 
     #[test]

@@ -34,8 +34,13 @@ pub const PACK_DATA_START: usize = PREFIX_LEN + SESSION_ID_LEN;
 /// Largest plaintext blob. Chunks are at most 16 MiB (the FastCDC cap); tree blobs
 /// of huge directories may be larger, up to this.
 pub const MAX_BLOB_LEN: u32 = 512 * 1024 * 1024;
-/// Largest sealed pack header: about 100 bytes per entry, so 4 million blobs.
+/// Largest sealed pack header readers accept: about 100 bytes per entry, so 4
+/// million blobs.
 pub const MAX_HEADER_LEN: u32 = 400 * 1024 * 1024;
+/// Writers close a pack at this many blobs whatever its size, so that its header
+/// (about 48 bytes an entry, padded to at most twice that) stays far below
+/// [`MAX_HEADER_LEN`] even in a 1 GiB pack of tiny blobs.
+pub const MAX_PACK_BLOBS: usize = 1 << 20;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "u8", into = "u8")]
@@ -259,6 +264,12 @@ impl PackBuilder {
         self.blobs.is_empty()
     }
 
+    /// Whether the pack should be written now: it reached the target size, or
+    /// [`MAX_PACK_BLOBS`] blobs.
+    pub fn is_full(&self, pack_size: u32) -> bool {
+        self.size >= pack_size as usize || self.blobs.len() >= MAX_PACK_BLOBS
+    }
+
     /// Lays the blobs out in a random order — so that a pack does not hold a file's
     /// chunks in file order, which would help fingerprinting by sizes — seals them
     /// in place in parallel, then seals the header.
@@ -299,7 +310,7 @@ impl PackBuilder {
                 Ok(SealedBlob { nonce, body, tag })
             })
             .collect::<Result<Vec<_>>>()?;
-        let header = encode_header(&entries);
+        let header = encode_header(&entries)?;
         let mut tail = session.seal(&format::aad(repo, SealKind::PackHeader, None), &header)?;
         let header_len = u32::try_from(tail.len()).map_err(|_| too_big())?;
         tail.extend_from_slice(&header_len.to_le_bytes());
@@ -323,11 +334,23 @@ impl PackBuilder {
     }
 }
 
-fn encode_header(entries: &[PackEntry]) -> Vec<u8> {
+/// The header's payload: raw msgpack entries, padded so that the sealed header
+/// (the one length in a pack that is in the clear) is a power of two of at least
+/// 4 KiB (format-spec §11.1): it tells an observer of the storage the order of
+/// magnitude of the number of blobs, not the number.
+fn encode_header(entries: &[PackEntry]) -> Result<Vec<u8>> {
     let mut out = vec![format::PAYLOAD_RAW];
-    // Plain data into a Vec: cannot fail.
-    out.extend_from_slice(&rmp_serde::to_vec(entries).unwrap_or_default());
-    out
+    let list = rmp_serde::to_vec(entries)
+        .map_err(|e| Error::invalid(format!("encoding a pack header: {e}")))?;
+    out.extend_from_slice(&list);
+    format::pad_payload(&mut out, SEAL_OVERHEAD);
+    if out.len() + SEAL_OVERHEAD > MAX_HEADER_LEN as usize {
+        return Err(Error::invalid(format!(
+            "a pack header of {} entries would pass the {MAX_HEADER_LEN}-byte limit",
+            entries.len()
+        )));
+    }
+    Ok(out)
 }
 
 fn shuffle<T>(v: &mut [T]) -> Result<()> {
@@ -516,6 +539,11 @@ mod tests {
         let session = key.session(&parse_session(&bytes, &p.id).unwrap());
         let n = bytes.len();
         let hl = u32::from_le_bytes(bytes[n - 4..].try_into().unwrap()) as usize;
+        assert_eq!(
+            hl,
+            format::PAD_MIN,
+            "20 entries: the smallest padded header"
+        );
         let hs = n - 4 - hl;
         let entries = decode_header(&session, &repo, &bytes[hs..n - 4], hs as u64, &p.id).unwrap();
         assert_eq!(entries, p.entries);
@@ -528,6 +556,39 @@ mod tests {
             as_tree.kind = BlobKind::Tree;
             assert!(open_blob(&key, &session, &repo, &as_tree, sealed, &p.id).is_err());
         }
+    }
+
+    /// The header length in the clear is a power of two of at least 4 KiB, so it
+    /// gives away the number of blobs only to within a factor of two.
+    #[test]
+    fn header_lengths_fall_in_power_of_two_buckets() {
+        let key = MasterKey::generate().unwrap();
+        let repo = RepoId([3; 32]);
+        let mut seen = Vec::new();
+        for n in [1usize, 80, 90, 170, 700, 3000] {
+            let mut b = PackBuilder::new(&key).unwrap();
+            for i in 0..n {
+                let data = (i as u32).to_le_bytes();
+                b.add(
+                    BlobKind::Data,
+                    key.blob_id(&data),
+                    format::encode_payload(&data, 0),
+                    4,
+                );
+            }
+            let bytes = b.finish(&repo).unwrap().to_bytes();
+            let hl = u32::from_le_bytes(bytes[bytes.len() - 4..].try_into().unwrap()) as usize;
+            assert!(
+                hl.is_power_of_two() && hl >= format::PAD_MIN,
+                "{n} blobs: {hl}"
+            );
+            let (_, entries) =
+                header_from_bytes(&key, &repo, &PackId::of_stored(&bytes), &bytes).unwrap();
+            assert_eq!(entries.len(), n);
+            seen.push(hl);
+        }
+        assert_eq!(seen[0], seen[1], "1 and 80 blobs look alike");
+        assert!(seen[5] > seen[1]);
     }
 
     #[test]

@@ -139,7 +139,7 @@ pub fn prune(
             };
             b.add(e.kind, e.id, payload, e.raw_length);
             s.blobs_moved += 1;
-            if b.size() >= repo.config().pack_size as usize {
+            if b.is_full(repo.config().pack_size) {
                 if let Some(full) = builders.remove(&e.kind) {
                     new_packs.push(write_pack(repo, full, &mut s)?);
                 }

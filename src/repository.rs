@@ -198,7 +198,24 @@ impl Repository {
         t: FileType,
         plaintext: &[u8],
     ) -> Result<(String, u64)> {
-        let payload = format::encode_payload(plaintext, self.config.compression);
+        self.save_sealed_payload(file, seal, t, plaintext, false)
+    }
+
+    /// [`Self::save_sealed`], padding the file to a power of two of at least
+    /// 4 KiB when `pad` (index files, whose size would otherwise tell how many
+    /// blobs their packs hold; format-spec §6, §12).
+    fn save_sealed_payload(
+        &self,
+        file: FileKind,
+        seal: SealKind,
+        t: FileType,
+        plaintext: &[u8],
+        pad: bool,
+    ) -> Result<(String, u64)> {
+        let mut payload = format::encode_payload(plaintext, self.config.compression);
+        if pad {
+            format::pad_payload(&mut payload, format::SEALED_FILE_OVERHEAD);
+        }
         let bytes = format::seal_file(&self.key, self.repo_id(), file, seal, &payload)?;
         let name = hex::encode(blake3::hash(&bytes).as_bytes());
         self.backend.write(t, &name, &bytes)?;
@@ -237,11 +254,12 @@ impl Repository {
     }
 
     pub fn save_index(&self, f: &IndexFile) -> Result<(IndexId, u64)> {
-        let (name, size) = self.save_sealed(
+        let (name, size) = self.save_sealed_payload(
             FileKind::Index,
             SealKind::Index,
             FileType::Index,
             &format::to_msgpack(f),
+            true,
         )?;
         Ok((IndexId::from_name(&name)?, size))
     }

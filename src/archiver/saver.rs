@@ -174,7 +174,7 @@ impl Saver {
         let full = match slot {
             Some(p) => {
                 p.add(kind, id, payload, raw_len);
-                p.size() >= self.repo.config().pack_size as usize
+                p.is_full(self.repo.config().pack_size)
             }
             None => false,
         };

@@ -244,6 +244,36 @@ fn chunk_boundaries_depend_on_the_seed() {
     assert_eq!(next, data.len());
 }
 
+/// §10 and the threat model: FastCDC's masks test only bits 0..=47 of the gear
+/// hash, and hash bit j depends only on seed bits 0..=j, so the top 16 seed bits
+/// never move a boundary, while the bits below them do.
+#[test]
+fn only_the_low_48_seed_bits_move_chunk_boundaries() {
+    let data = common::xorshift(0x5EED, 1 << 20);
+    let seed = 0x4746_4544_4342_4140u64;
+    for (min, avg, max) in [(64, 256, 1024), (16 << 10, 64 << 10, 256 << 10)] {
+        let params = ChunkerParams {
+            min_size: min,
+            avg_size: avg,
+            max_size: max,
+        };
+        let cuts = |s: u64| Chunker::new(params, s).cuts(&data);
+        let base = cuts(seed);
+        assert!(base.len() > 3, "{avg}: enough boundaries to compare");
+        for bit in 48..64 {
+            assert_eq!(cuts(seed ^ (1 << bit)), base, "bit {bit}, avg {avg}");
+        }
+        assert_eq!(cuts(seed ^ (0xFFFF << 48)), base);
+        let moved = (32..48)
+            .filter(|bit| cuts(seed ^ (1 << bit)) != base)
+            .count();
+        assert!(
+            moved > 8,
+            "avg {avg}: only {moved} of bits 32..48 move boundaries"
+        );
+    }
+}
+
 const CHUNK_LENGTHS_SEEDED: &[usize] = &[
     299, 359, 248, 329, 405, 395, 370, 290, 210, 260, 373, 347, 96, 433, 132, 302, 495, 334, 230,
     208, 498, 563, 249, 75, 474, 218,
@@ -279,6 +309,35 @@ fn pack_entry_is_a_five_element_array() {
     assert_eq!(bytes, want);
     // Named-struct encoding does not change arrays.
     assert_eq!(rmp_serde::to_vec_named(&e).unwrap(), want);
+}
+
+/// §6 padding: zero bytes after a raw msgpack body, a zstd skippable frame after
+/// a compressed one, up to a stored length that is a power of two ≥ 4096.
+#[test]
+fn padding_of_pack_headers_and_index_files() {
+    let mut header = vec![0x00, 0x93, 0x01, 0x02, 0x03];
+    format::pad_payload(&mut header, 28);
+    assert_eq!(header.len(), 4068);
+    assert_eq!(&header[..5], &[0x00, 0x93, 0x01, 0x02, 0x03]);
+    assert!(header[5..].iter().all(|&b| b == 0));
+
+    let frame: Vec<u8> = (0..20).collect();
+    let mut index = vec![0x01];
+    index.extend_from_slice(&frame);
+    format::pad_payload(&mut index, 70);
+    assert_eq!(index.len(), 4026);
+    assert_eq!(&index[1..21], &frame[..]);
+    assert_eq!(
+        &index[21..29],
+        &[0x50, 0x2A, 0x4D, 0x18, 0x9D, 0x0F, 0x00, 0x00]
+    );
+    assert_eq!(index.len() - 29, 3997);
+    assert!(index[29..].iter().all(|&b| b == 0));
+
+    // Already on a bucket: nothing is added.
+    let mut exact = vec![0u8; 4096 - 28];
+    format::pad_payload(&mut exact, 28);
+    assert_eq!(exact.len(), 4096 - 28);
 }
 
 #[test]
