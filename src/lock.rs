@@ -310,12 +310,12 @@ fn vanished(e: &Error) -> bool {
     matches!(e, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
 }
 
-/// Every lock file, read. Names that aren't 64 hex digits are not lock files
-/// (format-spec §2) and are left out, as are files removed while this ran.
+/// Every lock file, read. Names that aren't 64 lowercase hex digits are not lock
+/// files (format-spec §2; `check` notes them) and are left out, as are files
+/// removed while this ran.
 pub fn list_locks(repo: &Repository) -> Result<Vec<Listed>> {
     let mut out = Vec::new();
     for e in repo.backend().list(FileType::Lock)? {
-        // Other names are not lock files (format-spec §2); `check` notes them.
         let Ok(id) = LockId::from_name(&e.name) else {
             continue;
         };

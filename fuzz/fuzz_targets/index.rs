@@ -10,7 +10,9 @@ fuzz_target!(|data: &[u8]| {
         let index = b.build();
         for p in &f.packs {
             for e in &p.blobs {
-                assert!(index.get(&e.id).is_some());
+                // Looked up by (kind, id), every listed blob is found, as itself.
+                let (_, found) = index.get(e.kind, &e.id).expect("indexed blob found");
+                assert_eq!((found.kind, found.id), (e.kind, e.id));
             }
         }
     }

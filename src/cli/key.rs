@@ -125,18 +125,9 @@ fn entry_line(k: &KeyEntry) -> String {
 }
 
 /// Key files are not authenticated: their text fields could hold terminal
-/// control sequences. Those are shown escaped.
+/// control sequences, which [`output::printable`] shows escaped.
 fn printable(s: &str) -> String {
-    s.chars()
-        .flat_map(|c| {
-            let escaped: Vec<char> = if c.is_control() {
-                c.escape_default().collect()
-            } else {
-                vec![c]
-            };
-            escaped
-        })
-        .collect()
+    output::printable(s).into_owned()
 }
 
 fn list(g: &GlobalArgs) -> Result<ExitCode> {
@@ -228,6 +219,6 @@ mod tests {
     #[test]
     fn control_characters_are_shown_escaped() {
         assert_eq!(printable("ana@host-1 ü"), "ana@host-1 ü");
-        assert_eq!(printable("x\u{1b}[2Jy\n"), "x\\u{1b}[2Jy\\n");
+        assert_eq!(printable("x\u{1b}[2Jy\n"), "x\\u{1b}[2Jy\\u{a}");
     }
 }
