@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use cairn::backend::{Backend, Entry, FileType, LocalBackend};
 use rand::rngs::SmallRng;
 use rand::{Rng, RngCore, SeedableRng};
 
@@ -212,4 +213,54 @@ pub fn all_files(dir: &Path) -> Vec<PathBuf> {
     }
     out.sort();
     out
+}
+
+/// A local repository whose writes go through `hook`, which makes them (or fails,
+/// or does more): the tests' fault injection. Everything else goes straight to
+/// the local backend.
+pub struct HookedBackend<H> {
+    pub inner: LocalBackend,
+    pub hook: H,
+}
+
+impl<H> HookedBackend<H>
+where
+    H: Fn(&LocalBackend, FileType, &str, &[u8]) -> cairn::Result<()> + Send + Sync,
+{
+    pub fn new(repo: &Path, hook: H) -> Self {
+        Self {
+            inner: LocalBackend::new(repo),
+            hook,
+        }
+    }
+}
+
+impl<H> Backend for HookedBackend<H>
+where
+    H: Fn(&LocalBackend, FileType, &str, &[u8]) -> cairn::Result<()> + Send + Sync,
+{
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    fn create(&self) -> cairn::Result<()> {
+        self.inner.create()
+    }
+    fn is_repository(&self) -> cairn::Result<bool> {
+        self.inner.is_repository()
+    }
+    fn list(&self, t: FileType) -> cairn::Result<Vec<Entry>> {
+        self.inner.list(t)
+    }
+    fn read(&self, t: FileType, name: &str, max: u64) -> cairn::Result<Vec<u8>> {
+        self.inner.read(t, name, max)
+    }
+    fn read_range(&self, t: FileType, name: &str, off: u64, len: u64) -> cairn::Result<Vec<u8>> {
+        self.inner.read_range(t, name, off, len)
+    }
+    fn write(&self, t: FileType, name: &str, data: &[u8]) -> cairn::Result<()> {
+        (self.hook)(&self.inner, t, name, data)
+    }
+    fn remove(&self, t: FileType, name: &str) -> cairn::Result<()> {
+        self.inner.remove(t, name)
+    }
 }

@@ -5,7 +5,7 @@ use std::fs;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use cairn::backend::{Backend, Entry, FileType, LocalBackend};
+use cairn::backend::{Backend, FileType, LocalBackend};
 use cairn::repository::Repository;
 
 use crate::common::{self, Env, PASSWORD, stderr};
@@ -164,50 +164,6 @@ fn missing_source_path_is_an_error_before_anything_is_written() {
     assert!(common::all_files(&env.repo.join("snapshots")).is_empty());
 }
 
-/// A backend whose pack writes fail after a number of successes, like a disk that
-/// fills up mid-backup.
-struct FillingDisk {
-    inner: LocalBackend,
-    packs_left: AtomicUsize,
-}
-
-impl Backend for FillingDisk {
-    fn location(&self) -> String {
-        self.inner.location()
-    }
-    fn create(&self) -> cairn::Result<()> {
-        self.inner.create()
-    }
-    fn is_repository(&self) -> cairn::Result<bool> {
-        self.inner.is_repository()
-    }
-    fn list(&self, t: FileType) -> cairn::Result<Vec<Entry>> {
-        self.inner.list(t)
-    }
-    fn read(&self, t: FileType, name: &str, max: u64) -> cairn::Result<Vec<u8>> {
-        self.inner.read(t, name, max)
-    }
-    fn read_range(&self, t: FileType, name: &str, off: u64, len: u64) -> cairn::Result<Vec<u8>> {
-        self.inner.read_range(t, name, off, len)
-    }
-    fn write(&self, t: FileType, name: &str, data: &[u8]) -> cairn::Result<()> {
-        if t == FileType::Pack {
-            let left = self.packs_left.load(Ordering::SeqCst);
-            if left == 0 {
-                return Err(cairn::Error::io(
-                    self.inner.path(t, name),
-                    std::io::Error::from_raw_os_error(libc::ENOSPC),
-                ));
-            }
-            self.packs_left.store(left - 1, Ordering::SeqCst);
-        }
-        self.inner.write(t, name, data)
-    }
-    fn remove(&self, t: FileType, name: &str) -> cairn::Result<()> {
-        self.inner.remove(t, name)
-    }
-}
-
 #[test]
 fn full_disk_mid_backup_keeps_repository_consistent_and_rerun_reuses_packs() {
     let env = Env::with_repo(&["--pack-size", "1"]);
@@ -225,10 +181,24 @@ fn full_disk_mid_backup_keeps_repository_consistent_and_rerun_reuses_packs() {
         .expect("write");
     }
 
-    let backend = Arc::new(FillingDisk {
-        inner: LocalBackend::new(&env.repo),
-        packs_left: AtomicUsize::new(5),
-    });
+    // Pack writes fail after five successes, like a disk that fills up mid-backup.
+    let packs_left = AtomicUsize::new(5);
+    let backend = Arc::new(common::HookedBackend::new(
+        &env.repo,
+        move |inner: &LocalBackend, t, name: &str, data: &[u8]| {
+            if t == FileType::Pack {
+                let left = packs_left.load(Ordering::SeqCst);
+                if left == 0 {
+                    return Err(cairn::Error::io(
+                        inner.path(t, name),
+                        std::io::Error::from_raw_os_error(libc::ENOSPC),
+                    ));
+                }
+                packs_left.store(left - 1, Ordering::SeqCst);
+            }
+            inner.write(t, name, data)
+        },
+    ));
     let repo = Arc::new(Repository::open(backend, PASSWORD.as_bytes()).expect("open"));
     let opts = cairn::archiver::BackupOptions {
         source: cairn::archiver::Source::Paths(vec![src.clone()]),

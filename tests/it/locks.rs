@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use cairn::backend::{Backend, Entry, FileType, LocalBackend};
+use cairn::backend::{Backend, FileType, LocalBackend};
 use cairn::format::{FileKind, SealKind};
 use cairn::lock::Lock;
 use cairn::repository::Repository;
@@ -218,52 +218,6 @@ fn lock_of_a_same_named_host_without_provable_identity_is_kept() {
     }
 }
 
-/// Deletes every pack it has written once an index file is written: what a prune
-/// that took the backup's lock for stale does between the backup's last pack and
-/// its snapshot.
-struct PrunedUnderneath {
-    inner: LocalBackend,
-    packs: Mutex<Vec<String>>,
-}
-
-impl Backend for PrunedUnderneath {
-    fn location(&self) -> String {
-        self.inner.location()
-    }
-    fn create(&self) -> cairn::Result<()> {
-        self.inner.create()
-    }
-    fn is_repository(&self) -> cairn::Result<bool> {
-        self.inner.is_repository()
-    }
-    fn list(&self, t: FileType) -> cairn::Result<Vec<Entry>> {
-        self.inner.list(t)
-    }
-    fn read(&self, t: FileType, name: &str, max: u64) -> cairn::Result<Vec<u8>> {
-        self.inner.read(t, name, max)
-    }
-    fn read_range(&self, t: FileType, name: &str, off: u64, len: u64) -> cairn::Result<Vec<u8>> {
-        self.inner.read_range(t, name, off, len)
-    }
-    fn write(&self, t: FileType, name: &str, data: &[u8]) -> cairn::Result<()> {
-        self.inner.write(t, name, data)?;
-        let mut packs = self.packs.lock().expect("mutex");
-        match t {
-            FileType::Pack => packs.push(name.to_string()),
-            FileType::Index => {
-                for p in packs.drain(..) {
-                    self.inner.remove(FileType::Pack, &p)?;
-                }
-            }
-            _ => {}
-        }
-        Ok(())
-    }
-    fn remove(&self, t: FileType, name: &str) -> cairn::Result<()> {
-        self.inner.remove(t, name)
-    }
-}
-
 #[test]
 fn backup_whose_packs_are_deleted_before_commit_fails_without_a_snapshot() {
     let env = Env::with_repo(&["--pack-size", "1"]);
@@ -277,10 +231,27 @@ fn backup_whose_packs_are_deleted_before_commit_fails_without_a_snapshot() {
         )
         .expect("write");
     }
-    let backend = Arc::new(PrunedUnderneath {
-        inner: LocalBackend::new(&env.repo),
-        packs: Mutex::new(Vec::new()),
-    });
+    // Deletes every pack it has written once an index file is written: what a
+    // prune that took the backup's lock for stale does between the backup's last
+    // pack and its snapshot.
+    let packs = Mutex::new(Vec::new());
+    let backend = Arc::new(common::HookedBackend::new(
+        &env.repo,
+        move |inner: &LocalBackend, t, name: &str, data: &[u8]| {
+            inner.write(t, name, data)?;
+            let mut packs = packs.lock().expect("mutex");
+            match t {
+                FileType::Pack => packs.push(name.to_string()),
+                FileType::Index => {
+                    for p in packs.drain(..) {
+                        inner.remove(FileType::Pack, &p)?;
+                    }
+                }
+                _ => {}
+            }
+            Ok(())
+        },
+    ));
     let repo = Arc::new(Repository::open(backend, PASSWORD.as_bytes()).expect("open"));
     let opts = cairn::archiver::BackupOptions {
         source: cairn::archiver::Source::Paths(vec![src.clone()]),
