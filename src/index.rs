@@ -111,14 +111,9 @@ enum Step<'a> {
 }
 
 /// The order of the entries: by id, the first 8 bytes compared as one integer
-/// first (which settles almost every comparison without a call to memcmp), then
-/// by kind: a data blob and a tree blob with the same plaintext share an id but
-/// are different objects (format-spec/README.md, "Index files").
-fn order(e: &Entry, kind: BlobKind, id: &BlobId) -> std::cmp::Ordering {
-    id_prefix(&e.id)
-        .cmp(&id_prefix(&id.0))
-        .then_with(|| e.id.cmp(&id.0))
-        .then_with(|| (e.raw_and_kind & TREE_BIT).cmp(&kind_bit(kind)))
+/// first (which settles almost every comparison without a call to memcmp).
+fn order(a: &[u8; 32], b: &[u8; 32]) -> std::cmp::Ordering {
+    id_prefix(a).cmp(&id_prefix(b)).then_with(|| a.cmp(b))
 }
 
 fn kind_bit(kind: BlobKind) -> u32 {
@@ -143,6 +138,39 @@ const INTERPOLATION_STEPS: usize = 4;
 fn id_prefix(id: &[u8; 32]) -> u64 {
     let (head, _) = id.split_first_chunk::<8>().unwrap_or((&[0; 8], &[]));
     u64::from_be_bytes(*head)
+}
+
+/// One interpolation step for `id` within `entries[lo..hi]`.
+fn step<'a>(entries: &'a [Entry], id: &BlobId, (lo, hi): (usize, usize)) -> Step<'a> {
+    if hi - lo <= 32 {
+        return Step::Small;
+    }
+    let key = id_prefix(&id.0);
+    let (Some(first), Some(last)) = (entries.get(lo), entries.get(hi - 1)) else {
+        return Step::Absent;
+    };
+    let (low, high) = (id_prefix(&first.id), id_prefix(&last.id));
+    if key < low || key > high {
+        return Step::Absent;
+    }
+    // Floating point: a 128-bit division would cost more than it saves.
+    let fraction = (key - low) as f64 / (high - low).max(1) as f64;
+    let pos = lo + ((fraction * (hi - 1 - lo) as f64) as usize).min(hi - 1 - lo);
+    let Some(e) = entries.get(pos) else {
+        return Step::Absent;
+    };
+    match order(&e.id, &id.0) {
+        std::cmp::Ordering::Equal => Step::Found(e),
+        std::cmp::Ordering::Less => Step::Narrowed((pos + 1, hi)),
+        std::cmp::Ordering::Greater => Step::Narrowed((lo, pos)),
+    }
+}
+
+fn bisect<'a>(entries: &'a [Entry], id: &BlobId, (lo, hi): (usize, usize)) -> Option<&'a Entry> {
+    let rest = entries.get(lo..hi)?;
+    rest.binary_search_by(|e| order(&e.id, &id.0))
+        .ok()
+        .and_then(|i| rest.get(i))
 }
 
 /// Collects index files, then sorts once into an [`Index`].
@@ -183,26 +211,36 @@ impl IndexBuilder {
         }
     }
 
-    pub fn build(mut self) -> Index {
-        // Stable: of several copies of a blob, the first one added stays.
-        self.entries
-            .sort_by_key(|e| (e.id, e.raw_and_kind & TREE_BIT));
-        self.entries
-            .dedup_by(|later, first| later.id == first.id && kind_of(later) == kind_of(first));
-        self.entries.shrink_to_fit();
+    pub fn build(self) -> Index {
+        let (trees, data): (Vec<Entry>, Vec<Entry>) = self
+            .entries
+            .into_iter()
+            .partition(|e| kind_of(e) == BlobKind::Tree);
+        let sorted = |mut v: Vec<Entry>| {
+            // Stable: of several copies of a blob, the first one added stays.
+            v.sort_by(|a, b| order(&a.id, &b.id));
+            v.dedup_by(|later, first| later.id == first.id);
+            v.shrink_to_fit();
+            v
+        };
         Index {
             packs: self.packs,
-            entries: self.entries,
+            data: sorted(data),
+            trees: sorted(trees),
         }
     }
 }
 
-/// The in-memory index: (blob kind, blob id) → location, a sorted array searched
-/// by interpolation and bisection. Every lookup names the kind it expects.
+/// The in-memory index: (blob kind, blob id) → location. One sorted array per
+/// kind, searched by interpolation and bisection: a data blob and a tree blob
+/// with the same plaintext share an id but are different objects
+/// (format-spec/README.md, "Index files"), and every lookup names the kind it
+/// expects, at no cost over a lookup by id alone.
 #[derive(Default)]
 pub struct Index {
     packs: Vec<(PackId, u64)>,
-    entries: Vec<Entry>,
+    data: Vec<Entry>,
+    trees: Vec<Entry>,
 }
 
 impl Index {
@@ -210,54 +248,29 @@ impl Index {
         Self::default()
     }
 
+    fn entries(&self, kind: BlobKind) -> &[Entry] {
+        match kind {
+            BlobKind::Data => &self.data,
+            BlobKind::Tree => &self.trees,
+        }
+    }
+
     /// Ids are keyed hashes, so uniformly spread: interpolating on their first 8
     /// bytes lands next to the entry in two or three steps (a bisection of a large
     /// index takes twenty, nearly all of them cache misses). The steps are capped,
     /// then bisection finishes, so no distribution of ids can make it slow.
     fn find(&self, kind: BlobKind, id: &BlobId) -> Option<&Entry> {
-        let mut range = (0, self.entries.len());
+        let entries = self.entries(kind);
+        let mut range = (0, entries.len());
         for _ in 0..INTERPOLATION_STEPS {
-            match self.step(kind, id, range) {
+            match step(entries, id, range) {
                 Step::Found(e) => return Some(e),
                 Step::Absent => return None,
                 Step::Narrowed(r) => range = r,
                 Step::Small => break,
             }
         }
-        self.bisect(kind, id, range)
-    }
-
-    /// One interpolation step for `(kind, id)` within `entries[lo..hi]`.
-    fn step(&self, kind: BlobKind, id: &BlobId, (lo, hi): (usize, usize)) -> Step<'_> {
-        if hi - lo <= 32 {
-            return Step::Small;
-        }
-        let key = id_prefix(&id.0);
-        let (Some(first), Some(last)) = (self.entries.get(lo), self.entries.get(hi - 1)) else {
-            return Step::Absent;
-        };
-        let (low, high) = (id_prefix(&first.id), id_prefix(&last.id));
-        if key < low || key > high {
-            return Step::Absent;
-        }
-        // Floating point: a 128-bit division would cost more than it saves.
-        let fraction = (key - low) as f64 / (high - low).max(1) as f64;
-        let pos = lo + ((fraction * (hi - 1 - lo) as f64) as usize).min(hi - 1 - lo);
-        let Some(e) = self.entries.get(pos) else {
-            return Step::Absent;
-        };
-        match order(e, kind, id) {
-            std::cmp::Ordering::Equal => Step::Found(e),
-            std::cmp::Ordering::Less => Step::Narrowed((pos + 1, hi)),
-            std::cmp::Ordering::Greater => Step::Narrowed((lo, pos)),
-        }
-    }
-
-    fn bisect(&self, kind: BlobKind, id: &BlobId, (lo, hi): (usize, usize)) -> Option<&Entry> {
-        let rest = self.entries.get(lo..hi)?;
-        rest.binary_search_by(|e| order(e, kind, id))
-            .ok()
-            .and_then(|i| rest.get(i))
+        bisect(entries, id, range)
     }
 
     /// [`Self::contains`] of each of `ids`, looked up side by side: one step of
@@ -265,16 +278,16 @@ impl Index {
     /// don't depend on each other, so the processor overlaps their cache misses,
     /// which one lookup after another (with other work between) can't.
     pub fn contains_each(&self, kind: BlobKind, ids: &[BlobId]) -> Vec<bool> {
+        let entries = self.entries(kind);
         let mut found = vec![false; ids.len()];
-        let mut pending: Vec<(usize, (usize, usize))> = (0..ids.len())
-            .map(|i| (i, (0, self.entries.len())))
-            .collect();
+        let mut pending: Vec<(usize, (usize, usize))> =
+            (0..ids.len()).map(|i| (i, (0, entries.len()))).collect();
         for _ in 0..INTERPOLATION_STEPS {
             pending.retain_mut(|(i, range)| {
                 let Some(id) = ids.get(*i) else {
                     return false;
                 };
-                match self.step(kind, id, *range) {
+                match step(entries, id, *range) {
                     Step::Found(_) => {
                         if let Some(f) = found.get_mut(*i) {
                             *f = true;
@@ -292,7 +305,7 @@ impl Index {
         }
         for (i, range) in pending {
             if let (Some(id), Some(f)) = (ids.get(i), found.get_mut(i)) {
-                *f = self.bisect(kind, id, range).is_some();
+                *f = bisect(entries, id, range).is_some();
             }
         }
         found
@@ -329,7 +342,7 @@ impl Index {
     }
 
     pub fn blob_count(&self) -> usize {
-        self.entries.len()
+        self.data.len() + self.trees.len()
     }
 
     pub fn pack_count(&self) -> usize {
@@ -338,7 +351,7 @@ impl Index {
 
     /// Bytes the blob entries take in memory, for reports (48 per blob).
     pub fn memory_bytes(&self) -> usize {
-        self.entries.capacity() * std::mem::size_of::<Entry>()
+        (self.data.capacity() + self.trees.capacity()) * std::mem::size_of::<Entry>()
     }
 }
 
