@@ -168,12 +168,12 @@ pub fn check(
 
 fn check_keys(repo: &Repository, r: &Reporter, summary: &mut CheckSummary) -> Result<()> {
     for e in repo.backend().list(FileType::Key)? {
-        summary.keys += 1;
         let what = format!("key {}", e.name);
         let Ok(id) = KeyId::from_name(&e.name) else {
             r.note(what, "unexpected file name in keys/".into());
             continue;
         };
+        summary.keys += 1;
         let result = repo
             .backend()
             .read(FileType::Key, &e.name, KEY_FILE_MAX_LEN)
@@ -342,6 +342,11 @@ fn check_snapshots(
 ) -> Result<()> {
     let mut visited_trees: HashSet<BlobId> = HashSet::new();
     let mut data_blobs: HashSet<BlobId> = HashSet::new();
+    // Each tree's subtrees, and each tree's height once known: a tree shared by
+    // several directories is visited once, so how deep a snapshot nests is
+    // worked out from these afterwards rather than along the way.
+    let mut children: HashMap<BlobId, Vec<BlobId>> = HashMap::new();
+    let mut heights: HashMap<BlobId, usize> = HashMap::new();
     for e in repo.backend().list(FileType::Snapshot)? {
         let Ok(id) = SnapshotId::from_name(&e.name) else {
             r.note(
@@ -360,7 +365,6 @@ fn check_snapshots(
         };
         // (tree, its directory's path, its depth: the root tree is at depth 1).
         let mut stack = vec![(snap.tree, "/".to_string(), 1usize)];
-        let mut too_deep = false;
         while let Some((tree_id, path, depth)) = stack.pop() {
             if interrupt.load(Ordering::Relaxed) {
                 return Err(Error::Interrupted);
@@ -379,28 +383,19 @@ fn check_snapshots(
                 }
             };
             summary.trees += 1;
+            let subtrees = children.entry(tree_id).or_default();
             for node in &tree.nodes {
-                let child = if path == "/" {
-                    format!("/{}", node.name_lossy())
-                } else {
-                    format!("{path}/{}", node.name_lossy())
+                // Paths stop growing past the depth limit, so that a forged chain
+                // of directories costs memory and time linear in its length.
+                let child = match (depth < MAX_TREE_DEPTH, path.as_str()) {
+                    (false, _) => path.clone(),
+                    (true, "/") => format!("/{}", node.name_lossy()),
+                    (true, _) => format!("{path}/{}", node.name_lossy()),
                 };
                 if node.kind == NodeKind::Dir {
-                    match node.subtree {
-                        Some(sub) if depth < MAX_TREE_DEPTH => stack.push((sub, child, depth + 1)),
-                        // Restore and ls refuse such a snapshot: say so once.
-                        Some(sub) if !too_deep => {
-                            too_deep = true;
-                            r.error(
-                                format!("snapshot {}", id.short()),
-                                format!(
-                                    "{}; restore and ls refuse it, `cairn repair snapshots` \
-                                     drops what lies too deep",
-                                    crate::walk::too_deep(&sub, std::path::Path::new(&child))
-                                ),
-                            );
-                        }
-                        _ => {}
+                    if let Some(sub) = node.subtree {
+                        subtrees.push(sub);
+                        stack.push((sub, child, depth + 1));
                     }
                     continue;
                 }
@@ -413,10 +408,18 @@ fn check_snapshots(
                     }
                 }
                 if let Some(first) = missing.first() {
+                    // A cairn before 2026-11-29 kept one copy of identical bytes
+                    // whatever their kind.
+                    let other_kind = if index.contains(BlobKind::Tree, first) {
+                        " (only a tree blob has that id, stored by a cairn before 2026-11-29; \
+                         a new backup stores the file again)"
+                    } else {
+                        ""
+                    };
                     r.error(
                         format!("snapshot {}", id.short()),
                         format!(
-                            "file {child}: {} of its {} data blobs are missing from the index (first: {first}); \
+                            "file {child}: {} of its {} data blobs are missing from the index (first: {first}){other_kind}; \
                              `cairn repair snapshots` can drop what is lost",
                             missing.len(),
                             node.content.len()
@@ -425,9 +428,52 @@ fn check_snapshots(
                 }
             }
         }
+        let height = tree_height(snap.tree, &children, &mut heights);
+        if height > MAX_TREE_DEPTH {
+            r.error(
+                format!("snapshot {}", id.short()),
+                format!(
+                    "its directories nest {height} levels deep, more than the {MAX_TREE_DEPTH} \
+                     readers go (no backup makes such a tree: the repository is damaged or \
+                     forged); restore and ls refuse it, `cairn repair snapshots` drops what \
+                     lies too deep"
+                ),
+            );
+        }
     }
     summary.data_blobs = data_blobs.len() as u64;
     Ok(())
+}
+
+/// How many levels of trees `root` spans (1 for a tree without subdirectories;
+/// a tree that couldn't be read counts as 1), without recursion, remembering
+/// every tree's height in `memo` so that shared subtrees are measured once.
+fn tree_height(
+    root: BlobId,
+    children: &HashMap<BlobId, Vec<BlobId>>,
+    memo: &mut HashMap<BlobId, usize>,
+) -> usize {
+    let mut stack = vec![(root, false)];
+    while let Some((id, expanded)) = stack.pop() {
+        if memo.contains_key(&id) {
+            continue;
+        }
+        let kids = children.get(&id).map(Vec::as_slice).unwrap_or_default();
+        if expanded {
+            // Every child was measured above this entry on the stack; ids are
+            // hashes of contents, so no tree contains itself.
+            let below = kids.iter().filter_map(|k| memo.get(k)).max().copied();
+            memo.insert(id, 1 + below.unwrap_or(0));
+        } else {
+            stack.push((id, true));
+            stack.extend(
+                kids.iter()
+                    .filter(|k| !memo.contains_key(k))
+                    .map(|k| (*k, false)),
+            );
+        }
+    }
+    memo.get(&root).copied().unwrap_or(1)
 }
 
 /// Loads a tree, distinguishing "not indexed" (as a tree: a data blob with that
@@ -438,9 +484,11 @@ fn load_tree_checked(
     id: &BlobId,
 ) -> std::result::Result<Tree, String> {
     match index.get(BlobKind::Tree, id) {
-        None if index.contains(BlobKind::Data, id) => {
-            Err("is missing from the index as a tree blob (only a data blob has that id)".into())
-        }
+        None if index.contains(BlobKind::Data, id) => Err(
+            "is missing from the index as a tree blob (only a data blob has that id: forged, or \
+             stored by a cairn before 2026-11-29, which kept one copy of identical bytes)"
+                .into(),
+        ),
         None => Err("is missing from the index".into()),
         Some((pack, _)) => repo
             .load_tree(index, id)

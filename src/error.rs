@@ -112,6 +112,18 @@ pub enum Error {
         first: String,
     },
 
+    /// Index files a backup loaded were replaced while it ran, and packs they
+    /// named (which it may have deduplicated against) are gone.
+    #[error(
+        "the index was rewritten while this backup ran (a prune or repair that took its lock \
+         for stale?) and {packs} pack(s) it may rely on are gone (first: pack {first}); the \
+         snapshot was not written; run the backup again, and `cairn check`"
+    )]
+    IndexRewritten {
+        packs: usize,
+        first: crate::id::PackId,
+    },
+
     #[error("interrupted")]
     Interrupted,
 

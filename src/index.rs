@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::id::{BlobId, PackId};
+use crate::id::{BlobId, IndexId, PackId};
 use crate::pack::{BlobKind, PackEntry};
 
 /// Largest index file accepted.
@@ -227,6 +227,7 @@ impl IndexBuilder {
             packs: self.packs,
             data: sorted(data),
             trees: sorted(trees),
+            files: Vec::new(),
         }
     }
 }
@@ -241,11 +242,24 @@ pub struct Index {
     packs: Vec<(PackId, u64)>,
     data: Vec<Entry>,
     trees: Vec<Entry>,
+    /// The index files it was loaded from, when known.
+    files: Vec<IndexId>,
 }
 
 impl Index {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Records which index files this index was loaded from.
+    pub fn with_files(mut self, files: Vec<IndexId>) -> Self {
+        self.files = files;
+        self
+    }
+
+    /// The index files this index was loaded from (empty when built otherwise).
+    pub fn files(&self) -> &[IndexId] {
+        &self.files
     }
 
     fn entries(&self, kind: BlobKind) -> &[Entry] {

@@ -192,9 +192,13 @@ impl Lock {
             })
         };
         match self.written().map(|t| now.duration_since(t)) {
-            Some(Ok(age)) if age > STALE_AFTER => {
-                Some(format!("not refreshed for {}", minutes(age)))
-            }
+            // Old by its writer's clock. Where the storage says when the file was
+            // written, that must agree: a live holder whose clock runs behind ours
+            // still replaces its file every REFRESH_EVERY.
+            Some(Ok(age)) if age > STALE_AFTER => match file_time {
+                Some(_) => by_file().map(|r| format!("not refreshed for {} and {r}", minutes(age))),
+                None => Some(format!("not refreshed for {}", minutes(age))),
+            },
             Some(Ok(_)) => None,
             // Dated in the future: the holder's clock runs ahead of ours, and its
             // lock is fresh — unless the file itself has gone unreplaced for
@@ -311,27 +315,45 @@ fn vanished(e: &Error) -> bool {
 }
 
 /// Every lock file, read. Names that aren't 64 lowercase hex digits are not lock
-/// files (format-spec §2; `check` notes them) and are left out, as are files
-/// removed while this ran.
+/// files (format-spec §2; `check` notes them) and are left out.
+///
+/// A file that vanishes between the listing and its reading was released — or
+/// replaced: a refresh writes the new lock, then removes the old one, and a
+/// listing taken before the new one was written would miss a live holder. So a
+/// pass that saw a file vanish is done again, with a new listing, until one sees
+/// none vanish; after [`LIST_PASSES`] restless passes, taking a lock fails.
 pub fn list_locks(repo: &Repository) -> Result<Vec<Listed>> {
-    let mut out = Vec::new();
-    for e in repo.backend().list(FileType::Lock)? {
-        let Ok(id) = LockId::from_name(&e.name) else {
-            continue;
-        };
-        let lock = load_lock_named(repo, &e.name);
-        if lock.as_ref().err().is_some_and(vanished) {
-            continue;
+    for _ in 0..LIST_PASSES {
+        let mut out = Vec::new();
+        let mut restless = false;
+        for e in repo.backend().list(FileType::Lock)? {
+            let Ok(id) = LockId::from_name(&e.name) else {
+                continue;
+            };
+            let lock = load_lock_named(repo, &e.name);
+            if lock.as_ref().err().is_some_and(vanished) {
+                restless = true;
+                continue;
+            }
+            out.push(Listed {
+                id,
+                name: e.name,
+                modified: e.modified,
+                lock,
+            });
         }
-        out.push(Listed {
-            id,
-            name: e.name,
-            modified: e.modified,
-            lock,
-        });
+        if !restless {
+            return Ok(out);
+        }
     }
-    Ok(out)
+    Err(Error::Locked(format!(
+        "lock files kept disappearing while this process read them ({LIST_PASSES} times); \
+         another process is taking and releasing locks: try again"
+    )))
 }
+
+/// Listings of `locks/` [`list_locks`] takes before it gives up.
+const LIST_PASSES: usize = 8;
 
 /// How often a held lock is rewritten with a fresh time.
 pub const REFRESH_EVERY: Duration = Duration::from_secs(5 * 60);
@@ -598,6 +620,94 @@ mod tests {
 
     const MIN: Duration = Duration::from_secs(60);
 
+    /// A local repository whose lock file `old` is "refreshed" the moment it is
+    /// first read: `new` appears and `old` is gone, as when a holder's refresh
+    /// runs between another process's listing and its reading.
+    struct RefreshedWhileRead {
+        inner: LocalBackend,
+        swap: Mutex<Option<(String, String, Vec<u8>)>>,
+    }
+
+    impl crate::backend::Backend for RefreshedWhileRead {
+        fn location(&self) -> String {
+            self.inner.location()
+        }
+        fn create(&self) -> Result<()> {
+            self.inner.create()
+        }
+        fn is_repository(&self) -> Result<bool> {
+            self.inner.is_repository()
+        }
+        fn list(&self, t: FileType) -> Result<Vec<crate::backend::Entry>> {
+            self.inner.list(t)
+        }
+        fn read(&self, t: FileType, name: &str, max: u64) -> Result<Vec<u8>> {
+            let mut swap = self.swap.lock().unwrap();
+            if let Some((old, new, bytes)) = swap.as_ref().filter(|(old, ..)| old == name) {
+                self.inner.write(FileType::Lock, new, bytes)?;
+                self.inner.remove(FileType::Lock, old)?;
+                *swap = None;
+            }
+            self.inner.read(t, name, max)
+        }
+        fn read_range(&self, t: FileType, name: &str, off: u64, len: u64) -> Result<Vec<u8>> {
+            self.inner.read_range(t, name, off, len)
+        }
+        fn write(&self, t: FileType, name: &str, data: &[u8]) -> Result<()> {
+            self.inner.write(t, name, data)
+        }
+        fn remove(&self, t: FileType, name: &str) -> Result<()> {
+            self.inner.remove(t, name)
+        }
+    }
+
+    /// A live exclusive lock refreshed between another process's listing and
+    /// reading must still be seen: its old file vanished, its new one wasn't
+    /// listed, and taking that for "released" let a prune run beside a backup.
+    #[test]
+    fn a_lock_refreshed_while_being_listed_still_conflicts() {
+        let (dir, repo) = repo();
+        let sealed = |l: &Lock| {
+            let (name, _) = repo
+                .save_sealed(
+                    FileKind::Lock,
+                    SealKind::Lock,
+                    FileType::Lock,
+                    &format::to_msgpack(l),
+                )
+                .unwrap();
+            name
+        };
+        let held = dated(SystemTime::now());
+        let old = sealed(&held);
+        let new = sealed(&Lock {
+            time: crate::snapshot::now_rfc3339(),
+            ..held
+        });
+        let new_bytes = repo
+            .backend()
+            .read(FileType::Lock, &new, LOCK_MAX_LEN)
+            .unwrap();
+        repo.backend().remove(FileType::Lock, &new).unwrap();
+        let backend = Arc::new(RefreshedWhileRead {
+            inner: LocalBackend::new(dir.path().join("r")),
+            swap: Mutex::new(Some((old, new.clone(), new_bytes))),
+        });
+        let racing = Arc::new(Repository::open(backend, b"pw").unwrap());
+        let err = acquire(&racing, true)
+            .err()
+            .expect("the refreshed lock conflicts");
+        assert!(matches!(err, Error::Locked(_)), "{err}");
+        assert!(err.to_string().contains("exclusive lock"), "{err}");
+        assert!(
+            repo.backend()
+                .list(FileType::Lock)
+                .unwrap()
+                .iter()
+                .any(|e| e.name == new)
+        );
+    }
+
     #[test]
     fn lock_dated_in_the_future_is_fresh_until_its_file_is_stale() {
         let now = SystemTime::now();
@@ -617,17 +727,26 @@ mod tests {
         assert_eq!(far.stale_by_time(now, Some(now + 60 * MIN)), None);
     }
 
+    /// A lock is stale by time when its own time says so and, where the storage
+    /// gives one, its file time agrees: a live holder whose clock runs 40 minutes
+    /// behind still writes a new file every 5 minutes.
     #[test]
-    fn lock_older_than_30_minutes_is_stale_whatever_its_file_time() {
+    fn lock_is_stale_by_time_only_when_its_time_and_file_time_agree() {
         let now = SystemTime::now();
         assert_eq!(dated(now - 29 * MIN).stale_by_time(now, None), None);
         assert_eq!(
             dated(now - MIN).stale_by_time(now, Some(now - 60 * MIN)),
             None
         );
+        assert!(dated(now - 31 * MIN).stale_by_time(now, None).is_some());
+        assert_eq!(
+            dated(now - 40 * MIN).stale_by_time(now, Some(now - MIN)),
+            None,
+            "a holder whose clock runs behind, refreshing its file"
+        );
         assert!(
-            dated(now - 31 * MIN)
-                .stale_by_time(now, Some(now))
+            dated(now - 40 * MIN)
+                .stale_by_time(now, Some(now - 31 * MIN))
                 .is_some()
         );
         let mut bad_time = dated(now);

@@ -174,12 +174,14 @@ pub fn prune(
     for f in &files {
         repo.save_index(f)?;
     }
-    // 3. Old index files.
+    // 3. Old index files. Deleting is a commit point: check the lock again.
+    lock.still_valid()?;
     for id in &plan.index_files {
         repo.backend().remove(FileType::Index, &id.to_hex())?;
         s.index_files_replaced += 1;
     }
     // 4. Packs no index names any more.
+    lock.still_valid()?;
     for id in plan
         .delete
         .iter()

@@ -22,7 +22,7 @@ use crate::index::{Index, IndexPack};
 use crate::lock::LockGuard;
 use crate::pack::{self, BlobKind};
 use crate::repository::Repository;
-use crate::snapshot::SourceProblem;
+use crate::snapshot::{Recorded, SourceProblem};
 use crate::tree::{MAX_TREE_DEPTH, Node, NodeKind, Tree};
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -389,12 +389,19 @@ fn repair_snapshots_locked(
         if !fixed.tags.iter().any(|t| t == "repaired") {
             fixed.tags.push("repaired".into());
         }
-        fixed
-            .errors
-            .extend(dropped.into_iter().map(|(p, why)| SourceProblem {
+        // Capped like a backup's list: a repair that drops millions of files must
+        // still write a snapshot readers accept.
+        let mut errors = Recorded::default();
+        for e in std::mem::take(&mut fixed.errors) {
+            errors.push(e);
+        }
+        for (p, why) in dropped {
+            errors.push(SourceProblem {
                 path: format!("/{p}"),
                 error: format!("dropped by `cairn repair snapshots`: {why}"),
-            }));
+            });
+        }
+        fixed.errors = errors.into_list("dropped entries");
         new_snapshots.push((id, fixed));
     }
     if let Some(saver) = &mut rw.saver {

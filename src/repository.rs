@@ -297,13 +297,23 @@ impl Repository {
     pub fn load_index(&self, unreadable: &mut dyn FnMut(&IndexId, &Error)) -> Result<Index> {
         let mut index = crate::index::IndexBuilder::new();
         let ids = self.list_ids(FileType::Index, IndexId::from_name)?;
+        let mut loaded = Vec::with_capacity(ids.len());
         for id in &ids {
             match self.load_index_file(id) {
-                Ok(f) => index.add_file(&f),
-                Err(e) => unreadable(id, &e),
+                Ok(f) => {
+                    index.add_file(&f);
+                    loaded.push(*id);
+                }
+                // Damage is left out, with a word. A read that failed (EIO, a NAS
+                // that went away) is an error: leaving the file out would make
+                // its blobs look absent for no reason.
+                Err(e @ (Error::Corrupt { .. } | Error::UnsupportedVersion { .. })) => {
+                    unreadable(id, &e)
+                }
+                Err(e) => return Err(e),
             }
         }
-        let index = index.build();
+        let index = index.build().with_files(loaded);
         if let Some(c) = &self.cache {
             c.retain(FileType::Index, &ids.iter().map(|i| i.to_hex()).collect());
             c.retain(
@@ -315,11 +325,20 @@ impl Repository {
     }
 
     pub fn save_snapshot(&self, s: &Snapshot) -> Result<(SnapshotId, u64)> {
+        let plain = format::to_msgpack(s);
+        // Readers refuse a larger one (spec §17): never write it.
+        if plain.len() as u64 > SNAPSHOT_MAX_LEN {
+            return Err(Error::invalid(format!(
+                "the snapshot would be {} bytes, more than the {SNAPSHOT_MAX_LEN} readers \
+                 accept; it was not written",
+                plain.len()
+            )));
+        }
         let (name, size) = self.save_sealed(
             FileKind::Snapshot,
             SealKind::Snapshot,
             FileType::Snapshot,
-            &format::to_msgpack(s),
+            &plain,
         )?;
         Ok((SnapshotId::from_name(&name)?, size))
     }

@@ -47,6 +47,48 @@ pub struct SourceProblem {
     pub error: String,
 }
 
+/// Problems a snapshot records, each list at most this many...
+pub const MAX_RECORDED: usize = 100_000;
+/// ...and at most this many bytes of paths and messages: a backup with millions
+/// of unreadable files, or a repair that drops as many, must still write a
+/// snapshot within the size readers accept ([`SNAPSHOT_MAX_LEN`], spec §17).
+pub const MAX_RECORDED_BYTES: usize = 64 << 20;
+
+/// A snapshot's error or warning list being filled, and how many did not fit.
+#[derive(Default)]
+pub struct Recorded {
+    list: Vec<SourceProblem>,
+    bytes: usize,
+    dropped: u64,
+}
+
+impl Recorded {
+    pub fn push(&mut self, p: SourceProblem) {
+        let size = p.path.len() + p.error.len();
+        if self.list.len() < MAX_RECORDED && self.bytes + size <= MAX_RECORDED_BYTES {
+            self.bytes += size;
+            self.list.push(p);
+        } else {
+            self.dropped += 1;
+        }
+    }
+
+    /// The list, ending with one entry that counts what did not fit, if any.
+    pub fn into_list(mut self, what: &str) -> Vec<SourceProblem> {
+        if self.dropped > 0 {
+            self.list.push(SourceProblem {
+                path: String::new(),
+                error: format!(
+                    "{} more {what} were reported but not recorded here, to keep the snapshot \
+                     within its size limit",
+                    self.dropped
+                ),
+            });
+        }
+        self.list
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
     /// RFC 3339 with nanoseconds and the local offset.
@@ -104,4 +146,39 @@ pub fn username() -> String {
         .flatten()
         .map(|u| u.name)
         .unwrap_or_else(|| uid.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// At most MAX_RECORDED problems, and MAX_RECORDED_BYTES of them, then one
+    /// entry that counts the rest.
+    #[test]
+    fn recorded_problems_are_capped_and_the_rest_counted() {
+        let problem = |i: usize, len: usize| SourceProblem {
+            path: format!("/f{i}"),
+            error: "x".repeat(len),
+        };
+        let mut r = Recorded::default();
+        for i in 0..MAX_RECORDED + 5 {
+            r.push(problem(i, 10));
+        }
+        let list = r.into_list("errors");
+        assert_eq!(list.len(), MAX_RECORDED + 1);
+        assert_eq!(
+            list[MAX_RECORDED - 1].path,
+            format!("/f{}", MAX_RECORDED - 1)
+        );
+        assert!(list[MAX_RECORDED].error.starts_with("5 more errors"));
+
+        let mut r = Recorded::default();
+        for i in 0..100 {
+            r.push(problem(i, 4 << 20));
+        }
+        let list = r.into_list("warnings");
+        assert_eq!(list.len(), 16, "15 of 4 MiB fit in 64 MiB, then the count");
+        assert!(list[15].error.starts_with("85 more warnings"));
+        assert!(Recorded::default().into_list("errors").is_empty());
+    }
 }

@@ -26,7 +26,7 @@ use crate::id::{BlobId, SnapshotId};
 use crate::pack::BlobKind;
 use crate::progress::Progress;
 use crate::repository::Repository;
-use crate::snapshot::{self, Snapshot, SourceProblem, Summary};
+use crate::snapshot::{self, Recorded, Snapshot, SourceProblem, Summary};
 use crate::tree::{MAX_TREE_DEPTH, Node, NodeKind, Timestamp, Tree, is_safe_name};
 
 pub use exclude::Excludes;
@@ -229,6 +229,7 @@ pub fn backup(
     // The lock is the first defence and this the second: whatever a process that
     // took our lock for stale deleted, the snapshot must not name it.
     a.saver.verify_written()?;
+    verify_relied_on(repo, &index)?;
     lock.still_valid()?;
     // The snapshot's own size is part of what was added; it is known only after
     // encoding, so it is added to the in-memory copy returned to the caller.
@@ -240,6 +241,45 @@ pub fn backup(
         index_blobs: index.blob_count(),
         index_memory_bytes: index.memory_bytes(),
     })
+}
+
+/// Checks that the packs this backup may have deduplicated against are still
+/// stored. A pack leaves the index before it is deleted (format-spec §16), so
+/// while every index file loaded at the start is still there — one listing of
+/// `index/`, the usual case — none of them can be gone. If one was replaced, the
+/// index was rewritten under this backup by a process that took its lock for
+/// stale: then every pack the loaded index names must still be stored.
+fn verify_relied_on(repo: &Repository, index: &crate::index::Index) -> Result<()> {
+    use crate::backend::FileType;
+    let names = |t| -> Result<std::collections::HashSet<String>> {
+        Ok(repo
+            .backend()
+            .list(t)?
+            .into_iter()
+            .map(|e| e.name)
+            .collect())
+    };
+    let index_now = names(FileType::Index)?;
+    if index
+        .files()
+        .iter()
+        .all(|f| index_now.contains(&f.to_hex()))
+    {
+        return Ok(());
+    }
+    let packs_now = names(FileType::Pack)?;
+    let gone: Vec<crate::id::PackId> = index
+        .packs()
+        .map(|(p, _)| p)
+        .filter(|p| !packs_now.contains(&p.to_hex()))
+        .collect();
+    match gone.first() {
+        None => Ok(()),
+        Some(&first) => Err(Error::IndexRewritten {
+            packs: gone.len(),
+            first,
+        }),
+    }
 }
 
 /// Absolute, lexically normalized, deduplicated, with paths inside other given
@@ -273,42 +313,6 @@ fn normalize_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
 
 fn repo_local_root(repo: &Repository) -> Option<PathBuf> {
     std::fs::canonicalize(repo.backend().location()).ok()
-}
-
-/// Problems recorded in a snapshot, each list at most this long: a backup with
-/// millions of unreadable files must still write a snapshot within the size
-/// readers accept (format-spec §17). Every problem is reported as it happens.
-const MAX_RECORDED: usize = 100_000;
-
-/// A snapshot's error or warning list, and how many did not fit.
-#[derive(Default)]
-struct Recorded {
-    list: Vec<SourceProblem>,
-    dropped: u64,
-}
-
-impl Recorded {
-    fn push(&mut self, p: SourceProblem) {
-        if self.list.len() < MAX_RECORDED {
-            self.list.push(p);
-        } else {
-            self.dropped += 1;
-        }
-    }
-
-    fn into_list(mut self, what: &str) -> Vec<SourceProblem> {
-        if self.dropped > 0 {
-            self.list.push(SourceProblem {
-                path: String::new(),
-                error: format!(
-                    "{} more {what} were reported during the backup but not recorded here, \
-                     to keep the snapshot within its size limit",
-                    self.dropped
-                ),
-            });
-        }
-        self.list
-    }
 }
 
 /// The directories above the backed-up paths, down to each path.
@@ -1209,32 +1213,5 @@ fn insert_virtual(map: &mut BTreeMap<Vec<u8>, Virtual>, comps: &[Vec<u8>], full:
         .or_insert_with(|| Virtual::Dir(BTreeMap::new()));
     if let Virtual::Dir(sub) = entry {
         insert_virtual(sub, rest, full);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A snapshot records at most MAX_RECORDED problems of each kind, then one
-    /// entry that counts the rest, so it stays within the size readers accept.
-    #[test]
-    fn recorded_problems_are_capped_and_the_rest_counted() {
-        let mut r = Recorded::default();
-        for i in 0..MAX_RECORDED + 5 {
-            r.push(SourceProblem {
-                path: format!("/f{i}"),
-                error: "unreadable".into(),
-            });
-        }
-        let list = r.into_list("errors");
-        assert_eq!(list.len(), MAX_RECORDED + 1);
-        assert_eq!(
-            list[MAX_RECORDED - 1].path,
-            format!("/f{}", MAX_RECORDED - 1)
-        );
-        assert!(list[MAX_RECORDED].error.starts_with("5 more errors"));
-        let few = Recorded::default().into_list("warnings");
-        assert!(few.is_empty());
     }
 }

@@ -59,7 +59,12 @@ pub struct GlobalArgs {
     #[arg(long, env = "CAIRN_PASSWORD_FILE", global = true)]
     pub password_file: Option<PathBuf>,
     /// Run this shell command and use its output as the password
-    #[arg(long, env = "CAIRN_PASSWORD_COMMAND", global = true)]
+    #[arg(
+        long,
+        env = "CAIRN_PASSWORD_COMMAND",
+        global = true,
+        hide_env_values = true
+    )]
     pub password_command: Option<String>,
     /// Print only errors
     #[arg(short, long, global = true)]

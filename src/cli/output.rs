@@ -48,6 +48,8 @@ pub fn path(p: &std::path::Path) -> String {
     printable(&p.to_string_lossy()).into_owned()
 }
 
+/// A stored RFC 3339 time in local time; a time that doesn't parse (it comes
+/// from the repository) is shown as it is, escaped.
 pub fn local_time(rfc3339: &str) -> String {
     chrono::DateTime::parse_from_rfc3339(rfc3339)
         .map(|t| {
@@ -55,7 +57,7 @@ pub fn local_time(rfc3339: &str) -> String {
                 .format("%Y-%m-%d %H:%M:%S")
                 .to_string()
         })
-        .unwrap_or_else(|_| rfc3339.to_string())
+        .unwrap_or_else(|_| printable(rfc3339).into_owned())
 }
 
 pub fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {

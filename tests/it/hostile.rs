@@ -51,12 +51,17 @@ impl Forge {
         self.snapshot_of_host(root, "forge")
     }
 
-    pub fn snapshot_of_host(mut self, root: BlobId, host: &str) -> SnapshotId {
+    pub fn snapshot_of_host(self, root: BlobId, host: &str) -> SnapshotId {
+        self.snapshot_edited(root, |s| s.hostname = host.into())
+    }
+
+    /// Commits a snapshot of `root` after `edit` has had its way with it.
+    pub fn snapshot_edited(mut self, root: BlobId, edit: impl FnOnce(&mut Snapshot)) -> SnapshotId {
         self.saver.finish().expect("finish");
         let now = cairn::snapshot::now_rfc3339();
         let snap = Snapshot {
             time: now.clone(),
-            hostname: host.into(),
+            hostname: "forge".into(),
             username: "forge".into(),
             uid: 0,
             gid: 0,
@@ -74,6 +79,8 @@ impl Forge {
             errors: vec![],
             warnings: vec![],
         };
+        let mut snap = snap;
+        edit(&mut snap);
         self.repo.save_snapshot(&snap).expect("snapshot").0
     }
 }
@@ -226,7 +233,7 @@ fn trees_nested_thirty_thousand_deep_end_in_clear_errors() {
     let check = env.run(&["check"]);
     assert_eq!(check.status.code(), Some(1), "{}", stderr(&check));
     assert!(
-        stderr(&check).contains("nest more than 4096 levels deep"),
+        stderr(&check).contains("nest 30001 levels deep"),
         "{}",
         stderr(&check)
     );
@@ -266,12 +273,17 @@ fn control_characters_from_a_repository_are_escaped_on_the_terminal() {
     let mut nodes = vec![owned, link, file(b"evil\xe2\x80\xaegpj.exe", vec![], 0)];
     nodes.sort_by(|a, b| a.name.cmp(&b.name));
     let root = f.raw_tree(nodes);
-    f.snapshot_of_host(root, "host\x1b[2J");
+    f.snapshot_edited(root, |s| {
+        s.hostname = "host\x1b[2J".into();
+        s.time = "\x1b]0;pwn\x07 not a time".into();
+        s.tags = vec!["t\x1b[8m".into()];
+    });
 
     for args in [
         &["ls", "latest"][..],
         &["ls", "-l", "latest"],
         &["snapshots"],
+        &["forget", "--keep-last", "1", "--dry-run"],
     ] {
         let out = env.run(args);
         for text in [stdout(&out), stderr(&out)] {
@@ -307,4 +319,32 @@ fn control_characters_from_a_repository_are_escaped_on_the_terminal() {
         names.contains(&String::from_utf8(clear.to_vec()).expect("utf-8")),
         "{names:?}"
     );
+}
+
+/// A subtree reached both near the root and at the end of a long chain: `check`
+/// visits it once, but must measure the snapshot by its deepest path, as `ls`
+/// and `restore` meet it.
+#[test]
+fn a_subtree_shared_at_two_depths_is_measured_by_the_deeper() {
+    let env = Env::with_repo(&[]);
+    let mut f = Forge::new(&env);
+    let mut shared = f.raw_tree(vec![file(b"bottom", vec![], 0)]);
+    for _ in 0..10 {
+        shared = f.raw_tree(vec![dir(b"t", shared)]);
+    }
+    let mut chain = shared;
+    for _ in 0..4090 {
+        chain = f.raw_tree(vec![dir(b"a", chain)]);
+    }
+    let root = f.raw_tree(vec![dir(b"a", chain), dir(b"b", shared)]);
+    f.snapshot(root);
+    let check = env.run(&["check"]);
+    assert_eq!(check.status.code(), Some(1), "{}", stderr(&check));
+    assert!(
+        stderr(&check).contains("nest 4102 levels deep"),
+        "{}",
+        stderr(&check)
+    );
+    let ls = env.run(&["ls", "latest"]);
+    assert_eq!(ls.status.code(), Some(1), "{}", stderr(&ls));
 }

@@ -284,3 +284,86 @@ fn backup_whose_packs_are_deleted_before_commit_fails_without_a_snapshot() {
     let out = env.run(&["check"]);
     assert!(stderr(&out).contains("missing"), "{}", stderr(&out));
 }
+
+/// A backup also relies on packs it didn't write: those holding blobs it found in
+/// the index (here, of a file whose snapshot was forgotten). A prune that takes
+/// its lock for stale deletes them (after rewriting the index), and the backup
+/// must then fail instead of committing a snapshot that names them.
+#[test]
+fn backup_whose_deduplicated_packs_are_pruned_underneath_fails_without_a_snapshot() {
+    let env = Env::with_repo(&["--pack-size", "1"]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).expect("mkdir");
+    let mut rng = common::rng(8);
+    fs::write(
+        src.join("old.bin"),
+        common::random_bytes(&mut rng, 300 << 10),
+    )
+    .expect("write");
+    let src_s = src.to_str().expect("utf-8");
+    env.ok(&["backup", src_s]);
+    // Forgotten, not pruned: old.bin's blobs stay in the index, used by nothing.
+    for snap in common::all_files(&env.repo.join("snapshots")) {
+        fs::remove_file(snap).expect("forget");
+    }
+    fs::write(
+        src.join("new.bin"),
+        common::random_bytes(&mut rng, 300 << 10),
+    )
+    .expect("write");
+
+    // Writes go one at a time, so that the prune runs before any pack of this
+    // backup exists (it would delete those too, which `verify_written` catches).
+    let pruned = Mutex::new(false);
+    let (repo_dir, password_file) = (env.repo.clone(), env.password_file.clone());
+    let backend = Arc::new(common::HookedBackend::new(
+        &env.repo,
+        move |inner: &LocalBackend, t, name: &str, data: &[u8]| {
+            let mut pruned = pruned.lock().expect("mutex");
+            if t == FileType::Pack && !*pruned {
+                *pruned = true;
+                // As if this backup's lock had been taken for stale.
+                for l in common::all_files(&repo_dir.join("locks")) {
+                    fs::remove_file(l).expect("remove lock");
+                }
+                let out = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
+                    .arg("-r")
+                    .arg(&repo_dir)
+                    .arg("--password-file")
+                    .arg(&password_file)
+                    .args(["--no-cache", "prune"])
+                    .output()
+                    .expect("run prune");
+                assert!(out.status.success(), "{}", stderr(&out));
+            }
+            inner.write(t, name, data)
+        },
+    ));
+    let repo = Arc::new(Repository::open(backend, PASSWORD.as_bytes()).expect("open"));
+    let opts = cairn::archiver::BackupOptions {
+        source: cairn::archiver::Source::Paths(vec![src.clone()]),
+        host: None,
+        tags: vec![],
+        excludes: vec![],
+        one_file_system: false,
+        parent: None,
+        force: false,
+        progress: None,
+    };
+    let err = cairn::archiver::backup(&repo, opts, &AtomicBool::new(false), &|_| {})
+        .err()
+        .expect("a backup whose deduplicated packs are gone must fail");
+    assert!(
+        matches!(err, cairn::Error::IndexRewritten { packs, .. } if packs >= 1),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("the snapshot was not written"),
+        "{err}"
+    );
+    drop(repo);
+    assert!(common::all_files(&env.repo.join("snapshots")).is_empty());
+    // The next backup stores what it needs again and checks clean.
+    env.ok(&["backup", src_s]);
+    env.ok(&["check", "--read-data"]);
+}

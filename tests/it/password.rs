@@ -6,7 +6,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use crate::common::{Env, stderr};
+use crate::common::{Env, stderr, stdout};
 
 fn chmod(path: &Path, mode: u32) {
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).expect("chmod");
@@ -39,6 +39,21 @@ fn password_command_is_not_echoed_in_errors() {
             "{err}"
         );
         assert!(!err.contains("hunter2"), "the command was echoed: {err}");
+    }
+    // Nor does `--help` show the variable's value.
+    for help in [&["--help"][..], &["backup", "--help"]] {
+        let out = env
+            .bare_cmd()
+            .env("CAIRN_PASSWORD_COMMAND", command)
+            .args(help)
+            .output()
+            .expect("run");
+        assert!(out.status.success());
+        assert!(
+            !stdout(&out).contains("hunter2"),
+            "{help:?} showed the command: {}",
+            stdout(&out)
+        );
     }
 }
 
