@@ -566,13 +566,14 @@ pub fn unlock(repo: &Repository, all: bool) -> Result<Vec<Unlocked>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::backend::LocalBackend;
     use crate::crypto::KdfParams;
     use crate::repository::InitOptions;
 
-    fn repo() -> (tempfile::TempDir, Arc<Repository>) {
+    /// A new repository with a cheap key, in a scratch directory (`r` in it).
+    pub(crate) fn repo() -> (tempfile::TempDir, Arc<Repository>) {
         let dir = tempfile::tempdir().unwrap();
         let opts = InitOptions {
             kdf: Some(KdfParams::new(64, 1).unwrap()),

@@ -434,21 +434,12 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::backend::LocalBackend;
-    use crate::crypto::KdfParams;
-    use crate::repository::InitOptions;
     use crate::snapshot::{Snapshot, Summary};
 
     /// A repository with one snapshot whose file names a data blob that was never
     /// stored, and one pack (its root tree) in one index file.
     fn damaged() -> (tempfile::TempDir, Arc<Repository>) {
-        let dir = tempfile::tempdir().unwrap();
-        let opts = InitOptions {
-            kdf: Some(KdfParams::new(64, 1).unwrap()),
-            ..Default::default()
-        };
-        let backend = Arc::new(LocalBackend::new(dir.path().join("r")));
-        let repo = Arc::new(Repository::init(backend, b"pw", opts).unwrap());
+        let (dir, repo) = crate::lock::tests::repo();
         let mut saver = Saver::new(Arc::clone(&repo), Arc::new(Index::new()));
         let mut file = crate::tree::tests::node(b"lost", NodeKind::File);
         file.content = vec![BlobId([7; 32])];

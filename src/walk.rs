@@ -108,7 +108,7 @@ pub fn walk(
 }
 
 /// The error for directories nested deeper than [`MAX_TREE_DEPTH`].
-pub fn too_deep(tree: &BlobId, path: &Path) -> Error {
+fn too_deep(tree: &BlobId, path: &Path) -> Error {
     let shown = path.to_string_lossy();
     let head: String = shown.chars().take(120).collect();
     Error::corrupt(

@@ -6,6 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use std::sync::Arc;
+
 use cairn::backend::{Backend, Entry, FileType, LocalBackend};
 use rand::rngs::SmallRng;
 use rand::{Rng, RngCore, SeedableRng};
@@ -263,4 +265,32 @@ where
     fn remove(&self, t: FileType, name: &str) -> cairn::Result<()> {
         self.inner.remove(t, name)
     }
+}
+
+/// Opens the repository through `backend` with the test password and backs up
+/// `src` with default options, as `cairn backup SRC` would.
+pub fn backup_through(
+    backend: Arc<dyn Backend>,
+    src: &Path,
+) -> cairn::Result<cairn::archiver::BackupResult> {
+    let repo = Arc::new(cairn::repository::Repository::open(
+        backend,
+        PASSWORD.as_bytes(),
+    )?);
+    let opts = cairn::archiver::BackupOptions {
+        source: cairn::archiver::Source::Paths(vec![src.to_path_buf()]),
+        host: None,
+        tags: vec![],
+        excludes: vec![],
+        one_file_system: false,
+        parent: None,
+        force: false,
+        progress: None,
+    };
+    cairn::archiver::backup(
+        &repo,
+        opts,
+        &std::sync::atomic::AtomicBool::new(false),
+        &|_| {},
+    )
 }

@@ -3,7 +3,7 @@
 
 use std::fs;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use cairn::backend::{Backend, FileType, LocalBackend};
 use cairn::repository::Repository;
@@ -199,22 +199,10 @@ fn full_disk_mid_backup_keeps_repository_consistent_and_rerun_reuses_packs() {
             inner.write(t, name, data)
         },
     ));
-    let repo = Arc::new(Repository::open(backend, PASSWORD.as_bytes()).expect("open"));
-    let opts = cairn::archiver::BackupOptions {
-        source: cairn::archiver::Source::Paths(vec![src.clone()]),
-        host: None,
-        tags: vec![],
-        excludes: vec![],
-        one_file_system: false,
-        parent: None,
-        force: false,
-        progress: None,
-    };
-    let err = cairn::archiver::backup(&repo, opts, &AtomicBool::new(false), &|_| {})
+    let err = common::backup_through(backend, &src)
         .err()
         .expect("must fail");
     assert!(err.to_string().contains("No space left"), "{err}");
-    drop(repo);
 
     // Still one snapshot, and it restores.
     let list: serde_json::Value =

@@ -4,7 +4,6 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -252,18 +251,7 @@ fn backup_whose_packs_are_deleted_before_commit_fails_without_a_snapshot() {
             Ok(())
         },
     ));
-    let repo = Arc::new(Repository::open(backend, PASSWORD.as_bytes()).expect("open"));
-    let opts = cairn::archiver::BackupOptions {
-        source: cairn::archiver::Source::Paths(vec![src.clone()]),
-        host: None,
-        tags: vec![],
-        excludes: vec![],
-        one_file_system: false,
-        parent: None,
-        force: false,
-        progress: None,
-    };
-    let err = cairn::archiver::backup(&repo, opts, &AtomicBool::new(false), &|_| {})
+    let err = common::backup_through(backend, &src)
         .err()
         .expect("a backup whose packs are gone must fail");
     assert!(
@@ -277,7 +265,6 @@ fn backup_whose_packs_are_deleted_before_commit_fails_without_a_snapshot() {
             && msg.contains("cairn check"),
         "{msg}"
     );
-    drop(repo);
     assert!(common::all_files(&env.repo.join("snapshots")).is_empty());
     assert!(common::all_files(&env.repo.join("locks")).is_empty());
     // `check` finds the index naming missing packs, but no snapshot that needs them.
@@ -339,18 +326,7 @@ fn backup_whose_deduplicated_packs_are_pruned_underneath_fails_without_a_snapsho
             inner.write(t, name, data)
         },
     ));
-    let repo = Arc::new(Repository::open(backend, PASSWORD.as_bytes()).expect("open"));
-    let opts = cairn::archiver::BackupOptions {
-        source: cairn::archiver::Source::Paths(vec![src.clone()]),
-        host: None,
-        tags: vec![],
-        excludes: vec![],
-        one_file_system: false,
-        parent: None,
-        force: false,
-        progress: None,
-    };
-    let err = cairn::archiver::backup(&repo, opts, &AtomicBool::new(false), &|_| {})
+    let err = common::backup_through(backend, &src)
         .err()
         .expect("a backup whose deduplicated packs are gone must fail");
     assert!(
@@ -361,7 +337,6 @@ fn backup_whose_deduplicated_packs_are_pruned_underneath_fails_without_a_snapsho
         err.to_string().contains("the snapshot was not written"),
         "{err}"
     );
-    drop(repo);
     assert!(common::all_files(&env.repo.join("snapshots")).is_empty());
     // The next backup stores what it needs again and checks clean.
     env.ok(&["backup", src_s]);
