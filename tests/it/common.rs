@@ -61,7 +61,21 @@ impl Env {
 
     /// `cairn -r REPO` with no password source and no CAIRN_* variables inherited.
     pub fn bare_cmd(&self) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_cairn"));
+        self.bare_cmd_through(&[])
+    }
+
+    /// [`Env::bare_cmd`] started through `wrapper`: a program and its arguments
+    /// that end by running the command line that follows (`unshare ...`, say).
+    pub fn bare_cmd_through(&self, wrapper: &[&str]) -> Command {
+        let cairn = env!("CARGO_BIN_EXE_cairn");
+        let mut c = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(cairn);
+                c
+            }
+            None => Command::new(cairn),
+        };
         for (k, _) in std::env::vars_os() {
             if k.to_string_lossy().starts_with("CAIRN_") {
                 c.env_remove(k);

@@ -342,3 +342,157 @@ fn backup_whose_deduplicated_packs_are_pruned_underneath_fails_without_a_snapsho
     env.ok(&["backup", src_s]);
     env.ok(&["check", "--read-data"]);
 }
+
+/// `cairn backup --stdin` started through `wrapper` (see `Env::bare_cmd_through`)
+/// and held, lock taken, until [`HeldBackup::finish`] gives it its data.
+struct HeldBackup {
+    child: std::process::Child,
+}
+
+impl HeldBackup {
+    fn start(env: &Env, wrapper: &[&str], vars: &[(&str, &str)]) -> Self {
+        let mut child = env
+            .bare_cmd_through(wrapper)
+            .arg("--password-file")
+            .arg(&env.password_file)
+            .args(["backup", "--stdin", "--stdin-filename", "data.bin"])
+            .envs(vars.iter().copied())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start the backup");
+        // Its lock appears once it runs; a generous guard against a hang, not a
+        // measurement.
+        let locks = env.repo.join("locks");
+        for _ in 0..3000 {
+            if !common::all_files(&locks).is_empty() {
+                return Self { child };
+            }
+            if child.try_wait().expect("wait").is_some() {
+                let out = child.wait_with_output().expect("output");
+                panic!("the backup ended before taking its lock: {}", stderr(&out));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("the backup never took its lock");
+    }
+
+    fn finish(mut self, data: &[u8]) -> std::process::Output {
+        use std::io::Write;
+        let mut stdin = self.child.stdin.take().expect("stdin");
+        stdin.write_all(data).expect("write to the backup");
+        drop(stdin);
+        self.child.wait_with_output().expect("backup output")
+    }
+}
+
+/// What a backup held open by another host must survive: a prune and a plain
+/// unlock from here are refused or keep its lock, and the backup then commits
+/// a snapshot that checks clean and holds its data.
+fn held_backup_survives_prune_and_unlock(env: &Env, held: HeldBackup, why: &str) {
+    let out = env.run(&["prune"]);
+    assert_eq!(
+        out.status.code(),
+        Some(11),
+        "prune beside {why}: {}",
+        stderr(&out)
+    );
+    let out = env.ok(&["unlock"]);
+    assert!(out.contains("kept"), "unlock beside {why}: {out}");
+    assert_eq!(common::all_files(&env.repo.join("locks")).len(), 1);
+    let data = common::random_bytes(&mut common::rng(21), 300 << 10);
+    let out = held.finish(&data);
+    assert!(out.status.success(), "the held backup: {}", stderr(&out));
+    env.ok(&["check", "--read-data"]);
+    let target = env.path("out");
+    env.ok(&[
+        "restore",
+        "latest",
+        "--target",
+        target.to_str().expect("utf-8"),
+    ]);
+    assert!(fs::read(target.join("data.bin")).expect("restored") == data);
+}
+
+const FAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+
+/// Issue #10, item 1, as it was met: a backup runs on a host whose clock is 10
+/// minutes ahead (libfaketime, and under root its own hostname), and a prune
+/// from this host, which used to take the future-dated lock for stale and
+/// delete the backup's packs, is refused.
+#[test]
+fn backup_on_a_host_whose_clock_runs_ten_minutes_ahead_keeps_prune_out() {
+    if !Path::new(FAKETIME).exists() {
+        eprintln!("skipped: {FAKETIME} is missing (Debian package faketime; .ci/run installs it)");
+        return;
+    }
+    let env = Env::with_repo(&[]);
+    let other_host: &[&str] = &[
+        "unshare",
+        "--uts",
+        "sh",
+        "-c",
+        "hostname ahead && exec \"$@\"",
+        "sh",
+    ];
+    let wrapper: &[&str] = if common::is_root() { other_host } else { &[] };
+    let held = HeldBackup::start(
+        &env,
+        wrapper,
+        &[("LD_PRELOAD", FAKETIME), ("FAKETIME", "+10m")],
+    );
+    let lock = env.ok(&["cat", "lock", &lock_name(&env)]);
+    if common::is_root() {
+        assert!(lock.contains("\"hostname\":\"ahead\""), "{lock}");
+    }
+    held_backup_survives_prune_and_unlock(&env, held, "a backup dated 10 minutes ahead");
+}
+
+/// Issue #10, item 11, as it is met: a backup runs in another PID namespace (a
+/// container) under the same hostname, with a pid that names no process here.
+/// Same host, no such pid used to count as "provably dead": prune and unlock
+/// removed its lock. Needs root, for unshare.
+#[test]
+fn backup_in_another_pid_namespace_under_the_same_hostname_keeps_prune_out() {
+    if !common::is_root() {
+        eprintln!("skipped: needs root to start a PID namespace with unshare");
+        return;
+    }
+    let env = Env::with_repo(&[]);
+    // A pid that no process here has, for the backup inside the namespace.
+    let pid = (20_000..30_000)
+        .rev()
+        .find(|p| !Path::new(&format!("/proc/{p}")).exists())
+        .expect("a free pid");
+    let script = format!("echo {} > /proc/sys/kernel/ns_last_pid; \"$@\"", pid - 1);
+    let wrapper = [
+        "unshare",
+        "--pid",
+        "--fork",
+        "--mount-proc",
+        "sh",
+        "-c",
+        &script,
+        "sh",
+    ];
+    let held = HeldBackup::start(&env, &wrapper, &[]);
+    let lock = env.ok(&["cat", "lock", &lock_name(&env)]);
+    assert!(lock.contains(&format!("\"pid\":{pid},")), "{lock}");
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "pid {pid} taken here meanwhile"
+    );
+    held_backup_survives_prune_and_unlock(&env, held, "a backup in another PID namespace");
+}
+
+fn lock_name(env: &Env) -> String {
+    let locks = common::all_files(&env.repo.join("locks"));
+    let [one] = locks.as_slice() else {
+        panic!("expected one lock, found {locks:?}");
+    };
+    one.file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned()
+}
