@@ -364,9 +364,8 @@ impl HeldBackup {
             .expect("start the backup");
         // Its lock appears once it runs; a generous guard against a hang, not a
         // measurement.
-        let locks = env.repo.join("locks");
         for _ in 0..3000 {
-            if !common::all_files(&locks).is_empty() {
+            if !lock_names(env).is_empty() {
                 return Self { child };
             }
             if child.try_wait().expect("wait").is_some() {
@@ -400,7 +399,7 @@ fn held_backup_survives_prune_and_unlock(env: &Env, held: HeldBackup, why: &str)
     );
     let out = env.ok(&["unlock"]);
     assert!(out.contains("kept"), "unlock beside {why}: {out}");
-    assert_eq!(common::all_files(&env.repo.join("locks")).len(), 1);
+    assert_eq!(lock_names(env).len(), 1);
     let data = common::random_bytes(&mut common::rng(21), 300 << 10);
     let out = held.finish(&data);
     assert!(out.status.success(), "the held backup: {}", stderr(&out));
@@ -486,13 +485,19 @@ fn backup_in_another_pid_namespace_under_the_same_hostname_keeps_prune_out() {
     held_backup_survives_prune_and_unlock(&env, held, "a backup in another PID namespace");
 }
 
+/// The lock files under `locks/` (not the temporary files of writes under way).
+fn lock_names(env: &Env) -> Vec<String> {
+    common::all_files(&env.repo.join("locks"))
+        .iter()
+        .filter_map(|p| p.file_name()?.to_str().map(str::to_string))
+        .filter(|n| cairn::id::is_file_name(n))
+        .collect()
+}
+
 fn lock_name(env: &Env) -> String {
-    let locks = common::all_files(&env.repo.join("locks"));
+    let locks = lock_names(env);
     let [one] = locks.as_slice() else {
         panic!("expected one lock, found {locks:?}");
     };
-    one.file_name()
-        .expect("name")
-        .to_string_lossy()
-        .into_owned()
+    one.clone()
 }
