@@ -5,8 +5,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo build --release --locked --quiet
-cairn="$PWD/target/release/cairn"
+# The default (dev) profile: its dependencies are built optimized and are the same
+# build `cargo test` uses afterwards, so the two quick-start commands compile them once.
+# cargo shows its progress; the target directory is cargo's own choice (CARGO_TARGET_DIR
+# or the build.target-dir setting are honoured).
+echo "== cargo build (first time: about 2 minutes on 2 cores)"
+cargo build --locked --bin cairn
+target_dir=$(cargo metadata --locked --format-version 1 --no-deps \
+    | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+cairn="$target_dir/debug/cairn"
+[ -x "$cairn" ] || { echo "demo: built cairn not found at $cairn" >&2; exit 1; }
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 export CAIRN_REPOSITORY="$work/repo"
