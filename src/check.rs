@@ -724,13 +724,16 @@ impl Findings {
             steps.push(crate::remedy::repair_packs(&damaged));
         }
         steps.extend(crate::remedy::backups(&wanting));
-        let lost = !missing.is_empty() || !damaged.is_empty() || !wanting.is_empty();
+        let unknown_loss = !missing.is_empty() || !damaged.is_empty();
+        let lost = unknown_loss || !wanting.is_empty();
         if !steps.is_empty() {
             steps.push(NextStep::new(
                 "cairn check",
-                if lost {
-                    "after the steps above: it names the snapshots that still miss data, and \
-                     the paths to back up again to heal them"
+                if unknown_loss {
+                    "after the steps above: it names the snapshots that lost data, and the \
+                     paths to back up again to heal them"
+                } else if lost {
+                    "after the backups: shows what they could not bring back"
                 } else {
                     "after the steps above, to confirm the repository is sound"
                 },

@@ -742,3 +742,70 @@ fn commit(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::archiver::saver::Saver;
+
+    fn names(repo: &Repository, t: FileType) -> Vec<String> {
+        let mut v: Vec<String> = repo
+            .backend()
+            .list(t)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Spec §15/§16: a repair whose lock others may already take for stale (the
+    /// machine slept) stops before its commit points: the damaged pack and the
+    /// index files that name it stay. With a fresh lock the same call repairs.
+    #[test]
+    fn repair_packs_with_a_lock_gone_stale_deletes_nothing() {
+        let (dir, repo) = crate::lock::tests::repo();
+        let mut saver = Saver::new(Arc::clone(&repo), Arc::new(Index::new()));
+        let blobs: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 3000 + usize::from(i)]).collect();
+        for b in &blobs {
+            let payload = crate::format::encode_payload(b, 0);
+            saver
+                .add(BlobKind::Data, repo.key().blob_id(b), payload, b.len())
+                .unwrap();
+        }
+        saver.finish().unwrap();
+        drop(saver);
+        let pack = names(&repo, FileType::Pack).remove(0);
+        let path = dir.path().join("r/data").join(&pack[..2]).join(&pack);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[pack::PACK_DATA_START + 20] ^= 1;
+        std::fs::write(&path, bytes).unwrap();
+        let index_before = names(&repo, FileType::Index);
+
+        let lock = crate::lock::acquire(&repo, true).unwrap();
+        lock.pretend_refreshed(Duration::from_secs(3600));
+        let quiet = |_: &str| {};
+        let stop = AtomicBool::new(false);
+        assert!(matches!(
+            repair_packs_locked(&repo, &lock, &[], false, &stop, &quiet),
+            Err(Error::Locked(_))
+        ));
+        assert!(path.exists());
+        let index_now = names(&repo, FileType::Index);
+        assert!(index_before.iter().all(|n| index_now.contains(n)));
+
+        lock.pretend_refreshed(Duration::ZERO);
+        let s = repair_packs_locked(&repo, &lock, &[], false, &stop, &quiet).unwrap();
+        assert_eq!((s.packs_damaged, s.blobs_salvaged, s.blobs_lost), (1, 4, 1));
+        assert!(!path.exists());
+        assert!(
+            names(&repo, FileType::Index)
+                .iter()
+                .all(|n| !index_before.contains(n))
+        );
+        drop(lock);
+    }
+}
