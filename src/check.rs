@@ -11,9 +11,9 @@
 //! file that can't be read and holds off prune) or notes (untidiness an interrupted
 //! backup leaves, which `prune` cleans up).
 
-use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
 use serde::Serialize;
@@ -24,6 +24,7 @@ use crate::id::{BlobId, IndexId, KeyId, PackId, SnapshotId};
 use crate::index::{Index, IndexFile};
 use crate::keyfile::{KEY_FILE_MAX_LEN, KeyFile};
 use crate::pack::{self, BlobKind, PackEntry};
+use crate::remedy::{NextStep, Wanting};
 use crate::repository::{Repository, check_name};
 use crate::tree::{MAX_TREE_DEPTH, NodeKind, Tree};
 
@@ -93,12 +94,15 @@ pub struct CheckSummary {
     pub bytes_read: u64,
     pub errors: u64,
     pub notes: u64,
+    /// The commands to run, in order, to repair what was found.
+    pub next_steps: Vec<NextStep>,
 }
 
 struct Reporter<'a> {
     report: &'a (dyn Fn(&Problem) + Sync),
     errors: AtomicU64,
     notes: AtomicU64,
+    found: Findings,
 }
 
 impl Reporter<'_> {
@@ -139,6 +143,7 @@ pub fn check(
         report,
         errors: AtomicU64::new(0),
         notes: AtomicU64::new(0),
+        found: Findings::default(),
     };
     let mut summary = CheckSummary::default();
 
@@ -163,6 +168,7 @@ pub fn check(
     }
     summary.errors = r.errors.load(Ordering::Relaxed);
     summary.notes = r.notes.load(Ordering::Relaxed);
+    summary.next_steps = r.found.next_steps();
     Ok(summary)
 }
 
@@ -234,6 +240,7 @@ fn check_index_files(
                     format!("index {id}"),
                     format!("{err}; `cairn repair index` rebuilds the index from the packs"),
                 );
+                r.found.index_unreadable.store(true, Ordering::Relaxed);
                 continue;
             }
         };
@@ -304,21 +311,27 @@ fn check_packs_exist(
     for id in ids {
         let p = &packs[id];
         match stored.get(id) {
-            None => r.error(
-                format!("pack {id}"),
-                format!(
-                    "missing, but index {} lists {} blobs in it; snapshots that use them can't be fully restored",
-                    p.named_by[0],
-                    p.entries.len()
-                ),
-            ),
-            Some(&size) if size != p.size => r.error(
-                format!("pack {id}"),
-                format!(
-                    "is {size} bytes, but index {} says {}; run `cairn check --read-data` to see which blobs are damaged",
-                    p.named_by[0], p.size
-                ),
-            ),
+            None => {
+                r.error(
+                    format!("pack {id}"),
+                    format!(
+                        "missing, but index {} lists {} blobs in it; snapshots that use them can't be fully restored",
+                        p.named_by[0],
+                        p.entries.len()
+                    ),
+                );
+                r.found.pack_missing(*id);
+            }
+            Some(&size) if size != p.size => {
+                r.error(
+                    format!("pack {id}"),
+                    format!(
+                        "is {size} bytes, but index {} says {}; `cairn repair packs {id}` salvages its intact blobs",
+                        p.named_by[0], p.size
+                    ),
+                );
+                r.found.pack_damaged(*id);
+            }
             Some(_) => {}
         }
     }
@@ -360,6 +373,7 @@ fn check_snapshots(
             Ok(s) => s,
             Err(err) => {
                 r.error(format!("snapshot {id}"), err.to_string());
+                r.found.snapshot_unreadable(id);
                 continue;
             }
         };
@@ -379,6 +393,10 @@ fn check_snapshots(
                         format!("tree {tree_id}"),
                         format!("{msg} (directory {path} of snapshot {})", id.short()),
                     );
+                    r.found.snapshot_wants(id, &snap);
+                    if let Some((pack, _)) = index.get(BlobKind::Tree, &tree_id) {
+                        r.found.pack_damaged(pack);
+                    }
                     continue;
                 }
             };
@@ -425,6 +443,7 @@ fn check_snapshots(
                             node.content.len()
                         ),
                     );
+                    r.found.snapshot_wants(id, &snap);
                 }
             }
         }
@@ -439,6 +458,7 @@ fn check_snapshots(
                      lies too deep"
                 ),
             );
+            r.found.too_deep.store(true, Ordering::Relaxed);
         }
     }
     summary.data_blobs = data_blobs.len() as u64;
@@ -570,15 +590,23 @@ fn verify_pack(
     if actual != *id {
         r.error(
             what.clone(),
-            format!("its content hashes to {actual}: the file was damaged on storage"),
+            format!(
+                "its content hashes to {actual}: the file was damaged on storage; \
+                 `cairn repair packs {id}` salvages its intact blobs"
+            ),
         );
+        r.found.pack_damaged(*id);
     }
     let (session, header) = match parsed {
         Ok(h) => h,
         Err(e) => {
+            r.found.pack_damaged(*id);
             return r.error(
                 what,
-                format!("{e}; its blobs can't be located without the header (the index may still know them)"),
+                format!(
+                    "{e}; its blobs can't be located without the header (the index may still \
+                     know them: `cairn repair packs {id}` uses it)"
+                ),
             );
         }
     };
@@ -610,6 +638,9 @@ fn verify_pack(
                 "lies past the end of the pack",
             )),
         };
+        if result.is_err() {
+            r.found.pack_damaged(*id);
+        }
         match result {
             Ok(()) => {}
             Err(Error::Corrupt { reason, .. }) => r.error(
@@ -622,6 +653,109 @@ fn verify_pack(
             ),
         }
     });
+}
+
+/// Damage seen so far, by what repairs it: for the next steps `check` prints.
+#[derive(Default)]
+struct Findings {
+    index_unreadable: AtomicBool,
+    too_deep: AtomicBool,
+    packs_missing: Mutex<BTreeSet<PackId>>,
+    packs_damaged: Mutex<BTreeSet<PackId>>,
+    snapshots_wanting: Mutex<BTreeMap<SnapshotId, Wanting>>,
+    snapshots_unreadable: Mutex<BTreeSet<SnapshotId>>,
+}
+
+impl Findings {
+    fn pack_missing(&self, id: PackId) {
+        if let Ok(mut s) = self.packs_missing.lock() {
+            s.insert(id);
+        }
+    }
+
+    fn pack_damaged(&self, id: PackId) {
+        if let Ok(mut s) = self.packs_damaged.lock() {
+            s.insert(id);
+        }
+    }
+
+    fn snapshot_unreadable(&self, id: SnapshotId) {
+        if let Ok(mut s) = self.snapshots_unreadable.lock() {
+            s.insert(id);
+        }
+    }
+
+    /// Snapshot `id` names data that is missing or unreadable.
+    fn snapshot_wants(&self, id: SnapshotId, snap: &crate::snapshot::Snapshot) {
+        if let Ok(mut s) = self.snapshots_wanting.lock() {
+            s.entry(id).or_insert_with(|| Wanting {
+                id,
+                hostname: snap.hostname.clone(),
+                paths: snap.paths.clone(),
+            });
+        }
+    }
+
+    /// The commands that repair what was found, in the order to run them: the
+    /// index first (repair packs needs every index file), then the damaged packs,
+    /// then backups that store again what is still in the sources, then
+    /// `repair snapshots` for what is gone for good.
+    fn next_steps(&self) -> Vec<NextStep> {
+        let set = |m: &Mutex<BTreeSet<PackId>>| m.lock().map(|s| s.clone()).unwrap_or_default();
+        let missing = set(&self.packs_missing);
+        let damaged: Vec<PackId> = set(&self.packs_damaged)
+            .into_iter()
+            .filter(|p| !missing.contains(p))
+            .collect();
+        let wanting: Vec<Wanting> = self
+            .snapshots_wanting
+            .lock()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
+        let mut steps = Vec::new();
+        if self.index_unreadable.load(Ordering::Relaxed) || !missing.is_empty() {
+            steps.push(NextStep::new(
+                "cairn repair index",
+                "rebuilds the index from the packs: replaces unreadable index files and drops \
+                 the packs missing from data/ (their blobs are lost)",
+            ));
+        }
+        if !damaged.is_empty() {
+            steps.push(crate::remedy::repair_packs(&damaged));
+        }
+        steps.extend(crate::remedy::backups(&wanting));
+        let unknown_loss = !missing.is_empty() || !damaged.is_empty();
+        let lost = unknown_loss || !wanting.is_empty();
+        if !steps.is_empty() {
+            steps.push(NextStep::new(
+                "cairn check",
+                if unknown_loss {
+                    "after the steps above: it names the snapshots that lost data, and the \
+                     paths to back up again to heal them"
+                } else if lost {
+                    "after the backups: shows what they could not bring back"
+                } else {
+                    "after the steps above, to confirm the repository is sound"
+                },
+            ));
+        }
+        if lost || self.too_deep.load(Ordering::Relaxed) {
+            steps.push(crate::remedy::repair_snapshots());
+        }
+        let unreadable: Vec<String> = self
+            .snapshots_unreadable
+            .lock()
+            .map(|s| s.iter().map(|id| id.to_hex()).collect())
+            .unwrap_or_default();
+        if !unreadable.is_empty() {
+            steps.push(NextStep::new(
+                format!("cairn forget {}", unreadable.join(" ")),
+                "removes the snapshot files that can't be read (they can't be repaired; \
+                 their data stays for the other snapshots until `prune`)",
+            ));
+        }
+        steps
+    }
 }
 
 #[cfg(test)]

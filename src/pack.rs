@@ -461,6 +461,36 @@ pub fn header_from_bytes(
         ));
     }
     let session = key.session(&parse_session(bytes, pack)?);
+    let entries = header_with_session(&session, repo, pack, bytes)?;
+    Ok((session, entries))
+}
+
+/// The session id stored in a pack's first bytes, whatever its prefix says: for
+/// salvaging a pack whose prefix is damaged (each blob still authenticates, so a
+/// wrong session id only makes every blob fail).
+pub fn raw_session_id(bytes: &[u8]) -> Option<[u8; SESSION_ID_LEN]> {
+    bytes
+        .get(PREFIX_LEN..PACK_DATA_START)
+        .and_then(|s| s.try_into().ok())
+}
+
+/// Decodes the header of a whole pack held in memory with a known session key,
+/// without looking at the prefix.
+pub fn header_with_session(
+    session: &SessionKey,
+    repo: &RepoId,
+    pack: &PackId,
+    bytes: &[u8],
+) -> Result<Vec<PackEntry>> {
+    let what = || format!("pack {pack}");
+    let size = bytes.len();
+    let min = PACK_DATA_START + 4;
+    if size < min {
+        return Err(Error::corrupt(
+            what(),
+            format!("{size} bytes is too short for a pack"),
+        ));
+    }
     let (body, tail) = bytes.split_at(size - 4);
     let header_len = tail
         .first_chunk::<4>()
@@ -474,8 +504,7 @@ pub fn header_from_bytes(
     }
     let header_start = body.len() - header_len as usize;
     let sealed = body.get(header_start..).unwrap_or_default();
-    let entries = decode_header(&session, repo, sealed, header_start as u64, pack)?;
-    Ok((session, entries))
+    decode_header(session, repo, sealed, header_start as u64, pack)
 }
 
 /// Reads and decodes the header of a stored pack of `size` bytes.

@@ -79,6 +79,13 @@ pub fn run(g: &GlobalArgs, a: CheckArgs) -> Result<ExitCode> {
             );
         }
     }
+    if !json && !s.next_steps.is_empty() {
+        eprintln!("to repair, run in this order:");
+        for step in &s.next_steps {
+            eprintln!("  {}", output::printable(&step.command));
+            eprintln!("      {}", output::printable(&step.reason));
+        }
+    }
     if s.errors > 0 {
         bail!("the repository has {} error(s), listed above", s.errors);
     }

@@ -100,7 +100,7 @@ enum Cmd {
     Forget(forget::ForgetArgs),
     /// Delete data no snapshot needs, and repack mostly unused packs
     Prune(prune::PruneCmd),
-    /// Rebuild the index, or rewrite snapshots that name lost data
+    /// Rebuild the index, salvage damaged packs, or rewrite snapshots that name lost data
     Repair(repair::RepairArgs),
     /// List, add and remove keys (passwords, or generated secret files)
     #[command(subcommand)]

@@ -3,7 +3,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Args, Subcommand};
 
-use super::{GlobalArgs, open_uncached, output};
+use super::{GlobalArgs, open_uncached, output, signals};
 
 #[derive(Args)]
 pub struct RepairArgs {
@@ -27,6 +27,19 @@ enum What {
         /// Remove the damaged originals once their repaired versions are written
         #[arg(long)]
         forget: bool,
+    },
+    /// Salvage the intact blobs of damaged packs, then remove the packs
+    ///
+    /// Without PACK ids, every pack is read and verified (as `check --read-data`
+    /// does) and each damaged one is repaired; `check` names the damaged packs
+    /// and prints the exact command.
+    Packs {
+        /// Packs to repair (ids or unique prefixes); default: every damaged pack
+        #[arg(value_name = "PACK")]
+        packs: Vec<String>,
+        /// Print what would be salvaged and lost, and change nothing
+        #[arg(short = 'n', long)]
+        dry_run: bool,
     },
 }
 
@@ -72,6 +85,110 @@ pub fn run(g: &GlobalArgs, a: RepairArgs) -> Result<ExitCode> {
                 );
             }
         }
+        What::Packs { packs, dry_run } => {
+            let s = cairn::repair_packs::repair_packs(
+                &repo,
+                &packs,
+                dry_run,
+                &signals::INTERRUPTED,
+                &report,
+            )?;
+            if g.json {
+                output::print_json(&s)?;
+            } else if !g.quiet {
+                print_packs_summary(&s);
+            }
+            if s.packs_unreadable > 0 {
+                anyhow::bail!(
+                    "{} pack(s) could not be read and were left as they are (see above)",
+                    s.packs_unreadable
+                );
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn print_packs_summary(s: &cairn::repair_packs::RepairPacksSummary) {
+    let would = if s.dry_run { "would be " } else { "" };
+    for p in &s.packs {
+        println!("pack {}: {}", p.pack, output::printable(&p.damage));
+        println!(
+            "  {} blobs salvaged, {} stored elsewhere, {} lost; pack {}{}",
+            p.blobs_salvaged,
+            p.blobs_elsewhere,
+            p.blobs_lost,
+            would,
+            if p.removed || s.dry_run {
+                "removed"
+            } else {
+                "kept"
+            }
+        );
+    }
+    if s.packs.is_empty() {
+        println!(
+            "read {} packs: none is damaged{}",
+            s.packs_read,
+            if s.packs_unreadable > 0 {
+                " among those that could be read"
+            } else {
+                ""
+            }
+        );
+        return;
+    }
+    if s.dry_run {
+        println!(
+            "dry run: {} of {} packs read are damaged; {} blobs would be salvaged, {} lost; nothing was changed",
+            s.packs_damaged, s.packs_read, s.blobs_salvaged, s.blobs_lost
+        );
+    } else {
+        println!(
+            "{} of {} packs read were damaged: {} blobs salvaged into {} new packs, {} lost; \
+             replaced {} index files with {}, removed {} damaged packs",
+            s.packs_damaged,
+            s.packs_read,
+            s.blobs_salvaged,
+            s.packs_written,
+            s.blobs_lost,
+            s.index_files_removed,
+            s.index_files_written,
+            s.packs_removed
+        );
+    }
+    if s.snapshots_missing_data.is_empty() {
+        println!(
+            "no snapshot {}",
+            if s.dry_run {
+                "would miss data"
+            } else {
+                "misses data"
+            }
+        );
+    } else {
+        println!(
+            "{} snapshot(s) {} data:",
+            s.snapshots_missing_data.len(),
+            if s.dry_run { "would miss" } else { "now miss" }
+        );
+        for l in &s.snapshots_missing_data {
+            println!(
+                "  {} {} {} {}: {} entries (first: {})",
+                l.id.get(..8).unwrap_or(&l.id),
+                output::local_time(&l.time),
+                output::printable(&l.hostname),
+                output::printable(&l.paths.join(" ")),
+                l.entries,
+                output::printable(&l.first)
+            );
+        }
+    }
+    if !s.next_steps.is_empty() {
+        println!("next, in this order:");
+        for step in &s.next_steps {
+            println!("  {}", output::printable(&step.command));
+            println!("      {}", output::printable(&step.reason));
+        }
+    }
 }

@@ -168,6 +168,9 @@ const REPAIR_ALL: &[&[&str]] = &[
     &["prune", "--max-unused", "0"],
 ];
 
+/// A flipped byte inside a data pack: salvage the rest, drop what is lost.
+const REPAIR_PACKS: &[&[&str]] = &[&["repair", "packs"], &["repair", "snapshots", "--forget"]];
+
 /// Every kind of stored file × flip / truncate / delete: detected by `check`, with
 /// the object named, and then repaired or reported as unrepairable.
 #[test]
@@ -175,8 +178,18 @@ fn corruption_matrix() {
     use Damage::*;
     use Target::*;
     let cases: &[(Target, Damage, &[&str], Expect)] = &[
-        (DataPack, Flip, &["--read-data"], Expect::Unrepairable),
-        (DataPack, FlipHeader, &["--read-data"], Expect::Unrepairable),
+        (
+            DataPack,
+            Flip,
+            &["--read-data"],
+            Expect::Repaired(REPAIR_PACKS),
+        ),
+        (
+            DataPack,
+            FlipHeader,
+            &["--read-data"],
+            Expect::Repaired(&[&["repair", "packs"]]),
+        ),
         (DataPack, Truncate, &[], Expect::Repaired(REPAIR_ALL)),
         (DataPack, Delete, &[], Expect::Repaired(REPAIR_ALL)),
         (

@@ -1,0 +1,327 @@
+//! `repair packs` as users meet it: a byte flipped on disk in a data pack is found
+//! by `check --read-data`, which says what to type; the repair salvages every
+//! intact blob; a backup of the intact source stores the lost one again and heals
+//! every snapshot; and then everything checks clean and restores byte for byte.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::common::{self, Env, last_json, stderr, stdout};
+
+/// Twelve random files of 150-260 kB in 1 MiB packs of small chunks, backed up;
+/// then a thirteenth added and backed up again: two snapshots sharing most blobs.
+/// Returns also a data pack of the first backup (so both snapshots use it), with
+/// the blobs its header lists.
+fn two_snapshots(seed: u64) -> (Env, PathBuf, String, (PathBuf, Vec<serde_json::Value>)) {
+    let env = Env::with_repo(&["--pack-size", "1", "--chunker-params", "16K,64K,256K"]);
+    let src = env.path("src");
+    fs::create_dir_all(src.join("sub")).expect("mkdir");
+    let mut rng = common::rng(seed);
+    for i in 0..12 {
+        let dir = if i % 2 == 0 {
+            src.clone()
+        } else {
+            src.join("sub")
+        };
+        fs::write(
+            dir.join(format!("f{i:02}.bin")),
+            common::random_bytes(&mut rng, 150_000 + i * 10_000),
+        )
+        .expect("write");
+    }
+    let s = src.to_str().expect("utf-8").to_string();
+    env.ok(&["backup", &s]);
+    let first = data_packs(&env).remove(0);
+    fs::write(src.join("f12.bin"), common::random_bytes(&mut rng, 200_000)).expect("write");
+    env.ok(&["backup", &s]);
+    (env, src, s, first)
+}
+
+/// The data packs, with the blobs each one's header lists.
+fn data_packs(env: &Env) -> Vec<(PathBuf, Vec<serde_json::Value>)> {
+    common::all_files(&env.repo.join("data"))
+        .into_iter()
+        .filter_map(|p| {
+            let name = name_of(&p);
+            let v: serde_json::Value =
+                serde_json::from_str(&env.ok(&["cat", "pack", &name])).expect("json");
+            let blobs = v["blobs"].as_array().expect("blobs").clone();
+            blobs
+                .iter()
+                .all(|b| b["type"] == "data")
+                .then_some((p, blobs))
+        })
+        .collect()
+}
+
+fn name_of(p: &Path) -> String {
+    p.file_name().expect("name").to_string_lossy().into_owned()
+}
+
+/// Flips one byte in the middle of a blob's sealed bytes.
+fn flip_inside(pack: &Path, blob: &serde_json::Value) {
+    let offset =
+        blob["offset"].as_u64().expect("offset") + blob["length"].as_u64().expect("len") / 2;
+    let mut b = fs::read(pack).expect("read");
+    b[offset as usize] ^= 0x40;
+    fs::write(pack, b).expect("write");
+}
+
+/// Every file of the repository but its locks, with its bytes.
+fn repo_state(env: &Env) -> BTreeMap<PathBuf, Vec<u8>> {
+    common::all_files(&env.repo)
+        .into_iter()
+        .filter(|p| !p.starts_with(env.repo.join("locks")))
+        .map(|p| {
+            let bytes = fs::read(&p).expect("read");
+            (p, bytes)
+        })
+        .collect()
+}
+
+fn check_json(env: &Env, read_data: bool) -> (bool, serde_json::Value, String) {
+    let mut args = vec!["check", "--json"];
+    if read_data {
+        args.push("--read-data");
+    }
+    let out = env.run(&args);
+    let text = stdout(&out);
+    (out.status.success(), last_json(&text, "summary"), text)
+}
+
+fn commands(summary: &serde_json::Value) -> Vec<String> {
+    summary["next_steps"]
+        .as_array()
+        .expect("next_steps")
+        .iter()
+        .map(|s| s["command"].as_str().expect("command").to_string())
+        .collect()
+}
+
+/// Restores every snapshot and compares it with the source, file by file; a
+/// snapshot taken before `f12.bin` existed must not have it.
+fn every_snapshot_restores(env: &Env, src: &Path, s: &str) {
+    let list: serde_json::Value =
+        serde_json::from_str(&env.ok(&["snapshots", "--json"])).expect("json");
+    let ids: Vec<String> = list
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|v| v["id"].as_str().expect("id").to_string())
+        .collect();
+    assert!(ids.len() >= 2, "{list}");
+    for id in ids {
+        let target = env.path(&format!("restore-{id}"));
+        env.ok(&[
+            "restore",
+            &format!("{id}:{s}"),
+            "--target",
+            target.to_str().expect("utf-8"),
+            "--verify",
+        ]);
+        let restored = common::all_files(&target);
+        for f in common::all_files(src) {
+            let rel = f.strip_prefix(src).expect("prefix");
+            let back = target.join(rel);
+            if !back.exists() && rel == Path::new("f12.bin") {
+                continue;
+            }
+            assert_eq!(
+                fs::read(&f).expect("src"),
+                fs::read(&back).expect("restored"),
+                "snapshot {id}: {}",
+                rel.display()
+            );
+        }
+        assert!(restored.len() >= 12, "snapshot {id}: {restored:?}");
+    }
+}
+
+/// The scenario, healed by a plain backup (an unchanged file whose blobs
+/// left the index must be read again, not taken from the parent snapshot) and by
+/// `backup --force`; both go through the local cache, which still holds the
+/// index files from before the repair.
+#[test]
+fn flipped_byte_in_a_data_blob_is_salvaged_and_a_backup_heals_every_snapshot() {
+    for (seed, heal) in [(91u64, &[][..]), (92, &["--force"][..])] {
+        let (env, src, s, (pack, blobs)) = two_snapshots(seed);
+        let pack_id = name_of(&pack);
+        flip_inside(&pack, &blobs[0]);
+
+        // check --read-data names the pack and says what to type.
+        let out = env.run(&["check", "--read-data"]);
+        assert!(!out.status.success());
+        let err = stderr(&out);
+        let exact = format!("cairn repair packs {pack_id}");
+        assert!(err.contains(&pack_id), "{err}");
+        assert!(err.contains(&exact), "{err}");
+        let (ok, summary, _) = check_json(&env, true);
+        assert!(!ok);
+        assert_eq!(commands(&summary)[0], exact, "{summary}");
+
+        // A dry run changes nothing, and says what would happen.
+        let before = repo_state(&env);
+        let dry: serde_json::Value =
+            serde_json::from_str(&env.ok(&["repair", "packs", "--dry-run", "--json"]))
+                .expect("json");
+        assert_eq!(
+            repo_state(&env),
+            before,
+            "the dry run changed the repository"
+        );
+        assert_eq!(dry["packs"][0]["blobs_lost"], 1, "{dry}");
+
+        // Without ids, repair packs reads every pack and repairs the damaged one.
+        let rep: serde_json::Value =
+            serde_json::from_str(&env.ok(&["repair", "packs", "--json"])).expect("json");
+        let p = &rep["packs"][0];
+        assert_eq!(rep["packs"].as_array().expect("packs").len(), 1, "{rep}");
+        assert_eq!(p["pack"], pack_id.as_str());
+        assert_eq!(p["blobs_lost"], 1, "{rep}");
+        assert_eq!(
+            p["lost"][0],
+            format!("data {}", blobs[0]["id"].as_str().expect("id"))
+        );
+        assert_eq!(
+            p["blobs_salvaged"].as_u64().expect("n") + p["blobs_elsewhere"].as_u64().expect("n"),
+            blobs.len() as u64 - 1,
+            "{rep}"
+        );
+        assert_eq!(p["removed"], true);
+        assert_eq!(
+            (
+                dry["packs"][0]["blobs_salvaged"].clone(),
+                dry["snapshots_missing_data"].clone()
+            ),
+            (
+                p["blobs_salvaged"].clone(),
+                rep["snapshots_missing_data"].clone()
+            ),
+            "the dry run foretold another outcome"
+        );
+        assert!(!pack.exists(), "the damaged pack is still there");
+        // Both snapshots hold the damaged file.
+        let missing = rep["snapshots_missing_data"].as_array().expect("list");
+        assert_eq!(missing.len(), 2, "{rep}");
+        assert!(
+            commands(&rep).contains(&format!("cairn backup {s}")),
+            "{rep}"
+        );
+
+        // Now check reports snapshots missing data, not a damaged pack.
+        let (ok, summary, text) = check_json(&env, true);
+        assert!(!ok);
+        assert!(text.contains("missing from the index"), "{text}");
+        assert!(!text.contains("damaged on storage"), "{text}");
+        let steps = commands(&summary);
+        assert!(
+            !steps.iter().any(|c| c.starts_with("cairn repair packs")),
+            "{steps:?}"
+        );
+        assert_eq!(steps[0], format!("cairn backup {s}"), "{steps:?}");
+        assert!(steps.contains(&"cairn repair snapshots --forget".to_string()));
+
+        // A backup of the intact source stores the lost blob again.
+        let mut args = vec![s.as_str()];
+        args.extend_from_slice(heal);
+        env.backup_json(&args);
+        let (ok, summary, text) = check_json(&env, true);
+        assert!(ok, "not clean after the healing backup {heal:?}:\n{text}");
+        assert!(commands(&summary).is_empty(), "{summary}");
+        every_snapshot_restores(&env, &src, &s);
+    }
+}
+
+/// A pack whose header no longer authenticates: its blobs are found through the
+/// index and all of them are salvaged; nothing is lost.
+#[test]
+fn damaged_pack_header_is_salvaged_through_the_index() {
+    let (env, src, s, (pack, blobs)) = two_snapshots(93);
+    let pack_id = name_of(&pack);
+    let mut b = fs::read(&pack).expect("read");
+    let at = b.len() - 10;
+    b[at] ^= 0x01;
+    fs::write(&pack, b).expect("write");
+
+    let (ok, summary, text) = check_json(&env, true);
+    assert!(!ok);
+    assert!(text.contains(&pack_id), "{text}");
+    assert_eq!(
+        commands(&summary)[0],
+        format!("cairn repair packs {pack_id}")
+    );
+
+    // By a unique prefix, as a user would type it.
+    let out = env.ok(&["repair", "packs", &pack_id[..12]]);
+    assert!(
+        out.contains(&format!("{} blobs salvaged", blobs.len())),
+        "{out}"
+    );
+    assert!(out.contains("0 lost"), "{out}");
+    assert!(out.contains("no snapshot misses data"), "{out}");
+    assert!(!pack.exists());
+    let (ok, _, text) = check_json(&env, true);
+    assert!(ok, "{text}");
+    every_snapshot_restores(&env, &src, &s);
+}
+
+/// An intact pack named on the command line is left alone; an unknown id is an
+/// error naming it.
+#[test]
+fn intact_or_unknown_packs_are_left_alone() {
+    let (env, _src, _s, (pack, _)) = two_snapshots(94);
+    let before = repo_state(&env);
+    let out = env.run(&["repair", "packs", &name_of(&pack)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("is intact; nothing to do"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(repo_state(&env), before);
+    let out = env.run(&["repair", "packs", "ffffffffffffff"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("ffffffffffffff"), "{}", stderr(&out));
+    let out = env.run(&["repair", "packs", "not-hex"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("not a pack id"), "{}", stderr(&out));
+    assert_eq!(repo_state(&env), before);
+}
+
+/// `repair packs` killed (SIGKILL) at whatever point it reached, several times:
+/// the index never names a pack that is gone, and a final run finishes the job.
+#[test]
+fn repair_packs_killed_anywhere_then_rerun_finishes() {
+    let (env, src, s, (pack, blobs)) = two_snapshots(95);
+    flip_inside(&pack, &blobs[0]);
+    for delay_ms in [5u64, 40, 120, 250] {
+        let mut child = env
+            .cmd()
+            .args(["repair", "packs", "-q"])
+            .spawn()
+            .expect("spawn");
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+        let (_, _, text) = check_json(&env, false);
+        assert!(
+            !text.contains("missing, but index"),
+            "delay {delay_ms} ms:\n{text}"
+        );
+    }
+    env.ok(&["repair", "packs"]);
+    assert!(!pack.exists());
+    let (ok, summary, text) = check_json(&env, true);
+    assert!(!ok);
+    assert!(!text.contains("damaged on storage"), "{text}");
+    assert_eq!(
+        commands(&summary)[0],
+        format!("cairn backup {s}"),
+        "{summary}"
+    );
+    env.ok(&["backup", &s]);
+    let (ok, _, text) = check_json(&env, true);
+    assert!(ok, "{text}");
+    every_snapshot_restores(&env, &src, &s);
+}
