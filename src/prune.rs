@@ -24,6 +24,7 @@ use crate::id::{BlobId, IndexId, PackId, SnapshotId};
 use crate::index::{Index, IndexPack};
 use crate::pack::{self, BlobKind, PackBuilder, PackEntry};
 use crate::repository::Repository;
+use crate::snapshot::Snapshot;
 use crate::tree::NodeKind;
 
 #[derive(Clone, Debug)]
@@ -64,7 +65,19 @@ pub struct PruneSummary {
     pub packs_written: u64,
     pub bytes_written: u64,
     pub index_files_replaced: u64,
+    /// Temporary files of interrupted writes removed (§2), and their bytes.
+    pub temp_files_removed: u64,
+    pub bytes_temp_removed: u64,
+    /// Temporary files kept, being too young to be surely abandoned.
+    pub temp_files_kept: u64,
+    /// Packs that were to be repacked but were left as they are for lack of room.
+    pub packs_not_repacked: u64,
+    pub bytes_not_repacked: u64,
+    /// Free space the skipped repack needs (about), when it was skipped.
+    pub bytes_needed_for_repack: u64,
     pub bytes_after: u64,
+    /// Nothing to delete or repack: no file was changed.
+    pub nothing_to_do: bool,
     pub dry_run: bool,
 }
 
@@ -75,7 +88,37 @@ struct Plan {
     delete: Vec<PackId>,
     repack: Vec<PackId>,
     unindexed: Vec<(PackId, u64)>,
+    /// Packs the index names that are missing from storage.
+    vanished: usize,
     index_files: Vec<IndexId>,
+    /// Bytes of the index files, which are all written anew.
+    index_bytes: u64,
+}
+
+impl Plan {
+    fn is_noop(&self) -> bool {
+        self.delete.is_empty()
+            && self.repack.is_empty()
+            && self.unindexed.is_empty()
+            && self.vanished == 0
+    }
+
+    /// About how much room repacking needs: the blobs moved, a padded header per
+    /// new pack, and the new index files (written before the old ones go).
+    fn repack_needs(&self, pack_size: u32) -> u64 {
+        let moved: u64 = self
+            .repack
+            .iter()
+            .filter_map(|id| self.packs.get(id).map(|(_, es)| (id, es)))
+            .flat_map(|(id, es)| {
+                es.iter()
+                    .filter(move |e| self.home.get(&(e.kind, e.id)) == Some(id))
+            })
+            .map(|e| u64::from(e.length))
+            .sum();
+        let new_packs = moved / u64::from(pack_size.max(1)) + 2;
+        moved + new_packs * 64 * 1024 + self.index_bytes
+    }
 }
 
 pub fn prune(
@@ -89,13 +132,188 @@ pub fn prune(
         dry_run: opts.dry_run,
         ..Default::default()
     };
+    // Leftover temporary files first: they are never data, and on a full disk
+    // they may be the room the rest needs.
+    remove_leftovers(repo, &lock, opts.dry_run, &mut s, report)?;
     let plan = make_plan(repo, opts, &mut s, report)?;
+    if plan.is_noop() {
+        s.nothing_to_do = true;
+        return Ok(s);
+    }
     if opts.dry_run {
+        if let Some(free) = short_of_room(repo, &plan)? {
+            report(&format!(
+                "repacking needs about {} free, and the storage has {}: prune would delete \
+                 what it can and leave the {} packs to repack as they are",
+                size_text(plan.repack_needs(repo.config().pack_size)),
+                size_text(free),
+                plan.repack.len()
+            ));
+        }
         return Ok(s);
     }
 
-    // 1. New packs with the used blobs of the packs being repacked.
+    // Packs no index names hold nothing a snapshot needs (`make_plan` checked that
+    // every needed blob is in an indexed pack), and deleting them needs no room.
+    lock.still_valid()?;
+    for (id, _) in &plan.unindexed {
+        repo.backend().remove(FileType::Pack, &id.to_hex())?;
+    }
+
+    // 1. New packs with the used blobs of the packs being repacked — unless the
+    // storage is clearly too full for them, or fills up on the way: then the
+    // packs to repack stay as they are, and the rest of prune, which frees room
+    // without needing any but the index's, goes ahead.
+    let mut repacked: Vec<PackId> = plan.repack.clone();
     let mut new_packs: Vec<IndexPack> = Vec::new();
+    if !repacked.is_empty() {
+        let short = short_of_room(repo, &plan)?;
+        let outcome = match short {
+            Some(_) => None,
+            None => Some(write_repacked(
+                repo,
+                &plan,
+                interrupt,
+                &mut new_packs,
+                &mut s,
+            )),
+        };
+        match outcome {
+            Some(Ok(())) => {}
+            Some(Err(e)) if e.is_out_of_space() => {
+                report(&format!("the storage is full ({e}); not repacking"));
+                // Written by this run and named by no index: nothing needs them.
+                for p in new_packs.drain(..) {
+                    repo.backend().remove(FileType::Pack, &p.id.to_hex())?;
+                }
+                skip_repack(&plan, &mut s, &mut repacked, repo.config().pack_size);
+            }
+            Some(Err(e)) => return Err(e),
+            None => skip_repack(&plan, &mut s, &mut repacked, repo.config().pack_size),
+        }
+    }
+    if interrupt.load(Ordering::Relaxed) {
+        return Err(Error::Interrupted);
+    }
+
+    // 2. New index files: kept packs and new packs.
+    let gone: HashSet<&PackId> = plan.delete.iter().chain(&repacked).collect();
+    let mut all: Vec<IndexPack> = plan
+        .packs
+        .iter()
+        .filter(|(id, _)| !gone.contains(id))
+        .map(|(id, (size, entries))| IndexPack {
+            id: *id,
+            size: *size,
+            blobs: entries.clone(),
+        })
+        .collect();
+    all.extend(new_packs);
+    lock.still_valid()?;
+    let files = crate::index::split_into_files(all);
+    let written = files.len();
+    for f in &files {
+        repo.save_index(f)
+            .map_err(|e| index_full(e, plan.index_bytes))?;
+    }
+    // 3. Old index files. Deleting is a commit point: check the lock again.
+    lock.still_valid()?;
+    for id in &plan.index_files {
+        repo.backend().remove(FileType::Index, &id.to_hex())?;
+        s.index_files_replaced += 1;
+    }
+    // 4. Packs no index names any more.
+    lock.still_valid()?;
+    for id in plan.delete.iter().chain(&repacked) {
+        repo.backend().remove(FileType::Pack, &id.to_hex())?;
+    }
+    report(&format!(
+        "deleted {} packs, repacked {}, wrote {} new packs and {} index files",
+        s.packs_deleted + s.packs_unindexed_deleted,
+        s.packs_repacked,
+        s.packs_written,
+        written
+    ));
+    if s.packs_not_repacked > 0 {
+        report(&format!(
+            "{} packs ({}) still hold unused data: repacking them needs about {} of free \
+             space, which the storage lacks; free some and run `cairn prune` again",
+            s.packs_not_repacked,
+            size_text(s.bytes_not_repacked),
+            size_text(s.bytes_needed_for_repack)
+        ));
+    }
+    Ok(s)
+}
+
+/// The free space, when the storage says it has clearly less than repacking needs.
+fn short_of_room(repo: &Repository, plan: &Plan) -> Result<Option<u64>> {
+    if plan.repack.is_empty() {
+        return Ok(None);
+    }
+    let need = plan.repack_needs(repo.config().pack_size);
+    Ok(repo.backend().free_space()?.filter(|free| *free < need))
+}
+
+/// Leaves the packs to repack as they are, and counts them as such.
+fn skip_repack(plan: &Plan, s: &mut PruneSummary, repacked: &mut Vec<PackId>, pack_size: u32) {
+    s.packs_not_repacked = s.packs_repacked;
+    s.bytes_not_repacked = s.bytes_repacked;
+    s.bytes_needed_for_repack = plan.repack_needs(pack_size);
+    s.bytes_after += s.bytes_repacked - plan_repacked_used(plan);
+    s.packs_repacked = 0;
+    s.bytes_repacked = 0;
+    s.blobs_moved = 0;
+    s.packs_written = 0;
+    s.bytes_written = 0;
+    repacked.clear();
+}
+
+/// A failed write of the new index on a full storage: nothing was deleted yet.
+fn index_full(e: Error, index_bytes: u64) -> Error {
+    if !e.is_out_of_space() {
+        return e;
+    }
+    Error::invalid(format!(
+        "{e}; the storage is full: prune must write the new index (about {}) before it may \
+         delete anything, and deleted no pack. Free that much space (outside the \
+         repository) and run `cairn prune` again",
+        size_text(index_bytes)
+    ))
+}
+
+fn remove_leftovers(
+    repo: &Repository,
+    lock: &crate::lock::LockGuard,
+    dry_run: bool,
+    s: &mut PruneSummary,
+    report: &(dyn Fn(&str) + Sync),
+) -> Result<()> {
+    let c = crate::leftovers::remove_abandoned(repo, lock, dry_run)?;
+    s.temp_files_removed = c.removed;
+    s.bytes_temp_removed = c.bytes_removed;
+    s.temp_files_kept = c.kept;
+    if c.kept > 0 {
+        report(&format!(
+            "{} temporary files ({}) are younger than {} minutes by the storage's clock, or \
+             of unknown age, and were kept: they may belong to a write in progress",
+            c.kept,
+            size_text(c.bytes_kept),
+            crate::lock::STALE_AFTER.as_secs() / 60
+        ));
+    }
+    Ok(())
+}
+
+/// Writes the used blobs of the packs to repack into new packs, adding each new
+/// pack to `new_packs` once written.
+fn write_repacked(
+    repo: &Repository,
+    plan: &Plan,
+    interrupt: &AtomicBool,
+    new_packs: &mut Vec<IndexPack>,
+    s: &mut PruneSummary,
+) -> Result<()> {
     let mut builders: HashMap<BlobKind, PackBuilder> = HashMap::new();
     for id in &plan.repack {
         if interrupt.load(Ordering::Relaxed) {
@@ -141,63 +359,17 @@ pub fn prune(
             s.blobs_moved += 1;
             if b.is_full(repo.config().pack_size) {
                 if let Some(full) = builders.remove(&e.kind) {
-                    new_packs.push(write_pack(repo, full, &mut s)?);
+                    new_packs.push(write_pack(repo, full, s)?);
                 }
             }
         }
     }
     for (_, b) in builders.drain() {
         if !b.is_empty() {
-            new_packs.push(write_pack(repo, b, &mut s)?);
+            new_packs.push(write_pack(repo, b, s)?);
         }
     }
-    if interrupt.load(Ordering::Relaxed) {
-        return Err(Error::Interrupted);
-    }
-
-    // 2. New index files: kept packs and new packs.
-    let gone: HashSet<&PackId> = plan.delete.iter().chain(&plan.repack).collect();
-    let mut all: Vec<IndexPack> = plan
-        .packs
-        .iter()
-        .filter(|(id, _)| !gone.contains(id))
-        .map(|(id, (size, entries))| IndexPack {
-            id: *id,
-            size: *size,
-            blobs: entries.clone(),
-        })
-        .collect();
-    all.extend(new_packs);
-    lock.still_valid()?;
-    let files = crate::index::split_into_files(all);
-    let written = files.len();
-    for f in &files {
-        repo.save_index(f)?;
-    }
-    // 3. Old index files. Deleting is a commit point: check the lock again.
-    lock.still_valid()?;
-    for id in &plan.index_files {
-        repo.backend().remove(FileType::Index, &id.to_hex())?;
-        s.index_files_replaced += 1;
-    }
-    // 4. Packs no index names any more.
-    lock.still_valid()?;
-    for id in plan
-        .delete
-        .iter()
-        .chain(&plan.repack)
-        .chain(plan.unindexed.iter().map(|(id, _)| id))
-    {
-        repo.backend().remove(FileType::Pack, &id.to_hex())?;
-    }
-    report(&format!(
-        "deleted {} packs, repacked {}, wrote {} new packs and {} index files",
-        s.packs_deleted + s.packs_unindexed_deleted,
-        s.packs_repacked,
-        s.packs_written,
-        written
-    ));
-    Ok(s)
+    Ok(())
 }
 
 fn write_pack(repo: &Repository, b: PackBuilder, s: &mut PruneSummary) -> Result<IndexPack> {
@@ -212,6 +384,37 @@ fn write_pack(repo: &Repository, b: PackBuilder, s: &mut PruneSummary) -> Result
     })
 }
 
+/// "1.5 MiB", for messages.
+fn size_text(n: u64) -> String {
+    let mut v = n as f64;
+    let mut unit = "B";
+    for u in ["KiB", "MiB", "GiB", "TiB"] {
+        if v < 1024.0 {
+            break;
+        }
+        v /= 1024.0;
+        unit = u;
+    }
+    if unit == "B" {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {unit}")
+    }
+}
+
+/// Bytes of the used blobs in the packs to repack: what they become.
+fn plan_repacked_used(plan: &Plan) -> u64 {
+    plan.repack
+        .iter()
+        .filter_map(|id| plan.packs.get(id).map(|(_, es)| (id, es)))
+        .flat_map(|(id, es)| {
+            es.iter()
+                .filter(move |e| plan.home.get(&(e.kind, e.id)) == Some(id))
+        })
+        .map(|e| u64::from(e.length))
+        .sum()
+}
+
 fn make_plan(
     repo: &Repository,
     opts: &PruneOptions,
@@ -221,6 +424,12 @@ fn make_plan(
     let mut packs: BTreeMap<PackId, (u64, Vec<PackEntry>)> = BTreeMap::new();
     let mut index = crate::index::IndexBuilder::new();
     let index_files = repo.list_ids(FileType::Index, IndexId::from_name)?;
+    let index_bytes: u64 = repo
+        .backend()
+        .list(FileType::Index)?
+        .iter()
+        .map(|e| e.size)
+        .sum();
     for id in &index_files {
         let f = repo.load_index_file(id).map_err(|e| {
             Error::invalid(format!(
@@ -252,6 +461,7 @@ fn make_plan(
         .filter(|id| !stored.contains_key(id))
         .copied()
         .collect();
+    let vanished_count = vanished.len();
     for id in vanished {
         report(&format!(
             "pack {id} is in the index but missing from storage; dropping it from the index"
@@ -288,18 +498,23 @@ fn make_plan(
     let mut delete = Vec::new();
     let mut candidates: Vec<(f64, PackId, u64)> = Vec::new();
     for (id, (size, es)) in &packs {
-        let used_bytes: u64 = es
+        let (kept, dropped): (Vec<&PackEntry>, Vec<&PackEntry>) = es
             .iter()
-            .filter(|e| home.get(&(e.kind, e.id)) == Some(id))
-            .map(|e| u64::from(e.length))
-            .sum();
-        if used_bytes == 0 {
+            .partition(|e| home.get(&(e.kind, e.id)) == Some(id));
+        if kept.is_empty() {
             delete.push(*id);
             s.packs_deleted += 1;
             s.bytes_deleted += size;
             continue;
         }
-        let unused = 100.0 * (1.0 - used_bytes as f64 / (*size).max(1) as f64);
+        // Unused means blobs a repack would drop. A pack's prefix and padded
+        // header are not: counted as unused, they kept a small pack above any
+        // threshold, and every prune repacked it into the same again (issue #11).
+        if dropped.is_empty() {
+            continue;
+        }
+        let unused_bytes: u64 = dropped.iter().map(|e| u64::from(e.length)).sum();
+        let unused = 100.0 * unused_bytes as f64 / (*size).max(1) as f64;
         if unused > opts.max_unused_percent {
             candidates.push((unused, *id, *size));
         }
@@ -323,26 +538,56 @@ fn make_plan(
         .collect();
     s.packs_unindexed_deleted = unindexed.len() as u64;
     s.bytes_unindexed_deleted = unindexed.iter().map(|(_, n)| n).sum();
-    let home_ref = &home;
-    let repacked_used: u64 = repack
-        .iter()
-        .filter_map(|id| packs.get(id).map(|(_, es)| (id, es)))
-        .flat_map(|(id, es)| {
-            es.iter()
-                .filter(move |e| home_ref.get(&(e.kind, e.id)) == Some(id))
-        })
-        .map(|e| u64::from(e.length))
-        .sum();
-    s.bytes_after = s.bytes_before - s.bytes_deleted - s.bytes_unindexed_deleted - s.bytes_repacked
-        + repacked_used;
-    Ok(Plan {
+    let plan = Plan {
         packs,
         home,
         delete,
         repack,
         unindexed,
+        vanished: vanished_count,
         index_files,
-    })
+        index_bytes,
+    };
+    s.bytes_after = s.bytes_before - s.bytes_deleted - s.bytes_unindexed_deleted - s.bytes_repacked
+        + plan_repacked_used(&plan);
+    Ok(plan)
+}
+
+/// Every snapshot, or a refusal naming those that can't be read. A damaged
+/// snapshot's trees are unknown, so any pack may hold what it needs: prune deletes
+/// nothing until it is removed (format-spec §16). Storage errors are errors as
+/// they are.
+fn readable_snapshots(repo: &Repository) -> Result<Vec<(SnapshotId, Snapshot)>> {
+    let mut ok = Vec::new();
+    let mut damaged: Vec<(SnapshotId, Error)> = Vec::new();
+    let mut newer: Vec<(SnapshotId, Error)> = Vec::new();
+    for sid in repo.list_ids(FileType::Snapshot, SnapshotId::from_name)? {
+        match repo.load_snapshot(&sid) {
+            Ok(snap) => ok.push((sid, snap)),
+            Err(e @ Error::UnsupportedVersion { .. }) => newer.push((sid, e)),
+            Err(e @ Error::Corrupt { .. }) => damaged.push((sid, e)),
+            Err(e) => return Err(e),
+        }
+    }
+    if let Some((_, e)) = newer.first() {
+        return Err(Error::invalid(format!(
+            "{e}; prune can't tell which data a snapshot it can't read needs, and deleted \
+             nothing: upgrade cairn to prune this repository"
+        )));
+    }
+    if !damaged.is_empty() {
+        let list: Vec<String> = damaged
+            .iter()
+            .map(|(id, e)| format!("snapshot {id}: {e}"))
+            .collect();
+        let ids: Vec<String> = damaged.iter().map(|(id, _)| id.to_hex()).collect();
+        return Err(Error::UnreadableSnapshots {
+            count: damaged.len(),
+            list: list.join("; "),
+            forget: format!("cairn forget {}", ids.join(" ")),
+        });
+    }
+    Ok(ok)
 }
 
 /// Every blob some snapshot needs, by (kind, id). Refuses (an error, nothing
@@ -361,9 +606,9 @@ fn used_blobs(
             .get(kind, id)
             .is_some_and(|(p, _)| stored.contains_key(&p))
     };
-    for sid in repo.list_ids(FileType::Snapshot, SnapshotId::from_name)? {
+    let snapshots = readable_snapshots(repo)?;
+    for (sid, snap) in snapshots {
         s.snapshots += 1;
-        let snap = repo.load_snapshot(&sid)?;
         let mut stack = vec![snap.tree];
         while let Some(tree_id) = stack.pop() {
             if !used.insert((BlobKind::Tree, tree_id)) {

@@ -11,5 +11,6 @@ mod hostile;
 mod keys;
 mod locks;
 mod password;
+mod prune;
 mod roundtrip;
 mod vectors;
