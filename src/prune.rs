@@ -576,10 +576,7 @@ fn readable_snapshots(repo: &Repository) -> Result<Vec<(SnapshotId, Snapshot)>> 
         )));
     }
     if !damaged.is_empty() {
-        let list: Vec<String> = damaged
-            .iter()
-            .map(|(id, e)| format!("snapshot {id}: {e}"))
-            .collect();
+        let list: Vec<String> = damaged.iter().map(|(_, e)| e.to_string()).collect();
         let ids: Vec<String> = damaged.iter().map(|(id, _)| id.to_hex()).collect();
         return Err(Error::UnreadableSnapshots {
             count: damaged.len(),

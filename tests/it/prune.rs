@@ -113,3 +113,205 @@ fn a_second_prune_right_after_the_first_does_nothing() {
     check_clean(&env);
     restore_matches(&env, "latest", &src);
 }
+
+/// The snapshot files' names (their ids), oldest file first is not implied.
+fn snapshot_ids(env: &Env) -> Vec<String> {
+    common::all_files(&env.repo.join("snapshots"))
+        .iter()
+        .map(|p| p.file_name().expect("name").to_string_lossy().into_owned())
+        .collect()
+}
+
+fn flip_middle(p: &Path) {
+    let mut b = fs::read(p).expect("read");
+    let i = b.len() / 2;
+    b[i] ^= 0x01;
+    fs::write(p, b).expect("write");
+}
+
+/// Two snapshots of `src`, the second with a changed file; returns the ids of
+/// the first and the second.
+fn two_snapshots() -> (Env, PathBuf, String, String) {
+    let env = Env::with_repo(&["--pack-size", "1", "--chunker-params", "16K,64K,256K"]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).expect("mkdir");
+    let mut rng = common::rng(78);
+    for i in 0..3 {
+        fs::write(
+            src.join(format!("f{i}.bin")),
+            common::random_bytes(&mut rng, 200_000),
+        )
+        .expect("write");
+    }
+    let s = src.to_str().expect("utf-8").to_string();
+    let first = env.backup_json(&[&s])["snapshot_id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    fs::write(src.join("f0.bin"), common::random_bytes(&mut rng, 250_000)).expect("write");
+    let second = env.backup_json(&[&s])["snapshot_id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    (env, src, first, second)
+}
+
+/// Issue #11 items 2 and 3: the newest snapshot's file is damaged. prune deletes
+/// nothing (only that snapshot knows which data it needs) and names the exact
+/// command; `latest` is an error rather than quietly the older snapshot; the
+/// damaged snapshot is removed by a prefix of its file name.
+#[test]
+fn a_damaged_snapshot_stops_prune_and_latest_until_forgotten_by_prefix() {
+    let (env, src, first, second) = two_snapshots();
+    flip_middle(&env.repo.join("snapshots").join(&second));
+    let before = files(&env);
+
+    for args in [
+        &["prune"][..],
+        &["prune", "--dry-run"],
+        &["prune", "--max-unused", "0"],
+    ] {
+        let out = env.run(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains(&format!("`cairn forget {second}`")), "{err}");
+        assert!(err.contains("deleted nothing"), "{err}");
+        assert_eq!(files(&env), before, "{args:?} changed the repository");
+    }
+
+    let target = env.path("latest");
+    for args in [
+        vec![
+            "restore",
+            "latest",
+            "--target",
+            target.to_str().expect("utf-8"),
+        ],
+        vec!["ls", "latest"],
+        vec!["cat", "snapshot", "latest"],
+    ] {
+        let out = env.run(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains("latest is unknown") && err.contains(&second),
+            "{args:?}: {err}"
+        );
+    }
+    assert!(!target.exists(), "restore latest wrote something");
+    // Named by id, the readable snapshot restores, with a word about the other.
+    let out = env.run(&[
+        "restore",
+        &format!("{}:{}", &first[..8], src.display()),
+        "--target",
+        env.path("by-id").to_str().expect("utf-8"),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&second[..8]), "{}", stderr(&out));
+
+    // forget by a prefix of the damaged file's name.
+    let out = env.run(&["forget", &second[..10]]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("unreadable"), "{}", stderr(&out));
+    assert_eq!(snapshot_ids(&env), std::slice::from_ref(&first));
+    check_clean(&env);
+    let p = prune_json(&env, &["--max-unused", "0"]);
+    assert!(
+        p["packs_deleted"].as_u64() > Some(0) || p["packs_repacked"].as_u64() > Some(0),
+        "{p}"
+    );
+    check_clean(&env);
+    let out = env.run(&["cat", "snapshot", "latest"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// Issue #11 item 2: `repair snapshots --forget` removes snapshot files too
+/// damaged to read; without `--forget`, or with `--dry-run`, they stay.
+#[test]
+fn repair_snapshots_forget_removes_unreadable_snapshot_files() {
+    let (env, _src, first, second) = two_snapshots();
+    flip_middle(&env.repo.join("snapshots").join(&first));
+    for args in [
+        &["repair", "snapshots"][..],
+        &["repair", "snapshots", "--forget", "--dry-run"],
+    ] {
+        let out = env.run(args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(&first), "{}", stderr(&out));
+        assert_eq!(snapshot_ids(&env).len(), 2, "{args:?} removed a snapshot");
+    }
+    let out = env.run(&["repair", "snapshots", "--forget"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        common::stdout(&out).contains("1 snapshots are unreadable; 1 removed"),
+        "{}",
+        common::stdout(&out)
+    );
+    assert_eq!(snapshot_ids(&env), [second]);
+    check_clean(&env);
+}
+
+/// Issue #11 item 3: a repaired snapshot keeps the original's time; `latest`
+/// must be the repaired one whichever id is smaller. Ids are random, so the
+/// setup is repeated until the repaired snapshot's id sorts first (each try has
+/// an even chance).
+#[test]
+fn latest_after_repair_snapshots_is_the_repaired_one() {
+    for _ in 0..16 {
+        let env = Env::with_repo(&[]);
+        let src = env.path("src");
+        fs::create_dir_all(&src).expect("mkdir");
+        fs::write(src.join("a.txt"), "lost soon").expect("write");
+        let original = env.backup_json(&[src.to_str().expect("utf-8")])["snapshot_id"]
+            .as_str()
+            .expect("id")
+            .to_string();
+        // Lose the data pack (the one whose header lists a data blob).
+        for p in common::all_files(&env.repo.join("data")) {
+            let name = p.file_name().expect("name").to_string_lossy().into_owned();
+            let v: serde_json::Value =
+                serde_json::from_str(&env.ok(&["cat", "pack", &name])).expect("json");
+            if v["blobs"]
+                .as_array()
+                .expect("blobs")
+                .iter()
+                .any(|b| b["type"] == "data")
+            {
+                fs::remove_file(&p).expect("rm");
+            }
+        }
+        env.ok(&["repair", "index"]);
+        env.ok(&["repair", "snapshots"]);
+        let repaired: Vec<String> = snapshot_ids(&env)
+            .into_iter()
+            .filter(|id| *id != original)
+            .collect();
+        assert_eq!(repaired.len(), 1);
+        if repaired[0] > original {
+            continue;
+        }
+        let latest: serde_json::Value =
+            serde_json::from_str(&env.ok(&["cat", "snapshot", "latest"])).expect("json");
+        assert_eq!(latest["parent"], original.as_str(), "{latest}");
+        assert!(
+            latest["tags"]
+                .as_array()
+                .expect("tags")
+                .iter()
+                .any(|t| t == "repaired"),
+            "{latest}"
+        );
+        let target = env.path("out");
+        env.ok(&[
+            "restore",
+            "latest",
+            "--target",
+            target.to_str().expect("utf-8"),
+        ]);
+        // forget --keep-last 1 keeps the repaired one too.
+        env.ok(&["forget", "--keep-last", "1"]);
+        assert_eq!(snapshot_ids(&env), repaired);
+        return;
+    }
+    panic!("in 16 tries the repaired snapshot's id never sorted before the original's");
+}
