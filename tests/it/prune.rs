@@ -315,3 +315,130 @@ fn latest_after_repair_snapshots_is_the_repaired_one() {
     }
     panic!("in 16 tries the repaired snapshot's id never sorted before the original's");
 }
+
+/// `.tmp-*` files anywhere in the repository.
+fn temp_files(env: &Env) -> Vec<PathBuf> {
+    common::all_files(&env.repo)
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(".tmp-"))
+        })
+        .collect()
+}
+
+fn age(p: &Path, by: std::time::Duration) {
+    fs::File::options()
+        .write(true)
+        .open(p)
+        .expect("open")
+        .set_modified(std::time::SystemTime::now() - by)
+        .expect("set mtime");
+}
+
+/// Issue #11 item 4: a backup SIGKILLed while writing a pack leaves its
+/// temporary file. check warns about it (count and size; not damage), prune
+/// keeps it while it is young (a live writer's could look the same) and removes
+/// it once older than the lock staleness window; a fresh one planted beside it
+/// stays.
+#[test]
+fn temporary_files_of_a_killed_backup_are_reported_and_pruned_once_old() {
+    let env = Env::with_repo(&["--pack-size", "4"]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).expect("mkdir");
+    let mut rng = common::rng(79);
+    for i in 0..8 {
+        fs::write(
+            src.join(format!("big{i}.bin")),
+            common::random_bytes(&mut rng, 8 << 20),
+        )
+        .expect("write");
+    }
+    // Kill the backup the moment a temporary file shows up.
+    let mut left = Vec::new();
+    for _ in 0..10 {
+        let mut child = env
+            .cmd()
+            .args(["backup", "-q", src.to_str().expect("utf-8")])
+            .spawn()
+            .expect("spawn");
+        let start = std::time::Instant::now();
+        while temp_files(&env).is_empty()
+            && child.try_wait().expect("wait").is_none()
+            && start.elapsed() < std::time::Duration::from_secs(60)
+        {}
+        let _ = child.kill();
+        let _ = child.wait();
+        left = temp_files(&env);
+        if !left.is_empty() {
+            break;
+        }
+    }
+    assert!(!left.is_empty(), "no try left a temporary file behind");
+    let bytes: u64 = left
+        .iter()
+        .map(|p| fs::metadata(p).expect("stat").len())
+        .sum();
+
+    let out = env.run(&["check"]);
+    assert!(
+        out.status.success(),
+        "leftovers are not damage: {}",
+        stderr(&out)
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("warning: temporary files: {} left", left.len()))
+            && err.contains(&format!("{bytes} bytes")),
+        "{err}"
+    );
+    assert!(
+        common::stdout(&out).contains("1 warnings"),
+        "{}",
+        common::stdout(&out)
+    );
+
+    // Young: kept.
+    let p = prune_json(&env, &[]);
+    assert_eq!(p["temp_files_removed"], 0, "{p}");
+    assert_eq!(
+        p["temp_files_kept"].as_u64(),
+        Some(left.len() as u64),
+        "{p}"
+    );
+    assert_eq!(temp_files(&env), left);
+
+    // Older than the window (30 minutes): removed; a fresh one planted now stays.
+    for p in &left {
+        age(p, std::time::Duration::from_secs(31 * 60));
+    }
+    let fresh = env.repo.join("index").join(".tmp-00112233aabbccdd");
+    fs::write(&fresh, b"a write in progress").expect("plant");
+    let dry = prune_json(&env, &["--dry-run"]);
+    assert_eq!(
+        dry["temp_files_removed"].as_u64(),
+        Some(left.len() as u64),
+        "{dry}"
+    );
+    assert_eq!(
+        temp_files(&env).len(),
+        left.len() + 1,
+        "dry run removed files"
+    );
+    let p = prune_json(&env, &[]);
+    assert_eq!(
+        p["temp_files_removed"].as_u64(),
+        Some(left.len() as u64),
+        "{p}"
+    );
+    assert_eq!(p["bytes_temp_removed"].as_u64(), Some(bytes), "{p}");
+    assert_eq!(p["temp_files_kept"], 1, "{p}");
+    assert_eq!(temp_files(&env), [fresh.clone()]);
+    fs::remove_file(&fresh).expect("rm");
+    let out = env.run(&["check"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("temporary"), "{}", stderr(&out));
+    // What the killed backup left is usable: a new backup completes and restores.
+    env.ok(&["backup", "-q", src.to_str().expect("utf-8")]);
+    restore_matches(&env, "latest", &src);
+}
