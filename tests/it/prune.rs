@@ -433,7 +433,7 @@ fn temporary_files_of_a_killed_backup_are_reported_and_pruned_once_old() {
     );
     assert_eq!(p["bytes_temp_removed"].as_u64(), Some(bytes), "{p}");
     assert_eq!(p["temp_files_kept"], 1, "{p}");
-    assert_eq!(temp_files(&env), [fresh.clone()]);
+    assert_eq!(temp_files(&env), std::slice::from_ref(&fresh));
     fs::remove_file(&fresh).expect("rm");
     let out = env.run(&["check"]);
     assert!(out.status.success(), "{}", stderr(&out));
