@@ -1,7 +1,10 @@
 //! `prune`: delete what no snapshot needs, repack what is mostly unneeded.
 //!
-//! Order of operations (format-spec/README.md, "Write order"), each step durable
-//! before the next starts, so that a prune killed at any moment loses nothing:
+//! Order of operations (format-spec/README.md §16), each step durable before the
+//! next starts, so that a prune killed at any moment loses nothing:
+//! 0. once every needed blob is known to be indexed (the plan), removal of
+//!    abandoned temporary files (§2) and of packs no index names
+//!    (nothing needs them);
 //! 1. new packs (holding the used blobs of packs being repacked);
 //! 2. new index files naming every kept pack and every new pack;
 //! 3. deletion of the old index files;
@@ -10,7 +13,13 @@
 //! A crash after 1 leaves unindexed packs (the next prune deletes them); after 2,
 //! blobs indexed twice (harmless); after 3, unindexed old packs (deleted next time).
 //! Prune runs under an exclusive lock and refuses to delete anything when a blob a
-//! snapshot needs is missing.
+//! snapshot needs is missing, or a snapshot can't be read.
+//!
+//! Repacking needs room before it frees any. When the storage says it has clearly
+//! too little, or a new pack's write fails for lack of room (its packs written so
+//! far are removed again), step 1 is skipped: steps 2–4 delete the wholly unused
+//! packs, which needs no room but the new index's, and the summary says how much
+//! the repack needs.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -132,10 +141,10 @@ pub fn prune(
         dry_run: opts.dry_run,
         ..Default::default()
     };
+    let plan = make_plan(repo, opts, &mut s, report)?;
     // Leftover temporary files first: they are never data, and on a full disk
     // they may be the room the rest needs.
     remove_leftovers(repo, &lock, opts.dry_run, &mut s, report)?;
-    let plan = make_plan(repo, opts, &mut s, report)?;
     if plan.is_noop() {
         s.nothing_to_do = true;
         return Ok(s);
@@ -196,6 +205,12 @@ pub fn prune(
         return Err(Error::Interrupted);
     }
 
+    if plan.delete.is_empty() && repacked.is_empty() && plan.vanished == 0 {
+        // Only a repack was to be done, and it wasn't: the index stays as it is.
+        report_skipped(&s, report);
+        return Ok(s);
+    }
+
     // 2. New index files: kept packs and new packs.
     let gone: HashSet<&PackId> = plan.delete.iter().chain(&repacked).collect();
     let mut all: Vec<IndexPack> = plan
@@ -234,6 +249,11 @@ pub fn prune(
         s.packs_written,
         written
     ));
+    report_skipped(&s, report);
+    Ok(s)
+}
+
+fn report_skipped(s: &PruneSummary, report: &(dyn Fn(&str) + Sync)) {
     if s.packs_not_repacked > 0 {
         report(&format!(
             "{} packs ({}) still hold unused data: repacking them needs about {} of free \
@@ -243,7 +263,6 @@ pub fn prune(
             size_text(s.bytes_needed_for_repack)
         ));
     }
-    Ok(s)
 }
 
 /// The free space, when the storage says it has clearly less than repacking needs.
@@ -276,8 +295,8 @@ fn index_full(e: Error, index_bytes: u64) -> Error {
     }
     Error::invalid(format!(
         "{e}; the storage is full: prune must write the new index (about {}) before it may \
-         delete anything, and deleted no pack. Free that much space (outside the \
-         repository) and run `cairn prune` again",
+         delete the packs it names, and deleted none of them. Free that much space (outside \
+         the repository) and run `cairn prune` again",
         size_text(index_bytes)
     ))
 }

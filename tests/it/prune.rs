@@ -442,3 +442,232 @@ fn temporary_files_of_a_killed_backup_are_reported_and_pruned_once_old() {
     env.ok(&["backup", "-q", src.to_str().expect("utf-8")]);
     restore_matches(&env, "latest", &src);
 }
+
+/// Unmounts on drop, so a failing assertion does not leave a mount behind.
+struct Mount(PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// A small tmpfs at `at`, or why there can't be one here.
+fn mount_tmpfs(at: &Path, size: &str) -> Result<Mount, String> {
+    if !common::is_root() {
+        return Err("mounting a tmpfs needs root".into());
+    }
+    fs::create_dir_all(at).expect("mkdir");
+    match std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(at)
+        .output()
+    {
+        Ok(o) if o.status.success() => Ok(Mount(at.to_path_buf())),
+        Ok(o) => Err(format!(
+            "cannot mount a tmpfs here ({})",
+            String::from_utf8_lossy(&o.stderr).trim()
+        )),
+        Err(e) => Err(format!("cannot run mount ({e})")),
+    }
+}
+
+fn free_bytes(p: &Path) -> u64 {
+    let st = nix::sys::statvfs::statvfs(p).expect("statvfs");
+    #[allow(clippy::useless_conversion)]
+    let free = u64::from(st.blocks_available()) * u64::from(st.fragment_size());
+    free
+}
+
+/// Writes `filler` until the filesystem is full, then gives back `leave` bytes.
+fn fill(filler: &Path, leave: u64) {
+    use std::io::Write;
+    let mut f = fs::File::create(filler).expect("create filler");
+    let block = vec![0x5a; 64 * 1024];
+    loop {
+        match f.write(&block) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
+            Err(e) => panic!("filling: {e}"),
+        }
+    }
+    let _ = f.sync_all();
+    let len = f.metadata().expect("stat").len();
+    f.set_len(len.saturating_sub(leave)).expect("truncate");
+}
+
+/// Files of 3 MiB, kept and dropped in turn, in 1 MiB packs: after the first
+/// snapshot is forgotten, some packs are wholly unused and the packs across a
+/// file boundary are partly used, more than a pack's worth in all.
+fn kept_and_dropped_in_turn(env: &Env) -> PathBuf {
+    env.ok(&[
+        "init",
+        "--kdf-memory",
+        "1024",
+        "--kdf-iterations",
+        "1",
+        "--pack-size",
+        "1",
+        "--chunker-params",
+        "16K,64K,256K",
+    ]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).expect("mkdir");
+    let mut rng = common::rng(80);
+    for name in ["a-keep", "b-drop", "c-keep", "d-drop"] {
+        fs::write(src.join(name), common::random_bytes(&mut rng, 3 << 20)).expect("write");
+    }
+    let s = src.to_str().expect("utf-8").to_string();
+    env.ok(&["backup", "-q", &s]);
+    for name in ["b-drop", "d-drop"] {
+        fs::remove_file(src.join(name)).expect("rm");
+    }
+    env.ok(&["backup", "-q", &s]);
+    env.ok(&["forget", "-q", "--keep-last", "1"]);
+    src
+}
+
+/// Issue #11 item 7: on a full disk prune can't repack (that needs room first),
+/// but it deletes the wholly unused packs — the new index first, then the old
+/// index files, then the packs — says what needs more room, and leaves a clean
+/// repository. With room again, the next prune repacks.
+#[test]
+fn prune_on_a_full_disk_frees_unused_packs_and_says_what_needs_room() {
+    let mut env = Env::new();
+    let mnt = env.path("mnt");
+    let _mount = match mount_tmpfs(&mnt, "40m") {
+        Ok(m) => m,
+        Err(why) => {
+            eprintln!("skipping: {why}");
+            return;
+        }
+    };
+    env.repo = mnt.join("repo");
+    let src = kept_and_dropped_in_turn(&env);
+    let plan = prune_json(&env, &["--max-unused", "0", "--dry-run"]);
+    assert!(
+        plan["packs_deleted"].as_u64() > Some(0) && plan["packs_repacked"].as_u64() > Some(0),
+        "the setup needs packs to delete and to repack: {plan}"
+    );
+
+    // Full, but for less than any pack: a backup that ran out of room leaves that.
+    let filler = mnt.join("filler");
+    fill(&filler, 256 * 1024);
+    let free_before = free_bytes(&mnt);
+    assert!(free_before < 1 << 20, "{free_before}");
+
+    let out = env.run(&["--json", "prune", "--max-unused", "0"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let p = common::last_json(&common::stdout(&out), "prune");
+    assert_eq!(p["packs_deleted"], plan["packs_deleted"], "{p}");
+    assert_eq!(p["packs_repacked"], 0, "{p}");
+    assert_eq!(p["packs_written"], 0, "{p}");
+    assert_eq!(p["packs_not_repacked"], plan["packs_repacked"], "{p}");
+    assert!(
+        p["bytes_needed_for_repack"].as_u64() > Some(free_before),
+        "{p}"
+    );
+    assert!(
+        free_bytes(&mnt) >= free_before + p["bytes_deleted"].as_u64().expect("n"),
+        "prune freed less than it says"
+    );
+    let notes = check_clean(&env);
+    assert!(!notes.contains("not in any index"), "{notes}");
+    restore_matches(&env, "latest", &src);
+
+    // Full again: only the repack is left, and it still doesn't fit. Nothing is
+    // rewritten, and the user hears what needs room.
+    fs::remove_file(&filler).expect("rm filler");
+    fill(&filler, 256 * 1024);
+    let before = files(&env);
+    let human = env.run(&["prune", "--max-unused", "0"]);
+    assert!(human.status.success(), "{}", stderr(&human));
+    assert_eq!(
+        files(&env),
+        before,
+        "a prune that could do nothing changed files"
+    );
+    assert!(
+        stderr(&human).contains("free some and run `cairn prune` again")
+            && common::stdout(&human).contains("unrepacked for lack of room"),
+        "{}\n{}",
+        common::stdout(&human),
+        stderr(&human)
+    );
+    let notes = check_clean(&env);
+    assert!(!notes.contains("not in any index"), "{notes}");
+    restore_matches(&env, "latest", &src);
+
+    // Room again: the next prune repacks, and then there is nothing left to do.
+    fs::remove_file(&filler).expect("rm filler");
+    let p = prune_json(&env, &["--max-unused", "0"]);
+    assert!(p["packs_repacked"].as_u64() > Some(0), "{p}");
+    assert_eq!(p["packs_not_repacked"], 0, "{p}");
+    assert_eq!(
+        prune_json(&env, &["--max-unused", "0"])["nothing_to_do"],
+        true
+    );
+    check_clean(&env);
+    restore_matches(&env, "latest", &src);
+}
+
+/// Issue #11 item 7, when the storage says nothing of its free space and fills
+/// up during the repack: the packs this prune wrote are removed again, the packs
+/// to repack stay, and the wholly unused ones are still deleted.
+#[test]
+fn prune_whose_repack_runs_out_of_room_still_deletes_unused_packs() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use cairn::backend::FileType;
+
+    let env = Env::new();
+    let src = kept_and_dropped_in_turn(&env);
+    let pack_writes = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&pack_writes);
+    let backend = common::HookedBackend::new(
+        &env.repo,
+        move |inner: &cairn::backend::LocalBackend, t: FileType, name: &str, data: &[u8]| {
+            use cairn::backend::Backend;
+            // The first new pack fits; the second finds the disk full.
+            if t == FileType::Pack && counted.fetch_add(1, Ordering::SeqCst) >= 1 {
+                return Err(cairn::Error::io(
+                    inner.path(t, name),
+                    std::io::Error::from_raw_os_error(libc::ENOSPC),
+                ));
+            }
+            inner.write(t, name, data)
+        },
+    );
+    let repo = Arc::new(
+        cairn::repository::Repository::open(Arc::new(backend), common::PASSWORD.as_bytes())
+            .expect("open"),
+    );
+    let opts = cairn::prune::PruneOptions {
+        max_unused_percent: 0.0,
+        ..Default::default()
+    };
+    let messages = std::sync::Mutex::new(Vec::<String>::new());
+    let s = cairn::prune::prune(
+        &repo,
+        &opts,
+        &std::sync::atomic::AtomicBool::new(false),
+        &|m: &str| messages.lock().expect("lock").push(m.to_string()),
+    )
+    .expect("prune");
+    assert!(
+        pack_writes.load(Ordering::SeqCst) >= 2,
+        "the repack wrote one pack at most"
+    );
+    assert!(s.packs_deleted > 0, "{s:?}");
+    assert!(s.packs_not_repacked > 0 && s.packs_repacked == 0, "{s:?}");
+    assert_eq!((s.packs_written, s.bytes_written), (0, 0), "{s:?}");
+    let said = messages.lock().expect("lock").join("\n");
+    assert!(said.contains("storage is full"), "{said}");
+    drop(repo);
+    // The pack that was written is gone again, nothing else is unindexed.
+    let notes = check_clean(&env);
+    assert!(!notes.contains("not in any index"), "{notes}");
+    restore_matches(&env, "latest", &src);
+}
