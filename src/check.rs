@@ -32,6 +32,9 @@ use crate::tree::{MAX_TREE_DEPTH, NodeKind, Tree};
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Error,
+    /// Not damage, but worth acting on (space taken by leftovers of killed
+    /// processes).
+    Warning,
     Note,
 }
 
@@ -93,6 +96,7 @@ pub struct CheckSummary {
     pub packs_read: u64,
     pub bytes_read: u64,
     pub errors: u64,
+    pub warnings: u64,
     pub notes: u64,
     /// The commands to run, in order, to repair what was found.
     pub next_steps: Vec<NextStep>,
@@ -101,6 +105,7 @@ pub struct CheckSummary {
 struct Reporter<'a> {
     report: &'a (dyn Fn(&Problem) + Sync),
     errors: AtomicU64,
+    warnings: AtomicU64,
     notes: AtomicU64,
     found: Findings,
 }
@@ -110,6 +115,15 @@ impl Reporter<'_> {
         self.errors.fetch_add(1, Ordering::Relaxed);
         (self.report)(&Problem {
             severity: Severity::Error,
+            object,
+            message,
+        });
+    }
+
+    fn warning(&self, object: String, message: String) {
+        self.warnings.fetch_add(1, Ordering::Relaxed);
+        (self.report)(&Problem {
+            severity: Severity::Warning,
             object,
             message,
         });
@@ -142,6 +156,7 @@ pub fn check(
     let r = Reporter {
         report,
         errors: AtomicU64::new(0),
+        warnings: AtomicU64::new(0),
         notes: AtomicU64::new(0),
         found: Findings::default(),
     };
@@ -149,6 +164,7 @@ pub fn check(
 
     check_keys(repo, &r, &mut summary)?;
     check_locks(repo, &r)?;
+    check_leftovers(repo, &r)?;
     let (packs, index) = check_index_files(repo, &r, &mut summary)?;
     let stored = check_packs_exist(repo, &r, &packs, &mut summary)?;
     check_snapshots(repo, &index, &r, interrupt, &mut summary)?;
@@ -167,6 +183,7 @@ pub fn check(
         return Err(Error::Interrupted);
     }
     summary.errors = r.errors.load(Ordering::Relaxed);
+    summary.warnings = r.warnings.load(Ordering::Relaxed);
     summary.notes = r.notes.load(Ordering::Relaxed);
     summary.next_steps = r.found.next_steps();
     Ok(summary)
@@ -211,6 +228,26 @@ fn check_locks(repo: &Repository, r: &Reporter) -> Result<()> {
                 format!("can't be read ({why}); {}", l.unreadable_advice()),
             );
         }
+    }
+    Ok(())
+}
+
+/// Temporary files of writes that never finished: not damage (nothing reads
+/// them), but up to a pack each of wasted space (format-spec §2).
+fn check_leftovers(repo: &Repository, r: &Reporter) -> Result<()> {
+    let found = crate::leftovers::list(repo)?;
+    if let Some(first) = found.first() {
+        let bytes: u64 = found.iter().map(|e| e.size).sum();
+        r.warning(
+            "temporary files".into(),
+            format!(
+                "{} left by interrupted writes (first: {}), {bytes} bytes in all; `cairn prune` \
+                 removes those older than {} minutes",
+                found.len(),
+                first.name,
+                crate::lock::STALE_AFTER.as_secs() / 60
+            ),
+        );
     }
     Ok(())
 }

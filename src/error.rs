@@ -124,6 +124,20 @@ pub enum Error {
         first: crate::id::PackId,
     },
 
+    /// Snapshots prune can't read: their trees, and so the data they need, are
+    /// unknown.
+    #[error(
+        "{count} snapshot(s) can't be read ({list}); prune can't tell which data they need, \
+         so it deleted nothing. If they are damaged beyond use, remove them with \
+         `{forget}` (or `cairn repair snapshots --forget`), then run prune again"
+    )]
+    UnreadableSnapshots {
+        count: usize,
+        list: String,
+        /// The exact command that removes them.
+        forget: String,
+    },
+
     #[error("interrupted")]
     Interrupted,
 
@@ -148,6 +162,14 @@ impl Error {
 
     pub fn invalid(msg: impl Into<String>) -> Self {
         Error::Invalid(msg.into())
+    }
+
+    /// Whether the storage refused a write for lack of room (ENOSPC, or EDQUOT: a
+    /// quota is full).
+    pub fn is_out_of_space(&self) -> bool {
+        matches!(self, Error::Io { source, .. }
+            if matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+                || source.kind() == io::ErrorKind::StorageFull)
     }
 }
 

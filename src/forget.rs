@@ -181,8 +181,20 @@ pub fn plan(
         }
     }
     for g in &mut groups {
+        // Newest first, in the order `latest` uses.
+        let mut order: Vec<(SnapshotId, Snapshot)> = g
+            .decisions
+            .iter()
+            .map(|d| (d.id, d.snapshot.clone()))
+            .collect();
+        crate::snapshot::sort_oldest_first(&mut order);
+        let rank: std::collections::HashMap<SnapshotId, usize> = order
+            .iter()
+            .enumerate()
+            .map(|(i, (id, _))| (*id, i))
+            .collect();
         g.decisions
-            .sort_by_key(|d| std::cmp::Reverse((d.snapshot.sort_key(), d.id)));
+            .sort_by_key(|d| std::cmp::Reverse(rank.get(&d.id).copied()));
         apply(&mut g.decisions, policy);
     }
     groups

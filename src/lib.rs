@@ -17,6 +17,7 @@ pub mod id;
 pub mod index;
 pub mod keyfile;
 pub mod keys;
+pub mod leftovers;
 pub mod lock;
 pub mod pack;
 pub mod progress;

@@ -387,6 +387,26 @@ impl LockGuard {
         self.held.lock().map(|h| h.id).unwrap_or(LockId([0; 32]))
     }
 
+    /// When the storage last wrote this lock's file, by the storage's own clock
+    /// (`None` where it gives no file times): what prune measures the age of other
+    /// files against, since the storage's clock and ours may differ.
+    pub fn file_time(&self) -> Result<Option<SystemTime>> {
+        // A refresh between reading the id and listing renames the file: look again.
+        for _ in 0..3 {
+            let own = self.id().to_hex();
+            if let Some(e) = self
+                .repo
+                .backend()
+                .list(FileType::Lock)?
+                .into_iter()
+                .find(|e| e.name == own)
+            {
+                return Ok(e.modified);
+            }
+        }
+        Ok(None)
+    }
+
     /// Fails if the lock has not been refreshed for so long that others may have
     /// considered it stale (and, say, pruned what this operation relies on). A
     /// backup calls this before committing its snapshot.

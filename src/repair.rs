@@ -121,6 +121,10 @@ pub struct RepairSnapshotsSummary {
     pub snapshots_written: u64,
     pub snapshots_removed: u64,
     pub entries_dropped: u64,
+    /// Snapshots that can't be read at all (damaged files).
+    pub snapshots_unreadable: u64,
+    /// Of those, removed (`--forget`).
+    pub unreadable_removed: u64,
 }
 
 /// Entries dropped under a tree: (path relative to it, why).
@@ -367,11 +371,8 @@ fn repair_snapshots_locked(
     let mut s = RepairSnapshotsSummary::default();
     let mut new_snapshots = Vec::new();
     let (snapshots, unreadable) = repo.list_snapshots_lenient()?;
-    for (id, e) in &unreadable {
-        report(&format!(
-            "snapshot {id} is unreadable ({e}); it can't be repaired — remove it with `cairn forget {id}`"
-        ));
-    }
+    let damaged = damaged_snapshots(unreadable, forget_damaged, report);
+    s.snapshots_unreadable = damaged.len() as u64;
     for (id, snap) in snapshots {
         s.snapshots += 1;
         let (new_tree, dropped) = rw.rewrite(snap.tree)?;
@@ -410,6 +411,14 @@ fn repair_snapshots_locked(
     if dry_run {
         return Ok(s);
     }
+    if forget_damaged {
+        for id in &damaged {
+            lock.still_valid()?;
+            repo.backend().remove(FileType::Snapshot, &id.to_hex())?;
+            s.unreadable_removed += 1;
+            report(&format!("snapshot {id} is unreadable and was removed"));
+        }
+    }
     // The repaired trees are durable (saver.finish) before any snapshot names them.
     for (old, fixed) in new_snapshots {
         // A commit point (format-spec §15), checked before each snapshot.
@@ -427,6 +436,35 @@ fn repair_snapshots_locked(
         }
     }
     Ok(s)
+}
+
+/// The snapshots whose files are damaged (they can't be repaired: their trees are
+/// unknown), reported. Files a newer cairn wrote, and files that failed to read
+/// (a storage error, which may pass), are reported and never among them: only
+/// damage is removed.
+fn damaged_snapshots(
+    unreadable: Vec<(crate::id::SnapshotId, Error)>,
+    forget_damaged: bool,
+    report: &dyn Fn(&str),
+) -> Vec<crate::id::SnapshotId> {
+    let mut damaged = Vec::new();
+    for (id, e) in unreadable {
+        match e {
+            Error::Corrupt { .. } => {
+                report(&format!(
+                    "snapshot {id} is unreadable ({e}); it can't be repaired{}",
+                    if forget_damaged {
+                        String::new()
+                    } else {
+                        format!(" — `--forget` removes it, or `cairn forget {id}`")
+                    }
+                ));
+                damaged.push(id);
+            }
+            e => report(&format!("snapshot {id}: {e}; it is left as it is")),
+        }
+    }
+    damaged
 }
 
 #[cfg(test)]

@@ -384,7 +384,7 @@ impl Repository {
                 Err(e) => bad.push((id, e)),
             }
         }
-        out.sort_by_key(|(id, s)| (s.sort_key(), *id));
+        crate::snapshot::sort_oldest_first(&mut out);
         Ok((out, bad))
     }
 

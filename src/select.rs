@@ -38,6 +38,11 @@ pub fn resolve(repo: &Repository, spec: &str, filter: &SnapshotFilter) -> Result
         None => (spec, None),
     };
     let (all, skipped) = repo.list_snapshots_lenient()?;
+    // An unreadable snapshot may be the newest (or the newest matching the
+    // filters): `latest` would silently be an older one.
+    if id_spec.starts_with("latest") && !skipped.is_empty() {
+        return Err(latest_unknown(&skipped));
+    }
     let all: Vec<(SnapshotId, Snapshot)> =
         all.into_iter().filter(|(_, s)| filter.matches(s)).collect();
     let (id, snapshot) = match pick(all, id_spec) {
@@ -59,6 +64,64 @@ pub fn resolve(repo: &Repository, spec: &str, filter: &SnapshotFilter) -> Result
         path,
         skipped,
     })
+}
+
+fn latest_unknown(skipped: &[(SnapshotId, Error)]) -> Error {
+    let list: Vec<String> = skipped.iter().map(|(_, e)| e.to_string()).collect();
+    let ids: Vec<String> = skipped.iter().map(|(id, _)| id.to_hex()).collect();
+    Error::invalid(format!(
+        "{} snapshot(s) can't be read ({}), so which snapshot is the latest is unknown: \
+         name a snapshot by id (`cairn snapshots` lists the readable ones), or, if the \
+         unreadable ones are damaged beyond use, remove them with `cairn forget {}`",
+        skipped.len(),
+        list.join("; "),
+        ids.join(" ")
+    ))
+}
+
+/// A snapshot named for removal: `latest`/`latest~N` as [`resolve`] chooses it, or
+/// an id or unique prefix among every snapshot file, readable or not — a damaged
+/// snapshot's file name is still its id. Returns the id and, for an unreadable
+/// snapshot, why it can't be read (the filters can't be applied to it).
+pub fn resolve_for_removal(
+    repo: &Repository,
+    spec: &str,
+    filter: &SnapshotFilter,
+) -> Result<(SnapshotId, Option<Error>)> {
+    if spec.starts_with("latest") {
+        return resolve(repo, spec, filter).map(|sel| (sel.id, None));
+    }
+    let lower = spec.to_ascii_lowercase();
+    if lower.is_empty() || !lower.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Error::invalid(format!(
+            "{spec:?} is not a snapshot id, prefix, latest or latest~N"
+        )));
+    }
+    let hits: Vec<SnapshotId> = repo
+        .list_ids(crate::backend::FileType::Snapshot, SnapshotId::from_name)?
+        .into_iter()
+        .filter(|id| id.to_hex().starts_with(&lower))
+        .collect();
+    let id = match hits.as_slice() {
+        [one] => *one,
+        [] => {
+            return Err(Error::invalid(format!("no snapshot file matches {spec:?}")));
+        }
+        many => {
+            return Err(Error::invalid(format!(
+                "{spec:?} is ambiguous: {} snapshots start with it",
+                many.len()
+            )));
+        }
+    };
+    match repo.load_snapshot(&id) {
+        Ok(s) if filter.matches(&s) => Ok((id, None)),
+        Ok(_) => Err(Error::invalid(format!(
+            "snapshot {} does not match the given --host/--tag/--path filters",
+            id.short()
+        ))),
+        Err(e) => Ok((id, Some(e))),
+    }
 }
 
 fn pick(mut all: Vec<(SnapshotId, Snapshot)>, spec: &str) -> Result<(SnapshotId, Snapshot)> {

@@ -128,6 +128,36 @@ impl Snapshot {
     }
 }
 
+/// Sorts snapshots oldest first: by time; among equal times, a snapshot after the
+/// one it replaces (`repair snapshots` keeps the original's time and names it as
+/// `parent`, so the repaired one is the latest, not the damaged original); then by
+/// id.
+pub fn sort_oldest_first(list: &mut [(SnapshotId, Snapshot)]) {
+    let known: std::collections::HashMap<SnapshotId, (i64, Option<SnapshotId>)> = list
+        .iter()
+        .map(|(id, s)| (*id, (s.sort_key(), s.parent)))
+        .collect();
+    // How many replacements deep: steps back through parents of the same time.
+    // Bounded by the list's length, though ids are hashes and can't form a loop.
+    let generation = |id: &SnapshotId| {
+        let mut n = 0usize;
+        let mut at = *id;
+        while let Some((time, Some(parent))) = known.get(&at) {
+            match known.get(parent) {
+                Some((t, _)) if t == time && n < known.len() => {
+                    n += 1;
+                    at = *parent;
+                }
+                _ => break,
+            }
+        }
+        n
+    };
+    let keys: std::collections::HashMap<SnapshotId, usize> =
+        known.keys().map(|id| (*id, generation(id))).collect();
+    list.sort_by_key(|(id, s)| (s.sort_key(), keys.get(id).copied().unwrap_or(0), *id));
+}
+
 pub fn now_rfc3339() -> String {
     chrono::Local::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, false)
 }
@@ -151,6 +181,49 @@ pub fn username() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn at(time: &str, parent: Option<SnapshotId>) -> Snapshot {
+        Snapshot {
+            time: time.into(),
+            hostname: "h".into(),
+            username: "u".into(),
+            uid: 0,
+            gid: 0,
+            paths: vec!["/d".into()],
+            tags: vec![],
+            tree: BlobId([0; 32]),
+            parent,
+            excludes: vec![],
+            program_version: String::new(),
+            summary: Summary::default(),
+            errors: vec![],
+            warnings: vec![],
+        }
+    }
+
+    /// A repaired snapshot keeps its original's time and names it as parent: it
+    /// sorts after it whatever their ids, and a repair of it after both.
+    #[test]
+    fn a_replacement_sorts_after_the_snapshot_it_replaces() {
+        let t = "2026-01-01T10:00:00+00:00";
+        let original = SnapshotId([9; 32]);
+        let repaired = SnapshotId([5; 32]);
+        let again = SnapshotId([1; 32]);
+        let older = SnapshotId([8; 32]);
+        let mut list = vec![
+            (again, at(t, Some(repaired))),
+            (original, at(t, Some(older))),
+            (repaired, at(t, Some(original))),
+            (older, at("2026-01-01T09:00:00+00:00", None)),
+        ];
+        sort_oldest_first(&mut list);
+        let ids: Vec<SnapshotId> = list.iter().map(|(id, _)| *id).collect();
+        assert_eq!(ids, [older, original, repaired, again]);
+        // Unrelated snapshots of equal time still go by id.
+        let mut list = vec![(original, at(t, None)), (repaired, at(t, None))];
+        sort_oldest_first(&mut list);
+        assert_eq!(list[0].0, repaired);
+    }
 
     /// At most MAX_RECORDED problems, and MAX_RECORDED_BYTES of them, then one
     /// entry that counts the rest.

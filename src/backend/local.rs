@@ -274,6 +274,17 @@ fn read_aligned(f: &File, offset: u64, len: usize) -> io::Result<Vec<u8>> {
     })
 }
 
+/// `.tmp-` and 16 lowercase hex digits: the temporary files `write_parts` makes.
+fn is_temporary_name(name: &str) -> bool {
+    name.strip_prefix(TMP_PREFIX).is_some_and(|rest| {
+        rest.len() == 16 && rest.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    })
+}
+
+fn is_pack_subdir(name: &str) -> bool {
+    name.len() == 2 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 /// Makes a directory's entries (a rename, a new or removed file) durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir).and_then(|d| d.sync_all()).at(dir)
@@ -438,6 +449,98 @@ impl Backend for LocalBackend {
             let _ = fs::remove_file(&tmp);
         }
         result
+    }
+
+    fn list_temporary(&self) -> Result<Vec<Entry>> {
+        let mut dirs: Vec<String> = vec![String::new()];
+        for t in FileType::all() {
+            if t != FileType::Config {
+                dirs.push(t.dir().to_string());
+            }
+        }
+        let data = self.root.join("data");
+        match fs::read_dir(&data) {
+            Ok(rd) => {
+                for sub in rd {
+                    let sub = sub.at(&data)?;
+                    let name = sub.file_name();
+                    if let Some(n) = name.to_str().filter(|n| is_pack_subdir(n)) {
+                        dirs.push(format!("data/{n}"));
+                    }
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(&data, e)),
+        }
+        let mut out = Vec::new();
+        for rel in dirs {
+            let dir = self.root.join(&rel);
+            let rd = match fs::read_dir(&dir) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io(&dir, e)),
+            };
+            for entry in rd {
+                let entry = entry.at(&dir)?;
+                let name = entry.file_name();
+                let Some(name) = name.to_str().filter(|n| is_temporary_name(n)) else {
+                    continue;
+                };
+                // Gone since the listing: its write finished or failed.
+                let meta = match entry.metadata() {
+                    Ok(m) => m,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(Error::io(entry.path(), e)),
+                };
+                if meta.is_file() {
+                    out.push(Entry {
+                        name: if rel.is_empty() {
+                            name.to_string()
+                        } else {
+                            format!("{rel}/{name}")
+                        },
+                        size: meta.len(),
+                        modified: meta.modified().ok(),
+                    });
+                }
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    fn remove_temporary(&self, name: &str) -> Result<()> {
+        // Only names `list_temporary` gives: a temporary file's name in the root,
+        // a type's directory or a pack subdirectory, never anything else.
+        let (dir, file) = name.rsplit_once('/').unwrap_or(("", name));
+        let dir_ok = dir.is_empty()
+            || FileType::all()
+                .iter()
+                .any(|t| *t != FileType::Config && t.dir() == dir)
+            || dir.strip_prefix("data/").is_some_and(is_pack_subdir);
+        if !dir_ok || !is_temporary_name(file) {
+            return Err(Error::invalid(format!(
+                "{name:?} is not a temporary file of the repository"
+            )));
+        }
+        let p = self.root.join(name);
+        fs::remove_file(&p).at(&p)?;
+        if let Some(d) = p.parent() {
+            sync_dir(d)?;
+        }
+        Ok(())
+    }
+
+    fn free_space(&self) -> Result<Option<u64>> {
+        let st = nix::sys::statvfs::statvfs(&self.root)
+            .map_err(|e| Error::io(&self.root, io::Error::from(e)))?;
+        // Both are u64 on 64-bit Linux, narrower elsewhere.
+        #[allow(clippy::useless_conversion)]
+        let (blocks, size) = (
+            u64::from(st.blocks_available()),
+            u64::from(st.fragment_size()),
+        );
+        Ok(Some(blocks.saturating_mul(size)))
     }
 
     fn remove(&self, t: FileType, name: &str) -> Result<()> {

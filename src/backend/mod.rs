@@ -52,8 +52,8 @@ pub struct Entry {
     pub size: u64,
     /// When the file was last written, by the storage's clock (a local file's
     /// mtime, an object's LastModified); `None` where the storage doesn't say.
-    /// Only locks use it: an unreadable lock is judged stale by it
-    /// (format-spec/README.md §15).
+    /// Locks use it (an unreadable lock is judged stale by it, format-spec §15),
+    /// and prune, to tell the age of leftover temporary files (§2).
     pub modified: Option<SystemTime>,
 }
 
@@ -88,4 +88,26 @@ pub trait Backend: Send + Sync {
     }
 
     fn remove(&self, t: FileType, name: &str) -> Result<()>;
+
+    /// Temporary files of writes that never finished (a process killed between
+    /// creating its temporary file and renaming it), named by their path inside the
+    /// repository (`data/3f/.tmp-…`), with sizes and file times. Storage that
+    /// writes a file in one step has none.
+    fn list_temporary(&self) -> Result<Vec<Entry>> {
+        Ok(Vec::new())
+    }
+
+    /// Removes a file [`Self::list_temporary`] listed, by that name.
+    fn remove_temporary(&self, name: &str) -> Result<()> {
+        Err(crate::error::Error::invalid(format!(
+            "{name:?}: {} keeps no temporary files",
+            self.location()
+        )))
+    }
+
+    /// Bytes the storage can still take, where it can tell: prune checks it before
+    /// repacking, which needs room before it frees any.
+    fn free_space(&self) -> Result<Option<u64>> {
+        Ok(None)
+    }
 }

@@ -37,6 +37,7 @@ pub fn run(g: &GlobalArgs, a: CheckArgs) -> Result<ExitCode> {
         } else if p.severity == Severity::Error || !quiet {
             let level = match p.severity {
                 Severity::Error => "error",
+                Severity::Warning => "warning",
                 Severity::Note => "note",
             };
             eprintln!(
@@ -69,12 +70,17 @@ pub fn run(g: &GlobalArgs, a: CheckArgs) -> Result<ExitCode> {
             );
         }
         if s.errors == 0 {
+            let extra: Vec<String> = [(s.warnings, "warnings"), (s.notes, "notes")]
+                .iter()
+                .filter(|(n, _)| *n > 0)
+                .map(|(n, what)| format!("{n} {what}"))
+                .collect();
             println!(
                 "no errors found{}",
-                if s.notes > 0 {
-                    format!(" ({} notes)", s.notes)
-                } else {
+                if extra.is_empty() {
                     String::new()
+                } else {
+                    format!(" ({})", extra.join(", "))
                 }
             );
         }

@@ -76,28 +76,16 @@ pub fn run(g: &GlobalArgs, a: ForgetArgs) -> Result<ExitCode> {
         }
         let mut ids = Vec::new();
         for spec in &a.ids {
-            match cairn::select::resolve(&repo, spec, &filter) {
-                Ok(sel) => ids.push(sel.id),
-                // A damaged snapshot can still be removed by its full id.
-                Err(e) => match SnapshotId::from_hex(spec) {
-                    Ok(id)
-                        if repo
-                            .backend()
-                            .list(cairn::backend::FileType::Snapshot)?
-                            .iter()
-                            .any(|f| f.name == *spec) =>
-                    {
-                        if !g.quiet {
-                            eprintln!(
-                                "warning: removing unreadable snapshot {}: {}",
-                                id.short(),
-                                output::printable(&e.to_string())
-                            );
-                        }
-                        ids.push(id);
-                    }
-                    _ => return Err(e.into()),
-                },
+            let (id, unreadable) = cairn::select::resolve_for_removal(&repo, spec, &filter)?;
+            if let (Some(e), false) = (unreadable, g.quiet) {
+                eprintln!(
+                    "warning: removing unreadable snapshot {}: {}",
+                    id.short(),
+                    output::printable(&e.to_string())
+                );
+            }
+            if !ids.contains(&id) {
+                ids.push(id);
             }
         }
         ids

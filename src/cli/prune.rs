@@ -95,10 +95,23 @@ fn print_summary(g: &GlobalArgs, s: &PruneSummary) -> Result<()> {
     }
     let b = output::bytes;
     let verb = if s.dry_run { "would" } else { "did" };
+    if s.temp_files_removed > 0 {
+        println!(
+            "{verb} remove {} temporary files of interrupted writes ({})",
+            s.temp_files_removed,
+            b(s.bytes_temp_removed)
+        );
+    }
     println!(
         "{} snapshots use {} blobs; {} blobs are unused",
         s.snapshots, s.used_blobs, s.unused_blobs
     );
+    if s.nothing_to_do {
+        println!(
+            "nothing to prune: no pack is unused or has more than the --max-unused share unused"
+        );
+        return Ok(());
+    }
     println!(
         "{verb} delete {} unused packs ({}) and {} unindexed packs ({})",
         s.packs_deleted,
@@ -111,6 +124,14 @@ fn print_summary(g: &GlobalArgs, s: &PruneSummary) -> Result<()> {
         s.packs_repacked,
         b(s.bytes_repacked)
     );
+    if s.packs_not_repacked > 0 {
+        println!(
+            "left {} packs ({}) unrepacked for lack of room: repacking them needs about {} free",
+            s.packs_not_repacked,
+            b(s.bytes_not_repacked),
+            b(s.bytes_needed_for_repack)
+        );
+    }
     println!(
         "repository: {} in {} packs before, {} after",
         b(s.bytes_before),

@@ -24,7 +24,8 @@ enum What {
         /// Print what would be dropped, and change nothing
         #[arg(short = 'n', long)]
         dry_run: bool,
-        /// Remove the damaged originals once their repaired versions are written
+        /// Remove the damaged originals once their repaired versions are written,
+        /// and snapshot files too damaged to read
         #[arg(long)]
         forget: bool,
     },
@@ -83,6 +84,18 @@ pub fn run(g: &GlobalArgs, a: RepairArgs) -> Result<ExitCode> {
                     s.snapshots_removed,
                     if dry_run { " (dry run)" } else { "" }
                 );
+                if s.snapshots_unreadable > 0 {
+                    println!(
+                        "{} snapshots are unreadable; {} removed{}",
+                        s.snapshots_unreadable,
+                        s.unreadable_removed,
+                        if forget || dry_run {
+                            ""
+                        } else {
+                            " (`--forget` removes them)"
+                        }
+                    );
+                }
             }
         }
         What::Packs { packs, dry_run } => {

@@ -11,6 +11,7 @@ mod hostile;
 mod keys;
 mod locks;
 mod password;
+mod prune;
 mod repair_packs;
 mod roundtrip;
 mod vectors;
