@@ -1,0 +1,109 @@
+//! Preparing the sources: the paths given, made absolute and normalized, arranged
+//! under the directories above them, and counted for progress totals.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Component, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::Excludes;
+use super::walk::list_dir;
+use crate::error::{Error, IoContext, Result};
+use crate::progress::Progress;
+use crate::repository::Repository;
+
+/// Absolute, lexically normalized, deduplicated, with paths inside other given
+/// paths dropped (they are covered).
+pub(super) fn normalize_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    if paths.is_empty() {
+        return Err(Error::invalid("nothing to back up: give at least one path"));
+    }
+    let mut out: Vec<PathBuf> = Vec::new();
+    for p in paths {
+        let abs = std::path::absolute(p).at(p)?;
+        let mut clean = PathBuf::from("/");
+        for c in abs.components() {
+            match c {
+                Component::Normal(n) => clean.push(n),
+                Component::ParentDir => {
+                    clean.pop();
+                }
+                _ => {}
+            }
+        }
+        std::fs::symlink_metadata(&clean).at(&clean)?;
+        out.push(clean);
+    }
+    out.sort();
+    out.dedup();
+    let all = out.clone();
+    out.retain(|p| !all.iter().any(|q| q != p && p.starts_with(q)));
+    Ok(out)
+}
+
+pub(super) fn repo_local_root(repo: &Repository) -> Option<PathBuf> {
+    std::fs::canonicalize(repo.backend().location()).ok()
+}
+
+/// The directories above the backed-up paths, down to each path.
+pub(super) enum Virtual {
+    Leaf(PathBuf),
+    Dir(BTreeMap<Vec<u8>, Virtual>),
+}
+
+/// Counts the regular files and bytes under `paths` (with the backup's exclude and
+/// file-system rules) into `progress`'s totals, for a progress bar's ETA. Runs
+/// beside the backup and stops when `stop` is set. It lists directories the way the
+/// backup does, without touching their atimes: a walker that did would change the
+/// directories' metadata, and so their trees, on every backup.
+pub(super) fn count_sources(
+    paths: &[PathBuf],
+    excludes: &Excludes,
+    one_file_system: bool,
+    progress: &Progress,
+    stop: &AtomicBool,
+) {
+    let mut stack: Vec<(PathBuf, Option<u64>)> = paths.iter().map(|p| (p.clone(), None)).collect();
+    while let Some((path, dev)) = stack.pop() {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        if excludes.is_excluded(&path) {
+            continue;
+        }
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if meta.is_file() {
+            progress.found(1, meta.len());
+        } else if meta.is_dir() {
+            if one_file_system && dev.is_some_and(|d| d != meta.dev()) {
+                continue;
+            }
+            if let Ok(entries) = list_dir(&path, None) {
+                stack.extend(entries.into_iter().map(|(_, p)| (p, Some(meta.dev()))));
+            }
+        }
+    }
+    progress.set_totals_final();
+}
+
+pub(super) fn insert_virtual(
+    map: &mut BTreeMap<Vec<u8>, Virtual>,
+    comps: &[Vec<u8>],
+    full: PathBuf,
+) {
+    let Some((first, rest)) = comps.split_first() else {
+        return;
+    };
+    if rest.is_empty() {
+        map.insert(first.clone(), Virtual::Leaf(full));
+        return;
+    }
+    let entry = map
+        .entry(first.clone())
+        .or_insert_with(|| Virtual::Dir(BTreeMap::new()));
+    if let Virtual::Dir(sub) = entry {
+        insert_virtual(sub, rest, full);
+    }
+}
