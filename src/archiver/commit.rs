@@ -3,7 +3,7 @@
 
 use std::sync::atomic::Ordering;
 
-use super::{Archiver, BackupResult, program_version};
+use super::{Adopted, Archiver, BackupResult, program_version};
 use crate::error::{Error, Result};
 use crate::id::{BlobId, SnapshotId};
 use crate::index::Index;
@@ -18,6 +18,8 @@ pub(super) struct Head {
     pub paths: Vec<String>,
     pub tags: Vec<String>,
     pub parent: Option<SnapshotId>,
+    /// Packs indexed before the walk; their index files count as added.
+    pub adopted: Adopted,
 }
 
 /// Writes the snapshot of a finished walk whose root tree is `tree`: the commit
@@ -35,7 +37,7 @@ pub(super) fn commit(
     summary.data_blobs_new = st.data_blobs_new;
     summary.tree_blobs_new = st.tree_blobs_new;
     summary.bytes_new = st.bytes_new;
-    summary.bytes_added = st.bytes_written;
+    summary.bytes_added = st.bytes_written + head.adopted.bytes_written;
     summary.started = head.started;
     summary.finished = snapshot::now_rfc3339();
     let mut snap = Snapshot {
@@ -71,6 +73,7 @@ pub(super) fn commit(
         snapshot: snap,
         index_blobs: index.blob_count(),
         index_memory_bytes: index.memory_bytes(),
+        adopted: head.adopted,
     })
 }
 

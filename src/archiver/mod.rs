@@ -9,6 +9,7 @@
 //! larger files (and `stream` standard input), `saver` packs and writes, and
 //! `commit` checks what the snapshot will name and writes it.
 
+mod adopt;
 mod commit;
 pub mod exclude;
 pub mod node;
@@ -31,6 +32,7 @@ use crate::progress::Progress;
 use crate::repository::Repository;
 use crate::snapshot::{self, Recorded, Snapshot, SourceProblem, Summary};
 
+pub use adopt::Adopted;
 pub use exclude::Excludes;
 use node::NameCache;
 use saver::Saver;
@@ -76,6 +78,9 @@ pub struct BackupResult {
     /// Blobs in the index loaded at the start, and the memory their entries took.
     pub index_blobs: usize,
     pub index_memory_bytes: usize,
+    /// Packs left unindexed (by a killed backup, say) that this one indexed and
+    /// reused.
+    pub adopted: Adopted,
 }
 
 pub fn backup(
@@ -88,7 +93,7 @@ pub fn backup(
     let started = snapshot::now_rfc3339();
     // An unreadable index file only costs storing its blobs again: say so and
     // go on, rather than refusing every backup until it is repaired.
-    let index = Arc::new(repo.load_index(&mut |id, e| {
+    let index = repo.load_index(&mut |id, e| {
         report(Event::Warning(&SourceProblem {
             path: format!("index {id}"),
             error: format!(
@@ -96,7 +101,10 @@ pub fn backup(
                  `cairn check` reports it, `cairn repair index` rebuilds it"
             ),
         }))
-    })?);
+    })?;
+    // Packs a killed backup wrote but didn't index yet: reused, not stored again.
+    let (index, adopted) = adopt::adopt_unindexed(repo, index, &|p| report(Event::Warning(p)))?;
+    let index = Arc::new(index);
     let host = opts.host.clone().unwrap_or_else(snapshot::hostname);
     let excludes = Excludes::new(&opts.excludes)?;
 
@@ -195,6 +203,7 @@ pub fn backup(
         paths: path_strings,
         tags: opts.tags,
         parent: parent.map(|(id, _)| id),
+        adopted,
     };
     commit::commit(repo, &index, &lock, a, tree, head)
 }

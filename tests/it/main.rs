@@ -11,5 +11,6 @@ mod hostile;
 mod keys;
 mod locks;
 mod password;
+mod resume;
 mod roundtrip;
 mod vectors;
