@@ -108,11 +108,22 @@ pub fn backup(
     let host = opts.host.clone().unwrap_or_else(snapshot::hostname);
     let excludes = Excludes::new(&opts.excludes)?;
 
-    let paths = match &opts.source {
-        Source::Paths(p) => source::normalize_paths(p)?,
-        Source::Stream { name, .. } => vec![PathBuf::from(format!("/{name}"))],
+    let sources = match &opts.source {
+        Source::Paths(p) => source::prepare(p)?,
+        Source::Stream { name, .. } => source::Sources {
+            given: vec![PathBuf::from(format!("/{name}"))],
+            missing: Vec::new(),
+        },
     };
-    let path_strings: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    // The snapshot names every path it was given, missing ones too: the next run
+    // of the same command finds it as its parent, and `forget` groups it with the
+    // others of that command; its errors say what was missing.
+    let path_strings: Vec<String> = sources
+        .given
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    let paths = sources.present();
 
     let parent = match opts.parent {
         Some(id) => Some((id, repo.load_snapshot(&id)?)),
@@ -159,6 +170,10 @@ pub fn backup(
         repo_root: source::repo_local_root(repo),
         depth: 1,
     };
+
+    for (path, why) in &sources.missing {
+        a.error(path, why.clone());
+    }
 
     let scan_done = AtomicBool::new(false);
     let (walk_done, walk_done_rx) = std::sync::mpsc::channel::<()>();

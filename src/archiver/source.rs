@@ -12,9 +12,31 @@ use crate::error::{Error, IoContext, Result};
 use crate::progress::Progress;
 use crate::repository::Repository;
 
-/// Absolute, lexically normalized, deduplicated, with paths inside other given
-/// paths dropped (they are covered).
-pub(super) fn normalize_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+/// The paths a backup was given, prepared.
+pub(super) struct Sources {
+    /// Absolute, normalized, deduplicated, without paths inside other given paths
+    /// (they are covered): what the snapshot records as its paths.
+    pub given: Vec<PathBuf>,
+    /// Those of `given` that can't be backed up, with why: they are recorded as
+    /// errors and the rest is backed up.
+    pub missing: Vec<(PathBuf, String)>,
+}
+
+impl Sources {
+    /// The paths to walk.
+    pub fn present(&self) -> Vec<PathBuf> {
+        self.given
+            .iter()
+            .filter(|p| !self.missing.iter().any(|(m, _)| m == *p))
+            .cloned()
+            .collect()
+    }
+}
+
+/// Prepares the paths given to a backup. A path that doesn't exist is listed in
+/// [`Sources::missing`], as restic does, so that one missing source doesn't cost
+/// the backup of the others; when none exists it is an error.
+pub(super) fn prepare(paths: &[PathBuf]) -> Result<Sources> {
     if paths.is_empty() {
         return Err(Error::invalid("nothing to back up: give at least one path"));
     }
@@ -31,14 +53,32 @@ pub(super) fn normalize_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
                 _ => {}
             }
         }
-        std::fs::symlink_metadata(&clean).at(&clean)?;
         out.push(clean);
     }
     out.sort();
     out.dedup();
     let all = out.clone();
     out.retain(|p| !all.iter().any(|q| q != p && p.starts_with(q)));
-    Ok(out)
+    // Other errors (a parent that can't be searched, say) are the walk's to
+    // report: it records them as it does for any entry it can't read.
+    let missing: Vec<(PathBuf, String)> = out
+        .iter()
+        .filter_map(|p| match std::fs::symlink_metadata(p) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Some((p.clone(), "does not exist; not backed up".to_string()))
+            }
+            _ => None,
+        })
+        .collect();
+    if missing.len() == out.len() {
+        return Err(Error::NoSource(
+            missing.into_iter().map(|(p, _)| p).collect(),
+        ));
+    }
+    Ok(Sources {
+        given: out,
+        missing,
+    })
 }
 
 pub(super) fn repo_local_root(repo: &Repository) -> Option<PathBuf> {
