@@ -2,8 +2,9 @@
 //! under the directories above them, and counted for progress totals.
 
 use std::collections::BTreeMap;
+use std::io;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Component, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::Excludes;
@@ -41,19 +42,16 @@ pub(super) fn prepare(paths: &[PathBuf]) -> Result<Sources> {
         return Err(Error::invalid("nothing to back up: give at least one path"));
     }
     let mut out: Vec<PathBuf> = Vec::new();
+    let mut unresolved: Vec<(PathBuf, String)> = Vec::new();
     for p in paths {
         let abs = std::path::absolute(p).at(p)?;
-        let mut clean = PathBuf::from("/");
-        for c in abs.components() {
-            match c {
-                Component::Normal(n) => clean.push(n),
-                Component::ParentDir => {
-                    clean.pop();
-                }
-                _ => {}
+        match resolve_parent_dirs(&abs) {
+            Ok(clean) => out.push(clean),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                unresolved.push((abs, "does not exist; not backed up".into()));
             }
+            Err(e) => unresolved.push((abs, format!("resolving `..` in it: {e}; not backed up"))),
         }
-        out.push(clean);
     }
     out.sort();
     out.dedup();
@@ -61,15 +59,22 @@ pub(super) fn prepare(paths: &[PathBuf]) -> Result<Sources> {
     out.retain(|p| !all.iter().any(|q| q != p && p.starts_with(q)));
     // Other errors (a parent that can't be searched, say) are the walk's to
     // report: it records them as it does for any entry it can't read.
-    let missing: Vec<(PathBuf, String)> = out
+    let mut missing: Vec<(PathBuf, String)> = out
         .iter()
         .filter_map(|p| match std::fs::symlink_metadata(p) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 Some((p.clone(), "does not exist; not backed up".to_string()))
             }
             _ => None,
         })
         .collect();
+    for (p, why) in unresolved {
+        if !out.contains(&p) {
+            out.push(p.clone());
+            missing.push((p, why));
+        }
+    }
+    out.sort();
     if missing.len() == out.len() {
         return Err(Error::NoSource(
             missing.into_iter().map(|(p, _)| p).collect(),
@@ -79,6 +84,30 @@ pub(super) fn prepare(paths: &[PathBuf]) -> Result<Sources> {
         given: out,
         missing,
     })
+}
+
+/// Normalizes an absolute path, resolving each `..` as the kernel does: it goes
+/// up from the directory the path so far *leads to*, through any symlink in it.
+/// With `link` a symlink to `/x/y`, `/a/link/../b` is `/x/b`; cutting the text
+/// (`/a/b`) would back up another directory than the one the user named. Without
+/// a `..`, the path is kept as written (`.` and repeated `/` dropped).
+fn resolve_parent_dirs(abs: &Path) -> io::Result<PathBuf> {
+    let mut clean = PathBuf::from("/");
+    for c in abs.components() {
+        match c {
+            Component::Normal(n) => clean.push(n),
+            Component::ParentDir => {
+                let real = std::fs::canonicalize(&clean)?;
+                if !std::fs::metadata(&real)?.is_dir() {
+                    return Err(io::Error::from_raw_os_error(libc::ENOTDIR));
+                }
+                clean = real;
+                clean.pop();
+            }
+            _ => {}
+        }
+    }
+    Ok(clean)
 }
 
 pub(super) fn repo_local_root(repo: &Repository) -> Option<PathBuf> {

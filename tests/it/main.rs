@@ -13,4 +13,5 @@ mod locks;
 mod password;
 mod resume;
 mod roundtrip;
+mod sources;
 mod vectors;
