@@ -29,12 +29,11 @@ impl Archiver<'_> {
         let t = Timestamp(now.timestamp(), now.timestamp_subsec_nanos());
         let uid = nix::unistd::getuid().as_raw();
         let gid = nix::unistd::getgid().as_raw();
-        let umask = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
-        nix::sys::stat::umask(umask);
         let node = Node {
             name: name.as_bytes().to_vec(),
             kind: NodeKind::File,
-            mode: 0o666 & !umask.bits(),
+            // What a shell's `> file` would have created.
+            mode: 0o666 & !current_umask().unwrap_or(UNKNOWN_UMASK),
             uid,
             gid,
             user: Some(snapshot::username()),
@@ -62,4 +61,20 @@ impl Archiver<'_> {
         let mut tree = Tree { nodes: vec![node] };
         self.saver.save_tree(&mut tree)
     }
+}
+
+/// Assumed when the umask can't be read: the stored file is then restored
+/// readable by its owner only (standard input is often a database dump).
+const UNKNOWN_UMASK: u32 = 0o077;
+
+/// The process's umask, read without changing it. `umask(2)` can only read it by
+/// setting it, and the process-wide mask it sets for that moment would apply to
+/// files other threads create meanwhile (the pack writers run throughout a
+/// backup). Linux shows it in /proc/self/status since 4.7.
+fn current_umask() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let value = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+    u32::from_str_radix(value.trim(), 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
 }

@@ -73,3 +73,104 @@ fn dot_dot_after_a_symlink_is_resolved_as_the_kernel_does() {
         "{err}"
     );
 }
+
+#[cfg(target_arch = "x86_64")]
+const AUDIT_ARCH: u32 = 0xC000_003E;
+#[cfg(target_arch = "aarch64")]
+const AUDIT_ARCH: u32 = 0xC000_00B7;
+
+/// A seccomp filter that kills the process on any `umask(2)` call.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+fn umask_forbidden() -> [libc::sock_filter; 6] {
+    let stmt = |code: u32, k: u32| libc::sock_filter {
+        code: code as u16,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    let jeq = |k: u32, jt: u8, jf: u8| libc::sock_filter {
+        code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+        jt,
+        jf,
+        k,
+    };
+    let load = libc::BPF_LD | libc::BPF_W | libc::BPF_ABS;
+    [
+        // seccomp_data: nr at offset 0, arch at offset 4.
+        stmt(load, 4),
+        jeq(AUDIT_ARCH, 0, 3),
+        stmt(load, 0),
+        jeq(libc::SYS_umask as u32, 0, 1),
+        stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_KILL_PROCESS),
+        stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW),
+    ]
+}
+
+/// The umask is process-wide: setting it to read it (as `umask(2)` does) would
+/// give files that other threads create at that moment the wrong mode. A stdin
+/// backup runs here under a filter that kills cairn if it calls `umask(2)` at
+/// all, and must still record the mode a shell's `> file` would have given
+/// (0666 less the umask, 027 here).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[test]
+fn stdin_backup_reads_the_umask_without_setting_it() {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::{CommandExt, ExitStatusExt};
+    let env = Env::with_repo(&[]);
+    let filter = umask_forbidden();
+    let mut cmd = env.cmd();
+    cmd.args(["backup", "-q", "--stdin", "--stdin-filename", "dump.sql"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    // SAFETY: umask, prctl and seccomp are async-signal-safe system calls that
+    // touch only this child; `filter` is built before the fork and only read.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::umask(0o027);
+            let prog = libc::sock_fprog {
+                len: filter.len() as u16,
+                filter: filter.as_ptr().cast_mut(),
+            };
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                || libc::syscall(
+                    libc::SYS_seccomp,
+                    libc::SECCOMP_SET_MODE_FILTER,
+                    0,
+                    &prog as *const libc::sock_fprog,
+                ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("spawn cairn under the filter");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"CREATE TABLE t (x int);\n")
+        .expect("feed");
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(
+        out.status.signal(),
+        None,
+        "cairn was killed (SIGSYS is {}): it called umask(2)",
+        libc::SIGSYS
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let target = env.path("out");
+    env.ok(&[
+        "restore",
+        "latest",
+        "--target",
+        target.to_str().expect("utf-8"),
+    ]);
+    let mode = fs::metadata(target.join("dump.sql"))
+        .expect("restored")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o640, "mode {mode:o}");
+}
