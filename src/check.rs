@@ -377,7 +377,7 @@ fn check_packs_exist(
     for id in unindexed {
         r.note(
             format!("pack {id}"),
-            "is not in any index (left by an interrupted backup; `prune` removes it, `repair index` adopts it)".into(),
+            "is not in any index (left by an interrupted backup; the next backup adopts it, `prune` removes it)".into(),
         );
     }
     Ok(stored)

@@ -138,6 +138,10 @@ pub enum Error {
         forget: String,
     },
 
+    /// None of the paths given to a backup exists.
+    #[error("nothing to back up: {}", no_source(.0))]
+    NoSource(Vec<PathBuf>),
+
     #[error("interrupted")]
     Interrupted,
 
@@ -191,6 +195,16 @@ fn unreadable_note(n: usize) -> String {
             " ({n} of them could not be read, so the password may be right for a damaged \
              one; `cairn check` names them)"
         ),
+    }
+}
+
+fn no_source(paths: &[PathBuf]) -> String {
+    match paths {
+        [one] => format!("{} does not exist", one.display()),
+        many => {
+            let list: Vec<String> = many.iter().map(|p| p.display().to_string()).collect();
+            format!("none of {} exists", list.join(", "))
+        }
     }
 }
 

@@ -216,13 +216,6 @@ impl IndexBuilder {
             .entries
             .into_iter()
             .partition(|e| kind_of(e) == BlobKind::Tree);
-        let sorted = |mut v: Vec<Entry>| {
-            // Stable: of several copies of a blob, the first one added stays.
-            v.sort_by(|a, b| order(&a.id, &b.id));
-            v.dedup_by(|later, first| later.id == first.id);
-            v.shrink_to_fit();
-            v
-        };
         Index {
             packs: self.packs,
             data: sorted(data),
@@ -230,6 +223,15 @@ impl IndexBuilder {
             files: Vec::new(),
         }
     }
+}
+
+/// Sorts entries by id, keeping the first added of several copies of a blob (the
+/// sort is stable).
+fn sorted(mut v: Vec<Entry>) -> Vec<Entry> {
+    v.sort_by(|a, b| order(&a.id, &b.id));
+    v.dedup_by(|later, first| later.id == first.id);
+    v.shrink_to_fit();
+    v
 }
 
 /// The in-memory index: (blob kind, blob id) → location. One sorted array per
@@ -351,6 +353,48 @@ impl Index {
         ))
     }
 
+    /// This index with the packs of `more` added, and `more`'s files recorded as
+    /// loaded. A blob already in the index keeps its location; a pack already in it
+    /// is not listed twice.
+    pub fn extended(self, more: &[IndexFile], files: &[IndexId]) -> Index {
+        let Index {
+            packs,
+            data,
+            trees,
+            files: mut loaded,
+        } = self;
+        let pack_pos = packs
+            .iter()
+            .enumerate()
+            .map(|(i, (id, _))| (*id, i as u32))
+            .collect();
+        let mut b = IndexBuilder {
+            packs,
+            pack_pos,
+            entries: Vec::new(),
+        };
+        for f in more {
+            b.add_file(f);
+        }
+        let (new_trees, new_data): (Vec<Entry>, Vec<Entry>) = b
+            .entries
+            .into_iter()
+            .partition(|e| kind_of(e) == BlobKind::Tree);
+        // Existing entries first: a stable sort keeps them over the new copies,
+        // and sorting a sorted run followed by a short one is cheap.
+        let join = |mut old: Vec<Entry>, new: Vec<Entry>| {
+            old.extend(new);
+            sorted(old)
+        };
+        loaded.extend_from_slice(files);
+        Index {
+            packs: b.packs,
+            data: join(data, new_data),
+            trees: join(trees, new_trees),
+            files: loaded,
+        }
+    }
+
     pub fn packs(&self) -> impl Iterator<Item = (PackId, u64)> + '_ {
         self.packs.iter().copied()
     }
@@ -399,6 +443,57 @@ mod tests {
             (got.offset, got.length, got.raw_length, got.kind),
             (42, 50, 20, BlobKind::Data)
         );
+    }
+
+    /// Packs added to a loaded index: their blobs are found, a blob already
+    /// indexed keeps its first location, a pack already named is not listed
+    /// again, and the index files are recorded.
+    #[test]
+    fn extended_index_keeps_first_locations_and_lists_packs_once() {
+        let e = |id: u8, offset| PackEntry {
+            kind: BlobKind::Data,
+            id: BlobId([id; 32]),
+            offset,
+            length: 50,
+            raw_length: 20,
+        };
+        let mut b = IndexBuilder::new();
+        b.add_pack(PackId([1; 32]), 1000, &[e(1, 42), e(2, 92)]);
+        let idx = b.build().with_files(vec![IndexId([7; 32])]);
+        let tree = PackEntry {
+            kind: BlobKind::Tree,
+            ..e(2, 142)
+        };
+        let more = IndexFile {
+            packs: vec![
+                IndexPack {
+                    id: PackId([2; 32]),
+                    size: 1000,
+                    blobs: vec![e(2, 42), e(3, 92), tree],
+                },
+                IndexPack {
+                    id: PackId([1; 32]),
+                    size: 1000,
+                    blobs: vec![e(1, 42), e(2, 92)],
+                },
+            ],
+        };
+        let idx = idx.extended(&[more], &[IndexId([8; 32])]);
+        assert_eq!(idx.pack_count(), 2);
+        assert_eq!(idx.blob_count(), 4, "data 1, 2, 3 and tree 2");
+        assert_eq!(
+            idx.get(BlobKind::Data, &BlobId([2; 32])).unwrap().0,
+            PackId([1; 32])
+        );
+        assert_eq!(
+            idx.get(BlobKind::Data, &BlobId([3; 32])).unwrap().0,
+            PackId([2; 32])
+        );
+        assert_eq!(
+            idx.get(BlobKind::Tree, &BlobId([2; 32])).unwrap().0,
+            PackId([2; 32])
+        );
+        assert_eq!(idx.files(), &[IndexId([7; 32]), IndexId([8; 32])]);
     }
 
     /// Interpolation must find every id and no other, however the ids are spread:

@@ -4,8 +4,10 @@
 //! Order of writes (format-spec/README.md, "Write order"): a pack is written and
 //! synced before any index file names it, and index files before the snapshot. An
 //! interrupted backup therefore leaves packs (and index files naming them) that no
-//! snapshot references; the next backup finds their blobs in the index and skips
-//! them, so re-running an interrupted first backup does not start over.
+//! snapshot references; the next backup finds their blobs in the index (or, for
+//! packs killed before their index file, by reading the packs' headers: see
+//! `adopt`) and skips them, so re-running an interrupted first backup does not
+//! start over.
 
 use std::collections::HashSet;
 use std::sync::mpsc::{SyncSender, sync_channel};
@@ -23,6 +25,10 @@ use crate::tree::Tree;
 
 /// Write an index file once this many blobs are in packs no index names yet...
 const INDEX_FLUSH_BLOBS: usize = 4096;
+/// ...or this many packs (1 GiB at the default pack size), which bounds the pack
+/// headers a re-run after a kill reads to find what wasn't indexed (see `adopt`)
+/// whatever the chunk sizes, while keeping index files few...
+const INDEX_FLUSH_PACKS: usize = 64;
 /// ...or once this much time has passed since the last one.
 const INDEX_FLUSH_INTERVAL: Duration = Duration::from_secs(120);
 /// Packs queued for the writer threads. 0: a full pack is handed straight to a
@@ -62,6 +68,7 @@ pub struct Saver {
     writers: Vec<JoinHandle<()>>,
     written: Arc<Mutex<Written>>,
     unindexed_blobs: usize,
+    unindexed_packs: usize,
     last_index: Instant,
     pub stats: SaverStats,
     pub index_files: Vec<IndexId>,
@@ -124,6 +131,7 @@ impl Saver {
             writers,
             written,
             unindexed_blobs: 0,
+            unindexed_packs: 0,
             last_index: Instant::now(),
             stats: SaverStats::default(),
             index_files: Vec::new(),
@@ -215,6 +223,7 @@ impl Saver {
 
     fn send(&mut self, p: PackBuilder) -> Result<()> {
         self.unindexed_blobs += p.len();
+        self.unindexed_packs += 1;
         let sent = match &self.tx {
             Some(tx) => tx.send(p).is_ok(),
             None => false,
@@ -259,6 +268,7 @@ impl Saver {
 
     fn maybe_write_index(&mut self) -> Result<()> {
         if self.unindexed_blobs >= INDEX_FLUSH_BLOBS
+            || self.unindexed_packs >= INDEX_FLUSH_PACKS
             || self.last_index.elapsed() >= INDEX_FLUSH_INTERVAL
         {
             self.write_index()?;
@@ -280,6 +290,7 @@ impl Saver {
         let sizes: Vec<(PackId, u64)> = packs.iter().map(|p| (p.id, p.size)).collect();
         let (id, size) = self.repo.save_index(&IndexFile { packs })?;
         self.unindexed_blobs = self.unindexed_blobs.saturating_sub(n);
+        self.unindexed_packs = self.unindexed_packs.saturating_sub(sizes.len());
         self.stats.bytes_written += size;
         self.index_files.push(id);
         self.written_packs.extend(sizes);

@@ -142,10 +142,17 @@ fn print_summary(g: &GlobalArgs, r: &archiver::BackupResult, secs: f64) -> Resul
             "duration_seconds": secs,
             "index_blobs": r.index_blobs,
             "index_memory_bytes": r.index_memory_bytes,
+            "packs_adopted": r.adopted.packs,
         }));
     }
     if g.quiet {
         return Ok(());
+    }
+    if r.adopted.packs > 0 {
+        println!(
+            "Reused {} pack(s) that no index listed (left by an interrupted backup), holding {} blobs",
+            r.adopted.packs, r.adopted.blobs
+        );
     }
     println!(
         "Files:  {:>8} new, {:>8} changed, {:>8} unchanged",

@@ -164,6 +164,65 @@ fn missing_source_path_is_an_error_before_anything_is_written() {
     assert!(common::all_files(&env.repo.join("snapshots")).is_empty());
 }
 
+/// As restic does: a missing source is reported and recorded, the others are
+/// backed up, and the exit code says the snapshot is partial.
+#[test]
+fn one_missing_source_path_is_recorded_and_the_rest_backed_up_with_exit_3() {
+    let env = Env::with_repo(&[]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).expect("mkdir");
+    fs::write(src.join("kept.txt"), "kept").expect("write");
+    let gone = env.path("gone");
+    let (src_s, gone_s) = (src.to_str().expect("utf-8"), gone.to_str().expect("utf-8"));
+    let out = env.run(&["backup", "--json", gone_s, src_s]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let err = common::last_json(&stdout, "error");
+    assert_eq!(err["path"], gone_s, "{stdout}");
+    assert!(
+        err["error"]
+            .as_str()
+            .expect("message")
+            .contains("does not exist"),
+        "{err}"
+    );
+    assert_eq!(common::last_json(&stdout, "summary")["errors"], 1);
+
+    let snap: serde_json::Value =
+        serde_json::from_str(&env.ok(&["cat", "snapshot", "latest"])).expect("json");
+    assert_eq!(snap["errors"][0]["path"], gone_s, "{snap}");
+    let listing = env.ok(&["ls", "-q", "latest"]);
+    assert!(
+        listing.lines().any(|l| l == format!("{src_s}/kept.txt")),
+        "{listing}"
+    );
+    assert!(!listing.lines().any(|l| l == gone_s), "{listing}");
+
+    // Human output says so too, on stderr, and still exits 3.
+    let out = env.run(&["backup", src_s, gone_s]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("error: {gone_s}: does not exist")),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn no_existing_source_at_all_is_an_error_naming_each() {
+    let env = Env::with_repo(&[]);
+    let (a, b) = (env.path("gone-a"), env.path("gone-b"));
+    let out = env.run(&[
+        "backup",
+        a.to_str().expect("utf-8"),
+        b.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("gone-a") && err.contains("gone-b"), "{err}");
+    assert!(common::all_files(&env.repo.join("snapshots")).is_empty());
+}
+
 #[test]
 fn full_disk_mid_backup_keeps_repository_consistent_and_rerun_reuses_packs() {
     let env = Env::with_repo(&["--pack-size", "1"]);

@@ -13,5 +13,7 @@ mod locks;
 mod password;
 mod prune;
 mod repair_packs;
+mod resume;
 mod roundtrip;
+mod sources;
 mod vectors;

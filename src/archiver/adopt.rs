@@ -1,0 +1,102 @@
+//! Adopting packs that no index file names (format-spec §16, "backup").
+//!
+//! A backup killed before it wrote the index file for its latest packs leaves
+//! those packs stored but unknown to the index, so a re-run would read and store
+//! all their blobs again. Before it starts, a backup lists `data/`, reads the
+//! header of every pack the index doesn't name, writes index files for the packs
+//! whose header authenticates and is valid, and deduplicates against their blobs.
+//!
+//! A pack another backup is writing right now under its shared lock is adopted
+//! the same way once it is complete under its name (the backend never lists a
+//! partial file): that backup later indexes it too, and a pack named by two
+//! index files with the same description is acceptable to every reader
+//! (format-spec §12). Prune, which deletes packs, holds the exclusive lock, so no
+//! pack can go between the listing and the index file written here; a prune that
+//! took this backup's lock for stale is caught before the snapshot as for any
+//! other pack the backup relied on (see `commit`).
+
+use std::collections::HashSet;
+
+use rayon::prelude::*;
+
+use crate::backend::FileType;
+use crate::error::Result;
+use crate::id::{IndexId, PackId};
+use crate::index::{Index, IndexPack};
+use crate::pack;
+use crate::repository::Repository;
+use crate::snapshot::SourceProblem;
+
+/// What adoption found and wrote.
+#[derive(Clone, Debug, Default)]
+pub struct Adopted {
+    /// Packs indexed from their headers.
+    pub packs: u64,
+    /// Blobs those packs hold.
+    pub blobs: u64,
+    /// Bytes of the index files written for them.
+    pub bytes_written: u64,
+    /// Unindexed packs left alone because their header could not be read, did
+    /// not authenticate, or was invalid.
+    pub skipped: u64,
+}
+
+/// Indexes the packs under `data/` that `index` does not name, and returns the
+/// index with them added. A pack whose header can't be used is reported through
+/// `warn` and left alone: its blobs are stored again if needed, and `check`
+/// and `prune` deal with it.
+pub(super) fn adopt_unindexed(
+    repo: &Repository,
+    index: Index,
+    warn: &dyn Fn(&SourceProblem),
+) -> Result<(Index, Adopted)> {
+    let mut adopted = Adopted::default();
+    let known: HashSet<PackId> = index.packs().map(|(id, _)| id).collect();
+    let unindexed: Vec<(PackId, u64)> = repo
+        .backend()
+        .list(FileType::Pack)?
+        .into_iter()
+        .filter_map(|e| PackId::from_name(&e.name).ok().map(|id| (id, e.size)))
+        .filter(|(id, _)| !known.contains(id))
+        .collect();
+    if unindexed.is_empty() {
+        return Ok((index, adopted));
+    }
+    let read: Vec<(PackId, u64, Result<Vec<pack::PackEntry>>)> = unindexed
+        .into_par_iter()
+        .map(|(id, size)| {
+            let header = pack::read_header(repo.backend(), repo.key(), repo.repo_id(), &id, size);
+            (id, size, header)
+        })
+        .collect();
+    let mut packs = Vec::new();
+    for (id, size, header) in read {
+        match header {
+            Ok(blobs) if !blobs.is_empty() => {
+                adopted.blobs += blobs.len() as u64;
+                packs.push(IndexPack { id, size, blobs });
+            }
+            Ok(_) => {}
+            Err(e) => {
+                adopted.skipped += 1;
+                warn(&SourceProblem {
+                    path: format!("pack {id}"),
+                    error: format!(
+                        "is in no index and its header can't be used ({e}); left alone, \
+                         its blobs are stored again if needed. `cairn check --read-data` \
+                         examines it, `cairn prune` removes it"
+                    ),
+                });
+            }
+        }
+    }
+    adopted.packs = packs.len() as u64;
+    let files = crate::index::split_into_files(packs);
+    let mut ids: Vec<IndexId> = Vec::with_capacity(files.len());
+    for f in &files {
+        let (id, size) = repo.save_index(f)?;
+        adopted.bytes_written += size;
+        ids.push(id);
+    }
+    Ok((index.extended(&files, &ids), adopted))
+}

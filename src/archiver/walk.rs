@@ -1,0 +1,389 @@
+//! The walk: directories listed and their entries probed a group ahead, each
+//! entry compared with the parent snapshot, and trees built bottom-up.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Component, Path, PathBuf};
+
+use rayon::prelude::*;
+
+use super::small::{Deferred, SMALL_BATCH_BYTES, SMALL_BATCH_FILES, SMALL_FILE};
+use super::source::{Virtual, insert_virtual};
+use super::{Archiver, node};
+use crate::error::{Error, Result};
+use crate::id::BlobId;
+use crate::pack::BlobKind;
+use crate::tree::{MAX_TREE_DEPTH, Node, NodeKind, Tree};
+
+/// Directory entries whose metadata is gathered in parallel at a time.
+const PROBE_BATCH: usize = 256;
+
+impl Archiver<'_> {
+    fn parent_subtree(&mut self, parent: Option<&Node>) -> Option<Tree> {
+        let id = parent.filter(|n| n.kind == NodeKind::Dir)?.subtree?;
+        // A damaged parent only costs re-reading: carry on without it.
+        self.repo.load_tree(self.saver.index(), &id).ok()
+    }
+
+    pub(super) fn backup_roots(
+        &mut self,
+        paths: &[PathBuf],
+        parent: Option<&Tree>,
+    ) -> Result<BlobId> {
+        let mut root = BTreeMap::new();
+        for p in paths {
+            let comps: Vec<Vec<u8>> = p
+                .components()
+                .filter_map(|c| match c {
+                    Component::Normal(n) => Some(n.as_bytes().to_vec()),
+                    _ => None,
+                })
+                .collect();
+            insert_virtual(&mut root, &comps, p.clone());
+        }
+        let mut tree = self.backup_virtual(&root, Path::new("/"), parent)?;
+        self.saver.save_tree(&mut tree)
+    }
+
+    fn backup_virtual(
+        &mut self,
+        children: &BTreeMap<Vec<u8>, Virtual>,
+        at: &Path,
+        parent: Option<&Tree>,
+    ) -> Result<Tree> {
+        let mut tree = Tree::default();
+        for (name, v) in children {
+            let path = at.join(std::ffi::OsStr::from_bytes(name));
+            let parent_node = parent.and_then(|t| t.find(name));
+            match v {
+                Virtual::Leaf(p) => {
+                    if let Some(n) = self.backup_path(p, name, parent_node, None)? {
+                        tree.nodes.push(n);
+                    }
+                }
+                Virtual::Dir(sub) => {
+                    let meta = match std::fs::symlink_metadata(&path) {
+                        Ok(m) => m,
+                        Err(e) => {
+                            self.error(&path, e.to_string());
+                            continue;
+                        }
+                    };
+                    let (mut node, _) = node::node_from(&path, name, &meta);
+                    self.names.fill(&mut node);
+                    node.kind = NodeKind::Dir;
+                    node.link_target = None;
+                    let parent_sub = self.parent_subtree(parent_node);
+                    self.depth += 1;
+                    let subtree = self.backup_virtual(sub, &path, parent_sub.as_ref());
+                    self.depth -= 1;
+                    let mut subtree = subtree?;
+                    node.subtree = Some(self.saver.save_tree(&mut subtree)?);
+                    self.summary.entries += 1;
+                    tree.nodes.push(node);
+                }
+            }
+        }
+        Ok(tree)
+    }
+
+    /// Backs up one entry. `Ok(None)`: skipped (excluded, or unreadable and
+    /// reported), or, for a small file that must be read when `defer` is given,
+    /// queued there for [`Self::read_batch`].
+    fn backup_path(
+        &mut self,
+        path: &Path,
+        name: &[u8],
+        parent: Option<&Node>,
+        defer: Option<&mut Vec<Deferred>>,
+    ) -> Result<Option<Node>> {
+        self.check_interrupt()?;
+        if self.skip(path) {
+            return Ok(None);
+        }
+        let parent = Parent {
+            node: parent,
+            indexed: false,
+        };
+        self.backup_probed(path, node::probe(path, name), parent, defer)
+    }
+
+    /// Whether `path` is left out: excluded, or the repository itself (reported).
+    fn skip(&mut self, path: &Path) -> bool {
+        if self.excludes.is_excluded(path) {
+            return true;
+        }
+        if self.repo_root.as_deref() == Some(path) {
+            // Backing a repository up into itself reads packs as they are written.
+            self.warning(
+                path,
+                "skipped: this is the repository being written to".into(),
+            );
+            return true;
+        }
+        false
+    }
+
+    /// [`Self::backup_path`] once the entry's metadata has been gathered.
+    fn backup_probed(
+        &mut self,
+        path: &Path,
+        probe: node::Probe,
+        parent: Parent,
+        defer: Option<&mut Vec<Deferred>>,
+    ) -> Result<Option<Node>> {
+        let Parent {
+            node: parent,
+            indexed,
+        } = parent;
+        let (meta, mut node, problems) = match probe {
+            Ok(p) => p,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.error(path, "vanished before it could be read".into());
+                return Ok(None);
+            }
+            Err(e) => {
+                self.error(path, e.to_string());
+                return Ok(None);
+            }
+        };
+        self.names.fill(&mut node);
+        for p in problems {
+            self.warning(path, p);
+        }
+        self.summary.entries += 1;
+        match node.kind {
+            NodeKind::Dir => {
+                // Readers refuse deeper trees. (Paths by absolute name stop at
+                // about 2047 levels on Linux, so this is a guard, not a limit
+                // anyone meets.)
+                if self.depth >= MAX_TREE_DEPTH {
+                    self.error(
+                        path,
+                        format!("not backed up: directories nest more than {MAX_TREE_DEPTH} levels deep here"),
+                    );
+                    self.summary.entries -= 1;
+                    return Ok(None);
+                }
+                self.depth += 1;
+                let subtree = self.backup_dir(path, &meta, parent);
+                self.depth -= 1;
+                let subtree = subtree?;
+                let old = parent
+                    .filter(|p| p.kind == NodeKind::Dir)
+                    .and_then(|p| p.subtree);
+                match old {
+                    None => self.summary.dirs_new += 1,
+                    Some(o) if o == subtree => self.summary.dirs_unchanged += 1,
+                    Some(_) => self.summary.dirs_changed += 1,
+                }
+                node.subtree = Some(subtree);
+            }
+            NodeKind::File => {
+                let Some(status) = self.reuse_content(&mut node, parent, indexed) else {
+                    return Ok(Some(node));
+                };
+                if let Some(queue) = defer {
+                    if node.links <= 1 && node.size <= SMALL_FILE {
+                        queue.push(Deferred {
+                            path: path.to_path_buf(),
+                            node,
+                            status,
+                        });
+                        return Ok(None);
+                    }
+                }
+                self.progress.set_current(path);
+                let stored = self.read_file(path, &mut node, status)?;
+                self.progress.done(1, 0);
+                if !stored {
+                    self.summary.entries -= 1;
+                    return Ok(None);
+                }
+            }
+            _ => {}
+        }
+        Ok(Some(node))
+    }
+
+    fn backup_dir(
+        &mut self,
+        path: &Path,
+        meta: &std::fs::Metadata,
+        parent: Option<&Node>,
+    ) -> Result<BlobId> {
+        let parent_tree = self.parent_subtree(parent);
+        let mut tree = Tree::default();
+        let mut entries: Vec<(Vec<u8>, PathBuf)> = match list_dir(path, Some(meta)) {
+            Ok(v) => v,
+            Err(e) => {
+                self.error(path, format!("listing directory: {e}; stored as empty"));
+                Vec::new()
+            }
+        };
+        entries.sort();
+        entries.retain(|(_, p)| !self.skip(p));
+        // Entries are probed a group ahead on the rayon pool while this thread
+        // decides about the previous group, so the system calls overlap with it.
+        let mut groups = Vec::with_capacity(entries.len().div_ceil(PROBE_BATCH));
+        while entries.len() > PROBE_BATCH {
+            let rest = entries.split_off(PROBE_BATCH);
+            groups.push(std::mem::replace(&mut entries, rest));
+        }
+        groups.push(entries);
+        let mut groups = groups.into_iter();
+        let mut batch: Vec<Deferred> = Vec::new();
+        let mut next = groups.next().map(probe_ahead);
+        while let Some(pending) = next.take() {
+            self.check_interrupt()?;
+            let probed = pending.recv().map_err(|_| {
+                Error::invalid(format!(
+                    "gathering the metadata of the entries of {} failed",
+                    path.display()
+                ))
+            })?;
+            next = groups.next().map(probe_ahead);
+            // The blobs of the parent's copies of this group's files, looked up
+            // side by side (see `Index::contains_each`).
+            let parents: Vec<Option<&Node>> = probed
+                .iter()
+                .map(|(name, _, _)| parent_tree.as_ref().and_then(|t| t.find(name)))
+                .collect();
+            let wanted: Vec<BlobId> = parents
+                .iter()
+                .flatten()
+                .filter(|n| n.kind == NodeKind::File)
+                .flat_map(|n| n.content.iter().copied())
+                .collect();
+            let mut indexed = self
+                .saver
+                .index()
+                .contains_each(BlobKind::Data, &wanted)
+                .into_iter();
+            for ((_, child, probe), parent_node) in probed.into_iter().zip(parents) {
+                let all_indexed = match parent_node {
+                    Some(n) if n.kind == NodeKind::File => {
+                        let k = n.content.len();
+                        indexed.by_ref().take(k).filter(|&b| b).count() == k
+                    }
+                    _ => false,
+                };
+                let probe = match probe {
+                    Ok((m, mut n, _))
+                        if self.one_file_system && m.is_dir() && m.dev() != meta.dev() =>
+                    {
+                        // A mount point: keep the directory itself, not what is mounted.
+                        self.names.fill(&mut n);
+                        n.subtree = Some(self.saver.save_tree(&mut Tree::default())?);
+                        self.summary.entries += 1;
+                        tree.nodes.push(n);
+                        continue;
+                    }
+                    other => other,
+                };
+                let parent = Parent {
+                    node: parent_node,
+                    indexed: all_indexed,
+                };
+                if let Some(n) = self.backup_probed(&child, probe, parent, Some(&mut batch))? {
+                    tree.nodes.push(n);
+                }
+                let queued: u64 = batch.iter().map(|d| d.node.size).sum();
+                if queued >= SMALL_BATCH_BYTES || batch.len() >= SMALL_BATCH_FILES {
+                    self.read_batch(std::mem::take(&mut batch), &mut tree)?;
+                }
+            }
+        }
+        self.read_batch(batch, &mut tree)?;
+        // A directory whose entries all match the parent's keeps the parent's tree
+        // blob, without encoding and hashing it again.
+        tree.nodes.sort_by(|a, b| a.name.cmp(&b.name));
+        let old_id = parent
+            .filter(|n| n.kind == NodeKind::Dir)
+            .and_then(|n| n.subtree);
+        if let (Some(old), Some(old_id)) = (&parent_tree, old_id) {
+            if self.reuse_trees
+                && old.nodes == tree.nodes
+                && self.saver.known(BlobKind::Tree, &old_id)
+            {
+                return Ok(old_id);
+            }
+        }
+        self.saver.save_tree(&mut tree).map_err(|e| match e {
+            Error::Invalid(m) => Error::invalid(format!("{}: {m}", path.display())),
+            other => other,
+        })
+    }
+}
+
+/// An entry's node in the parent snapshot, and whether all of that node's blobs
+/// were found in the index (looked up ahead, for a whole group of entries).
+struct Parent<'a> {
+    node: Option<&'a Node>,
+    indexed: bool,
+}
+
+/// Directory entries with their metadata, as [`probe_ahead`] delivers them.
+type Probed = Vec<(Vec<u8>, PathBuf, node::Probe)>;
+
+/// Starts gathering the metadata of `entries` on the rayon pool; the result
+/// arrives on the returned channel, which closes empty if the work panicked (a
+/// panic in a spawned rayon job would otherwise abort the process, leaving the
+/// packs written so far without an index).
+fn probe_ahead(entries: Vec<(Vec<u8>, PathBuf)>) -> std::sync::mpsc::Receiver<Probed> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    rayon::spawn(move || {
+        let probed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            entries
+                .into_par_iter()
+                .map(|(name, path)| {
+                    let probe = node::probe(&path, &name);
+                    (name, path, probe)
+                })
+                .collect::<Probed>()
+        }));
+        if let Ok(probed) = probed {
+            let _ = tx.send(probed);
+        }
+    });
+    rx
+}
+
+/// Lists a directory without updating its atime where permitted (reading it would
+/// otherwise change the directory's metadata and so its tree on every backup).
+/// With `expected`, the directory opened must be the one that metadata describes:
+/// another one renamed or mounted there since is refused.
+pub(super) fn list_dir(
+    path: &Path,
+    expected: Option<&std::fs::Metadata>,
+) -> io::Result<Vec<(Vec<u8>, PathBuf)>> {
+    use nix::fcntl::OFlag;
+    use std::os::fd::AsRawFd;
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW;
+    let mode = nix::sys::stat::Mode::empty();
+    let mut dir = match nix::dir::Dir::open(path, flags | OFlag::O_NOATIME, mode) {
+        Err(nix::errno::Errno::EPERM) => nix::dir::Dir::open(path, flags, mode),
+        r => r,
+    }
+    .map_err(io::Error::from)?;
+    if let Some(m) = expected {
+        let st = nix::sys::stat::fstat(dir.as_raw_fd()).map_err(io::Error::from)?;
+        if (st.st_dev, st.st_ino) != (m.dev(), m.ino()) {
+            return Err(io::Error::other(
+                "it was replaced by another directory while being backed up",
+            ));
+        }
+    }
+    let mut out = Vec::new();
+    for entry in dir.iter() {
+        let entry = entry.map_err(io::Error::from)?;
+        let name = entry.file_name().to_bytes();
+        if name == b"." || name == b".." {
+            continue;
+        }
+        out.push((name.to_vec(), path.join(std::ffi::OsStr::from_bytes(name))));
+    }
+    Ok(out)
+}

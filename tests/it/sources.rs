@@ -1,0 +1,176 @@
+//! How `backup` reads the paths and streams it is given.
+
+use std::fs;
+use std::os::unix::fs::symlink;
+
+use crate::common::{self, Env, stderr};
+
+fn snapshot_paths(env: &Env) -> Vec<String> {
+    let snap: serde_json::Value =
+        serde_json::from_str(&env.ok(&["cat", "snapshot", "latest"])).expect("json");
+    snap["paths"]
+        .as_array()
+        .expect("paths")
+        .iter()
+        .map(|p| p.as_str().expect("path").to_string())
+        .collect()
+}
+
+/// `a/link/../b`, with `link` a symlink to `x/y`, names `x/b` to the kernel (it
+/// follows the link, then goes up). Cutting the text would back up `a/b`, another
+/// directory, which here exists with other content.
+#[test]
+fn dot_dot_after_a_symlink_is_resolved_as_the_kernel_does() {
+    let env = Env::with_repo(&[]);
+    let root = env.path("src");
+    fs::create_dir_all(root.join("x/y")).expect("mkdir");
+    fs::create_dir_all(root.join("x/b")).expect("mkdir");
+    fs::write(root.join("x/b/wanted.txt"), "the kernel's b").expect("write");
+    fs::create_dir_all(root.join("a/b")).expect("mkdir");
+    fs::write(root.join("a/b/decoy.txt"), "the text's b").expect("write");
+    symlink(root.join("x/y"), root.join("a/link")).expect("symlink");
+    let given = root.join("a/link/../b");
+    assert_eq!(
+        fs::read(given.join("wanted.txt")).expect("the kernel's reading"),
+        b"the kernel's b"
+    );
+
+    env.ok(&["backup", "-q", given.to_str().expect("utf-8")]);
+    let real_b = fs::canonicalize(root.join("x/b")).expect("canonicalize");
+    let real_b = real_b.to_str().expect("utf-8");
+    assert_eq!(snapshot_paths(&env), vec![real_b.to_string()]);
+    let listing = env.ok(&["ls", "-q", "latest"]);
+    assert!(
+        listing.lines().any(|l| l == format!("{real_b}/wanted.txt")),
+        "{listing}"
+    );
+    assert!(!listing.contains("decoy"), "{listing}");
+
+    // Without a symlink before it, `..` means what the text says.
+    let plain = root.join("a/../x/b");
+    env.ok(&["backup", "-q", plain.to_str().expect("utf-8")]);
+    assert_eq!(
+        snapshot_paths(&env),
+        vec![root.join("x/b").to_str().expect("utf-8").to_string()]
+    );
+
+    // `..` after a file is an error to the kernel (ENOTDIR): reported and
+    // recorded for that path, the other paths backed up.
+    let through_file = root.join("x/b/wanted.txt/../wanted.txt");
+    let out = env.run(&[
+        "backup",
+        "--json",
+        through_file.to_str().expect("utf-8"),
+        root.join("a").to_str().expect("utf-8"),
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let err = common::last_json(&common::stdout(&out), "error");
+    assert!(
+        err["error"]
+            .as_str()
+            .expect("message")
+            .contains("Not a directory"),
+        "{err}"
+    );
+}
+
+#[cfg(target_arch = "x86_64")]
+const AUDIT_ARCH: u32 = 0xC000_003E;
+#[cfg(target_arch = "aarch64")]
+const AUDIT_ARCH: u32 = 0xC000_00B7;
+
+/// A seccomp filter that kills the process on any `umask(2)` call.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+fn umask_forbidden() -> [libc::sock_filter; 6] {
+    let stmt = |code: u32, k: u32| libc::sock_filter {
+        code: code as u16,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    let jeq = |k: u32, jt: u8, jf: u8| libc::sock_filter {
+        code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+        jt,
+        jf,
+        k,
+    };
+    let load = libc::BPF_LD | libc::BPF_W | libc::BPF_ABS;
+    [
+        // seccomp_data: nr at offset 0, arch at offset 4.
+        stmt(load, 4),
+        jeq(AUDIT_ARCH, 0, 3),
+        stmt(load, 0),
+        jeq(libc::SYS_umask as u32, 0, 1),
+        stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_KILL_PROCESS),
+        stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW),
+    ]
+}
+
+/// The umask is process-wide: setting it to read it (as `umask(2)` does) would
+/// give files that other threads create at that moment the wrong mode. A stdin
+/// backup runs here under a filter that kills cairn if it calls `umask(2)` at
+/// all, and must still record the mode a shell's `> file` would have given
+/// (0666 less the umask, 027 here).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[test]
+fn stdin_backup_reads_the_umask_without_setting_it() {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::{CommandExt, ExitStatusExt};
+    let env = Env::with_repo(&[]);
+    let filter = umask_forbidden();
+    let mut cmd = env.cmd();
+    cmd.args(["backup", "-q", "--stdin", "--stdin-filename", "dump.sql"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    // SAFETY: umask, prctl and seccomp are async-signal-safe system calls that
+    // touch only this child; `filter` is built before the fork and only read.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::umask(0o027);
+            let prog = libc::sock_fprog {
+                len: filter.len() as u16,
+                filter: filter.as_ptr().cast_mut(),
+            };
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                || libc::syscall(
+                    libc::SYS_seccomp,
+                    libc::SECCOMP_SET_MODE_FILTER,
+                    0,
+                    &prog as *const libc::sock_fprog,
+                ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("spawn cairn under the filter");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"CREATE TABLE t (x int);\n")
+        .expect("feed");
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(
+        out.status.signal(),
+        None,
+        "cairn was killed (SIGSYS is {}): it called umask(2)",
+        libc::SIGSYS
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let target = env.path("out");
+    env.ok(&[
+        "restore",
+        "latest",
+        "--target",
+        target.to_str().expect("utf-8"),
+    ]);
+    let mode = fs::metadata(target.join("dump.sql"))
+        .expect("restored")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o640, "mode {mode:o}");
+}
