@@ -3,8 +3,12 @@
 //! A backup killed before it wrote the index file for its latest packs leaves
 //! those packs stored but unknown to the index, so a re-run would read and store
 //! all their blobs again. Before it starts, a backup lists `data/`, reads the
-//! header of every pack the index doesn't name, writes index files for the packs
-//! whose header authenticates and is valid, and deduplicates against their blobs.
+//! whole of every pack the index doesn't name, writes index files for the packs
+//! whose content hashes to their name and whose header authenticates and is
+//! valid, and deduplicates against their blobs. Hashing the whole pack (not only
+//! its header) keeps a pack damaged on storage out of the index: such a pack is
+//! left unindexed by `repair packs` if it is killed before deleting it, and
+//! adopting it would bring the damaged blobs back for later backups to rely on.
 //!
 //! A pack another backup is writing right now under its shared lock is adopted
 //! the same way once it is complete under its name (the backend never lists a
@@ -20,7 +24,7 @@ use std::collections::HashSet;
 use rayon::prelude::*;
 
 use crate::backend::FileType;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::id::{IndexId, PackId};
 use crate::index::{Index, IndexPack};
 use crate::pack;
@@ -36,13 +40,13 @@ pub struct Adopted {
     pub blobs: u64,
     /// Bytes of the index files written for them.
     pub bytes_written: u64,
-    /// Unindexed packs left alone because their header could not be read, did
-    /// not authenticate, or was invalid.
+    /// Unindexed packs left alone because they could not be read, did not hash
+    /// to their name, or their header did not authenticate or was invalid.
     pub skipped: u64,
 }
 
 /// Indexes the packs under `data/` that `index` does not name, and returns the
-/// index with them added. A pack whose header can't be used is reported through
+/// index with them added. A pack that can't be used is reported through
 /// `warn` and left alone: its blobs are stored again if needed, and `check`
 /// and `prune` deal with it.
 pub(super) fn adopt_unindexed(
@@ -62,10 +66,24 @@ pub(super) fn adopt_unindexed(
     if unindexed.is_empty() {
         return Ok((index, adopted));
     }
+    let max_pack_len = u64::from(crate::config::MAX_PACK_SIZE) * 2;
     let read: Vec<(PackId, u64, Result<Vec<pack::PackEntry>>)> = unindexed
         .into_par_iter()
         .map(|(id, size)| {
-            let header = pack::read_header(repo.backend(), repo.key(), repo.repo_id(), &id, size);
+            let header = repo
+                .backend()
+                .read(FileType::Pack, &id.to_hex(), max_pack_len)
+                .and_then(|bytes| {
+                    let actual = PackId::of_stored(&bytes);
+                    if actual != id {
+                        return Err(Error::corrupt(
+                            format!("pack {id}"),
+                            format!("its content hashes to {actual}, not to its name"),
+                        ));
+                    }
+                    pack::header_from_bytes(repo.key(), repo.repo_id(), &id, &bytes)
+                        .map(|(_, entries)| entries)
+                });
             (id, size, header)
         })
         .collect();
@@ -82,7 +100,7 @@ pub(super) fn adopt_unindexed(
                 warn(&SourceProblem {
                     path: format!("pack {id}"),
                     error: format!(
-                        "is in no index and its header can't be used ({e}); left alone, \
+                        "is in no index and can't be used ({e}); left alone, \
                          its blobs are stored again if needed. `cairn check --read-data` \
                          examines it, `cairn prune` removes it"
                     ),

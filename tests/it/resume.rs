@@ -283,6 +283,21 @@ fn directory_backup_killed_twice_then_completed_stores_each_byte_once() {
 /// stores again only what the damaged pack held.
 #[test]
 fn unindexed_pack_with_a_damaged_header_is_skipped_with_a_warning() {
+    // The sealed header ends just before the 4-byte length at the end.
+    unindexed_damaged_pack_is_skipped(|len| len - 10);
+}
+
+/// The same for a byte flipped inside a blob, with the header intact: adoption
+/// hashes the whole pack, so damaged blobs never enter the index (where later
+/// backups would rely on them).
+#[test]
+fn unindexed_pack_with_a_damaged_blob_is_skipped_with_a_warning() {
+    // Blobs start after the 42-byte prefix and session id; the first is a chunk
+    // of at least 64 KiB.
+    unindexed_damaged_pack_is_skipped(|_| 42 + 1000);
+}
+
+fn unindexed_damaged_pack_is_skipped(flip_at: fn(usize) -> usize) {
     let env = Env::with_repo(&["--pack-size", "1", "--chunker-params", "64K,128K,512K"]);
     let src = env.path("src");
     generated_dataset(&src);
@@ -291,9 +306,8 @@ fn unindexed_pack_with_a_damaged_header_is_skipped_with_a_warning() {
     let left = packs(&env.repo);
     assert_eq!(unindexed(&env), left.len() as u64);
     let (damaged, size) = left.first().cloned().expect("a pack");
-    // The sealed header ends just before the 4-byte length at the end.
     let mut bytes = fs::read(&damaged).expect("read pack");
-    let at = bytes.len() - 10;
+    let at = flip_at(bytes.len());
     bytes[at] ^= 0x40;
     fs::write(&damaged, &bytes).expect("write pack");
     assert_eq!(bytes.len() as u64, size);
