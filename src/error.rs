@@ -32,7 +32,8 @@ pub enum Error {
     RepositoryExists(String),
 
     #[error(
-        "wrong password: none of the {keys} key file(s) in {repo}/keys opens with it{}",
+        "wrong password: {}{}",
+        no_key_opens(*keys, repo),
         unreadable_note(*unreadable)
     )]
     WrongPassword {
@@ -159,6 +160,14 @@ pub trait IoContext<T> {
 impl<T> IoContext<T> for io::Result<T> {
     fn at(self, path: impl Into<PathBuf>) -> Result<T> {
         self.map_err(|e| Error::io(path, e))
+    }
+}
+
+fn no_key_opens(keys: usize, repo: &str) -> String {
+    if keys == 1 {
+        format!("the one key file in {repo}/keys does not open with it")
+    } else {
+        format!("none of the {keys} key files in {repo}/keys opens with it")
     }
 }
 

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Serialize;
 
+use crate::text::count;
 use crate::backend::FileType;
 use crate::error::{Error, Result};
 use crate::id::{BlobId, IndexId, PackId, SnapshotId};
@@ -191,11 +192,11 @@ pub fn prune(
         repo.backend().remove(FileType::Pack, &id.to_hex())?;
     }
     report(&format!(
-        "deleted {} packs, repacked {}, wrote {} new packs and {} index files",
-        s.packs_deleted + s.packs_unindexed_deleted,
+        "deleted {}, repacked {}, wrote {} and {}",
+        count(s.packs_deleted + s.packs_unindexed_deleted, "pack", "packs"),
         s.packs_repacked,
-        s.packs_written,
-        written
+        count(s.packs_written, "new pack", "new packs"),
+        count(written, "index file", "index files")
     ));
     Ok(s)
 }
@@ -392,9 +393,10 @@ fn used_blobs(
     }
     if let Some((id, what)) = missing.first() {
         return Err(Error::invalid(format!(
-            "{} blob(s) that snapshots need are missing (first: {id}, {what}); prune deleted nothing. \
+            "{} that snapshots need {} missing (first: {id}, {what}); prune deleted nothing. \
              Run `cairn check`, then `cairn repair index` (if packs are unindexed) or `cairn repair snapshots`",
-            missing.len()
+            crate::text::count(missing.len(), "blob", "blobs"),
+            if missing.len() == 1 { "is" } else { "are" }
         )));
     }
     Ok(used)

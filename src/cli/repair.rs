@@ -3,6 +3,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Args, Subcommand};
 
+use super::output::count;
 use super::{GlobalArgs, open_uncached, output};
 
 #[derive(Args)]
@@ -42,16 +43,16 @@ pub fn run(g: &GlobalArgs, a: RepairArgs) -> Result<ExitCode> {
         What::Index { dry_run } => {
             let s = cairn::repair::repair_index(&repo, dry_run, &report)?;
             if g.json {
-                output::print_json(&s)?;
+                print_summary(&s, "repair index")?;
             } else if !g.quiet {
                 let verb = if dry_run { "would index" } else { "indexed" };
                 println!(
-                    "{verb} {} of {} packs ({} headers read, {} unreadable); replaced {} index files with {}",
+                    "{verb} {} of {} ({} read, {} unreadable); replaced {} with {}",
                     s.packs_indexed,
-                    s.packs,
-                    s.headers_read,
+                    count(s.packs, "pack", "packs"),
+                    count(s.headers_read, "header", "headers"),
                     s.packs_unreadable,
-                    s.index_files_removed,
+                    count(s.index_files_removed, "index file", "index files"),
                     s.index_files_written
                 );
             }
@@ -59,19 +60,29 @@ pub fn run(g: &GlobalArgs, a: RepairArgs) -> Result<ExitCode> {
         What::Snapshots { dry_run, forget } => {
             let s = cairn::repair::repair_snapshots(&repo, dry_run, forget, &report)?;
             if g.json {
-                output::print_json(&s)?;
+                print_summary(&s, "repair snapshots")?;
             } else if !g.quiet {
                 println!(
-                    "{} of {} snapshots name lost data ({} entries dropped); {} repaired snapshots written, {} originals removed{}",
+                    "{} of {} lost data ({} dropped); {} written, {} removed{}",
                     s.snapshots_damaged,
-                    s.snapshots,
-                    s.entries_dropped,
-                    s.snapshots_written,
-                    s.snapshots_removed,
+                    count(s.snapshots, "snapshot names", "snapshots name"),
+                    count(s.entries_dropped, "entry", "entries"),
+                    count(s.snapshots_written, "repaired snapshot", "repaired snapshots"),
+                    count(s.snapshots_removed, "original", "originals"),
                     if dry_run { " (dry run)" } else { "" }
                 );
             }
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The JSON summary line (docs/json.md).
+fn print_summary<T: serde::Serialize>(s: &T, command: &str) -> Result<()> {
+    let mut v = serde_json::to_value(s)?;
+    if let Some(o) = v.as_object_mut() {
+        o.insert("message_type".into(), "summary".into());
+        o.insert("command".into(), command.into());
+    }
+    output::print_json(&v)
 }

@@ -305,7 +305,7 @@ fn damaged_extra_key_file_is_listed_and_does_not_block_opening() {
 
     let out = env.run(&["key", "list", "--json"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert!(stderr(&out).contains("2 key file(s) could not be read"));
+    assert!(stderr(&out).contains("2 key files could not be read"));
     let list: Vec<serde_json::Value> = serde_json::from_str(&stdout(&out)).expect("JSON");
     assert_eq!(list.len(), 3);
     for id in [&second, &junk_id] {
