@@ -24,15 +24,15 @@ pub struct LsArgs {
 }
 
 pub fn run(g: &GlobalArgs, a: LsArgs) -> Result<ExitCode> {
-    let repo = open(g)?;
-    let sel = a.filter.resolve(&repo, &a.snapshot)?;
-    super::warn_skipped(g, &sel.skipped);
-    let index = super::load_index(g, &repo)?;
-    if a.path.is_some() && sel.path.is_some() {
+    if a.path.is_some() && a.snapshot.contains(':') {
         return Err(usage(
             "give the path either as SNAPSHOT:PATH or as the second argument, not both",
         ));
     }
+    let repo = open(g)?;
+    let sel = a.filter.resolve(&repo, &a.snapshot)?;
+    super::warn_skipped(g, &sel.skipped);
+    let index = super::load_index(g, &repo)?;
     let path = a
         .path
         .clone()
