@@ -18,13 +18,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Serialize;
 
-use crate::text::count;
 use crate::backend::FileType;
 use crate::error::{Error, Result};
 use crate::id::{BlobId, IndexId, PackId, SnapshotId};
 use crate::index::{Index, IndexPack};
 use crate::pack::{self, BlobKind, PackBuilder, PackEntry};
 use crate::repository::Repository;
+use crate::text::count;
 use crate::tree::NodeKind;
 
 #[derive(Clone, Debug)]

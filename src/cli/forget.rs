@@ -150,7 +150,12 @@ pub fn run(g: &GlobalArgs, a: ForgetArgs) -> Result<ExitCode> {
     }
     // Prune takes its own.
     drop(lock);
-    if !g.quiet && !g.json {
+    if g.json {
+        output::print_json(&serde_json::json!({
+            "message_type": "summary", "command": "forget", "dry_run": a.dry_run,
+            "removed": remove.iter().map(|id| id.to_hex()).collect::<Vec<_>>(),
+        }))?;
+    } else if !g.quiet {
         let verb = if a.dry_run { "would remove" } else { "removed" };
         println!("{verb} {}", count(remove.len(), "snapshot", "snapshots"));
     }

@@ -3,8 +3,8 @@
 //! prompt on the terminal (no echo).
 
 use std::io::IsTerminal;
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::ffi::OsStringExt;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -133,7 +133,11 @@ fn source(g: &GlobalArgs) -> Result<Source> {
     }
     let set: Vec<(&str, std::ffi::OsString)> = VARIABLES
         .iter()
-        .filter_map(|k| std::env::var_os(k).filter(|v| !v.is_empty()).map(|v| (*k, v)))
+        .filter_map(|k| {
+            std::env::var_os(k)
+                .filter(|v| !v.is_empty())
+                .map(|v| (*k, v))
+        })
         .collect();
     match set.as_slice() {
         [] if can_prompt() => Ok(Source::Prompt),

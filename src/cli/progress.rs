@@ -123,7 +123,8 @@ fn files_text(v: &ProgressView) -> String {
 fn bar(action: &str, p: &Progress, stop: &Receiver<()>) {
     let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(5));
     let style = |known| {
-        ProgressStyle::with_template(template(known)).unwrap_or_else(|_| ProgressStyle::default_bar())
+        ProgressStyle::with_template(template(known))
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
     };
     bar.set_style(style(false));
     bar.set_prefix(action.to_string());
@@ -182,11 +183,17 @@ mod tests {
     fn totals_being_counted_are_not_shown_as_known() {
         let counting = view(false);
         let t = template(false);
-        assert!(!t.contains("bar") && !t.contains("eta") && !t.contains("total"), "{t}");
+        assert!(
+            !t.contains("bar") && !t.contains("eta") && !t.contains("total"),
+            "{t}"
+        );
         assert!(t.contains("{spinner}"), "{t}");
         assert_eq!(files_text(&counting), "1 file");
         let s = status("backup", &counting, 1.0);
-        assert!(s["bytes_total"].is_null() && s["files_total"].is_null(), "{s}");
+        assert!(
+            s["bytes_total"].is_null() && s["files_total"].is_null(),
+            "{s}"
+        );
         assert!(s["percent_done"].is_null(), "{s}");
         assert_eq!(s["totals_final"], false);
 

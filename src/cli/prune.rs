@@ -21,9 +21,7 @@ pub struct PruneArgs {
 impl PruneArgs {
     pub fn options(&self, dry_run: bool) -> Result<PruneOptions> {
         if !(0.0..=100.0).contains(&self.max_unused) {
-            return Err(usage(
-                "--max-unused must be a percentage between 0 and 100",
-            ));
+            return Err(usage("--max-unused must be a percentage between 0 and 100"));
         }
         let max_repack_bytes = match &self.max_repack_size {
             Some(s) => Some(parse_size(s).map_err(|e| usage(format!("--max-repack-size: {e}")))?),
@@ -104,13 +102,21 @@ fn print_summary(g: &GlobalArgs, s: &PruneSummary) -> Result<()> {
         count(s.snapshots, "snapshot", "snapshots"),
         if s.snapshots == 1 { "uses" } else { "use" },
         count(s.used_blobs, "blob", "blobs"),
-        if s.unused_blobs == 1 { "1 blob is".to_string() } else { format!("{} blobs are", s.unused_blobs) }
+        if s.unused_blobs == 1 {
+            "1 blob is".to_string()
+        } else {
+            format!("{} blobs are", s.unused_blobs)
+        }
     );
     println!(
         "{verb} delete {} ({}) and {} ({})",
         count(s.packs_deleted, "unused pack", "unused packs"),
         b(s.bytes_deleted),
-        count(s.packs_unindexed_deleted, "unindexed pack", "unindexed packs"),
+        count(
+            s.packs_unindexed_deleted,
+            "unindexed pack",
+            "unindexed packs"
+        ),
         b(s.bytes_unindexed_deleted)
     );
     println!(

@@ -67,7 +67,11 @@ pub fn run(g: &GlobalArgs, a: RepairArgs) -> Result<ExitCode> {
                     s.snapshots_damaged,
                     count(s.snapshots, "snapshot names", "snapshots name"),
                     count(s.entries_dropped, "entry", "entries"),
-                    count(s.snapshots_written, "repaired snapshot", "repaired snapshots"),
+                    count(
+                        s.snapshots_written,
+                        "repaired snapshot",
+                        "repaired snapshots"
+                    ),
                     count(s.snapshots_removed, "original", "originals"),
                     if dry_run { " (dry run)" } else { "" }
                 );

@@ -43,7 +43,10 @@ fn a_password_flag_overrides_the_environment_and_two_sources_are_refused() {
         ("CAIRN_PASSWORD_COMMAND", format!("cat {wrong_s}")),
         ("CAIRN_PASSWORD", "not the password".to_string()),
     ] {
-        for flag in [["--password-file", right], ["--password-command", &cat_right]] {
+        for flag in [
+            ["--password-file", right],
+            ["--password-command", &cat_right],
+        ] {
             let out = env
                 .bare_cmd()
                 .env(var, &value)
@@ -51,7 +54,11 @@ fn a_password_flag_overrides_the_environment_and_two_sources_are_refused() {
                 .arg("snapshots")
                 .output()
                 .expect("run");
-            assert!(out.status.success(), "{var} with {flag:?}: {}", stderr(&out));
+            assert!(
+                out.status.success(),
+                "{var} with {flag:?}: {}",
+                stderr(&out)
+            );
         }
         // Alone, each variable is used (and here it is wrong).
         let out = env
@@ -95,7 +102,10 @@ fn a_password_flag_overrides_the_environment_and_two_sources_are_refused() {
         err.contains("CAIRN_PASSWORD_FILE and CAIRN_PASSWORD_COMMAND are both set"),
         "{err}"
     );
-    assert!(!err.contains(wrong_s), "the command's text was shown: {err}");
+    assert!(
+        !err.contains(wrong_s),
+        "the command's text was shown: {err}"
+    );
     // A flag settles it.
     let out = env
         .bare_cmd()
@@ -141,13 +151,18 @@ fn path_chooses_which_snapshot_latest_is() {
         .output()
         .expect("run");
     assert!(stdout(&rel).contains("in-a.txt"), "{}", stderr(&rel));
-    let snap: serde_json::Value = serde_json::from_str(&env.ok(&[
-        "cat", "snapshot", "latest", "--path", a_s,
-    ]))
-    .expect("json");
+    let snap: serde_json::Value =
+        serde_json::from_str(&env.ok(&["cat", "snapshot", "latest", "--path", a_s])).expect("json");
     assert_eq!(snap["paths"][0], a_s);
     // --host and --tag narrow the choice too.
-    let out = env.run(&["restore", "latest", "--host", "elsewhere", "--target", out_s]);
+    let out = env.run(&[
+        "restore",
+        "latest",
+        "--host",
+        "elsewhere",
+        "--target",
+        out_s,
+    ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         stderr(&out).contains("there are only 0 matching snapshots"),
@@ -166,7 +181,14 @@ fn path_chooses_which_snapshot_latest_is() {
         err.contains("--path chooses snapshots") && err.contains("SNAPSHOT:PATH"),
         "{err}"
     );
-    env.ok(&["restore", &format!("latest:{file}"), "--path", a_s, "--target", one_s]);
+    env.ok(&[
+        "restore",
+        &format!("latest:{file}"),
+        "--path",
+        a_s,
+        "--target",
+        one_s,
+    ]);
     assert!(one.join("in-a.txt").is_file());
     let inc = env.path("inc");
     env.ok(&[
@@ -231,12 +253,23 @@ fn counts_of_one_are_singular() {
     let snaps = env.ok(&["snapshots"]);
     assert!(snaps.trim_end().ends_with("\n1 snapshot"), "{snaps}");
     let out = env.path("out");
-    let restore = env.ok(&["restore", &format!("latest:{s}"), "--target", out.to_str().expect("utf-8")]);
-    assert!(restore.contains(": 1 file, 0 dirs, 0 symlinks, 0 hard links"), "{restore}");
+    let restore = env.ok(&[
+        "restore",
+        &format!("latest:{s}"),
+        "--target",
+        out.to_str().expect("utf-8"),
+    ]);
+    assert!(
+        restore.contains(": 1 file, 0 dirs, 0 symlinks, 0 hard links"),
+        "{restore}"
+    );
     let keys = env.ok(&["key", "list"]);
     assert!(keys.contains("1 key file;"), "{keys}");
     let check = env.ok(&["check"]);
-    assert!(check.contains("checked 1 snapshot, 4 trees, 1 data blob, 1 index file,"), "{check}");
+    assert!(
+        check.contains("checked 1 snapshot, 4 trees, 1 data blob, 1 index file,"),
+        "{check}"
+    );
     let wrong = env.path("wrong");
     write_private(&wrong, "nope\n");
     let out = env.run_with(&wrong, &["snapshots"]);
@@ -274,9 +307,7 @@ fn ls_json_times_are_rfc3339() {
     env.ok(&["backup", src.to_str().expect("utf-8")]);
     let snaps: serde_json::Value =
         serde_json::from_str(&env.ok(&["snapshots", "--json"])).expect("json");
-    assert!(
-        chrono::DateTime::parse_from_rfc3339(snaps[0]["time"].as_str().expect("time")).is_ok()
-    );
+    assert!(chrono::DateTime::parse_from_rfc3339(snaps[0]["time"].as_str().expect("time")).is_ok());
     let lines: Vec<serde_json::Value> = env
         .ok(&["ls", "--json", "latest"])
         .lines()
@@ -396,7 +427,10 @@ fn new_password_keys_default_to_rfc9106_second_recommendation() {
     assert_eq!(first["iterations"], 3, "{first}");
     assert_eq!(first["parallelism"], 4, "{first}");
     let listed = env.ok(&["key", "list"]);
-    assert!(listed.contains("argon2id 64.0 MiB, 3 iterations, 4 lanes"), "{listed}");
+    assert!(
+        listed.contains("argon2id 64.0 MiB, 3 iterations, 4 lanes"),
+        "{listed}"
+    );
 
     let new_pw = env.path("new-password");
     write_private(&new_pw, "another password\n");
@@ -415,9 +449,8 @@ fn new_password_keys_default_to_rfc9106_second_recommendation() {
     ]);
     let all = kdfs(&env);
     assert!(
-        all.iter().any(|k| k["memory_kib"] == 2048
-            && k["iterations"] == 2
-            && k["parallelism"] == 2),
+        all.iter()
+            .any(|k| k["memory_kib"] == 2048 && k["iterations"] == 2 && k["parallelism"] == 2),
         "{all:?}"
     );
     // The key made by init kept its parameters, and both open the repository.
