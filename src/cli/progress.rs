@@ -184,7 +184,7 @@ mod tests {
         let counting = view(false);
         let t = template(false);
         assert!(
-            !t.contains("bar") && !t.contains("eta") && !t.contains("total"),
+            !t.contains("bar}") && !t.contains("{eta") && !t.contains("{total"),
             "{t}"
         );
         assert!(t.contains("{spinner}"), "{t}");

@@ -412,8 +412,8 @@ fn init_and_key_add_refuse_kdf_parameters_above_the_caps() {
     let too_costly: [(&[&str], &str); 4] = [
         (
             &["--kdf-memory", "1049600", "--kdf-iterations", "1"],
-            "--kdf-memory 1049600 --kdf-iterations 1: Argon2 memory 1025 MiB is above the \
-             cap of 1 GiB",
+            "--kdf-memory 1049600 --kdf-iterations 1 --kdf-lanes 4: Argon2 memory 1025 MiB is \
+             above the cap of 1 GiB",
         ),
         (
             &["--kdf-memory", "1024", "--kdf-iterations", "17"],
