@@ -13,6 +13,13 @@
 //! Layout: `<cache dir>/<repository id>/{index,snapshots,tree-packs}/<id>`, where the
 //! cache dir is `$CAIRN_CACHE_DIR`, else `$XDG_CACHE_HOME/cairn`, else
 //! `~/.cache/cairn`.
+//!
+//! A repository's directory has its mtime set whenever a process opens it, and
+//! directories of repositories unused for [`UNUSED_FOR`] (moved, deleted, or
+//! reached under another cache dir) are removed when any cache is opened. A
+//! process holds a shared `flock` on the directory it uses and the remover an
+//! exclusive one, so a directory in use is never removed, even one whose mtime
+//! is old because its process started before the sweep's horizon.
 
 use std::collections::HashSet;
 use std::fs;
@@ -20,6 +27,9 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use nix::fcntl::{Flock, FlockArg};
 
 use crate::backend::FileType;
 use crate::backend::local::{DIR_MODE, FILE_MODE, create_private_dirs};
@@ -27,7 +37,12 @@ use crate::id::RepoId;
 
 pub struct Cache {
     dir: PathBuf,
+    /// The directory itself, shared-locked while this cache is in use.
+    _in_use: Flock<fs::File>,
 }
+
+/// A repository's cache unused for this long is removed.
+pub const UNUSED_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// The directory that holds every repository's cache, if one can be found.
 pub fn base_dir() -> Option<PathBuf> {
@@ -63,10 +78,16 @@ impl Cache {
     /// The cache of repository `repo` under `base`, created if needed. `None` when
     /// it can't be created: the cache is an optimisation, never a reason to fail.
     pub fn open(base: &Path, repo: &RepoId) -> Option<Self> {
-        let dir = base.join(repo.to_hex());
+        let name = repo.to_hex();
+        let dir = base.join(&name);
+        let in_use = lock_in_use(&dir)?;
+        // Sub-directories only under the lock: a sweep removing this directory
+        // (it was old) must not race with them being made.
         for sub in ["index", "snapshots", "tree-packs"] {
             create_private_dirs(&dir.join(sub)).ok()?;
         }
+        // The mark of use that sweeps go by.
+        let _ = in_use.set_modified(SystemTime::now());
         // A cache made by an older cairn may be readable by others: it holds the
         // repository's (encrypted) index and trees, so make it private too. Only
         // this repository's directory: the base may be any directory the user
@@ -81,7 +102,11 @@ impl Cache {
                 )
             });
         }
-        Some(Self { dir })
+        sweep(base, &name, SystemTime::now());
+        Some(Self {
+            dir,
+            _in_use: in_use,
+        })
     }
 
     fn path(&self, t: FileType, name: &str) -> Option<PathBuf> {
@@ -153,6 +178,60 @@ impl Cache {
     }
 }
 
+/// Opens `dir` (created if missing) with a shared lock. A sweep may remove the
+/// directory between its creation and the lock; then the handle is of a removed
+/// directory, and this starts over.
+fn lock_in_use(dir: &Path) -> Option<Flock<fs::File>> {
+    use std::os::unix::fs::MetadataExt;
+    for _ in 0..5 {
+        create_private_dirs(dir).ok()?;
+        let Ok(f) = fs::File::open(dir) else { continue };
+        let locked = Flock::lock(f, FlockArg::LockShared).ok()?;
+        let (Ok(held), Ok(now)) = (locked.metadata(), fs::symlink_metadata(dir)) else {
+            continue;
+        };
+        if held.dev() == now.dev() && held.ino() == now.ino() {
+            return Some(locked);
+        }
+    }
+    None
+}
+
+/// Removes the caches of other repositories under `base` unused since
+/// [`UNUSED_FOR`] before `now`: only directories named by a repository id, never
+/// `own`, and only under an exclusive lock (a process using one holds a shared
+/// lock), checking the age again once locked. Failures leave things as they are.
+fn sweep(base: &Path, own: &str, now: SystemTime) {
+    let Some(horizon) = now.checked_sub(UNUSED_FOR) else {
+        return;
+    };
+    let old = |m: &fs::Metadata| m.modified().is_ok_and(|t| t < horizon);
+    let Ok(rd) = fs::read_dir(base) else { return };
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name == own || !crate::id::is_file_name(name) {
+            continue;
+        }
+        let path = e.path();
+        // Not a symlink: only directories cairn made are removed.
+        match fs::symlink_metadata(&path) {
+            Ok(m) if m.is_dir() && old(&m) => {}
+            _ => continue,
+        }
+        let Ok(f) = fs::File::open(&path) else {
+            continue;
+        };
+        let Ok(locked) = Flock::lock(f, FlockArg::LockExclusiveNonblock) else {
+            continue; // in use
+        };
+        if locked.metadata().is_ok_and(|m| old(&m)) {
+            let _ = fs::remove_dir_all(&path);
+        }
+        drop(locked);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,5 +255,49 @@ mod tests {
         // Names that are not ids never reach the filesystem.
         assert!(c.get(FileType::Index, "../../etc/passwd").is_none());
         assert!(c.get(FileType::Key, &name).is_none());
+    }
+
+    fn set_age(dir: &Path, age: Duration) {
+        fs::File::open(dir)
+            .unwrap()
+            .set_modified(SystemTime::now() - age)
+            .unwrap();
+    }
+
+    const DAY: Duration = Duration::from_secs(24 * 3600);
+
+    #[test]
+    fn caches_unused_for_30_days_are_swept_unless_in_use() {
+        let base = tempfile::tempdir().unwrap();
+        let old = Cache::open(base.path(), &RepoId([2; 32])).unwrap();
+        let old_dir = old.dir.clone();
+        set_age(&old_dir, 40 * DAY);
+        // In use (locked), it stays, however old its mark.
+        let own = Cache::open(base.path(), &RepoId([1; 32])).unwrap();
+        assert!(old_dir.is_dir());
+        drop(old);
+        let fresh = base.path().join(RepoId([3; 32]).to_hex());
+        create_private_dirs(&fresh).unwrap();
+        set_age(&fresh, 29 * DAY);
+        let not_ours = base.path().join("notes");
+        create_private_dirs(&not_ours).unwrap();
+        set_age(&not_ours, 400 * DAY);
+        set_age(&own.dir, 400 * DAY);
+        sweep(
+            base.path(),
+            &own.dir.file_name().unwrap().to_string_lossy(),
+            SystemTime::now(),
+        );
+        assert!(!old_dir.exists(), "unused for 40 days");
+        assert!(fresh.is_dir(), "used 29 days ago");
+        assert!(not_ours.is_dir(), "not a cache directory");
+        assert!(own.dir.is_dir(), "the one in use");
+        assert!(base.path().join("CACHEDIR.TAG").is_file());
+        // Opening marks use.
+        let again = Cache::open(base.path(), &RepoId([3; 32])).unwrap();
+        let age = SystemTime::now()
+            .duration_since(fs::metadata(&again.dir).unwrap().modified().unwrap())
+            .unwrap_or_default();
+        assert!(age < DAY, "opening did not mark the cache as used");
     }
 }

@@ -317,7 +317,12 @@ fn check_index_files(
         r.note(
             "index".into(),
             format!(
-                "{duplicates} blob copies are stored more than once (harmless; `prune` keeps one)"
+                "{} stored more than once (harmless; `prune` keeps one)",
+                if duplicates == 1 {
+                    "1 blob copy is".to_string()
+                } else {
+                    format!("{duplicates} blob copies are")
+                }
             ),
         );
     }
@@ -474,10 +479,11 @@ fn check_snapshots(
                     r.error(
                         format!("snapshot {}", id.short()),
                         format!(
-                            "file {child}: {} of its {} data blobs are missing from the index (first: {first}){other_kind}; \
+                            "file {child}: {} of its {} {} missing from the index (first: {first}){other_kind}; \
                              `cairn repair snapshots` can drop what is lost",
                             missing.len(),
-                            node.content.len()
+                            crate::text::count(node.content.len(), "data blob", "data blobs"),
+                            if missing.len() == 1 { "is" } else { "are" }
                         ),
                     );
                     r.found.snapshot_wants(id, &snap);

@@ -226,32 +226,45 @@ pub struct KdfParams {
 /// and a planted one is derived with every password typed, so its cost is paid on
 /// every attempt: the caps bound that at about 4 GiB·passes of work and 1 GiB of
 /// memory, instead of letting a forged file make `open` allocate 100 GiB or spin
-/// for a day. The default parameters (256 MiB, 1..=10 calibrated passes) are
-/// well inside them.
+/// for a day. The default parameters (64 MiB, 3 passes, 4 lanes) are well
+/// inside them.
 pub const KDF_MAX_MEMORY_KIB: u32 = 1024 * 1024;
 pub const KDF_MAX_ITERATIONS: u32 = 16;
 /// Cap on memory × iterations in KiB·passes: 1 GiB × 4, or 256 MiB × 16.
 pub const KDF_MAX_COST: u64 = 4 * 1024 * 1024;
 pub const KDF_MAX_PARALLELISM: u32 = 16;
 pub const KDF_SALT_LEN: usize = 32;
-pub const KDF_DEFAULT_MEMORY_KIB: u32 = 256 * 1024;
-/// Calibration chooses at most this many passes at the default memory.
-pub const KDF_DEFAULT_MAX_ITERATIONS: u32 = 10;
+/// Defaults for a new password key: RFC 9106 §4's second recommended option
+/// (64 MiB, 3 passes, 4 lanes), not the first (2 GiB). Every command that opens
+/// the repository with a password pays for it, so it must stay small beside the
+/// command's own time and memory; a key file (`key add --generate`) needs none.
+/// The `argon2` crate computes the lanes one after another, so lanes cost no
+/// threads; they are stored so that any Argon2 implementation derives the same key.
+pub const KDF_DEFAULT_MEMORY_KIB: u32 = 64 * 1024;
+pub const KDF_DEFAULT_ITERATIONS: u32 = 3;
+pub const KDF_DEFAULT_LANES: u32 = 4;
 
 const _: () = assert!(
     KDF_DEFAULT_MEMORY_KIB <= KDF_MAX_MEMORY_KIB
-        && KDF_DEFAULT_MAX_ITERATIONS <= KDF_MAX_ITERATIONS
-        && KDF_DEFAULT_MEMORY_KIB as u64 * KDF_DEFAULT_MAX_ITERATIONS as u64 <= KDF_MAX_COST,
+        && KDF_DEFAULT_ITERATIONS <= KDF_MAX_ITERATIONS
+        && KDF_DEFAULT_LANES <= KDF_MAX_PARALLELISM
+        && KDF_DEFAULT_MEMORY_KIB as u64 * KDF_DEFAULT_ITERATIONS as u64 <= KDF_MAX_COST,
     "the default key derivation must stay within the caps"
 );
 
 impl KdfParams {
-    /// Parameters for a new key, refused (with the reason) above the caps.
+    /// Parameters for a new key with one lane, refused (with the reason) above
+    /// the caps.
     pub fn new(memory_kib: u32, iterations: u32) -> Result<Self> {
+        Self::with_lanes(memory_kib, iterations, 1)
+    }
+
+    /// Parameters for a new key, refused (with the reason) above the caps.
+    pub fn with_lanes(memory_kib: u32, iterations: u32, lanes: u32) -> Result<Self> {
         let p = Self {
             memory_kib,
             iterations,
-            parallelism: 1,
+            parallelism: lanes,
             salt: random_array::<KDF_SALT_LEN>()?.to_vec(),
         };
         if let Some(reason) = p.over_cap().or_else(|| p.malformed()) {
@@ -260,16 +273,13 @@ impl KdfParams {
         Ok(p)
     }
 
-    /// Chooses iterations so that deriving takes about one second at 256 MiB on
-    /// this machine (at least 1, at most 10).
-    pub fn calibrated() -> Result<Self> {
-        let mut probe = Self::new(KDF_DEFAULT_MEMORY_KIB, 1)?;
-        let start = std::time::Instant::now();
-        derive_wrapping_key(b"calibration", &probe)?;
-        let one = start.elapsed().as_secs_f64().max(0.01);
-        probe.iterations = ((1.0 / one).round() as u32).clamp(1, KDF_DEFAULT_MAX_ITERATIONS);
-        probe.salt = random_array::<KDF_SALT_LEN>()?.to_vec();
-        Ok(probe)
+    /// The default for a new password key (see [`KDF_DEFAULT_MEMORY_KIB`]).
+    pub fn recommended() -> Result<Self> {
+        Self::with_lanes(
+            KDF_DEFAULT_MEMORY_KIB,
+            KDF_DEFAULT_ITERATIONS,
+            KDF_DEFAULT_LANES,
+        )
     }
 
     /// How much work deriving takes, in KiB·passes: Argon2's time grows with

@@ -32,7 +32,8 @@ pub enum Error {
     RepositoryExists(String),
 
     #[error(
-        "wrong password: none of the {keys} key file(s) in {repo}/keys opens with it{}",
+        "wrong password: {}{}",
+        no_key_opens(*keys, repo),
         unreadable_note(*unreadable)
     )]
     WrongPassword {
@@ -116,8 +117,10 @@ pub enum Error {
     /// named (which it may have deduplicated against) are gone.
     #[error(
         "the index was rewritten while this backup ran (a prune or repair that took its lock \
-         for stale?) and {packs} pack(s) it may rely on are gone (first: pack {first}); the \
-         snapshot was not written; run the backup again, and `cairn check`"
+         for stale?) and {} it may rely on {} gone (first: pack {first}); the \
+         snapshot was not written; run the backup again, and `cairn check`",
+        crate::text::count(*.packs, "pack", "packs"),
+        if *.packs == 1 { "is" } else { "are" }
     )]
     IndexRewritten {
         packs: usize,
@@ -127,9 +130,13 @@ pub enum Error {
     /// Snapshots prune can't read: their trees, and so the data they need, are
     /// unknown.
     #[error(
-        "{count} snapshot(s) can't be read ({list}); prune can't tell which data they need, \
-         so it deleted nothing. If they are damaged beyond use, remove them with \
-         `{forget}` (or `cairn repair snapshots --forget`), then run prune again"
+        "{} can't be read ({list}); prune can't tell which data {} need, \
+         so it deleted nothing. If {} damaged beyond use, remove {} with \
+         `{forget}` (or `cairn repair snapshots --forget`), then run prune again",
+        crate::text::count(*.count, "snapshot", "snapshots"),
+        if *.count == 1 { "it" } else { "they" },
+        if *.count == 1 { "it is" } else { "they are" },
+        if *.count == 1 { "it" } else { "them" }
     )]
     UnreadableSnapshots {
         count: usize,
@@ -185,6 +192,14 @@ pub trait IoContext<T> {
 impl<T> IoContext<T> for io::Result<T> {
     fn at(self, path: impl Into<PathBuf>) -> Result<T> {
         self.map_err(|e| Error::io(path, e))
+    }
+}
+
+fn no_key_opens(keys: usize, repo: &str) -> String {
+    if keys == 1 {
+        format!("the one key file in {repo}/keys does not open with it")
+    } else {
+        format!("none of the {keys} key files in {repo}/keys opens with it")
     }
 }
 

@@ -267,12 +267,15 @@ fn apply(ds: &mut [Decision], policy: &KeepPolicy) {
     }
 }
 
-/// Removes snapshot files under an exclusive lock. Their data stays until `prune`.
+/// Removes snapshot files. Their data stays until `prune`. The caller holds an
+/// exclusive lock, taken before it chose them: a plan made before the lock could
+/// name snapshots that are gone, or be shown as done when the lock is refused.
 pub fn remove_snapshots(
-    repo: &std::sync::Arc<crate::repository::Repository>,
+    repo: &crate::repository::Repository,
+    lock: &crate::lock::LockGuard,
     ids: &[SnapshotId],
 ) -> Result<()> {
-    let _lock = crate::lock::acquire(repo, true)?;
+    lock.still_valid()?;
     for id in ids {
         repo.backend()
             .remove(crate::backend::FileType::Snapshot, &id.to_hex())?;

@@ -30,6 +30,7 @@ pub mod repository;
 pub mod restorer;
 pub mod select;
 pub mod snapshot;
+pub mod text;
 pub mod tree;
 pub mod walk;
 

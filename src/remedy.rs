@@ -72,9 +72,16 @@ pub fn backups(snapshots: &[Wanting]) -> Vec<NextStep> {
             NextStep::new(
                 format!("cairn backup {}", words.join(" ")),
                 format!(
-                    "on host {host}: snapshot(s) {} miss data; backing up the same paths again \
-                     stores what is still there (same content, same ids) and heals them",
-                    ids.join(", ")
+                    "on host {host}: {} {} {} data; backing up the same paths again \
+                     stores what is still there (same content, same ids) and heals {}",
+                    if ids.len() == 1 {
+                        "snapshot"
+                    } else {
+                        "snapshots"
+                    },
+                    ids.join(", "),
+                    if ids.len() == 1 { "misses" } else { "miss" },
+                    if ids.len() == 1 { "it" } else { "them" }
                 ),
             )
         })

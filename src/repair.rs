@@ -234,7 +234,10 @@ impl Rewriter<'_> {
                     if lost > 0 {
                         frame.dropped.push((
                             node.name_lossy(),
-                            format!("{lost} of {} data blobs lost", node.content.len()),
+                            format!(
+                                "{lost} of {} lost",
+                                crate::text::count(node.content.len(), "data blob", "data blobs")
+                            ),
                         ));
                         frame.changed = true;
                     } else {

@@ -137,7 +137,10 @@ fn repair_packs_locked(
     let missing = known.keys().filter(|p| !stored.contains_key(p)).count();
     if missing > 0 {
         report(&format!(
-            "{missing} pack(s) the index names are missing from data/; `cairn repair index` drops them from the index"
+            "{} the index names {} missing from data/; `cairn repair index` drops {} from the index",
+            crate::text::count(missing, "pack", "packs"),
+            if missing == 1 { "is" } else { "are" },
+            if missing == 1 { "it" } else { "them" }
         ));
     }
     if damaged.is_empty() {

@@ -23,7 +23,7 @@ pub struct InitOptions {
     pub chunker: ChunkerParams,
     pub compression: i32,
     pub pack_size: u32,
-    /// `None`: calibrate near one second at 256 MiB.
+    /// `None`: [`KdfParams::recommended`].
     pub kdf: Option<KdfParams>,
     /// Share blob ids and chunk boundaries with this existing repository's key.
     pub share_ids_with: Option<MasterKey>,
@@ -68,7 +68,7 @@ impl Repository {
         cfg.validate().map_err(Error::invalid)?;
         let kdf = match opts.kdf {
             Some(k) => k,
-            None => KdfParams::calibrated()?,
+            None => KdfParams::recommended()?,
         };
         backend.create()?;
         let key = match &opts.share_ids_with {

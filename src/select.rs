@@ -142,7 +142,9 @@ fn pick(mut all: Vec<(SnapshotId, Snapshot)>, spec: &str) -> Result<(SnapshotId,
             Ok(all.swap_remove(n - 1 - back))
         } else {
             Err(Error::invalid(format!(
-                "{spec}: there are only {n} matching snapshot(s)"
+                "{spec}: there {} only {}",
+                if n == 1 { "is" } else { "are" },
+                crate::text::count(n, "matching snapshot", "matching snapshots")
             )))
         };
     }

@@ -3,13 +3,14 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::Args;
 
 use cairn::archiver::{self, BackupOptions, Event, Excludes, Source};
 use cairn::progress::Progress;
 
-use super::{EXIT_PARTIAL, GlobalArgs, open, output, signals};
+use super::output::count;
+use super::{EXIT_PARTIAL, GlobalArgs, open, output, signals, usage};
 
 #[derive(Args)]
 pub struct BackupArgs {
@@ -47,10 +48,14 @@ pub struct BackupArgs {
 
 pub fn run(g: &GlobalArgs, a: BackupArgs) -> Result<ExitCode> {
     if a.stdin && !a.paths.is_empty() {
-        bail!("--stdin backs up standard input only; don't give paths with it");
+        return Err(usage(
+            "--stdin backs up standard input only; don't give paths with it",
+        ));
     }
     if !a.stdin && a.paths.is_empty() {
-        bail!("nothing to back up: give one or more paths, or --stdin");
+        return Err(usage(
+            "nothing to back up: give one or more paths, or --stdin",
+        ));
     }
     let mut excludes = a.excludes.clone();
     for f in &a.exclude_files {
@@ -150,8 +155,9 @@ fn print_summary(g: &GlobalArgs, r: &archiver::BackupResult, secs: f64) -> Resul
     }
     if r.adopted.packs > 0 {
         println!(
-            "Reused {} pack(s) that no index listed (left by an interrupted backup), holding {} blobs",
-            r.adopted.packs, r.adopted.blobs
+            "Reused {} that no index listed (left by an interrupted backup), holding {}",
+            super::output::count(r.adopted.packs, "pack", "packs"),
+            super::output::count(r.adopted.blobs, "blob", "blobs")
         );
     }
     println!(
@@ -171,20 +177,20 @@ fn print_summary(g: &GlobalArgs, r: &archiver::BackupResult, secs: f64) -> Resul
     );
     if !s.errors.is_empty() {
         println!(
-            "{} source(s) could not be read (listed above and recorded in the snapshot)",
-            s.errors.len()
+            "{} could not be read (listed above and recorded in the snapshot)",
+            count(s.errors.len(), "source", "sources")
         );
     }
     if !s.warnings.is_empty() {
         println!(
-            "{} warning(s), listed above and recorded in the snapshot",
-            s.warnings.len()
+            "{}, listed above and recorded in the snapshot",
+            count(s.warnings.len(), "warning", "warnings")
         );
     }
     println!(
-        "snapshot {} saved ({} entries) in {secs:.1} s",
+        "snapshot {} saved ({}) in {secs:.1} s",
         id.short(),
-        m.entries
+        count(m.entries, "entry", "entries")
     );
     Ok(())
 }

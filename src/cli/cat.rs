@@ -1,14 +1,14 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 
 use cairn::backend::FileType;
 use cairn::id::{BlobId, IndexId, KeyId, LockId, PackId};
 use cairn::repository::Repository;
 
-use super::{GlobalArgs, open_uncached, output};
+use super::{FilterArgs, GlobalArgs, open_uncached, output, usage};
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Kind {
@@ -30,6 +30,8 @@ pub struct CatArgs {
     kind: Kind,
     /// The object's id (a unique prefix for files; for `tree` also SNAPSHOT[:PATH])
     id: Option<String>,
+    #[command(flatten)]
+    filter: FilterArgs,
 }
 
 /// A stored file's full name from a unique prefix.
@@ -56,12 +58,12 @@ pub fn run(g: &GlobalArgs, a: CatArgs) -> Result<ExitCode> {
     let repo = open_uncached(g)?;
     let need_id = || {
         a.id.clone()
-            .ok_or_else(|| anyhow!("this kind of object needs an id"))
+            .ok_or_else(|| usage("this kind of object needs an id"))
     };
     match a.kind {
         Kind::Config => output::print_json(repo.config())?,
         Kind::Snapshot => {
-            let sel = cairn::select::resolve(&repo, &need_id()?, &Default::default())?;
+            let sel = a.filter.resolve(&repo, &need_id()?)?;
             output::print_json(&sel.snapshot)?;
         }
         Kind::Index => {
@@ -74,7 +76,7 @@ pub fn run(g: &GlobalArgs, a: CatArgs) -> Result<ExitCode> {
             let tree = match BlobId::from_hex(&spec) {
                 Ok(id) => repo.load_tree(&index, &id)?,
                 Err(_) => {
-                    let sel = cairn::select::resolve(&repo, &spec, &Default::default())?;
+                    let sel = a.filter.resolve(&repo, &spec)?;
                     let path = sel.path.unwrap_or_else(|| "/".into());
                     match cairn::walk::resolve(&repo, &index, &sel.snapshot.tree, &path)? {
                         cairn::walk::Selection::Dir { tree, .. } => tree,

@@ -6,6 +6,7 @@ use clap::Args;
 
 use cairn::check::{self, Problem, ReadData, Severity};
 
+use super::output::count;
 use super::{GlobalArgs, open_uncached, output, signals};
 
 #[derive(Args)]
@@ -59,22 +60,30 @@ pub fn run(g: &GlobalArgs, a: CheckArgs) -> Result<ExitCode> {
         output::print_json(&v)?;
     } else if !quiet {
         println!(
-            "checked {} snapshots, {} trees, {} data blobs, {} index files, {} packs, {} keys in {secs:.1} s",
-            s.snapshots, s.trees, s.data_blobs, s.index_files, s.packs, s.keys
+            "checked {}, {}, {}, {}, {}, {} in {secs:.1} s",
+            count(s.snapshots, "snapshot", "snapshots"),
+            count(s.trees, "tree", "trees"),
+            count(s.data_blobs, "data blob", "data blobs"),
+            count(s.index_files, "index file", "index files"),
+            count(s.packs, "pack", "packs"),
+            count(s.keys, "key", "keys")
         );
         if how != ReadData::None {
             println!(
-                "read {} packs ({}) and verified every blob in them",
-                s.packs_read,
+                "read {} ({}) and verified every blob in them",
+                count(s.packs_read, "pack", "packs"),
                 output::bytes(s.bytes_read)
             );
         }
         if s.errors == 0 {
-            let extra: Vec<String> = [(s.warnings, "warnings"), (s.notes, "notes")]
-                .iter()
-                .filter(|(n, _)| *n > 0)
-                .map(|(n, what)| format!("{n} {what}"))
-                .collect();
+            let extra: Vec<String> = [
+                (s.warnings, "warning", "warnings"),
+                (s.notes, "note", "notes"),
+            ]
+            .iter()
+            .filter(|(n, _, _)| *n > 0)
+            .map(|(n, one, many)| count(*n, one, many))
+            .collect();
             println!(
                 "no errors found{}",
                 if extra.is_empty() {
@@ -93,7 +102,10 @@ pub fn run(g: &GlobalArgs, a: CheckArgs) -> Result<ExitCode> {
         }
     }
     if s.errors > 0 {
-        bail!("the repository has {} error(s), listed above", s.errors);
+        bail!(
+            "the repository has {}, listed above",
+            count(s.errors, "error", "errors")
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -6,8 +6,9 @@ use clap::Args;
 use cairn::forget::{self, GroupBy, KeepPolicy, Within};
 use cairn::id::SnapshotId;
 
+use super::output::count;
 use super::prune::PruneArgs;
-use super::{FilterArgs, GlobalArgs, open_uncached, output};
+use super::{FilterArgs, GlobalArgs, open_uncached, output, usage};
 
 #[derive(Args)]
 pub struct ForgetArgs {
@@ -63,17 +64,37 @@ pub fn run(g: &GlobalArgs, a: ForgetArgs) -> Result<ExitCode> {
         weekly: a.keep_weekly,
         monthly: a.keep_monthly,
         yearly: a.keep_yearly,
-        within: a.keep_within.as_deref().map(Within::parse).transpose()?,
+        within: a
+            .keep_within
+            .as_deref()
+            .map(Within::parse)
+            .transpose()
+            .map_err(|e| usage(format!("--keep-within: {e}")))?,
         tags: a.keep_tags.clone(),
     };
-    let group_by = GroupBy::parse(&a.group_by)?;
-    let repo = open_uncached(g)?;
+    let group_by = GroupBy::parse(&a.group_by).map_err(|e| usage(format!("--group-by: {e}")))?;
+    if !a.ids.is_empty() && !policy.is_empty() {
+        return Err(usage(
+            "give either snapshot ids or a --keep-* policy, not both",
+        ));
+    }
+    if a.ids.is_empty() && policy.is_empty() && !a.unsafe_allow_remove_all {
+        return Err(usage(
+            "no --keep-* option given: that policy keeps nothing. Give a policy, or \
+             --unsafe-allow-remove-all to remove every matching snapshot",
+        ));
+    }
     let filter = a.filter.filter()?;
+    let repo = open_uncached(g)?;
+    // The lock comes before the plan: a plan printed and then refused by a lock
+    // would read as carried out. A dry run changes nothing and takes none.
+    let lock = if a.dry_run {
+        None
+    } else {
+        Some(cairn::lock::acquire(&repo, true)?)
+    };
 
     let remove: Vec<SnapshotId> = if !a.ids.is_empty() {
-        if !policy.is_empty() {
-            bail!("give either snapshot ids or a --keep-* policy, not both");
-        }
         let mut ids = Vec::new();
         for spec in &a.ids {
             let (id, unreadable) = cairn::select::resolve_for_removal(&repo, spec, &filter)?;
@@ -90,12 +111,6 @@ pub fn run(g: &GlobalArgs, a: ForgetArgs) -> Result<ExitCode> {
         }
         ids
     } else {
-        if policy.is_empty() && !a.unsafe_allow_remove_all {
-            bail!(
-                "no --keep-* option given: that policy keeps nothing. Give a policy, or \
-                 --unsafe-allow-remove-all to remove every matching snapshot"
-            );
-        }
         let (all, unreadable) = repo.list_snapshots_lenient()?;
         super::warn_skipped(g, &unreadable);
         let snaps: Vec<_> = all.into_iter().filter(|(_, s)| filter.matches(s)).collect();
@@ -116,12 +131,21 @@ pub fn run(g: &GlobalArgs, a: ForgetArgs) -> Result<ExitCode> {
             .collect()
     };
 
-    if !a.dry_run && !remove.is_empty() {
-        forget::remove_snapshots(&repo, &remove)?;
+    if let Some(lock) = &lock {
+        if !remove.is_empty() {
+            forget::remove_snapshots(&repo, lock, &remove)?;
+        }
     }
-    if !g.quiet && !g.json {
+    // Prune takes its own.
+    drop(lock);
+    if g.json {
+        output::print_json(&serde_json::json!({
+            "message_type": "summary", "command": "forget", "dry_run": a.dry_run,
+            "removed": remove.iter().map(|id| id.to_hex()).collect::<Vec<_>>(),
+        }))?;
+    } else if !g.quiet {
         let verb = if a.dry_run { "would remove" } else { "removed" };
-        println!("{verb} {} snapshot(s)", remove.len());
+        println!("{verb} {}", count(remove.len(), "snapshot", "snapshots"));
     }
     if a.prune {
         super::prune::run_with(g, &repo, &a.prune_opts, a.dry_run)?;

@@ -48,7 +48,7 @@ pub fn run(g: &GlobalArgs, a: InitArgs) -> Result<ExitCode> {
         chunker,
         compression: a.compression,
         pack_size,
-        kdf,
+        kdf: Some(kdf),
         share_ids_with: None,
     };
     let repo = Repository::init(backend, &pw, opts)

@@ -10,6 +10,7 @@ use cairn::crypto::KdfParams;
 use cairn::keyfile::KeyFile;
 use cairn::keys::{KeyEntry, is_minimal};
 
+use super::output::count;
 use super::{GlobalArgs, KdfArgs, open_uncached, output, password};
 
 #[derive(Subcommand)]
@@ -37,7 +38,7 @@ pub struct AddArgs {
     #[arg(
         long,
         value_name = "FILE",
-        conflicts_with_all = ["new_password_file", "kdf_memory", "kdf_iterations"]
+        conflicts_with_all = ["new_password_file", "kdf_memory", "kdf_iterations", "kdf_lanes"]
     )]
     generate: Option<PathBuf>,
 }
@@ -142,13 +143,18 @@ fn list(g: &GlobalArgs) -> Result<ExitCode> {
             println!("{}", entry_line(k));
         }
         if !g.quiet {
-            println!("{} key file(s); * opened the repository", keys.len());
+            println!(
+                "{}; * opened the repository",
+                count(keys.len(), "key file", "key files")
+            );
         }
     }
     if bad > 0 {
         bail!(
-            "{bad} key file(s) could not be read; `cairn check` reports them, \
-             `cairn key remove ID` removes one"
+            "{} could not be read; `cairn check` reports {}, \
+             `cairn key remove ID` removes one",
+            count(bad, "key file", "key files"),
+            if bad == 1 { "it" } else { "them" }
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -170,10 +176,6 @@ fn add(g: &GlobalArgs, a: AddArgs) -> Result<ExitCode> {
             .with_context(|| format!("adding a generated key to {location}"))?,
         None => {
             let pw = password::get_new(a.new_password_file.as_deref(), g.quiet)?;
-            let kdf = match kdf {
-                Some(k) => k,
-                None => KdfParams::calibrated()?,
-            };
             repo.add_key(&pw, kdf)
                 .with_context(|| format!("adding a key to {location}"))?
         }

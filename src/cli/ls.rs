@@ -8,13 +8,13 @@ use clap::Args;
 use cairn::tree::{Node, NodeKind};
 use cairn::walk::{self, Selection};
 
-use super::{FilterArgs, GlobalArgs, open, output};
+use super::{FilterArgs, GlobalArgs, open, output, usage};
 
 #[derive(Args)]
 pub struct LsArgs {
     /// Snapshot: id prefix, latest or latest~N, optionally with :PATH
     snapshot: String,
-    /// List only this path inside the snapshot
+    /// List only this path inside the snapshot (like SNAPSHOT:PATH)
     path: Option<String>,
     /// Show type, permissions, owner, size and time
     #[arg(short, long)]
@@ -24,8 +24,13 @@ pub struct LsArgs {
 }
 
 pub fn run(g: &GlobalArgs, a: LsArgs) -> Result<ExitCode> {
+    if a.path.is_some() && a.snapshot.contains(':') {
+        return Err(usage(
+            "give the path either as SNAPSHOT:PATH or as the second argument, not both",
+        ));
+    }
     let repo = open(g)?;
-    let sel = cairn::select::resolve(&repo, &a.snapshot, &a.filter.filter()?)?;
+    let sel = a.filter.resolve(&repo, &a.snapshot)?;
     super::warn_skipped(g, &sel.skipped);
     let index = super::load_index(g, &repo)?;
     let path = a
@@ -80,8 +85,22 @@ fn json_node(path: &Path, n: &Node) -> serde_json::Value {
         }
         o.remove("content");
         o.insert("blobs".into(), n.content.len().into());
+        for (k, t) in [("mtime", n.mtime), ("atime", n.atime), ("ctime", n.ctime)] {
+            o.insert(k.into(), rfc3339(t).into());
+        }
+        o.insert("message_type".into(), "node".into());
     }
     v
+}
+
+/// A node's time as RFC 3339 in local time with nanoseconds, as `snapshots
+/// --json` gives a snapshot's; `None` (null) for a time chrono can't represent
+/// (it comes from the repository).
+fn rfc3339(t: cairn::tree::Timestamp) -> Option<String> {
+    chrono::DateTime::from_timestamp(t.0, t.1).map(|d| {
+        d.with_timezone(&chrono::Local)
+            .to_rfc3339_opts(chrono::SecondsFormat::Nanos, false)
+    })
 }
 
 /// One `ls -l`-style line; every text from the tree is escaped for the terminal.

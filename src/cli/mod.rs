@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use cairn::backend::LocalBackend;
@@ -31,6 +31,9 @@ use cairn::repository::Repository;
 use cairn::select::SnapshotFilter;
 
 pub const EXIT_ERROR: u8 = 1;
+/// A command line that can't be carried out as given; clap's own usage errors
+/// exit with the same code.
+pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_PARTIAL: u8 = 3;
 pub const EXIT_NO_REPO: u8 = 10;
 pub const EXIT_LOCKED: u8 = 11;
@@ -55,16 +58,13 @@ pub struct GlobalArgs {
     /// Repository directory
     #[arg(short = 'r', long = "repo", env = "CAIRN_REPOSITORY", global = true)]
     pub repo: Option<PathBuf>,
-    /// Read the password from this file (all of it but a final newline)
-    #[arg(long, env = "CAIRN_PASSWORD_FILE", global = true)]
+    /// Read the password from this file (all of it but a final newline).
+    /// Overrides the CAIRN_PASSWORD* variables
+    #[arg(long, global = true, conflicts_with = "password_command")]
     pub password_file: Option<PathBuf>,
-    /// Run this shell command and use its output as the password
-    #[arg(
-        long,
-        env = "CAIRN_PASSWORD_COMMAND",
-        global = true,
-        hide_env_values = true
-    )]
+    /// Run this shell command and use its output as the password. Overrides
+    /// the CAIRN_PASSWORD* variables
+    #[arg(long, global = true)]
     pub password_command: Option<String>,
     /// Print only errors
     #[arg(short, long, global = true)]
@@ -107,7 +107,9 @@ enum Cmd {
     Key(key::KeyCmd),
 }
 
-/// Snapshot filters shared by commands that choose snapshots.
+/// Snapshot filters shared by commands that choose snapshots (as restic's): they
+/// decide which snapshots `latest`, `latest~N` and id prefixes may name. A
+/// sub-tree is chosen by `SNAPSHOT:PATH` (or `--include`), never by `--path`.
 #[derive(Args, Clone, Default)]
 pub struct FilterArgs {
     /// Only snapshots of this host (repeatable)
@@ -116,20 +118,22 @@ pub struct FilterArgs {
     /// Only snapshots with this tag (repeatable; all must match)
     #[arg(long = "tag", value_name = "TAG")]
     pub tags: Vec<String>,
-    /// Only snapshots that include this path (repeatable)
+    /// Only snapshots that backed up this path (repeatable; all must match)
     #[arg(long = "path", value_name = "PATH")]
     pub paths: Vec<String>,
 }
 
 impl FilterArgs {
+    /// Paths are made absolute and lose `.` parts and trailing slashes, as
+    /// `backup` records them.
     pub fn filter(&self) -> Result<SnapshotFilter> {
         let paths = self
             .paths
             .iter()
             .map(|p| {
                 std::path::absolute(p)
-                    .map(|a| a.display().to_string())
-                    .with_context(|| format!("path {p}"))
+                    .map(|a| a.components().collect::<PathBuf>().display().to_string())
+                    .with_context(|| format!("--path {p}"))
             })
             .collect::<Result<_>>()?;
         Ok(SnapshotFilter {
@@ -138,40 +142,67 @@ impl FilterArgs {
             paths,
         })
     }
+
+    /// Resolves `SNAPSHOT[:PATH]` among the snapshots these filters let through.
+    /// When none does and `--path` was given, says that `--path` chooses
+    /// snapshots: restic users know that, others may have meant a sub-tree.
+    pub fn resolve(&self, repo: &Repository, spec: &str) -> Result<cairn::select::Selected> {
+        let filter = self.filter()?;
+        cairn::select::resolve(repo, spec, &filter).map_err(|e| {
+            if filter.paths.is_empty() {
+                return e.into();
+            }
+            anyhow::Error::new(e).context(format!(
+                "choosing {spec:?} among the snapshots that backed up {} (--path chooses \
+                 snapshots; for a part of one, use SNAPSHOT:PATH or --include)",
+                filter.paths.join(" and ")
+            ))
+        })
+    }
 }
 
-/// Argon2id cost of a new password key (`init`, `key add`).
+/// Argon2id cost of a new password key (`init`, `key add`). The defaults are
+/// RFC 9106's second recommended option; existing keys keep the parameters
+/// stored in them.
 #[derive(Args, Clone)]
 pub struct KdfArgs {
-    /// Argon2id memory in KiB for the password key [default: 262144, with
-    /// iterations calibrated to about one second]. Lower it only for tests or
-    /// machines that can't spare the memory.
-    #[arg(long, value_name = "KIB")]
-    pub kdf_memory: Option<u32>,
-    /// Argon2id iterations (with --kdf-memory). Caps: memory 1 GiB, 16 iterations,
-    /// memory × iterations 4 GiB (e.g. 1 GiB × 4 or 256 MiB × 16)
-    #[arg(long, value_name = "N", default_value_t = 3)]
+    /// Argon2id memory in KiB for the password key. Caps: 1 GiB, and memory ×
+    /// iterations 4 GiB (e.g. 1 GiB × 4 or 256 MiB × 16)
+    #[arg(long, value_name = "KIB", default_value_t = cairn::crypto::KDF_DEFAULT_MEMORY_KIB)]
+    pub kdf_memory: u32,
+    /// Argon2id iterations (passes over the memory); at most 16
+    #[arg(long, value_name = "N", default_value_t = cairn::crypto::KDF_DEFAULT_ITERATIONS)]
     pub kdf_iterations: u32,
+    /// Argon2id lanes (its parallelism parameter); at most 16, and at least 8 KiB
+    /// of memory each
+    #[arg(long, value_name = "N", default_value_t = cairn::crypto::KDF_DEFAULT_LANES)]
+    pub kdf_lanes: u32,
 }
 
 impl KdfArgs {
-    /// `None`: calibrate on this machine. Values above the caps of format-spec §17
-    /// are refused, with the flags named.
-    pub fn params(&self) -> Result<Option<KdfParams>> {
-        let it = self.kdf_iterations;
-        match self.kdf_memory {
-            Some(m) => KdfParams::new(m, it)
-                .map(Some)
-                .with_context(|| format!("--kdf-memory {m} --kdf-iterations {it}")),
-            // Calibration chooses the iterations, but a value above the cap is
-            // refused all the same rather than silently ignored.
-            None if it > cairn::crypto::KDF_MAX_ITERATIONS => Err(anyhow!(
-                "--kdf-iterations {it}: {it} Argon2 iterations are above the cap of {}",
-                cairn::crypto::KDF_MAX_ITERATIONS
-            )),
-            None => Ok(None),
-        }
+    /// Values above the caps of format-spec §17 are refused, with the flags named.
+    pub fn params(&self) -> Result<KdfParams> {
+        let (m, it, p) = (self.kdf_memory, self.kdf_iterations, self.kdf_lanes);
+        KdfParams::with_lanes(m, it, p)
+            .with_context(|| format!("--kdf-memory {m} --kdf-iterations {it} --kdf-lanes {p}"))
     }
+}
+
+/// A command line that can't be carried out as given (flags that exclude each
+/// other, a missing operand, a value out of range): exits [`EXIT_USAGE`].
+#[derive(Debug)]
+pub struct Usage(pub String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+pub fn usage(msg: impl Into<String>) -> anyhow::Error {
+    Usage(msg.into()).into()
 }
 
 /// Set while `check` runs: its errors are the report, not a reason to run it.
@@ -202,7 +233,7 @@ pub fn run() -> Result<ExitCode> {
 pub fn repo_path(g: &GlobalArgs) -> Result<PathBuf> {
     g.repo
         .clone()
-        .ok_or_else(|| anyhow!("no repository given: use -r/--repo or set CAIRN_REPOSITORY"))
+        .ok_or_else(|| usage("no repository given: use -r/--repo or set CAIRN_REPOSITORY"))
 }
 
 /// Opens the repository with the local cache, for commands that read it.
@@ -278,6 +309,9 @@ fn library_error(err: &anyhow::Error) -> Option<&cairn::Error> {
 }
 
 pub fn exit_code(err: &anyhow::Error) -> u8 {
+    if err.chain().any(|e| e.downcast_ref::<Usage>().is_some()) {
+        return EXIT_USAGE;
+    }
     match library_error(err) {
         Some(cairn::Error::NotARepository(_)) => EXIT_NO_REPO,
         Some(cairn::Error::Locked(_)) => EXIT_LOCKED,

@@ -5,6 +5,8 @@ use std::io::Write;
 
 use anyhow::Result;
 
+pub use cairn::text::count;
+
 /// Binary units: "1.5 GiB".
 pub fn bytes(n: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];

@@ -1,15 +1,17 @@
-//! Where the password comes from: --password-file, --password-command,
-//! CAIRN_PASSWORD, else a prompt on the terminal (no echo).
+//! Where the password comes from: --password-file or --password-command, else one
+//! of CAIRN_PASSWORD_FILE, CAIRN_PASSWORD_COMMAND and CAIRN_PASSWORD, else a
+//! prompt on the terminal (no echo).
 
 use std::io::IsTerminal;
+use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 use zeroize::Zeroizing;
 
-use super::GlobalArgs;
+use super::{GlobalArgs, usage};
 
 fn strip_newline(mut s: Vec<u8>) -> Vec<u8> {
     if s.last() == Some(&b'\n') {
@@ -103,23 +105,76 @@ fn one_line(pw: Zeroizing<Vec<u8>>) -> Result<Zeroizing<Vec<u8>>> {
     Ok(pw)
 }
 
+/// Where the repository password comes from.
+enum Source {
+    File(PathBuf),
+    Command(String),
+    Value(Zeroizing<Vec<u8>>),
+    Prompt,
+}
+
+const VARIABLES: [&str; 3] = [
+    "CAIRN_PASSWORD_FILE",
+    "CAIRN_PASSWORD_COMMAND",
+    "CAIRN_PASSWORD",
+];
+
+/// Chooses the password source: a flag wins over the environment (clap refuses
+/// both flags at once), and two variables set at once are refused rather than one
+/// silently ignored: the one cairn picked might open the repository with another
+/// key than the user meant, or fail with a misleading "wrong password". Empty
+/// variables count as unset.
+fn source(g: &GlobalArgs) -> Result<Source> {
+    if let Some(f) = &g.password_file {
+        return Ok(Source::File(f.clone()));
+    }
+    if let Some(c) = &g.password_command {
+        return Ok(Source::Command(c.clone()));
+    }
+    let set: Vec<(&str, std::ffi::OsString)> = VARIABLES
+        .iter()
+        .filter_map(|k| {
+            std::env::var_os(k)
+                .filter(|v| !v.is_empty())
+                .map(|v| (*k, v))
+        })
+        .collect();
+    match set.as_slice() {
+        [] if can_prompt() => Ok(Source::Prompt),
+        [] => bail!(
+            "no password given: use --password-file, --password-command, CAIRN_PASSWORD_FILE, \
+             CAIRN_PASSWORD_COMMAND or CAIRN_PASSWORD (no terminal to ask on)"
+        ),
+        [(k, v)] => Ok(match *k {
+            "CAIRN_PASSWORD_FILE" => Source::File(PathBuf::from(v)),
+            "CAIRN_PASSWORD_COMMAND" => Source::Command(v.to_string_lossy().into_owned()),
+            _ => Source::Value(Zeroizing::new(v.clone().into_vec())),
+        }),
+        many => {
+            let names: Vec<&str> = many.iter().map(|(k, _)| *k).collect();
+            let (all, but) = if names.len() == 2 {
+                ("both", "one of them")
+            } else {
+                ("all", "all but one")
+            };
+            Err(usage(format!(
+                "{} are {all} set, and cairn won't guess which password to use: unset \
+                 {but}, or give --password-file or --password-command (a flag overrides \
+                 the environment)",
+                names.join(" and ")
+            )))
+        }
+    }
+}
+
 /// The repository password. `confirm` (a new repository's): ask twice on a
 /// terminal, and refuse one with a line break in it.
 pub fn get(g: &GlobalArgs, confirm: bool) -> Result<Zeroizing<Vec<u8>>> {
-    let pw = if let Some(f) = &g.password_file {
-        from_file(f, g.quiet)?
-    } else if let Some(c) = &g.password_command {
-        from_command(c)?
-    } else if let Some(p) = std::env::var_os("CAIRN_PASSWORD") {
-        use std::os::unix::ffi::OsStringExt;
-        Zeroizing::new(p.into_vec())
-    } else if can_prompt() {
-        prompt("repository password", confirm)?
-    } else {
-        bail!(
-            "no password given: use --password-file, --password-command, CAIRN_PASSWORD_FILE, \
-             CAIRN_PASSWORD_COMMAND or CAIRN_PASSWORD (no terminal to ask on)"
-        );
+    let pw = match source(g)? {
+        Source::File(f) => from_file(&f, g.quiet)?,
+        Source::Command(c) => from_command(&c)?,
+        Source::Value(v) => v,
+        Source::Prompt => prompt("repository password", confirm)?,
     };
     let pw = non_empty(pw)?;
     if confirm { one_line(pw) } else { Ok(pw) }

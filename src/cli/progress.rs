@@ -65,52 +65,84 @@ fn wait(stop: &Receiver<()>, total: Duration) -> bool {
 fn json_lines(action: &str, p: &Progress, stop: &Receiver<()>) {
     let start = Instant::now();
     while !wait(stop, Duration::from_secs(1)) {
-        let v = p.view();
-        let secs = start.elapsed().as_secs_f64();
-        let _ = output::print_json(&serde_json::json!({
-            "message_type": "status",
-            "action": action,
-            "seconds_elapsed": secs,
-            "files_done": v.files_done,
-            "bytes_done": v.bytes_done,
-            "files_total": v.files_total,
-            "bytes_total": v.bytes_total,
-            "totals_final": v.totals_final,
-            "percent_done": percent(&v),
-            "bytes_per_second": if secs > 0.0 { v.bytes_done as f64 / secs } else { 0.0 },
-            "current_file": v.current_file,
-        }));
+        let _ = output::print_json(&status(action, &p.view(), start.elapsed().as_secs_f64()));
     }
+}
+
+/// One `status` line. Until the totals are counted they are `null`, and so is
+/// the share done: a total still growing would make a percentage that jumps
+/// back and an ETA that means nothing.
+fn status(action: &str, v: &ProgressView, secs: f64) -> serde_json::Value {
+    let known = |n: u64| v.totals_final.then_some(n);
+    serde_json::json!({
+        "message_type": "status",
+        "action": action,
+        "seconds_elapsed": secs,
+        "files_done": v.files_done,
+        "bytes_done": v.bytes_done,
+        "files_total": known(v.files_total),
+        "bytes_total": known(v.bytes_total),
+        "totals_final": v.totals_final,
+        "percent_done": v.totals_final.then(|| percent(v)),
+        "bytes_per_second": if secs > 0.0 { v.bytes_done as f64 / secs } else { 0.0 },
+        "current_file": v.current_file,
+    })
 }
 
 fn percent(v: &ProgressView) -> f64 {
     if v.bytes_total == 0 {
-        0.0
+        100.0
     } else {
         (100.0 * v.bytes_done as f64 / v.bytes_total as f64).min(100.0)
     }
 }
 
+/// What the terminal line shows: a spinner with counters while the totals are
+/// being counted (a bar would be full, with an ETA of 0, whenever the work
+/// outruns the count), then a bar with an ETA once they are known.
+fn template(totals_final: bool) -> &'static str {
+    if totals_final {
+        "{prefix} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}\n{msg}"
+    } else {
+        "{spinner} {prefix} [{elapsed_precise}] {bytes} {bytes_per_sec}, counting the total…\n{msg}"
+    }
+}
+
+fn files_text(v: &ProgressView) -> String {
+    if v.totals_final {
+        format!(
+            "{} / {}",
+            v.files_done,
+            output::count(v.files_total, "file", "files")
+        )
+    } else {
+        output::count(v.files_done, "file", "files")
+    }
+}
+
 fn bar(action: &str, p: &Progress, stop: &Receiver<()>) {
-    let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr_with_hz(5));
-    let style = ProgressStyle::with_template(
-        "{prefix} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}\n{msg}",
-    )
-    .unwrap_or_else(|_| ProgressStyle::default_bar());
-    bar.set_style(style);
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(5));
+    let style = |known| {
+        ProgressStyle::with_template(template(known))
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+    };
+    bar.set_style(style(false));
     bar.set_prefix(action.to_string());
+    let mut known = false;
     loop {
         let v = p.view();
-        bar.set_length(v.bytes_total.max(v.bytes_done));
+        if v.totals_final && !known {
+            known = true;
+            bar.set_style(style(true));
+        }
+        if known {
+            bar.set_length(v.bytes_total.max(v.bytes_done));
+        }
         bar.set_position(v.bytes_done);
-        let total = if v.totals_final {
-            v.files_total.to_string()
-        } else {
-            format!("{}+", v.files_total)
-        };
+        bar.tick();
         bar.set_message(format!(
-            "{} / {total} files  {}",
-            v.files_done,
+            "{}  {}",
+            files_text(&v),
             super::output::printable(&shorten(&v.current_file, 70))
         ));
         if wait(stop, Duration::from_millis(200)) {
@@ -128,4 +160,49 @@ fn shorten(s: &str, max: usize) -> String {
     }
     let tail: String = s.chars().skip(n - (max - 1)).collect();
     format!("…{tail}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(totals_final: bool) -> ProgressView {
+        ProgressView {
+            files_done: 1,
+            bytes_done: 500,
+            files_total: 1,
+            bytes_total: 500,
+            totals_final,
+            current_file: "/data/a".into(),
+        }
+    }
+
+    /// Issue #11, item 15: a total still being counted is not shown as a full bar
+    /// with an ETA of 0, nor as a number in JSON.
+    #[test]
+    fn totals_being_counted_are_not_shown_as_known() {
+        let counting = view(false);
+        let t = template(false);
+        assert!(
+            !t.contains("bar}") && !t.contains("{eta") && !t.contains("{total"),
+            "{t}"
+        );
+        assert!(t.contains("{spinner}"), "{t}");
+        assert_eq!(files_text(&counting), "1 file");
+        let s = status("backup", &counting, 1.0);
+        assert!(
+            s["bytes_total"].is_null() && s["files_total"].is_null(),
+            "{s}"
+        );
+        assert!(s["percent_done"].is_null(), "{s}");
+        assert_eq!(s["totals_final"], false);
+
+        let known = view(true);
+        assert!(template(true).contains("{wide_bar}") && template(true).contains("{eta}"));
+        assert_eq!(files_text(&known), "1 / 1 file");
+        let s = status("backup", &known, 1.0);
+        assert_eq!(s["bytes_total"], 500);
+        assert_eq!(s["files_total"], 1);
+        assert_eq!(s["percent_done"], 100.0);
+    }
 }

@@ -1,11 +1,12 @@
 use std::process::ExitCode;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use clap::Args;
 
 use cairn::prune::{self, PruneOptions, PruneSummary};
 
-use super::{GlobalArgs, open_uncached, output, signals};
+use super::output::count;
+use super::{GlobalArgs, open_uncached, output, signals, usage};
 
 #[derive(Args, Clone)]
 pub struct PruneArgs {
@@ -20,10 +21,10 @@ pub struct PruneArgs {
 impl PruneArgs {
     pub fn options(&self, dry_run: bool) -> Result<PruneOptions> {
         if !(0.0..=100.0).contains(&self.max_unused) {
-            bail!("--max-unused must be a percentage between 0 and 100");
+            return Err(usage("--max-unused must be a percentage between 0 and 100"));
         }
         let max_repack_bytes = match &self.max_repack_size {
-            Some(s) => Some(parse_size(s)?),
+            Some(s) => Some(parse_size(s).map_err(|e| usage(format!("--max-repack-size: {e}")))?),
             None => None,
         };
         Ok(PruneOptions {
@@ -86,7 +87,8 @@ fn print_summary(g: &GlobalArgs, s: &PruneSummary) -> Result<()> {
     if g.json {
         let mut v = serde_json::to_value(s)?;
         if let Some(o) = v.as_object_mut() {
-            o.insert("message_type".into(), "prune".into());
+            o.insert("message_type".into(), "summary".into());
+            o.insert("command".into(), "prune".into());
         }
         return output::print_json(&v);
     }
@@ -103,8 +105,15 @@ fn print_summary(g: &GlobalArgs, s: &PruneSummary) -> Result<()> {
         );
     }
     println!(
-        "{} snapshots use {} blobs; {} blobs are unused",
-        s.snapshots, s.used_blobs, s.unused_blobs
+        "{} {} {}; {} unused",
+        count(s.snapshots, "snapshot", "snapshots"),
+        if s.snapshots == 1 { "uses" } else { "use" },
+        count(s.used_blobs, "blob", "blobs"),
+        if s.unused_blobs == 1 {
+            "1 blob is".to_string()
+        } else {
+            format!("{} blobs are", s.unused_blobs)
+        }
     );
     if s.nothing_to_do {
         println!(
@@ -113,15 +122,19 @@ fn print_summary(g: &GlobalArgs, s: &PruneSummary) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{verb} delete {} unused packs ({}) and {} unindexed packs ({})",
-        s.packs_deleted,
+        "{verb} delete {} ({}) and {} ({})",
+        count(s.packs_deleted, "unused pack", "unused packs"),
         b(s.bytes_deleted),
-        s.packs_unindexed_deleted,
+        count(
+            s.packs_unindexed_deleted,
+            "unindexed pack",
+            "unindexed packs"
+        ),
         b(s.bytes_unindexed_deleted)
     );
     println!(
-        "{verb} repack {} packs ({})",
-        s.packs_repacked,
+        "{verb} repack {} ({})",
+        count(s.packs_repacked, "pack", "packs"),
         b(s.bytes_repacked)
     );
     if s.packs_not_repacked > 0 {
@@ -133,9 +146,9 @@ fn print_summary(g: &GlobalArgs, s: &PruneSummary) -> Result<()> {
         );
     }
     println!(
-        "repository: {} in {} packs before, {} after",
+        "repository: {} in {} before, {} after",
         b(s.bytes_before),
-        s.packs_before,
+        count(s.packs_before, "pack", "packs"),
         b(s.bytes_after)
     );
     Ok(())

@@ -3,6 +3,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Args, Subcommand};
 
+use super::output::count;
 use super::{GlobalArgs, open_uncached, output, signals};
 
 #[derive(Args)]
@@ -56,16 +57,16 @@ pub fn run(g: &GlobalArgs, a: RepairArgs) -> Result<ExitCode> {
         What::Index { dry_run } => {
             let s = cairn::repair::repair_index(&repo, dry_run, &report)?;
             if g.json {
-                output::print_json(&s)?;
+                print_summary(&s, "repair index")?;
             } else if !g.quiet {
                 let verb = if dry_run { "would index" } else { "indexed" };
                 println!(
-                    "{verb} {} of {} packs ({} headers read, {} unreadable); replaced {} index files with {}",
+                    "{verb} {} of {} ({} read, {} unreadable); replaced {} with {}",
                     s.packs_indexed,
-                    s.packs,
-                    s.headers_read,
+                    count(s.packs, "pack", "packs"),
+                    count(s.headers_read, "header", "headers"),
                     s.packs_unreadable,
-                    s.index_files_removed,
+                    count(s.index_files_removed, "index file", "index files"),
                     s.index_files_written
                 );
             }
@@ -73,21 +74,25 @@ pub fn run(g: &GlobalArgs, a: RepairArgs) -> Result<ExitCode> {
         What::Snapshots { dry_run, forget } => {
             let s = cairn::repair::repair_snapshots(&repo, dry_run, forget, &report)?;
             if g.json {
-                output::print_json(&s)?;
+                print_summary(&s, "repair snapshots")?;
             } else if !g.quiet {
                 println!(
-                    "{} of {} snapshots name lost data ({} entries dropped); {} repaired snapshots written, {} originals removed{}",
+                    "{} of {} lost data ({} dropped); {} written, {} removed{}",
                     s.snapshots_damaged,
-                    s.snapshots,
-                    s.entries_dropped,
-                    s.snapshots_written,
-                    s.snapshots_removed,
+                    count(s.snapshots, "snapshot names", "snapshots name"),
+                    count(s.entries_dropped, "entry", "entries"),
+                    count(
+                        s.snapshots_written,
+                        "repaired snapshot",
+                        "repaired snapshots"
+                    ),
+                    count(s.snapshots_removed, "original", "originals"),
                     if dry_run { " (dry run)" } else { "" }
                 );
                 if s.snapshots_unreadable > 0 {
                     println!(
-                        "{} snapshots are unreadable; {} removed{}",
-                        s.snapshots_unreadable,
+                        "{} unreadable; {} removed{}",
+                        count(s.snapshots_unreadable, "snapshot is", "snapshots are"),
                         s.unreadable_removed,
                         if forget || dry_run {
                             ""
@@ -107,14 +112,18 @@ pub fn run(g: &GlobalArgs, a: RepairArgs) -> Result<ExitCode> {
                 &report,
             )?;
             if g.json {
-                output::print_json(&s)?;
+                print_summary(&s, "repair packs")?;
             } else if !g.quiet {
                 print_packs_summary(&s);
             }
             if s.packs_unreadable > 0 {
                 anyhow::bail!(
-                    "{} pack(s) could not be read and were left as they are (see above)",
-                    s.packs_unreadable
+                    "{} (see above)",
+                    count(
+                        s.packs_unreadable,
+                        "pack could not be read and was left as it is",
+                        "packs could not be read and were left as they are"
+                    )
                 );
             }
         }
@@ -127,8 +136,8 @@ fn print_packs_summary(s: &cairn::repair_packs::RepairPacksSummary) {
     for p in &s.packs {
         println!("pack {}: {}", p.pack, output::printable(&p.damage));
         println!(
-            "  {} blobs salvaged, {} stored elsewhere, {} lost; pack {}{}",
-            p.blobs_salvaged,
+            "  {} salvaged, {} stored elsewhere, {} lost; pack {}{}",
+            count(p.blobs_salvaged, "blob", "blobs"),
             p.blobs_elsewhere,
             p.blobs_lost,
             would,
@@ -141,8 +150,8 @@ fn print_packs_summary(s: &cairn::repair_packs::RepairPacksSummary) {
     }
     if s.packs.is_empty() {
         println!(
-            "read {} packs: none is damaged{}",
-            s.packs_read,
+            "read {}: none is damaged{}",
+            count(s.packs_read, "pack", "packs"),
             if s.packs_unreadable > 0 {
                 " among those that could be read"
             } else {
@@ -153,21 +162,26 @@ fn print_packs_summary(s: &cairn::repair_packs::RepairPacksSummary) {
     }
     if s.dry_run {
         println!(
-            "dry run: {} of {} packs read are damaged; {} blobs would be salvaged, {} lost; nothing was changed",
-            s.packs_damaged, s.packs_read, s.blobs_salvaged, s.blobs_lost
+            "dry run: {} of {} read {} damaged; {} would be salvaged, {} lost; nothing was changed",
+            s.packs_damaged,
+            count(s.packs_read, "pack", "packs"),
+            if s.packs_damaged == 1 { "is" } else { "are" },
+            count(s.blobs_salvaged, "blob", "blobs"),
+            s.blobs_lost
         );
     } else {
         println!(
-            "{} of {} packs read were damaged: {} blobs salvaged into {} new packs, {} lost; \
-             replaced {} index files with {}, removed {} damaged packs",
+            "{} of {} read {} damaged: {} salvaged into {}, {} lost; \
+             replaced {} with {}, removed {}",
             s.packs_damaged,
-            s.packs_read,
-            s.blobs_salvaged,
-            s.packs_written,
+            count(s.packs_read, "pack", "packs"),
+            if s.packs_damaged == 1 { "was" } else { "were" },
+            count(s.blobs_salvaged, "blob", "blobs"),
+            count(s.packs_written, "new pack", "new packs"),
             s.blobs_lost,
-            s.index_files_removed,
+            count(s.index_files_removed, "index file", "index files"),
             s.index_files_written,
-            s.packs_removed
+            count(s.packs_removed, "damaged pack", "damaged packs")
         );
     }
     if s.snapshots_missing_data.is_empty() {
@@ -181,18 +195,22 @@ fn print_packs_summary(s: &cairn::repair_packs::RepairPacksSummary) {
         );
     } else {
         println!(
-            "{} snapshot(s) {} data:",
-            s.snapshots_missing_data.len(),
-            if s.dry_run { "would miss" } else { "now miss" }
+            "{} {} data:",
+            count(s.snapshots_missing_data.len(), "snapshot", "snapshots"),
+            match (s.dry_run, s.snapshots_missing_data.len() == 1) {
+                (true, _) => "would miss",
+                (false, true) => "now misses",
+                (false, false) => "now miss",
+            }
         );
         for l in &s.snapshots_missing_data {
             println!(
-                "  {} {} {} {}: {} entries (first: {})",
+                "  {} {} {} {}: {} (first: {})",
                 l.id.get(..8).unwrap_or(&l.id),
                 output::local_time(&l.time),
                 output::printable(&l.hostname),
                 output::printable(&l.paths.join(" ")),
-                l.entries,
+                count(l.entries, "entry", "entries"),
                 output::printable(&l.first)
             );
         }
@@ -204,4 +222,14 @@ fn print_packs_summary(s: &cairn::repair_packs::RepairPacksSummary) {
             println!("      {}", output::printable(&step.reason));
         }
     }
+}
+
+/// The JSON summary line (docs/json.md).
+fn print_summary<T: serde::Serialize>(s: &T, command: &str) -> Result<()> {
+    let mut v = serde_json::to_value(s)?;
+    if let Some(o) = v.as_object_mut() {
+        o.insert("message_type".into(), "summary".into());
+        o.insert("command".into(), command.into());
+    }
+    output::print_json(&v)
 }

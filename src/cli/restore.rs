@@ -7,10 +7,10 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use cairn::restorer::{self, Event, RestoreOptions};
-use cairn::select::SnapshotFilter;
 use cairn::walk;
 
-use super::{GlobalArgs, open, output, signals};
+use super::output::count;
+use super::{FilterArgs, GlobalArgs, open, output, signals};
 
 #[derive(Args)]
 pub struct RestoreArgs {
@@ -19,9 +19,6 @@ pub struct RestoreArgs {
     /// Directory to restore into (created if missing)
     #[arg(short, long, value_name = "DIR")]
     target: PathBuf,
-    /// Restore only this path of the snapshot: a directory's contents, or one file
-    #[arg(long, value_name = "PATH")]
-    path: Option<String>,
     /// Restore only entries matching this glob, and what is inside them (repeatable)
     #[arg(short, long = "include", value_name = "GLOB")]
     includes: Vec<String>,
@@ -31,32 +28,16 @@ pub struct RestoreArgs {
     /// Read restored files back and check them against the repository
     #[arg(long)]
     verify: bool,
-    /// Choose `latest` among snapshots of this host (repeatable)
-    #[arg(long = "host", value_name = "HOST")]
-    hosts: Vec<String>,
-    /// Choose `latest` among snapshots with this tag (repeatable)
-    #[arg(long = "tag", value_name = "TAG")]
-    tags: Vec<String>,
+    #[command(flatten)]
+    filter: FilterArgs,
 }
 
 pub fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<ExitCode> {
     let repo = open(g)?;
-    let filter = SnapshotFilter {
-        hosts: a.hosts.clone(),
-        tags: a.tags.clone(),
-        paths: Vec::new(),
-    };
-    let sel = cairn::select::resolve(&repo, &a.snapshot, &filter)?;
-    if sel.path.is_some() && a.path.is_some() {
-        bail!("give the path either as SNAPSHOT:PATH or with --path, not both");
-    }
+    let sel = a.filter.resolve(&repo, &a.snapshot)?;
     super::warn_skipped(g, &sel.skipped);
     let index = super::load_index(g, &repo)?;
-    let path = a
-        .path
-        .clone()
-        .or(sel.path.clone())
-        .unwrap_or_else(|| "/".into());
+    let path = sel.path.clone().unwrap_or_else(|| "/".into());
     let selection = walk::resolve(&repo, &index, &sel.snapshot.tree, &path)?;
     let progress = Arc::new(cairn::progress::Progress::new());
     let opts = RestoreOptions {
@@ -101,25 +82,28 @@ pub fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<ExitCode> {
         output::print_json(&v)?;
     } else if !g.quiet {
         println!(
-            "restored snapshot {} ({}) into {}: {} files, {} dirs, {} symlinks, {} hard links, {} other; {} in {secs:.1} s",
+            "restored snapshot {} ({}) into {}: {}, {}, {}, {}, {} other; {} in {secs:.1} s",
             sel.id.short(),
             output::path(selection.path()),
             output::path(&a.target),
-            s.files,
-            s.dirs,
-            s.symlinks,
-            s.hardlinks,
+            count(s.files, "file", "files"),
+            count(s.dirs, "dir", "dirs"),
+            count(s.symlinks, "symlink", "symlinks"),
+            count(s.hardlinks, "hard link", "hard links"),
             s.special,
             output::bytes(s.bytes_written),
         );
         if a.verify {
-            println!("verified {} files against the repository", s.files_verified);
+            println!(
+                "verified {} against the repository",
+                count(s.files_verified, "file", "files")
+            );
         }
     }
     if !s.errors.is_empty() {
         bail!(
-            "{} entries could not be restored or verified (listed above)",
-            s.errors.len()
+            "{} could not be restored or verified (listed above)",
+            count(s.errors.len(), "entry", "entries")
         );
     }
     Ok(ExitCode::SUCCESS)

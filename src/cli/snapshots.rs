@@ -3,6 +3,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::Args;
 
+use super::output::count;
 use super::{FilterArgs, GlobalArgs, open, output};
 
 #[derive(Args)]
@@ -36,7 +37,10 @@ pub fn run(g: &GlobalArgs, a: SnapshotsArgs) -> Result<ExitCode> {
             .collect();
         output::print_json(&list)?;
         if !unreadable.is_empty() {
-            anyhow::bail!("{} snapshot file(s) could not be read", unreadable.len());
+            anyhow::bail!(
+                "{} could not be read",
+                count(unreadable.len(), "snapshot file", "snapshot files")
+            );
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -56,12 +60,12 @@ pub fn run(g: &GlobalArgs, a: SnapshotsArgs) -> Result<ExitCode> {
         );
     }
     if !g.quiet {
-        println!("{} snapshot(s)", snaps.len());
+        println!("{}", count(snaps.len(), "snapshot", "snapshots"));
     }
     if !unreadable.is_empty() {
         anyhow::bail!(
-            "{} snapshot file(s) could not be read; `cairn check` shows the damage, `cairn forget ID` removes one",
-            unreadable.len()
+            "{} could not be read; `cairn check` shows the damage, `cairn forget ID` removes one",
+            count(unreadable.len(), "snapshot file", "snapshot files")
         );
     }
     Ok(ExitCode::SUCCESS)

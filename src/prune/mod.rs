@@ -205,11 +205,11 @@ pub fn prune(
         repo.backend().remove(FileType::Pack, &id.to_hex())?;
     }
     report(&format!(
-        "deleted {} packs, repacked {}, wrote {} new packs and {} index files",
-        s.packs_deleted + s.packs_unindexed_deleted,
+        "deleted {}, repacked {}, wrote {} and {}",
+        crate::text::count(s.packs_deleted + s.packs_unindexed_deleted, "pack", "packs"),
         s.packs_repacked,
-        s.packs_written,
-        written
+        crate::text::count(s.packs_written, "new pack", "new packs"),
+        crate::text::count(written, "index file", "index files")
     ));
     report_skipped(&s, report);
     Ok(s)

@@ -285,9 +285,10 @@ fn used_blobs(
     }
     if let Some((id, what)) = missing.first() {
         return Err(Error::invalid(format!(
-            "{} blob(s) that snapshots need are missing (first: {id}, {what}); prune deleted nothing. \
+            "{} that snapshots need {} missing (first: {id}, {what}); prune deleted nothing. \
              Run `cairn check`, then `cairn repair index` (if packs are unindexed) or `cairn repair snapshots`",
-            missing.len()
+            crate::text::count(missing.len(), "blob", "blobs"),
+            if missing.len() == 1 { "is" } else { "are" }
         )));
     }
     Ok(used)

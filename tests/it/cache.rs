@@ -106,3 +106,66 @@ fn cache_forgets_what_the_repository_forgot() {
         assert!(packs.contains(&p), "cached tree pack {p} was pruned");
     }
 }
+
+fn set_age(dir: &std::path::Path, age: std::time::Duration) {
+    fs::File::open(dir)
+        .expect("open dir")
+        .set_modified(std::time::SystemTime::now() - age)
+        .expect("set mtime");
+}
+
+const DAY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Issue #11, item 17: caches of repositories that no longer exist stayed
+/// forever. Those unused for 30 days go when cairn next opens a cache; one in
+/// use by a running process stays, however old its mark.
+#[test]
+fn caches_unused_for_30_days_are_removed_but_not_one_in_use() {
+    let env = Env::with_repo(&[]);
+    let base = env.path("cache");
+    env.ok(&["snapshots"]);
+    let planted = |hex: char, age_days: u32| {
+        let d = base.join(hex.to_string().repeat(64));
+        fs::create_dir_all(d.join("index")).expect("mkdir");
+        fs::write(d.join("index").join("x"), b"cached").expect("write");
+        set_age(&d, DAY * age_days);
+        d
+    };
+    let gone = planted('a', 31);
+    let kept = planted('b', 29);
+    let other = base.join("not-a-cache");
+    fs::create_dir_all(&other).expect("mkdir");
+    set_age(&other, DAY * 400);
+
+    // A backup of another repository, running, with its cache in the same place.
+    let env2 = Env::with_repo(&[]);
+    let base_s = base.to_str().expect("utf-8");
+    let before: Vec<String> = names(&base);
+    let held = crate::locks::HeldBackup::start(&env2, &[], &[("CAIRN_CACHE_DIR", base_s)]);
+    let in_use = names(&base)
+        .into_iter()
+        .find(|n| !before.contains(n))
+        .map(|n| base.join(n))
+        .expect("the held backup's cache");
+    set_age(&in_use, DAY * 60);
+
+    let own = names(&base);
+    env.ok(&["snapshots"]);
+    assert!(!gone.exists(), "unused for 31 days");
+    assert!(kept.is_dir(), "used 29 days ago");
+    assert!(other.is_dir(), "not named like a cache");
+    assert!(in_use.is_dir(), "in use by a running backup");
+    for n in own
+        .iter()
+        .filter(|n| n.len() == 64 && **n != gone.file_name().expect("name").to_string_lossy())
+    {
+        assert!(base.join(n).is_dir(), "{n} was removed");
+    }
+    let out = held.finish(b"data");
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    // Once that process is done, an old mark is just old.
+    set_age(&in_use, DAY * 60);
+    env.ok(&["snapshots"]);
+    assert!(!in_use.exists());
+    assert!(kept.is_dir());
+}

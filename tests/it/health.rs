@@ -404,9 +404,9 @@ fn forget_and_prune_shrink_and_kept_snapshots_restore() {
     };
     let before = size(&env);
 
-    // An empty policy and a remove-everything policy are refused.
+    // An empty policy (a usage error) and a remove-everything policy are refused.
     let out = env.run(&["forget"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     let out = env.run(&["forget", "--keep-tag", "nosuchtag"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("every snapshot"), "{}", stderr(&out));

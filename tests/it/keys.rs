@@ -305,7 +305,7 @@ fn damaged_extra_key_file_is_listed_and_does_not_block_opening() {
 
     let out = env.run(&["key", "list", "--json"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert!(stderr(&out).contains("2 key file(s) could not be read"));
+    assert!(stderr(&out).contains("2 key files could not be read"));
     let list: Vec<serde_json::Value> = serde_json::from_str(&stdout(&out)).expect("JSON");
     assert_eq!(list.len(), 3);
     for id in [&second, &junk_id] {
@@ -412,8 +412,8 @@ fn init_and_key_add_refuse_kdf_parameters_above_the_caps() {
     let too_costly: [(&[&str], &str); 4] = [
         (
             &["--kdf-memory", "1049600", "--kdf-iterations", "1"],
-            "--kdf-memory 1049600 --kdf-iterations 1: Argon2 memory 1025 MiB is above the \
-             cap of 1 GiB",
+            "--kdf-memory 1049600 --kdf-iterations 1 --kdf-lanes 4: Argon2 memory 1025 MiB is \
+             above the cap of 1 GiB",
         ),
         (
             &["--kdf-memory", "1024", "--kdf-iterations", "17"],

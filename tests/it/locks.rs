@@ -345,12 +345,12 @@ fn backup_whose_deduplicated_packs_are_pruned_underneath_fails_without_a_snapsho
 
 /// `cairn backup --stdin` started through `wrapper` (see `Env::bare_cmd_through`)
 /// and held, lock taken, until [`HeldBackup::finish`] gives it its data.
-struct HeldBackup {
+pub(crate) struct HeldBackup {
     child: std::process::Child,
 }
 
 impl HeldBackup {
-    fn start(env: &Env, wrapper: &[&str], vars: &[(&str, &str)]) -> Self {
+    pub(crate) fn start(env: &Env, wrapper: &[&str], vars: &[(&str, &str)]) -> Self {
         let mut child = env
             .bare_cmd_through(wrapper)
             .arg("--password-file")
@@ -377,7 +377,7 @@ impl HeldBackup {
         panic!("the backup never took its lock");
     }
 
-    fn finish(mut self, data: &[u8]) -> std::process::Output {
+    pub(crate) fn finish(mut self, data: &[u8]) -> std::process::Output {
         use std::io::Write;
         let mut stdin = self.child.stdin.take().expect("stdin");
         stdin.write_all(data).expect("write to the backup");
@@ -486,7 +486,7 @@ fn backup_in_another_pid_namespace_under_the_same_hostname_keeps_prune_out() {
 }
 
 /// The lock files under `locks/` (not the temporary files of writes under way).
-fn lock_names(env: &Env) -> Vec<String> {
+pub(crate) fn lock_names(env: &Env) -> Vec<String> {
     common::all_files(&env.repo.join("locks"))
         .iter()
         .filter_map(|p| p.file_name()?.to_str().map(str::to_string))

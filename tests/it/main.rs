@@ -1,6 +1,7 @@
 //! Integration tests, compiled into one binary.
 
 mod cache;
+mod cli;
 mod common;
 mod conformance;
 mod dedup;

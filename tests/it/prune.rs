@@ -51,7 +51,7 @@ fn files(env: &Env) -> BTreeMap<PathBuf, blake3::Hash> {
 fn prune_json(env: &Env, extra: &[&str]) -> serde_json::Value {
     let mut args = vec!["--json", "prune"];
     args.extend_from_slice(extra);
-    common::last_json(&env.ok(&args), "prune")
+    common::last_json(&env.ok(&args), "summary")
 }
 
 fn restore_matches(env: &Env, spec: &str, src: &Path) {
@@ -243,7 +243,7 @@ fn repair_snapshots_forget_removes_unreadable_snapshot_files() {
     let out = env.run(&["repair", "snapshots", "--forget"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
-        common::stdout(&out).contains("1 snapshots are unreadable; 1 removed"),
+        common::stdout(&out).contains("1 snapshot is unreadable; 1 removed"),
         "{}",
         common::stdout(&out)
     );
@@ -393,7 +393,7 @@ fn temporary_files_of_a_killed_backup_are_reported_and_pruned_once_old() {
         "{err}"
     );
     assert!(
-        common::stdout(&out).contains("1 warnings"),
+        common::stdout(&out).contains("(1 warning)"),
         "{}",
         common::stdout(&out)
     );
@@ -559,7 +559,7 @@ fn prune_on_a_full_disk_frees_unused_packs_and_says_what_needs_room() {
 
     let out = env.run(&["--json", "prune", "--max-unused", "0"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let p = common::last_json(&common::stdout(&out), "prune");
+    let p = common::last_json(&common::stdout(&out), "summary");
     assert_eq!(p["packs_deleted"], plan["packs_deleted"], "{p}");
     assert_eq!(p["packs_repacked"], 0, "{p}");
     assert_eq!(p["packs_written"], 0, "{p}");

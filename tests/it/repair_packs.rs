@@ -255,7 +255,8 @@ fn damaged_pack_header_is_salvaged_through_the_index() {
     // By a unique prefix, as a user would type it.
     let out = env.ok(&["repair", "packs", &pack_id[..12]]);
     assert!(
-        out.contains(&format!("{} blobs salvaged", blobs.len())),
+        out.contains(&format!("{} blobs salvaged", blobs.len()))
+            || blobs.len() == 1 && out.contains("1 blob salvaged"),
         "{out}"
     );
     assert!(out.contains("0 lost"), "{out}");

@@ -458,13 +458,13 @@ fn sub_tree_single_file_include_and_exclude_restores() {
     );
     same_content(&src.join("a/b/two.bin"), &out.join("two.bin"));
 
-    // One file, with --path.
+    // One file, chosen in a snapshot chosen by --path (which filters snapshots).
     let out = env.path("out-file");
     env.ok(&[
         "restore",
-        "latest",
+        &format!("latest:{s}/a/c/three.txt"),
         "--path",
-        &format!("{s}/a/c/three.txt"),
+        s,
         "--target",
         out.to_str().expect("utf-8"),
     ]);

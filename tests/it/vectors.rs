@@ -153,6 +153,24 @@ fn argon2id_wrapping_key() {
 
 const ARGON2_VECTOR: &str = "970800cd4733e502caabafe0684333b0d77550b0e5005f5c28a69fa5fd86816d";
 
+/// The same with 4 lanes, as new password keys use (format-spec §4). Checked
+/// against the reference implementation (Debian's `argon2` command):
+/// `echo -n "correct horse battery staple" | argon2 $(printf 'Z%.0s' {1..32}) -id -t 2 -k 64 -p 4 -l 32 -r`.
+#[test]
+fn argon2id_wrapping_key_with_four_lanes() {
+    let params = KdfParams {
+        memory_kib: 64,
+        iterations: 2,
+        parallelism: 4,
+        salt: vec![0x5A; 32],
+    };
+    let kek = derive_wrapping_key(b"correct horse battery staple", &params).unwrap();
+    assert_eq!(hex::encode(&kek[..]), ARGON2_LANES_VECTOR);
+}
+
+const ARGON2_LANES_VECTOR: &str =
+    "ab5457e4bf9a95d60fa3780ba65d3b0a358ad29740eeaa2af5a43cbd3dc82412";
+
 const COMMITMENT_CONTEXT: &str = "cairn 2026-11-29 v1 key commitment";
 
 /// §9: the commitment to the §4 Argon2id vector's output, from cairn and from

@@ -1,0 +1,463 @@
+//! Command-line conventions (issue #11): where the password comes from, what
+//! `--path` means, usage errors, JSON output, counts, and `forget` under a lock.
+
+use std::fs;
+use std::path::Path;
+
+use crate::common::{self, Env, stderr, stdout, write_private};
+use crate::locks::HeldBackup;
+
+fn file_names(dir: &Path) -> Vec<String> {
+    common::all_files(dir)
+        .iter()
+        .filter_map(|p| p.file_name()?.to_str().map(str::to_string))
+        .collect()
+}
+
+fn snapshot_count(env: &Env) -> usize {
+    common::all_files(&env.repo.join("snapshots")).len()
+}
+
+/// Item 13: with CAIRN_PASSWORD_FILE set, `--password-command` was ignored; a
+/// flag now wins over the environment, and two sources at once are refused.
+#[test]
+fn a_password_flag_overrides_the_environment_and_two_sources_are_refused() {
+    let env = Env::with_repo(&[]);
+    let wrong = env.path("wrong-password");
+    write_private(&wrong, "not the password\n");
+    let right = env.password_file.to_str().expect("utf-8");
+    let wrong_s = wrong.to_str().expect("utf-8");
+    let cat_right = format!("cat {right}");
+
+    // The user's case: the environment names a file, the command line a command.
+    let out = env
+        .bare_cmd()
+        .env("CAIRN_PASSWORD_FILE", &wrong)
+        .args(["--password-command", &cat_right, "snapshots"])
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Each flag over each variable.
+    for (var, value) in [
+        ("CAIRN_PASSWORD_FILE", wrong_s.to_string()),
+        ("CAIRN_PASSWORD_COMMAND", format!("cat {wrong_s}")),
+        ("CAIRN_PASSWORD", "not the password".to_string()),
+    ] {
+        for flag in [
+            ["--password-file", right],
+            ["--password-command", &cat_right],
+        ] {
+            let out = env
+                .bare_cmd()
+                .env(var, &value)
+                .args(flag)
+                .arg("snapshots")
+                .output()
+                .expect("run");
+            assert!(
+                out.status.success(),
+                "{var} with {flag:?}: {}",
+                stderr(&out)
+            );
+        }
+        // Alone, each variable is used (and here it is wrong).
+        let out = env
+            .bare_cmd()
+            .env(var, &value)
+            .arg("snapshots")
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(12), "{var}: {}", stderr(&out));
+    }
+
+    // Two flags: a usage error, whatever the order.
+    for args in [
+        ["--password-file", right, "--password-command", &cat_right],
+        ["--password-command", &cat_right, "--password-file", right],
+    ] {
+        let out = env
+            .bare_cmd()
+            .args(args)
+            .arg("snapshots")
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains("--password-file") && err.contains("--password-command"),
+            "{err}"
+        );
+    }
+    // Two variables and no flag: refused, naming both, instead of one ignored.
+    let out = env
+        .bare_cmd()
+        .env("CAIRN_PASSWORD_FILE", right)
+        .env("CAIRN_PASSWORD_COMMAND", format!("cat {wrong_s}"))
+        .arg("snapshots")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("CAIRN_PASSWORD_FILE and CAIRN_PASSWORD_COMMAND are both set"),
+        "{err}"
+    );
+    assert!(
+        !err.contains(wrong_s),
+        "the command's text was shown: {err}"
+    );
+    // A flag settles it.
+    let out = env
+        .bare_cmd()
+        .env("CAIRN_PASSWORD", "not the password")
+        .env("CAIRN_PASSWORD_COMMAND", format!("cat {wrong_s}"))
+        .args(["--password-file", right, "snapshots"])
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// Item 16: `restore latest --path /data/a` after a later backup of /data/b
+/// failed with "not in the snapshot": `--path` chooses the snapshot, as in
+/// restic, on every command that resolves one.
+#[test]
+fn path_chooses_which_snapshot_latest_is() {
+    let env = Env::with_repo(&[]);
+    let a = env.path("data/a");
+    let b = env.path("data/b");
+    fs::create_dir_all(&a).expect("mkdir");
+    fs::create_dir_all(&b).expect("mkdir");
+    fs::write(a.join("in-a.txt"), "a\n").expect("write");
+    fs::write(b.join("in-b.txt"), "b\n").expect("write");
+    let (a_s, b_s) = (a.to_str().expect("utf-8"), b.to_str().expect("utf-8"));
+    env.ok(&["backup", a_s]);
+    env.ok(&["backup", b_s]);
+
+    let out = env.path("out");
+    let out_s = out.to_str().expect("utf-8");
+    env.ok(&["restore", "latest", "--path", a_s, "--target", out_s]);
+    assert_eq!(file_names(&out), vec!["in-a.txt"]);
+
+    // A trailing slash or a relative spelling names the same path.
+    let listing = env.ok(&["ls", "latest", "--path", &format!("{a_s}/")]);
+    assert!(
+        listing.contains("in-a.txt") && !listing.contains("in-b.txt"),
+        "{listing}"
+    );
+    let rel = env
+        .cmd()
+        .current_dir(env.path("data"))
+        .args(["ls", "latest", "--path", "./a"])
+        .output()
+        .expect("run");
+    assert!(stdout(&rel).contains("in-a.txt"), "{}", stderr(&rel));
+    let snap: serde_json::Value =
+        serde_json::from_str(&env.ok(&["cat", "snapshot", "latest", "--path", a_s])).expect("json");
+    assert_eq!(snap["paths"][0], a_s);
+    // --host and --tag narrow the choice too.
+    let out = env.run(&[
+        "restore",
+        "latest",
+        "--host",
+        "elsewhere",
+        "--target",
+        out_s,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("there are only 0 matching snapshots"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A sub-tree is SNAPSHOT:PATH or --include; the old use of --path says so.
+    let one = env.path("one");
+    let one_s = one.to_str().expect("utf-8");
+    let file = format!("{a_s}/in-a.txt");
+    let out = env.run(&["restore", "latest", "--path", &file, "--target", one_s]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("--path chooses snapshots") && err.contains("SNAPSHOT:PATH"),
+        "{err}"
+    );
+    env.ok(&[
+        "restore",
+        &format!("latest:{file}"),
+        "--path",
+        a_s,
+        "--target",
+        one_s,
+    ]);
+    assert!(one.join("in-a.txt").is_file());
+    let inc = env.path("inc");
+    env.ok(&[
+        "restore",
+        "latest",
+        "--path",
+        a_s,
+        "--include",
+        "in-a.txt",
+        "--target",
+        inc.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(file_names(&inc), vec!["in-a.txt"]);
+}
+
+/// Item 15: usage errors exit 2, ours as well as clap's; `--help` exits 0.
+#[test]
+fn usage_errors_exit_2() {
+    let env = Env::with_repo(&[]);
+    let cases: &[&[&str]] = &[
+        &["--no-such-flag", "snapshots"],
+        &["restore", "latest"],
+        &["backup"],
+        &["backup", "--stdin", "/etc"],
+        &["forget"],
+        &["forget", "abc", "--keep-last", "1"],
+        &["forget", "--keep-within", "soon"],
+        &["forget", "--keep-last", "1", "--group-by", "colour"],
+        &["prune", "--max-unused", "150"],
+        &["prune", "--max-repack-size", "lots"],
+        &["cat", "snapshot"],
+        &["ls", "latest:/a", "/b"],
+    ];
+    for args in cases {
+        let out = env.run(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(!stderr(&out).is_empty(), "{args:?} said nothing");
+    }
+    let out = env.bare_cmd().arg("--help").output().expect("run");
+    assert_eq!(out.status.code(), Some(0));
+    // No repository at all is a usage error too.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .env_remove("CAIRN_REPOSITORY")
+        .arg("snapshots")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    // Errors that are not about the command line keep exit 1.
+    let out = env.run(&["restore", "latest", "--target", "/nonexistent-x"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+}
+
+/// Item 15: one of a thing is "1 thing", not "1 things".
+#[test]
+fn counts_of_one_are_singular() {
+    let env = Env::with_repo(&[]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).expect("mkdir");
+    fs::write(src.join("only.txt"), "x\n").expect("write");
+    let s = src.to_str().expect("utf-8");
+    let backup = env.ok(&["backup", s]);
+    let snaps = env.ok(&["snapshots"]);
+    assert!(snaps.trim_end().ends_with("\n1 snapshot"), "{snaps}");
+    let out = env.path("out");
+    let restore = env.ok(&[
+        "restore",
+        &format!("latest:{s}"),
+        "--target",
+        out.to_str().expect("utf-8"),
+    ]);
+    assert!(
+        restore.contains(": 1 file, 0 dirs, 0 symlinks, 0 hard links"),
+        "{restore}"
+    );
+    let keys = env.ok(&["key", "list"]);
+    assert!(keys.contains("1 key file;"), "{keys}");
+    let check = env.ok(&["check"]);
+    assert!(
+        check.contains("checked 1 snapshot, 4 trees, 1 data blob, 1 index file,"),
+        "{check}"
+    );
+    let wrong = env.path("wrong");
+    write_private(&wrong, "nope\n");
+    let out = env.run_with(&wrong, &["snapshots"]);
+    assert!(
+        stderr(&out).contains("the one key file in"),
+        "{}",
+        stderr(&out)
+    );
+    for bad in ["1 files", "1 snapshots", "1 entries", "(s)"] {
+        for text in [&backup, &snaps, &restore, &keys, &check] {
+            assert!(!text.contains(bad), "{bad:?} in {text}");
+        }
+    }
+    env.ok(&["backup", s]);
+    let forget = env.ok(&["forget", "--keep-last", "1"]);
+    assert!(forget.contains("removed 1 snapshot\n"), "{forget}");
+}
+
+/// Item 15: `ls --json` gives times as RFC 3339 strings, like `snapshots
+/// --json`, one JSON line per entry with its message type.
+#[test]
+fn ls_json_times_are_rfc3339() {
+    let env = Env::with_repo(&[]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).expect("mkdir");
+    let f = src.join("f.txt");
+    fs::write(&f, "x\n").expect("write");
+    let mtime = std::time::UNIX_EPOCH + std::time::Duration::new(1_700_000_000, 123_456_789);
+    fs::File::options()
+        .write(true)
+        .open(&f)
+        .expect("open")
+        .set_modified(mtime)
+        .expect("mtime");
+    env.ok(&["backup", src.to_str().expect("utf-8")]);
+    let snaps: serde_json::Value =
+        serde_json::from_str(&env.ok(&["snapshots", "--json"])).expect("json");
+    assert!(chrono::DateTime::parse_from_rfc3339(snaps[0]["time"].as_str().expect("time")).is_ok());
+    let lines: Vec<serde_json::Value> = env
+        .ok(&["ls", "--json", "latest"])
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert!(lines.iter().all(|v| v["message_type"] == "node"));
+    let node = lines
+        .iter()
+        .find(|v| v["name"] == "f.txt")
+        .expect("f.txt listed");
+    for k in ["mtime", "atime", "ctime"] {
+        let t = node[k].as_str().unwrap_or_else(|| panic!("{k}: {node}"));
+        assert!(chrono::DateTime::parse_from_rfc3339(t).is_ok(), "{k}: {t}");
+    }
+    let m = chrono::DateTime::parse_from_rfc3339(node["mtime"].as_str().expect("mtime"))
+        .expect("rfc3339");
+    assert_eq!(m.timestamp(), 1_700_000_000);
+    assert_eq!(m.timestamp_subsec_nanos(), 123_456_789);
+}
+
+/// Item 15: while a backup can't know its total (standard input still open),
+/// its JSON status lines say so instead of giving a total of 0.
+#[test]
+fn json_status_says_the_total_is_unknown_until_counted() {
+    use std::io::{BufRead, Write};
+    let env = Env::with_repo(&[]);
+    let mut child = env
+        .cmd()
+        .args(["--json", "backup", "--stdin", "--stdin-filename", "s.bin"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(&[7u8; 100_000]).expect("write");
+    let mut lines = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    // The first status line comes while standard input is still open.
+    let status: serde_json::Value = loop {
+        let line = lines.next().expect("a status line").expect("read");
+        let v: serde_json::Value = serde_json::from_str(&line).expect("json");
+        if v["message_type"] == "status" {
+            break v;
+        }
+    };
+    assert_eq!(status["totals_final"], false, "{status}");
+    assert!(status["bytes_total"].is_null(), "{status}");
+    assert!(status["files_total"].is_null(), "{status}");
+    assert!(status["percent_done"].is_null(), "{status}");
+    drop(stdin);
+    let rest: Vec<String> = lines.map(|l| l.expect("read")).collect();
+    assert!(child.wait().expect("wait").success());
+    let summary = common::last_json(&rest.join("\n"), "summary");
+    assert_eq!(summary["total_bytes"], 100_000);
+}
+
+/// Item 10: `forget` refused by a lock printed its plan ("remove …") as if
+/// carried out, then exited 11. It now takes the lock before it plans.
+#[test]
+fn forget_refused_by_a_lock_prints_no_plan() {
+    let env = Env::with_repo(&[]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).expect("mkdir");
+    fs::write(src.join("a"), "a").expect("write");
+    let s = src.to_str().expect("utf-8");
+    env.ok(&["backup", s]);
+    env.ok(&["backup", s]);
+
+    let held = HeldBackup::start(&env, &[], &[]);
+    for json in [false, true] {
+        let mut args = vec!["forget", "--keep-last", "1"];
+        if json {
+            args.push("--json");
+        }
+        let out = env.run(&args);
+        assert_eq!(
+            out.status.code(),
+            Some(11),
+            "json {json}: {}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        assert_eq!(stdout(&out), "", "a refused forget printed a plan");
+        assert!(stderr(&out).contains("locked"), "{}", stderr(&out));
+    }
+    // A dry run changes nothing, so it needs no lock, and says what it would do.
+    let dry = env.ok(&["forget", "--keep-last", "1", "--dry-run"]);
+    assert!(dry.contains("would remove 1 snapshot\n"), "{dry}");
+    assert_eq!(snapshot_count(&env), 2);
+
+    let out = held.finish(b"held data");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(snapshot_count(&env), 3);
+    let done = env.ok(&["forget", "--keep-last", "1"]);
+    assert!(done.contains("removed 1 snapshot\n"), "{done}");
+    assert_eq!(snapshot_count(&env), 2);
+    assert!(crate::locks::lock_names(&env).is_empty());
+}
+
+/// Item 14: new password keys use RFC 9106's second recommended setting;
+/// `--kdf-*` choose others, and keys keep what they were made with.
+#[test]
+fn new_password_keys_default_to_rfc9106_second_recommendation() {
+    let env = Env::new();
+    env.ok(&["init"]);
+    let kdfs = |env: &Env| -> Vec<serde_json::Value> {
+        let v: serde_json::Value =
+            serde_json::from_str(&env.ok(&["key", "list", "--json"])).expect("json");
+        v.as_array()
+            .expect("array")
+            .iter()
+            .map(|k| k["kdf"].clone())
+            .collect()
+    };
+    let first = &kdfs(&env)[0];
+    assert_eq!(first["memory_kib"], 65536, "{first}");
+    assert_eq!(first["iterations"], 3, "{first}");
+    assert_eq!(first["parallelism"], 4, "{first}");
+    let listed = env.ok(&["key", "list"]);
+    assert!(
+        listed.contains("argon2id 64.0 MiB, 3 iterations, 4 lanes"),
+        "{listed}"
+    );
+
+    let new_pw = env.path("new-password");
+    write_private(&new_pw, "another password\n");
+    let new_s = new_pw.to_str().expect("utf-8");
+    env.ok(&[
+        "key",
+        "add",
+        "--new-password-file",
+        new_s,
+        "--kdf-memory",
+        "2048",
+        "--kdf-iterations",
+        "2",
+        "--kdf-lanes",
+        "2",
+    ]);
+    let all = kdfs(&env);
+    assert!(
+        all.iter()
+            .any(|k| k["memory_kib"] == 2048 && k["iterations"] == 2 && k["parallelism"] == 2),
+        "{all:?}"
+    );
+    // The key made by init kept its parameters, and both open the repository.
+    assert!(all.iter().any(|k| k == first), "{all:?}");
+    env.ok_with(&new_pw, &["snapshots"]);
+    // Lanes need 8 KiB of memory each, and are capped.
+    let out = env.run(&["init", "--kdf-memory", "16", "--kdf-lanes", "4"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("8 KiB per lane"), "{}", stderr(&out));
+}
