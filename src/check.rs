@@ -357,9 +357,10 @@ fn check_packs_exist(
                 r.error(
                     format!("pack {id}"),
                     format!(
-                        "missing, but index {} lists {} blobs in it; snapshots that use them can't be fully restored",
+                        "missing, but index {} lists {} in it; snapshots that use {} can't be fully restored",
                         p.named_by[0],
-                        p.entries.len()
+                        crate::text::count(p.entries.len(), "blob", "blobs"),
+                        if p.entries.len() == 1 { "it" } else { "them" }
                     ),
                 );
                 r.found.pack_missing(*id);

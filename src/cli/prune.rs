@@ -139,9 +139,14 @@ fn print_summary(g: &GlobalArgs, s: &PruneSummary) -> Result<()> {
     );
     if s.packs_not_repacked > 0 {
         println!(
-            "left {} packs ({}) unrepacked for lack of room: repacking them needs about {} free",
-            s.packs_not_repacked,
+            "left {} ({}) unrepacked for lack of room: repacking {} needs about {} free",
+            count(s.packs_not_repacked, "pack", "packs"),
             b(s.bytes_not_repacked),
+            if s.packs_not_repacked == 1 {
+                "it"
+            } else {
+                "them"
+            },
             b(s.bytes_needed_for_repack)
         );
     }

@@ -115,10 +115,11 @@ pub fn prune(
         if let Some(free) = short_of_room(repo, &plan)? {
             report(&format!(
                 "repacking needs about {} free, and the storage has {}: prune would delete \
-                 what it can and leave the {} packs to repack as they are",
+                 what it can and leave {} to repack as {} are",
                 size_text(plan.repack_needs(repo.config().pack_size)),
                 size_text(free),
-                plan.repack.len()
+                crate::text::count(plan.repack.len(), "pack", "packs"),
+                if plan.repack.len() == 1 { "it" } else { "they" }
             ));
         }
         return Ok(s);
@@ -218,10 +219,20 @@ pub fn prune(
 fn report_skipped(s: &PruneSummary, report: &(dyn Fn(&str) + Sync)) {
     if s.packs_not_repacked > 0 {
         report(&format!(
-            "{} packs ({}) still hold unused data: repacking them needs about {} of free \
+            "{} ({}) still {} unused data: repacking {} needs about {} of free \
              space, which the storage lacks; free some and run `cairn prune` again",
-            s.packs_not_repacked,
+            crate::text::count(s.packs_not_repacked, "pack", "packs"),
             size_text(s.bytes_not_repacked),
+            if s.packs_not_repacked == 1 {
+                "holds"
+            } else {
+                "hold"
+            },
+            if s.packs_not_repacked == 1 {
+                "it"
+            } else {
+                "them"
+            },
             size_text(s.bytes_needed_for_repack)
         ));
     }
