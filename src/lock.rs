@@ -416,10 +416,9 @@ impl LockGuard {
             .lock()
             .map(|h| h.refreshed)
             .unwrap_or(SystemTime::UNIX_EPOCH);
-        let age = SystemTime::now()
-            .duration_since(refreshed)
-            .unwrap_or_default();
-        if age + REFRESH_EVERY > STALE_AFTER {
+        let now = SystemTime::now();
+        let age = now.duration_since(refreshed).unwrap_or_default();
+        if lapsed(refreshed, now) {
             return Err(Error::Locked(format!(
                 "this process could not refresh its lock for {} s (was the machine asleep?); \
                  stopping instead of committing, as other processes may treat the lock as stale",
@@ -452,17 +451,32 @@ fn refresh_loop(
         // moment without a lock. A failed write keeps the old time, and
         // `still_valid` notices once it is too old.
         if let Ok(new_id) = write_lock(&repo, exclusive) {
-            let old = held.lock().map(|mut h| {
-                let old = h.id;
-                h.id = new_id;
-                h.refreshed = SystemTime::now();
-                old
-            });
-            if let Ok(old) = old {
+            if let Some(old) = record_refresh(&held, new_id, SystemTime::now()) {
                 let _ = repo.backend().remove(FileType::Lock, &old.to_hex());
             }
         }
     }
+}
+
+/// Records a refresh that wrote lock `new_id` at `now`; returns the id it replaces.
+/// A refresh after a gap in which others may have taken the lock for stale (the
+/// process was stopped, the machine slept, writes failed) doesn't make the lock
+/// valid again: what they did meanwhile is unknown, so `still_valid` keeps failing.
+fn record_refresh(held: &Mutex<Held>, new_id: LockId, now: SystemTime) -> Option<LockId> {
+    let mut h = held.lock().ok()?;
+    let old = h.id;
+    h.id = new_id;
+    if !lapsed(h.refreshed, now) {
+        h.refreshed = now;
+    }
+    Some(old)
+}
+
+/// Whether a lock last refreshed at `refreshed` may have been taken for stale by
+/// `now`.
+fn lapsed(refreshed: SystemTime, now: SystemTime) -> bool {
+    let age = now.duration_since(refreshed).unwrap_or_default();
+    age + REFRESH_EVERY > STALE_AFTER
 }
 
 impl Drop for LockGuard {
@@ -616,6 +630,25 @@ pub(crate) mod tests {
         // As if the machine had slept for an hour.
         guard.pretend_refreshed(Duration::from_secs(3600));
         assert!(matches!(guard.still_valid(), Err(Error::Locked(_))));
+    }
+
+    /// A process stopped (Ctrl-Z, a VM paused, a laptop asleep) for longer than
+    /// the staleness window may find its refresher running before its next commit
+    /// point: the refresh writes a fresh lock file, but others may already have
+    /// taken the old one for stale and acted on it (a backup committed a snapshot
+    /// a prune's plan doesn't know of). The lock must stay invalid.
+    #[test]
+    fn a_refresh_after_a_lapse_does_not_make_the_lock_valid_again() {
+        let (_dir, repo) = repo();
+        let guard = acquire(&repo, true).unwrap();
+        // Stopped for an hour; the refresher runs first on waking.
+        guard.pretend_refreshed(Duration::from_secs(3600));
+        record_refresh(&guard.held, guard.id(), SystemTime::now());
+        assert!(matches!(guard.still_valid(), Err(Error::Locked(_))));
+        // An ordinary refresh, on time, keeps a valid lock valid.
+        guard.pretend_refreshed(REFRESH_EVERY);
+        record_refresh(&guard.held, guard.id(), SystemTime::now());
+        assert!(guard.still_valid().is_ok());
     }
 
     #[test]
