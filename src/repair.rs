@@ -53,11 +53,22 @@ fn repair_index_locked(
     let mut s = RepairIndexSummary::default();
     let old_files = repo.list_ids(FileType::Index, IndexId::from_name)?;
     let mut known: HashMap<PackId, IndexPack> = HashMap::new();
+    // Packs index files describe differently: which one is right is unknown, so
+    // their headers are read.
+    let mut conflicting: HashSet<PackId> = HashSet::new();
     for id in &old_files {
         match repo.load_index_file(id) {
             Ok(f) => {
                 for p in f.packs {
-                    known.entry(p.id).or_insert(p);
+                    match known.get(&p.id) {
+                        None => {
+                            known.insert(p.id, p);
+                        }
+                        Some(k) if *k == p => {}
+                        Some(_) => {
+                            conflicting.insert(p.id);
+                        }
+                    }
                 }
             }
             Err(e) => report(&format!(
@@ -71,7 +82,10 @@ fn repair_index_locked(
             continue;
         };
         s.packs += 1;
-        if let Some(p) = known.remove(&id).filter(|p| p.size == e.size) {
+        if let Some(p) = known
+            .remove(&id)
+            .filter(|p| p.size == e.size && !conflicting.contains(&id))
+        {
             packs.push(p);
             continue;
         }

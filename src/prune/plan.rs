@@ -89,7 +89,20 @@ pub(super) fn make_plan(
         })?;
         index.add_file(&f);
         for p in f.packs {
-            packs.entry(p.id).or_insert((p.size, p.blobs));
+            // The plan keeps one description per pack: with two that differ, the
+            // blobs only the other lists would look homeless and be dropped.
+            match packs.get(&p.id) {
+                None => {
+                    packs.insert(p.id, (p.size, p.blobs));
+                }
+                Some((size, blobs)) if *size == p.size && *blobs == p.blobs => {}
+                Some(_) => {
+                    return Err(Error::invalid(format!(
+                        "index files describe pack {} differently (index {id} is one of them);                          prune deleted nothing — run `cairn repair index` first",
+                        p.id
+                    )));
+                }
+            }
         }
     }
     let stored: HashMap<PackId, u64> = repo

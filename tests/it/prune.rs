@@ -671,3 +671,68 @@ fn prune_whose_repack_runs_out_of_room_still_deletes_unused_packs() {
     assert!(!notes.contains("not in any index"), "{notes}");
     restore_matches(&env, "latest", &src);
 }
+
+/// Two index files that describe one pack differently (each lists a different
+/// part of its blobs; `check` reports it as an error): prune found every blob in
+/// the union of the index, but planned from the first description alone, so the
+/// blobs only the other lists had no home and were dropped from the new index
+/// (or, with nothing kept, the pack was deleted). Prune must lose nothing.
+#[test]
+fn prune_with_a_pack_described_differently_by_two_index_files_loses_nothing() {
+    use cairn::backend::{FileType, LocalBackend};
+    use cairn::id::IndexId;
+    use cairn::index::IndexFile;
+    use cairn::pack::BlobKind;
+    use std::sync::Arc;
+
+    let (env, src) = forgotten_first();
+    let repo = Arc::new(
+        cairn::repository::Repository::open(
+            Arc::new(LocalBackend::new(&env.repo)),
+            common::PASSWORD.as_bytes(),
+        )
+        .expect("open"),
+    );
+    // The index file naming a data pack of two or more blobs is replaced by two
+    // files, each naming that pack with about half of its blobs.
+    let ids = repo
+        .list_ids(FileType::Index, IndexId::from_name)
+        .expect("list");
+    let (file_id, mut file, at) = ids
+        .iter()
+        .find_map(|id| {
+            let f = repo.load_index_file(id).expect("index");
+            let at = f.packs.iter().position(|p| {
+                p.blobs.len() >= 2 && p.blobs.iter().all(|e| e.kind == BlobKind::Data)
+            })?;
+            Some((*id, f, at))
+        })
+        .expect("a data pack with two blobs");
+    let mut other = file.packs[at].clone();
+    let half = other.blobs.len() / 2;
+    file.packs[at].blobs.truncate(half);
+    other.blobs.drain(..half);
+    repo.save_index(&file).expect("save");
+    repo.save_index(&IndexFile { packs: vec![other] })
+        .expect("save");
+    repo.backend()
+        .remove(FileType::Index, &file_id.to_hex())
+        .expect("remove");
+    drop(repo);
+
+    let before = files(&env);
+    let out = env.run(&["prune", "--max-unused", "0"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("describe pack") && stderr(&out).contains("repair index"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(files(&env), before, "a refused prune changed files");
+    restore_matches(&env, "latest", &src);
+    env.ok(&["repair", "index"]);
+    check_clean(&env);
+    prune_json(&env, &["--max-unused", "0"]);
+    check_clean(&env);
+    restore_matches(&env, "latest", &src);
+}
