@@ -416,7 +416,11 @@ fn check_snapshots(
             Ok(s) => s,
             Err(err) => {
                 r.error(format!("snapshot {id}"), err.to_string());
-                r.found.snapshot_unreadable(id);
+                // Only damage is to be forgotten: a file a newer cairn wrote, or one
+                // the storage failed to give, may be a good snapshot.
+                if matches!(err, Error::Corrupt { .. }) {
+                    r.found.snapshot_unreadable(id);
+                }
                 continue;
             }
         };

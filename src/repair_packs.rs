@@ -606,9 +606,12 @@ fn snapshots_missing_data(
 ) -> Result<(Vec<SnapshotLoss>, Vec<Wanting>)> {
     let (snapshots, unreadable) = repo.list_snapshots_lenient()?;
     for (id, e) in &unreadable {
-        report(&format!(
-            "snapshot {id} is unreadable ({e}); remove it with `cairn forget {id}`"
-        ));
+        match e {
+            Error::Corrupt { .. } => report(&format!(
+                "snapshot {id} is unreadable ({e}); remove it with `cairn forget {id}`"
+            )),
+            e => report(&format!("snapshot {id} can't be read: {e}")),
+        }
     }
     let mut facts: HashMap<BlobId, Option<TreeFacts>> = HashMap::new();
     let mut losses = Vec::new();

@@ -736,3 +736,33 @@ fn prune_with_a_pack_described_differently_by_two_index_files_loses_nothing() {
     check_clean(&env);
     restore_matches(&env, "latest", &src);
 }
+
+/// A snapshot file written by a newer cairn is not damage: `check` reports it
+/// but must not tell the user to `forget` it (which would drop a good snapshot,
+/// and its data at the next prune); a damaged one it does name.
+#[test]
+fn check_suggests_forget_for_damaged_snapshots_only_not_newer_ones() {
+    let (env, _src, first, second) = two_snapshots();
+    let snaps = env.repo.join("snapshots");
+    // As a newer cairn would write it: another version byte, under its new name.
+    let path = snaps.join(&second);
+    let mut bytes = fs::read(&path).expect("read");
+    bytes[8] = 2;
+    fs::remove_file(&path).expect("remove");
+    let newer = hex::encode(blake3::hash(&bytes).as_bytes());
+    fs::write(snaps.join(&newer), bytes).expect("write");
+    flip_middle(&snaps.join(&first));
+
+    let out = env.run(&["check", "--json"]);
+    assert!(!out.status.success());
+    let summary = common::last_json(&common::stdout(&out), "summary");
+    let forget: Vec<String> = summary["next_steps"]
+        .as_array()
+        .expect("next_steps")
+        .iter()
+        .filter_map(|s| s["command"].as_str())
+        .filter(|c| c.starts_with("cairn forget"))
+        .map(String::from)
+        .collect();
+    assert_eq!(forget, [format!("cairn forget {first}")], "{summary}");
+}
