@@ -5,8 +5,9 @@
 //! all their blobs again. Before it starts, a backup lists `data/`, reads the
 //! whole of every pack the index doesn't name, writes index files for the packs
 //! whose content hashes to their name and whose header authenticates and is
-//! valid, and deduplicates against their blobs. Hashing the whole pack (not only
-//! its header) keeps a pack damaged on storage out of the index: such a pack is
+//! valid and whose every blob opens, and deduplicates against their blobs.
+//! Hashing the whole pack (not only its header) and opening its blobs keeps a
+//! damaged pack out of the index: such a pack is
 //! left unindexed by `repair packs` if it is killed before deleting it, and
 //! adopting it would bring the damaged blobs back for later backups to rely on.
 //!
@@ -81,8 +82,22 @@ pub(super) fn adopt_unindexed(
                             format!("its content hashes to {actual}, not to its name"),
                         ));
                     }
-                    pack::header_from_bytes(repo.key(), repo.repo_id(), &id, &bytes)
-                        .map(|(_, entries)| entries)
+                    let (session, entries) =
+                        pack::header_from_bytes(repo.key(), repo.repo_id(), &id, &bytes)?;
+                    // A pack can hash to its name and still hold a blob that
+                    // doesn't open (written so): `repair packs` takes such a pack
+                    // out of the index, and adopting it would bring the blob back.
+                    for e in &entries {
+                        let end = (e.offset as usize).saturating_add(e.length as usize);
+                        let sealed = bytes.get(e.offset as usize..end).ok_or_else(|| {
+                            Error::corrupt(
+                                format!("blob {}", e.id),
+                                "lies past the end of the pack",
+                            )
+                        })?;
+                        pack::open_blob(repo.key(), &session, repo.repo_id(), e, sealed, &id)?;
+                    }
+                    Ok(entries)
                 });
             (id, size, header)
         })
