@@ -487,7 +487,12 @@ impl Salvage<'_> {
         let mut places: Vec<_> = places.into_iter().collect();
         places.sort_by_key(|((kind, blob), _)| (u8::from(*kind), *blob));
         for ((kind, blob), tries) in places {
-            if self.rest.contains(kind, &blob) || self.copied.contains(&(kind, blob)) {
+            // Another copy counts only if it opens: it may lie in a damaged pack
+            // the user did not name (and that is about to be repaired too).
+            if self.copied.contains(&(kind, blob))
+                || (self.rest.contains(kind, &blob)
+                    && repo.read_blob(self.rest, kind, &blob).is_ok())
+            {
                 out.blobs_elsewhere += 1;
                 continue;
             }

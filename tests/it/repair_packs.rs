@@ -362,3 +362,67 @@ fn backup_does_not_adopt_a_pack_whose_blob_does_not_open() {
     assert!(out.status.success(), "{}", stderr(&out));
     every_snapshot_restores(&env, &src, &s);
 }
+
+/// A blob stored in two packs (as two concurrent backups leave it), intact in the
+/// damaged pack the user names and damaged in the other: `repair packs` with the
+/// named pack salvages it rather than counting on the damaged copy, so repairing
+/// the other pack afterwards loses nothing.
+#[test]
+fn repair_of_a_named_pack_does_not_rely_on_a_damaged_copy_elsewhere() {
+    use cairn::archiver::saver::Saver;
+    use cairn::backend::local::LocalBackend;
+    use cairn::index::Index;
+    use cairn::pack::BlobKind;
+    use cairn::repository::Repository;
+    use std::sync::Arc;
+
+    let (env, src, s, (pack_a, blobs_a)) = two_snapshots(95);
+    assert!(blobs_a.len() >= 2, "pack {pack_a:?} holds one blob");
+    let x = blobs_a[0]["id"].as_str().expect("id").to_string();
+    // A second copy of blob x, in a pack of its own, with its own index file.
+    {
+        let backend = Arc::new(LocalBackend::new(&env.repo));
+        let repo = Arc::new(Repository::open(backend, common::PASSWORD.as_bytes()).expect("open"));
+        let index = repo.load_index(&mut |_, _| {}).expect("index");
+        let id = cairn::id::BlobId::from_hex(&x).expect("blob id");
+        let plain = repo.read_blob(&index, BlobKind::Data, &id).expect("read x");
+        let mut saver = Saver::new(Arc::clone(&repo), Arc::new(Index::default()));
+        let level = repo.config().compression;
+        saver
+            .add(
+                BlobKind::Data,
+                id,
+                cairn::format::encode_payload(&plain, level),
+                plain.len(),
+            )
+            .expect("add");
+        saver.finish().expect("finish");
+    }
+    let pack_b = data_packs(&env)
+        .into_iter()
+        .find(|(p, b)| *p != pack_a && b.len() == 1 && b[0]["id"] == x.as_str())
+        .expect("the second copy's pack");
+    // x damaged in pack B; another blob damaged in pack A, x intact there.
+    flip_inside(&pack_b.0, &pack_b.1[0]);
+    flip_inside(&pack_a, &blobs_a[1]);
+
+    let a = last_json(
+        &env.ok(&["repair", "packs", "--json", &name_of(&pack_a)]),
+        "summary",
+    );
+    assert_eq!(a["blobs_lost"], 1, "{a}");
+    // x was salvaged from pack A: nothing of pack B is lost.
+    let b = last_json(
+        &env.ok(&["repair", "packs", "--json", &name_of(&pack_b.0)]),
+        "summary",
+    );
+    assert_eq!(b["blobs_lost"], 0, "x lost with its damaged copy: {b}");
+    // Only the other blob of pack A is lost; a backup of the source heals it.
+    env.ok(&["backup", &s]);
+    let (clean, summary, text) = check_json(&env, true);
+    assert!(
+        clean,
+        "not clean after repairs and a backup: {summary}\n{text}"
+    );
+    every_snapshot_restores(&env, &src, &s);
+}
