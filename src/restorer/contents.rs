@@ -11,8 +11,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use rayon::prelude::*;
 
 use super::State;
+use super::batch::FileJob;
 use super::metadata::apply_metadata;
-use super::plan::{FileJob, replace_non_dir};
+use super::target::replace_non_dir;
 use crate::pack::BlobKind;
 
 /// Holes are detected and skipped at this granularity (the usual filesystem block).
@@ -44,6 +45,8 @@ struct Slot<'a> {
     /// End of the last byte written (holes are not written).
     written_end: AtomicU64,
     failed: AtomicBool,
+    /// Written whole, and given its metadata.
+    done: AtomicBool,
 }
 
 /// One blob to fetch and where its plaintext goes: (slot, offset in the file).
@@ -60,12 +63,13 @@ struct Span {
     blobs: Vec<BlobWork>,
 }
 
-/// Writes every file's contents. Blobs are grouped by pack and read in spans that
+/// Writes the contents of `files` and returns, for each, whether it was written
+/// whole (and got its metadata). Blobs are grouped by pack and read in spans that
 /// cover many blobs, in the order the files need them, by a reader thread that
 /// reads ahead while this span is written; each span's blobs are
-/// decrypted, checked and written on all cores. So each pack is read once, and
+/// decrypted, checked and written on all cores. So each pack is read once per batch, and
 /// one big file's chunks are written in parallel at their offsets.
-pub(super) fn write_contents(state: &State, files: &[FileJob]) {
+pub(super) fn write_contents(state: &State, files: &[&FileJob]) -> Vec<bool> {
     let (slots, spans) = plan_contents(state, files);
     // Empty files have no chunk to trigger their completion.
     slots
@@ -149,19 +153,23 @@ pub(super) fn write_contents(state: &State, files: &[FileJob]) {
             });
         },
     );
+    slots
+        .iter()
+        .map(|s| s.done.load(Ordering::Acquire))
+        .collect()
 }
 
 /// Looks every chunk up in the index and groups the chunks by pack, in the order
 /// files first need each pack. A file with a chunk missing from the index is
 /// reported and not created.
-fn plan_contents<'a>(state: &State, files: &'a [FileJob]) -> (Vec<Slot<'a>>, Vec<Span>) {
+fn plan_contents<'a>(state: &State, files: &[&'a FileJob]) -> (Vec<Slot<'a>>, Vec<Span>) {
     let mut slots = Vec::with_capacity(files.len());
     // Per pack, in order of first need: (pack, blobs).
     let mut packs: Vec<(crate::id::PackId, Vec<BlobWork>)> = Vec::new();
     let mut pack_pos: HashMap<crate::id::PackId, usize> = HashMap::new();
     let mut blob_pos: HashMap<crate::id::BlobId, (usize, usize)> = HashMap::new();
     let mut found = Vec::new();
-    for job in files {
+    for &job in files {
         found.clear();
         let mut missing = None;
         for id in &job.node.content {
@@ -199,6 +207,7 @@ fn plan_contents<'a>(state: &State, files: &'a [FileJob]) -> (Vec<Slot<'a>>, Vec
             created: Mutex::new(None),
             written_end: AtomicU64::new(0),
             failed: AtomicBool::new(missing.is_some()),
+            done: AtomicBool::new(false),
         });
         if let Some(id) = missing {
             state.error(format!(
@@ -326,6 +335,7 @@ fn finish_slot(state: &State, slot: &Slot, f: &File) {
     state.progress.done(1, 0);
     state.bytes.fetch_add(slot.size, Ordering::Relaxed);
     state.with(|s| s.files += 1);
+    slot.done.store(true, Ordering::Release);
 }
 
 /// Writes `data` at `offset`, skipping blocks of zeros so that they stay holes.

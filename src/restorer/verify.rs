@@ -1,47 +1,45 @@
-//! Reading restored files back.
+//! Reading files in the target back and checking them against the snapshot.
 
 use std::fs::File;
-use std::io::Read;
+use std::io::{self, Read};
+use std::path::Path;
 
 use super::State;
-use super::plan::FileJob;
-use crate::error::{Error, IoContext, Result};
 use crate::pack::BlobKind;
+use crate::tree::Node;
 
-/// Reads a restored file back and checks every chunk against its blob id.
-pub(super) fn verify_file(state: &State, job: &FileJob) -> Result<()> {
-    let dest = &job.dest;
-    let mut f = File::open(dest).at(dest)?;
+/// Reads `dest` and checks that it holds exactly `node`'s blobs, chunk by chunk.
+/// The error says what differs, without the path (the caller names it).
+pub(super) fn check_file(state: &State, dest: &Path, node: &Node) -> Result<(), String> {
+    let mut f = File::open(dest).map_err(|e| format!("opening it: {e}"))?;
     let key = state.repo.key();
     let mut offset = 0u64;
     let mut buf = Vec::new();
-    for id in &job.node.content {
+    for id in &node.content {
         let (_, entry) = state
             .index
             .get(BlobKind::Data, id)
-            .ok_or_else(|| Error::Missing {
-                what: format!("data blob {id}"),
-                reason: "not in the index".into(),
-            })?;
+            .ok_or_else(|| format!("data blob {id} is not in the index"))?;
         buf.resize(entry.raw_length as usize, 0);
-        f.read_exact(&mut buf).at(dest)?;
+        f.read_exact(&mut buf).map_err(|e| match e.kind() {
+            io::ErrorKind::UnexpectedEof => format!(
+                "it ends within bytes {offset}..{} of blob {id}",
+                offset + buf.len() as u64
+            ),
+            _ => format!("reading it: {e}"),
+        })?;
         if key.blob_id(&buf) != *id {
-            return Err(Error::corrupt(
-                dest.display().to_string(),
-                format!(
-                    "bytes {offset}..{} differ from blob {id}",
-                    offset + buf.len() as u64
-                ),
+            return Err(format!(
+                "bytes {offset}..{} differ from blob {id}",
+                offset + buf.len() as u64
             ));
         }
         offset += buf.len() as u64;
     }
     let mut extra = [0u8; 1];
-    if f.read(&mut extra).at(dest)? != 0 {
-        return Err(Error::corrupt(
-            dest.display().to_string(),
-            format!("longer than the {offset} bytes restored"),
-        ));
+    match f.read(&mut extra) {
+        Ok(0) => Ok(()),
+        Ok(_) => Err(format!("it is longer than the {offset} bytes restored")),
+        Err(e) => Err(format!("reading it: {e}")),
     }
-    Ok(())
 }

@@ -11,5 +11,6 @@ mod hostile;
 mod keys;
 mod locks;
 mod password;
+mod restore;
 mod roundtrip;
 mod vectors;
