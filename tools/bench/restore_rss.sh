@@ -2,8 +2,8 @@
 # Peak RSS of `cairn restore` by number of files: runs the integration test
 # restore::a_million_files_restore_in_bounded_memory (which stores a generated
 # snapshot of empty and tiny files, restores it with a real `cairn` process and
-# reads that process's peak RSS from wait4) at each size given, by default 10k,
-# 100k and 1M files. Needs about one inode per file in $TMPDIR.
+# reads that process's peak RSS, VmHWM, from /proc) at each size given, by
+# default 10k, 100k and 1M files. Needs about one inode per file in $TMPDIR.
 set -eu
 cd "$(dirname "$0")/../.."
 [ $# -gt 0 ] || set -- 10000 100000 1000000
