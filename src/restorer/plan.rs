@@ -105,6 +105,9 @@ pub(super) struct Walker<'s, 'a> {
     /// How many frames from the bottom are made; the others are directories an
     /// include filter has walked into without finding anything to restore yet.
     made: usize,
+    /// The target is the restored directory (not the place of one restored
+    /// entry), so `delete` applies to it.
+    target_restored: bool,
     batch: Batch,
 }
 
@@ -131,6 +134,7 @@ impl<'s, 'a> Walker<'s, 'a> {
             filters,
             stack: vec![root],
             made: 1,
+            target_restored: false,
             batch: Batch::default(),
         }
     }
@@ -140,6 +144,7 @@ impl<'s, 'a> Walker<'s, 'a> {
         if let Some(root) = self.stack.first_mut() {
             root.path = path.to_path_buf();
         }
+        self.target_restored = true;
         let state = self.state;
         crate::walk::walk(state.repo, state.index, tree, path, &mut |p, node| {
             self.visit(p, node)
@@ -161,6 +166,7 @@ impl<'s, 'a> Walker<'s, 'a> {
         while let Some(frame) = self.stack.pop() {
             self.close(frame)?;
         }
+        self.state.progress.set_totals_final();
         self.batch.flush(self.state)?;
         Ok(self.filters)
     }
@@ -272,7 +278,8 @@ impl<'s, 'a> Walker<'s, 'a> {
         if !frame.made || frame.failed {
             return Ok(());
         }
-        if self.state.opts.delete && !frame.fresh {
+        let restored = frame.node.is_some() || self.target_restored;
+        if self.state.opts.delete && restored && !frame.fresh {
             target::delete_extras(
                 self.state,
                 &mut self.filters,

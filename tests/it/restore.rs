@@ -401,6 +401,17 @@ fn delete_removes_only_what_the_snapshot_lacks_inside_the_target() {
     assert_eq!(v["deleted"], 1, "{v}");
     assert!(!t.join("stray.txt").exists());
     assert!(t.join("stray.bin").exists());
+
+    // Restoring one file: the target is only where it goes, nothing else in it
+    // is the restore's to delete.
+    let file = format!("{snap}/older.txt");
+    let v = restore_json(&env, &file, &t, &["--delete", "--overwrite", "always"]);
+    assert_eq!(
+        (v["files"].as_u64(), v["deleted"].as_u64()),
+        (Some(1), Some(0)),
+        "{v}"
+    );
+    assert!(t.join("stray.bin").exists());
 }
 
 /// Every path, its kind, size, mtime, inode and contents: what a dry run must
