@@ -14,6 +14,9 @@ pub struct Excludes {
     names: GlobSet,
     paths: GlobSet,
     patterns: Vec<String>,
+    /// For each glob in `names` and `paths`, its index in `patterns`.
+    name_pattern: Vec<usize>,
+    path_pattern: Vec<usize>,
 }
 
 impl Excludes {
@@ -21,6 +24,7 @@ impl Excludes {
         let mut names = GlobSetBuilder::new();
         let mut paths = GlobSetBuilder::new();
         let mut kept = Vec::new();
+        let (mut name_pattern, mut path_pattern) = (Vec::new(), Vec::new());
         for raw in patterns {
             let p = raw.trim();
             if p.is_empty() {
@@ -33,8 +37,10 @@ impl Excludes {
                 } else {
                     format!("**/{p}")
                 };
+                path_pattern.push(kept.len());
                 (&mut paths, anchored)
             } else {
+                name_pattern.push(kept.len());
                 (&mut names, p.to_string())
             };
             let glob = GlobBuilder::new(&pat)
@@ -53,6 +59,8 @@ impl Excludes {
             names: build(names)?,
             paths: build(paths)?,
             patterns: kept,
+            name_pattern,
+            path_pattern,
         })
     }
 
@@ -78,6 +86,26 @@ impl Excludes {
         });
         by_name || self.paths.is_match(path)
     }
+
+    /// Like [`Excludes::is_excluded`], and also sets `hits[i]` for every pattern
+    /// `i` (in the order of [`Excludes::patterns`]) that matches `path`, so that
+    /// a caller can tell which patterns never matched anything.
+    pub fn mark_matches(&self, path: &Path, hits: &mut [bool]) -> bool {
+        let mut any = false;
+        let mut mark = |globs: Vec<usize>, to_pattern: &[usize]| {
+            for g in globs {
+                any = true;
+                if let Some(h) = to_pattern.get(g).and_then(|&p| hits.get_mut(p)) {
+                    *h = true;
+                }
+            }
+        };
+        if let Some(n) = path.file_name() {
+            mark(self.names.matches(Path::new(n)), &self.name_pattern);
+        }
+        mark(self.paths.matches(path), &self.path_pattern);
+        any
+    }
 }
 
 #[cfg(test)]
@@ -100,5 +128,15 @@ mod tests {
         assert!(e.is_excluded(Path::new("/srv/logs/a.gz")));
         assert!(!e.is_excluded(Path::new("/srv/logs/sub/a.gz")));
         assert!(Excludes::new(&["a[".into()]).is_err());
+    }
+
+    #[test]
+    fn matches_are_marked_per_pattern() {
+        let e = Excludes::new(&["*.tmp".into(), "/data/cache".into(), "*.log".into()]).unwrap();
+        let mut hits = vec![false; e.patterns().len()];
+        assert!(e.mark_matches(Path::new("/data/cache"), &mut hits));
+        assert!(e.mark_matches(Path::new("/x/a.tmp"), &mut hits));
+        assert!(!e.mark_matches(Path::new("/x/a.txt"), &mut hits));
+        assert_eq!(hits, [true, true, false]);
     }
 }

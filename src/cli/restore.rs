@@ -4,9 +4,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use clap::Args;
+use clap::{Args, ValueEnum};
 
-use cairn::restorer::{self, Event, RestoreOptions};
+use cairn::restorer::{self, Action, Event, Overwrite, RestoreOptions};
 use cairn::walk;
 
 use super::output::count;
@@ -28,8 +28,42 @@ pub struct RestoreArgs {
     /// Read restored files back and check them against the repository
     #[arg(long)]
     verify: bool,
+    /// What to do with an entry the target already has
+    #[arg(long, value_enum, value_name = "WHEN", default_value = "if-changed")]
+    overwrite: OverwriteArg,
+    /// Delete what the target has and the snapshot lacks, in the directories
+    /// restored (entries the filters leave out are kept)
+    #[arg(long)]
+    delete: bool,
+    /// Print what would be restored, skipped and deleted, and change nothing
+    #[arg(long)]
+    dry_run: bool,
     #[command(flatten)]
     filter: FilterArgs,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OverwriteArg {
+    /// Replace it
+    Always,
+    /// Keep it if it matches the snapshot: a file of the same size and mtime
+    /// (with --verify, also the same contents), or of the same size and contents
+    IfChanged,
+    /// Replace it if the snapshot's entry has a later mtime
+    IfNewer,
+    /// Keep it
+    Never,
+}
+
+impl From<OverwriteArg> for Overwrite {
+    fn from(a: OverwriteArg) -> Self {
+        match a {
+            OverwriteArg::Always => Overwrite::Always,
+            OverwriteArg::IfChanged => Overwrite::IfChanged,
+            OverwriteArg::IfNewer => Overwrite::IfNewer,
+            OverwriteArg::Never => Overwrite::Never,
+        }
+    }
 }
 
 pub fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<ExitCode> {
@@ -45,13 +79,17 @@ pub fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<ExitCode> {
         includes: a.includes.clone(),
         excludes: a.excludes.clone(),
         verify: a.verify,
+        overwrite: a.overwrite.into(),
+        delete: a.delete,
+        dry_run: a.dry_run,
         progress: Some(Arc::clone(&progress)),
     };
-    let quiet = g.quiet;
+    let (quiet, json) = (g.quiet, g.json);
     let report = move |e: Event| match e {
         Event::Error(m) => eprintln!("error: {}", output::printable(m)),
         Event::Warning(m) if !quiet => eprintln!("warning: {}", output::printable(m)),
         Event::Warning(_) => {}
+        Event::Planned(action, path) => print_planned(action, path, quiet, json),
     };
     let start = Instant::now();
     let display = super::progress::start(g, "restore", &progress);
@@ -78,11 +116,17 @@ pub fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<ExitCode> {
             o.insert("message_type".into(), "summary".into());
             o.insert("snapshot_id".into(), sel.id.to_hex().into());
             o.insert("duration_seconds".into(), secs.into());
+            o.insert("dry_run".into(), a.dry_run.into());
         }
         output::print_json(&v)?;
     } else if !g.quiet {
         println!(
-            "restored snapshot {} ({}) into {}: {}, {}, {}, {}, {} other; {} in {secs:.1} s",
+            "{} snapshot {} ({}) into {}: {}, {}, {}, {}, {} other; {} in {secs:.1} s",
+            if a.dry_run {
+                "dry run: would restore"
+            } else {
+                "restored"
+            },
             sel.id.short(),
             output::path(selection.path()),
             output::path(&a.target),
@@ -93,7 +137,17 @@ pub fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<ExitCode> {
             s.special,
             output::bytes(s.bytes_written),
         );
-        if a.verify {
+        if s.unchanged + s.kept + s.deleted > 0 || a.delete {
+            println!(
+                "{} {} unchanged, {} kept as they were (--overwrite {}), {} deleted",
+                if a.dry_run { "would leave" } else { "left" },
+                s.unchanged,
+                s.kept,
+                opts.overwrite.name(),
+                s.deleted
+            );
+        }
+        if a.verify && !a.dry_run {
             println!(
                 "verified {} against the repository",
                 count(s.files_verified, "file", "files")
@@ -107,4 +161,24 @@ pub fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One line of a dry run's listing (nothing with --quiet).
+fn print_planned(action: Action, path: &std::path::Path, quiet: bool, json: bool) {
+    if json {
+        let line = serde_json::json!({
+            "message_type": "dry_run",
+            "action": action,
+            "path": path.to_string_lossy(),
+        });
+        println!("{line}");
+    } else if !quiet {
+        let what = match action {
+            Action::Restore => "would restore",
+            Action::Unchanged => "unchanged, would skip",
+            Action::Keep => "exists, would keep",
+            Action::Delete => "would delete",
+        };
+        println!("{what} {}", output::path(path));
+    }
 }

@@ -14,6 +14,7 @@ mod locks;
 mod password;
 mod prune;
 mod repair_packs;
+mod restore;
 mod resume;
 mod roundtrip;
 mod sources;
