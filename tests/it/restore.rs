@@ -162,7 +162,12 @@ fn a_million_files_restore_in_bounded_memory() {
     let shm = Path::new("/dev/shm");
     let scratch = shm
         .is_dir()
-        .then(|| tempfile::Builder::new().prefix("cairn-restore-").tempdir_in(shm).ok())
+        .then(|| {
+            tempfile::Builder::new()
+                .prefix("cairn-restore-")
+                .tempdir_in(shm)
+                .ok()
+        })
         .flatten();
     let target = match &scratch {
         Some(d) => d.path().join("target"),
