@@ -622,6 +622,19 @@ pub(crate) mod tests {
         (dir, Arc::new(r))
     }
 
+    /// The sorted names of the repository's files of type `t`.
+    pub(crate) fn names(repo: &Repository, t: crate::backend::FileType) -> Vec<String> {
+        let mut v: Vec<String> = repo
+            .backend()
+            .list(t)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        v.sort();
+        v
+    }
+
     #[test]
     fn a_lock_not_refreshed_in_time_refuses_to_commit() {
         let (_dir, repo) = repo();

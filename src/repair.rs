@@ -489,6 +489,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::lock::tests::names;
     use crate::snapshot::{Snapshot, Summary};
 
     /// A repository with one snapshot whose file names a data blob that was never
@@ -518,18 +519,6 @@ mod tests {
         };
         repo.save_snapshot(&snap).unwrap();
         (dir, repo)
-    }
-
-    fn names(repo: &Repository, t: FileType) -> Vec<String> {
-        let mut v: Vec<String> = repo
-            .backend()
-            .list(t)
-            .unwrap()
-            .into_iter()
-            .map(|e| e.name)
-            .collect();
-        v.sort();
-        v
     }
 
     /// Spec §15/§16: a repair whose lock others may already take for stale (the

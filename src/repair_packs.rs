@@ -760,18 +760,7 @@ mod tests {
 
     use super::*;
     use crate::archiver::saver::Saver;
-
-    fn names(repo: &Repository, t: FileType) -> Vec<String> {
-        let mut v: Vec<String> = repo
-            .backend()
-            .list(t)
-            .unwrap()
-            .into_iter()
-            .map(|e| e.name)
-            .collect();
-        v.sort();
-        v
-    }
+    use crate::lock::tests::names;
 
     /// Spec §15/§16: a repair whose lock others may already take for stale (the
     /// machine slept) stops before its commit points: the damaged pack and the

@@ -308,3 +308,26 @@ pub fn backup_through(
         &|_| {},
     )
 }
+
+/// Restores `SPEC:SRC` with `--verify` into a new directory and checks that every
+/// file of `src` came back byte for byte.
+pub fn restore_matches(env: &Env, spec: &str, src: &Path) {
+    let out = tempfile::tempdir_in(env.dir.path()).expect("restore dir");
+    let target = out.path().join("restored");
+    env.ok(&[
+        "restore",
+        &format!("{spec}:{}", src.display()),
+        "--target",
+        target.to_str().expect("utf-8"),
+        "--verify",
+    ]);
+    for f in all_files(src) {
+        let rel = f.strip_prefix(src).expect("prefix");
+        assert_eq!(
+            std::fs::read(&f).expect("src"),
+            std::fs::read(target.join(rel)).expect("restored"),
+            "{}",
+            rel.display()
+        );
+    }
+}

@@ -86,33 +86,6 @@ fn check_clean(env: &Env) {
     assert!(out.status.success(), "check not clean:\n{}", stderr(&out));
 }
 
-fn restore_latest_matches(env: &Env, src: &Path) {
-    let out = env.path(&format!("restore-{}", rand_suffix()));
-    env.ok(&[
-        "restore",
-        &format!("latest:{}", src.display()),
-        "--target",
-        out.to_str().expect("utf-8"),
-        "--verify",
-    ]);
-    for f in common::all_files(src) {
-        let rel = f.strip_prefix(src).expect("prefix");
-        assert_eq!(
-            fs::read(&f).expect("src"),
-            fs::read(out.join(rel)).expect("restored"),
-            "{}",
-            rel.display()
-        );
-    }
-}
-
-fn rand_suffix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
-}
-
 #[test]
 fn clean_repository_checks_clean() {
     let (env, src) = populated();
@@ -123,7 +96,7 @@ fn clean_repository_checks_clean() {
     assert!(out.status.success(), "{}", stderr(&out));
     let s = common::last_json(&String::from_utf8_lossy(&out.stdout), "summary");
     assert!(s["packs_read"].as_u64().expect("n") > 0);
-    restore_latest_matches(&env, &src);
+    common::restore_matches(&env, "latest", &src);
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -311,7 +284,7 @@ fn corruption_matrix() {
         }
     }
     // The pristine repository still restores exactly.
-    restore_latest_matches(&pristine, &src);
+    common::restore_matches(&pristine, "latest", &src);
 }
 
 #[test]
@@ -370,7 +343,7 @@ fn damaged_pack_header_does_not_stop_restores() {
     let pack = packs_of_kind(&env, "data").remove(0);
     flip(&pack, Some(10));
     // The index still locates every blob.
-    restore_latest_matches(&env, &src);
+    common::restore_matches(&env, "latest", &src);
 }
 
 #[test]
@@ -464,15 +437,15 @@ fn prune_killed_at_many_points_then_rerun_loses_nothing() {
         let _ = child.kill();
         let _ = child.wait();
         // Whatever state the kill left: the kept snapshot restores.
-        restore_latest_matches(&env, &src);
+        common::restore_matches(&env, "latest", &src);
     }
     env.ok(&["prune", "--max-unused", "0"]);
     check_clean(&env);
-    restore_latest_matches(&env, &src);
+    common::restore_matches(&env, "latest", &src);
     // A backup after all that works too.
     fs::write(src.join("after.txt"), "after").expect("write");
     env.ok(&["backup", &s]);
-    restore_latest_matches(&env, &src);
+    common::restore_matches(&env, "latest", &src);
 }
 
 #[test]
@@ -525,7 +498,7 @@ fn blobs_stored_twice_are_noted_and_prune_keeps_one_copy() {
         "prune left duplicates (noted before: {noted}): {}",
         stderr(&out)
     );
-    restore_latest_matches(&env, &src);
+    common::restore_matches(&env, "latest", &src);
 }
 
 /// Twelve random files f00.bin..f11.bin of 150-260 kB with the given mtime, in

@@ -54,27 +54,6 @@ fn prune_json(env: &Env, extra: &[&str]) -> serde_json::Value {
     common::last_json(&env.ok(&args), "summary")
 }
 
-fn restore_matches(env: &Env, spec: &str, src: &Path) {
-    let out = env.path(&format!("restored-{}", files(env).len()));
-    let _ = fs::remove_dir_all(&out);
-    env.ok(&[
-        "restore",
-        &format!("{spec}:{}", src.display()),
-        "--target",
-        out.to_str().expect("utf-8"),
-        "--verify",
-    ]);
-    for f in common::all_files(src) {
-        let rel = f.strip_prefix(src).expect("prefix");
-        assert_eq!(
-            fs::read(&f).expect("src"),
-            fs::read(out.join(rel)).expect("restored"),
-            "{}",
-            rel.display()
-        );
-    }
-}
-
 fn check_clean(env: &Env) -> String {
     let out = env.run(&["check", "--read-data"]);
     assert!(out.status.success(), "check not clean:\n{}", stderr(&out));
@@ -111,7 +90,7 @@ fn a_second_prune_right_after_the_first_does_nothing() {
     // After `--max-unused 0`, no unused blob is left.
     assert_eq!(prune_json(&env, &["--max-unused", "0"])["unused_blobs"], 0);
     check_clean(&env);
-    restore_matches(&env, "latest", &src);
+    common::restore_matches(&env, "latest", &src);
 }
 
 /// The snapshot files' names (their ids), oldest file first is not implied.
@@ -440,7 +419,7 @@ fn temporary_files_of_a_killed_backup_are_reported_and_pruned_once_old() {
     assert!(!stderr(&out).contains("temporary"), "{}", stderr(&out));
     // What the killed backup left is usable: a new backup completes and restores.
     env.ok(&["backup", "-q", src.to_str().expect("utf-8")]);
-    restore_matches(&env, "latest", &src);
+    common::restore_matches(&env, "latest", &src);
 }
 
 /// Unmounts on drop, so a failing assertion does not leave a mount behind.
@@ -574,7 +553,7 @@ fn prune_on_a_full_disk_frees_unused_packs_and_says_what_needs_room() {
     );
     let notes = check_clean(&env);
     assert!(!notes.contains("not in any index"), "{notes}");
-    restore_matches(&env, "latest", &src);
+    common::restore_matches(&env, "latest", &src);
 
     // Full again: only the repack is left, and it still doesn't fit. Nothing is
     // rewritten, and the user hears what needs room.
@@ -597,7 +576,7 @@ fn prune_on_a_full_disk_frees_unused_packs_and_says_what_needs_room() {
     );
     let notes = check_clean(&env);
     assert!(!notes.contains("not in any index"), "{notes}");
-    restore_matches(&env, "latest", &src);
+    common::restore_matches(&env, "latest", &src);
 
     // Room again: the next prune repacks, and then there is nothing left to do.
     fs::remove_file(&filler).expect("rm filler");
@@ -609,7 +588,7 @@ fn prune_on_a_full_disk_frees_unused_packs_and_says_what_needs_room() {
         true
     );
     check_clean(&env);
-    restore_matches(&env, "latest", &src);
+    common::restore_matches(&env, "latest", &src);
 }
 
 /// Issue #11 item 7, when the storage says nothing of its free space and fills
@@ -669,7 +648,7 @@ fn prune_whose_repack_runs_out_of_room_still_deletes_unused_packs() {
     // The pack that was written is gone again, nothing else is unindexed.
     let notes = check_clean(&env);
     assert!(!notes.contains("not in any index"), "{notes}");
-    restore_matches(&env, "latest", &src);
+    common::restore_matches(&env, "latest", &src);
 }
 
 /// Two index files that describe one pack differently (each lists a different
@@ -729,12 +708,12 @@ fn prune_with_a_pack_described_differently_by_two_index_files_loses_nothing() {
         stderr(&out)
     );
     assert_eq!(files(&env), before, "a refused prune changed files");
-    restore_matches(&env, "latest", &src);
+    common::restore_matches(&env, "latest", &src);
     env.ok(&["repair", "index"]);
     check_clean(&env);
     prune_json(&env, &["--max-unused", "0"]);
     check_clean(&env);
-    restore_matches(&env, "latest", &src);
+    common::restore_matches(&env, "latest", &src);
 }
 
 /// A snapshot file written by a newer cairn is not damage: `check` reports it
