@@ -41,7 +41,7 @@ impl Filters {
         self.includes.patterns().is_empty()
     }
 
-    fn excluded(&mut self, p: &Path) -> bool {
+    pub(super) fn excluded(&mut self, p: &Path) -> bool {
         self.excludes.mark_matches(p, &mut self.excluded_hits)
     }
 
@@ -108,6 +108,8 @@ pub(super) struct Walker<'s, 'a> {
     /// The target is the restored directory (not the place of one restored
     /// entry), so `delete` applies to it.
     target_restored: bool,
+    /// The target, as [`super::prepare_target`] resolved it.
+    target: PathBuf,
     batch: Batch,
 }
 
@@ -120,7 +122,7 @@ impl<'s, 'a> Walker<'s, 'a> {
     ) -> Self {
         let root = Frame {
             path: PathBuf::from("/"),
-            dest: target,
+            dest: target.clone(),
             node: None,
             included: filters.all_included(),
             made: true,
@@ -135,6 +137,7 @@ impl<'s, 'a> Walker<'s, 'a> {
             stack: vec![root],
             made: 1,
             target_restored: false,
+            target,
             batch: Batch::default(),
         }
     }
@@ -283,6 +286,7 @@ impl<'s, 'a> Walker<'s, 'a> {
             target::delete_extras(
                 self.state,
                 &mut self.filters,
+                &self.target,
                 (&frame.path, &frame.dest),
                 &frame.names,
                 frame.included,

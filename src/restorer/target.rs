@@ -3,14 +3,18 @@
 //! is in their way, and deleting what the snapshot lacks.
 
 use std::collections::HashSet;
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fs::{self, Metadata};
 use std::io;
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use nix::sys::stat::{Mode, SFlag};
+use nix::dir::Dir;
+use nix::fcntl::{AtFlags, OFlag};
+use nix::sys::stat::{Mode, SFlag, fstatat};
+use nix::unistd::{UnlinkatFlags, unlinkat};
 
 use super::batch::{FileJob, LinkJob, SourceStatus};
 use super::plan::Filters;
@@ -264,67 +268,143 @@ pub(super) fn make_link(state: &State, link: &LinkJob, first: &Path, status: Sou
 }
 
 /// `--delete`: removes what the directory `dest` (`path` in the snapshot) holds
-/// beyond `names`, if the filters would have let such an entry through. Only
-/// called for directories this restore made or found to be real directories, so
-/// nothing outside the target is looked into.
+/// beyond `names`, if the filters would have let such an entry through, and in
+/// a directory removed, only what the excludes let through (it stays, with
+/// what they keep). Only called for directories this restore made or found to
+/// be real directories; `dest` is opened from `root`, the target, and nothing
+/// below is reached through a symlink (`O_NOFOLLOW`, `unlinkat`), so nothing
+/// outside the target is looked into or removed.
 pub(super) fn delete_extras(
     state: &State,
     filters: &mut Filters,
+    root: &Path,
     (path, dest): (&Path, &Path),
     names: &HashSet<Vec<u8>>,
     inherited: bool,
 ) {
-    let entries = match fs::read_dir(dest) {
-        Ok(entries) => entries,
+    let listed = open_beneath(root, dest).and_then(|mut dir| Ok((names_in(&mut dir)?, dir)));
+    let (entries, dir) = match listed {
+        Ok(listed) => listed,
         Err(e) => {
             return state.error(format!("{}: listing it for --delete: {e}", dest.display()));
         }
     };
-    let mut extras: Vec<OsString> = Vec::new();
-    for entry in entries {
-        match entry {
-            Ok(e) if !names.contains(e.file_name().as_bytes()) => extras.push(e.file_name()),
-            Ok(_) => {}
-            Err(e) => state.error(format!("{}: listing it for --delete: {e}", dest.display())),
-        }
-    }
+    let mut extras: Vec<OsString> = entries
+        .into_iter()
+        .filter(|n| !names.contains(n.as_bytes()))
+        .collect();
     extras.sort();
     for name in extras {
-        if !filters.lets_through(&path.join(&name), inherited) {
+        let snapshot_path = path.join(&name);
+        if !filters.lets_through(&snapshot_path, inherited) {
             continue;
         }
         let victim = dest.join(&name);
-        let count = count_entries(&victim);
-        state.planned(Action::Delete, &victim);
-        if !state.opts.dry_run {
-            // remove_dir_all doesn't follow symlinks, inside or at the top.
-            let removed = match fs::symlink_metadata(&victim) {
-                Ok(m) if m.is_dir() => fs::remove_dir_all(&victim),
-                Ok(_) => fs::remove_file(&victim),
-                Err(e) => Err(e),
-            };
-            if let Err(e) = removed {
-                state.error(format!("{}: deleting it: {e}", victim.display()));
-                continue;
-            }
+        let (count, gone) = remove_at(state, filters, &dir, &name, &snapshot_path, &victim);
+        if gone {
+            state.planned(Action::Delete, &victim);
         }
         state.with(|s| s.deleted += count);
     }
 }
 
-/// The entries at and under `path`, symlinks not followed.
-fn count_entries(path: &Path) -> u64 {
-    let mut count = 0;
-    let mut stack: Vec<PathBuf> = vec![path.to_path_buf()];
-    while let Some(p) = stack.pop() {
-        count += 1;
-        if fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir()) {
-            if let Ok(entries) = fs::read_dir(&p) {
-                stack.extend(entries.flatten().map(|e| e.path()));
-            }
+fn dir_flags() -> OFlag {
+    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC
+}
+
+/// Opens the directory `dest`, at or under `root`, from `root` down one name at
+/// a time, refusing a symlink at any of them.
+fn open_beneath(root: &Path, dest: &Path) -> io::Result<Dir> {
+    let rel = dest
+        .strip_prefix(root)
+        .map_err(|_| io::Error::other("not inside the target"))?;
+    let mut dir = Dir::open(root, dir_flags() - OFlag::O_NOFOLLOW, Mode::empty())?;
+    for name in rel.components() {
+        let std::path::Component::Normal(name) = name else {
+            return Err(io::Error::other("not a plain path inside the target"));
+        };
+        dir = Dir::openat(Some(dir.as_raw_fd()), name, dir_flags(), Mode::empty())?;
+    }
+    Ok(dir)
+}
+
+/// The names in `dir`, without `.` and `..`.
+fn names_in(dir: &mut Dir) -> io::Result<Vec<OsString>> {
+    let mut out = Vec::new();
+    for entry in dir.iter() {
+        let name = entry?.file_name().to_bytes().to_vec();
+        if name != b"." && name != b".." {
+            out.push(OsString::from_vec(name));
         }
     }
-    count
+    Ok(out)
+}
+
+/// Removes the entry `name` of `dir` (`path` in the snapshot, `shown` in the
+/// target) without following it, and, if it is a directory, first what is in
+/// it, except what the excludes keep (the directory then stays). Returns how
+/// many entries went (in a dry run: would go) and whether `name` did.
+fn remove_at(
+    state: &State,
+    filters: &mut Filters,
+    dir: &Dir,
+    name: &OsStr,
+    path: &Path,
+    shown: &Path,
+) -> (u64, bool) {
+    let fd = dir.as_raw_fd();
+    let failed = |e: nix::Error| state.error(format!("{}: deleting it: {e}", shown.display()));
+    let is_dir = match fstatat(Some(fd), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) => SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR,
+        Err(e) => {
+            failed(e);
+            return (0, false);
+        }
+    };
+    let mut count = 0;
+    if is_dir {
+        let listed = Dir::openat(Some(fd), name, dir_flags(), Mode::empty())
+            .map_err(io::Error::from)
+            .and_then(|mut sub| Ok((names_in(&mut sub)?, sub)));
+        let (names, sub) = match listed {
+            Ok(listed) => listed,
+            Err(e) => {
+                state.error(format!("{}: deleting it: {e}", shown.display()));
+                return (0, false);
+            }
+        };
+        let (mut all, mut gone) = (true, Vec::new());
+        for n in names {
+            let (p, s) = (path.join(&n), shown.join(&n));
+            if filters.excluded(&p) {
+                all = false;
+                continue;
+            }
+            let (c, went) = remove_at(state, filters, &sub, &n, &p, &s);
+            count += c;
+            match went {
+                true => gone.push(s),
+                false => all = false,
+            }
+        }
+        if !all {
+            for s in gone {
+                state.planned(Action::Delete, &s);
+            }
+            return (count, false);
+        }
+    }
+    let flag = match is_dir {
+        true => UnlinkatFlags::RemoveDir,
+        false => UnlinkatFlags::NoRemoveDir,
+    };
+    if !state.opts.dry_run {
+        if let Err(e) = unlinkat(Some(fd), name, flag) {
+            failed(e);
+            return (count, false);
+        }
+    }
+    (count + 1, true)
 }
 
 /// Makes `dir` a real directory: a symlink or file in its place is removed rather

@@ -639,3 +639,55 @@ fn a_hard_link_to_a_file_that_failed_is_reported_under_its_own_path() {
     assert!(err.contains("2 entries could not be restored"), "{err}");
     assert!(fs::symlink_metadata(t.join("link.bin")).is_err());
 }
+
+/// `--delete` of a directory the snapshot lacks keeps what `--exclude` names
+/// inside it (it used to remove the directory whole, excluded files and all,
+/// and then warn that the pattern matched nothing), and never follows a
+/// symlink inside it.
+#[test]
+fn delete_keeps_excluded_files_inside_a_directory_it_removes() {
+    let (env, snap) = backed_up_tree();
+    let t = drifted_target(&env, &snap, "target");
+    let outside = env.path("outside");
+    fs::create_dir_all(&outside).expect("mkdir");
+    fs::write(outside.join("precious.bin"), "keep me\n").expect("write");
+    fs::create_dir_all(t.join("old/sub")).expect("mkdir");
+    fs::create_dir_all(t.join("gone/deep")).expect("mkdir");
+    fs::write(t.join("old/notes.keep"), "excluded\n").expect("write");
+    fs::write(t.join("old/sub/more.keep"), "excluded too\n").expect("write");
+    fs::write(t.join("old/x.bin"), "x\n").expect("write");
+    fs::write(t.join("gone/deep/z.bin"), "z\n").expect("write");
+    std::os::unix::fs::symlink(&outside, t.join("old/out")).expect("symlink");
+    let before = state_of(&t);
+
+    let args = ["--delete", "--exclude", "*.keep"];
+    let dry = restore_json(&env, &snap, &t, &[&args[..], &["--dry-run"]].concat());
+    assert_eq!(state_of(&t), before, "a dry run changed the target");
+    let r = env.run(
+        &[
+            &["restore", &snap, "--target", t.to_str().expect("utf-8")],
+            &args[..],
+        ]
+        .concat(),
+    );
+    assert!(r.status.success(), "{}", common::stderr(&r));
+    assert!(
+        !common::stderr(&r).contains("matched nothing"),
+        "{}",
+        common::stderr(&r)
+    );
+    let v = restore_json(&env, &snap, &t, &args);
+    assert_eq!(
+        v["deleted"], 0,
+        "a second run has nothing left to delete: {v}"
+    );
+
+    assert_eq!(text(&t.join("old/notes.keep")), "excluded\n");
+    assert_eq!(text(&t.join("old/sub/more.keep")), "excluded too\n");
+    assert_eq!(text(&outside.join("precious.bin")), "keep me\n");
+    for gone in ["old/x.bin", "old/out", "gone", "extra.txt", "dir/extra"] {
+        assert!(fs::symlink_metadata(t.join(gone)).is_err(), "{gone}");
+    }
+    // extra.txt, dir/extra with a and b, old/x.bin, old/out, gone/deep/z.bin.
+    assert_eq!(dry["deleted"], 9, "{dry}");
+}
