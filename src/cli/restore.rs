@@ -82,6 +82,12 @@ pub fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<ExitCode> {
         overwrite: a.overwrite.into(),
         delete: a.delete,
         dry_run: a.dry_run,
+        incomplete: sel
+            .snapshot
+            .errors
+            .iter()
+            .map(|e| std::path::PathBuf::from(&e.path))
+            .collect(),
         progress: Some(Arc::clone(&progress)),
     };
     let (quiet, json) = (g.quiet, g.json);

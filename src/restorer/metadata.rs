@@ -38,6 +38,7 @@ pub(super) fn apply_metadata(state: &State, dest: &Path, file: Option<&File>, no
             nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
         ),
     };
+    let owned = own.is_ok();
     // Only root can give files away; as a user, ownership is expected to differ.
     if let (Err(e), true) = (own, state.is_root) {
         state.warning(format!(
@@ -62,7 +63,11 @@ pub(super) fn apply_metadata(state: &State, dest: &Path, file: Option<&File>, no
         }
     }
     if node.kind != NodeKind::Symlink {
-        let perm = fs::Permissions::from_mode(node.mode & 0o7777);
+        // Setuid and setgid bits only on a file owned as the snapshot says: on
+        // one left owned by whoever restores it (root, say, after a failed
+        // chown) they would grant that owner's rights instead.
+        let bits = if owned { 0o7777 } else { 0o1777 };
+        let perm = fs::Permissions::from_mode(node.mode & bits);
         let set = match file {
             Some(f) => f.set_permissions(perm),
             None => fs::set_permissions(dest, perm),

@@ -85,6 +85,11 @@ pub struct RestoreOptions {
     pub delete: bool,
     /// Change nothing: report through [`Event::Planned`] what would be done.
     pub dry_run: bool,
+    /// Snapshot paths the backup could not read in full (its recorded errors):
+    /// `delete` removes nothing in or under them, since what they hold in the
+    /// snapshot (a directory that could not be listed is stored empty) says
+    /// nothing about what belongs there.
+    pub incomplete: Vec<PathBuf>,
     /// Counters to update as files are written.
     pub progress: Option<Arc<Progress>>,
 }

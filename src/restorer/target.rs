@@ -282,6 +282,13 @@ pub(super) fn delete_extras(
     names: &HashSet<Vec<u8>>,
     inherited: bool,
 ) {
+    if let Some(p) = state.opts.incomplete.iter().find(|p| path.starts_with(p)) {
+        return state.warning(format!(
+            "{}: --delete leaves it as it is: the backup could not read {} in full",
+            dest.display(),
+            p.display()
+        ));
+    }
     let listed = open_beneath(root, dest).and_then(|mut dir| Ok((names_in(&mut dir)?, dir)));
     let (entries, dir) = match listed {
         Ok(listed) => listed,
@@ -289,6 +296,15 @@ pub(super) fn delete_extras(
             return state.error(format!("{}: listing it for --delete: {e}", dest.display()));
         }
     };
+    // The target's filesystem only: a directory where another one is mounted may
+    // be stored empty in the snapshot (a backup with --one-file-system keeps
+    // mount points so), and what is mounted there is not the restore's to delete.
+    if other_filesystem(root, &dir) {
+        return state.warning(format!(
+            "{}: --delete leaves it as it is: another filesystem is mounted there",
+            dest.display()
+        ));
+    }
     let mut extras: Vec<OsString> = entries
         .into_iter()
         .filter(|n| !names.contains(n.as_bytes()))
@@ -306,6 +322,13 @@ pub(super) fn delete_extras(
         }
         state.with(|s| s.deleted += count);
     }
+}
+
+/// Whether the directory `dir` is on another filesystem than the target `root`.
+fn other_filesystem(root: &Path, dir: &Dir) -> bool {
+    let here = nix::sys::stat::fstat(dir.as_raw_fd()).map(|s| s.st_dev);
+    let target = nix::sys::stat::stat(root).map(|s| s.st_dev);
+    matches!((here, target), (Ok(a), Ok(b)) if a != b)
 }
 
 fn dir_flags() -> OFlag {
@@ -354,13 +377,23 @@ fn remove_at(
 ) -> (u64, bool) {
     let fd = dir.as_raw_fd();
     let failed = |e: nix::Error| state.error(format!("{}: deleting it: {e}", shown.display()));
-    let is_dir = match fstatat(Some(fd), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
-        Ok(st) => SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR,
+    let (is_dir, dev) = match fstatat(Some(fd), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) => (
+            SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR,
+            st.st_dev,
+        ),
         Err(e) => {
             failed(e);
             return (0, false);
         }
     };
+    if is_dir && nix::sys::stat::fstat(fd).is_ok_and(|parent| parent.st_dev != dev) {
+        state.warning(format!(
+            "{}: --delete leaves it as it is: another filesystem is mounted there",
+            shown.display()
+        ));
+        return (0, false);
+    }
     let mut count = 0;
     if is_dir {
         let listed = Dir::openat(Some(fd), name, dir_flags(), Mode::empty())

@@ -331,3 +331,32 @@ pub fn restore_matches(env: &Env, spec: &str, src: &Path) {
         );
     }
 }
+
+/// Unmounts on drop, so a failing assertion does not leave a mount behind.
+pub struct Mount(PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// A small tmpfs at `at`, or why there can't be one here.
+pub fn mount_tmpfs(at: &Path, size: &str) -> Result<Mount, String> {
+    if !is_root() {
+        return Err("mounting a tmpfs needs root".into());
+    }
+    std::fs::create_dir_all(at).expect("mkdir");
+    match std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(at)
+        .output()
+    {
+        Ok(o) if o.status.success() => Ok(Mount(at.to_path_buf())),
+        Ok(o) => Err(format!(
+            "cannot mount a tmpfs here ({})",
+            String::from_utf8_lossy(&o.stderr).trim()
+        )),
+        Err(e) => Err(format!("cannot run mount ({e})")),
+    }
+}

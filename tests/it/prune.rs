@@ -422,35 +422,6 @@ fn temporary_files_of_a_killed_backup_are_reported_and_pruned_once_old() {
     common::restore_matches(&env, "latest", &src);
 }
 
-/// Unmounts on drop, so a failing assertion does not leave a mount behind.
-struct Mount(PathBuf);
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.0).status();
-    }
-}
-
-/// A small tmpfs at `at`, or why there can't be one here.
-fn mount_tmpfs(at: &Path, size: &str) -> Result<Mount, String> {
-    if !common::is_root() {
-        return Err("mounting a tmpfs needs root".into());
-    }
-    fs::create_dir_all(at).expect("mkdir");
-    match std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-        .arg(at)
-        .output()
-    {
-        Ok(o) if o.status.success() => Ok(Mount(at.to_path_buf())),
-        Ok(o) => Err(format!(
-            "cannot mount a tmpfs here ({})",
-            String::from_utf8_lossy(&o.stderr).trim()
-        )),
-        Err(e) => Err(format!("cannot run mount ({e})")),
-    }
-}
-
 fn free_bytes(p: &Path) -> u64 {
     let st = nix::sys::statvfs::statvfs(p).expect("statvfs");
     #[allow(clippy::useless_conversion)]
@@ -515,7 +486,7 @@ fn kept_and_dropped_in_turn(env: &Env) -> PathBuf {
 fn prune_on_a_full_disk_frees_unused_packs_and_says_what_needs_room() {
     let mut env = Env::new();
     let mnt = env.path("mnt");
-    let _mount = match mount_tmpfs(&mnt, "40m") {
+    let _mount = match common::mount_tmpfs(&mnt, "40m") {
         Ok(m) => m,
         Err(why) => {
             eprintln!("skipping: {why}");

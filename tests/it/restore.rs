@@ -691,3 +691,168 @@ fn delete_keeps_excluded_files_inside_a_directory_it_removes() {
     // extra.txt, dir/extra with a and b, old/x.bin, old/out, gone/deep/z.bin.
     assert_eq!(dry["deleted"], 9, "{dry}");
 }
+
+/// A setuid file restored by someone who can't give it its owner keeps its
+/// permissions but not the setuid bit: a file owned by root in the snapshot,
+/// restored by another user, must not become a setuid program of that user. Runs
+/// the restore as `nobody` (needs root and setpriv; skips, saying why, without).
+#[test]
+fn setuid_bit_is_kept_only_where_the_owner_could_be_set() {
+    if !nix::unistd::Uid::effective().is_root() || !Path::new("/usr/bin/setpriv").exists() {
+        eprintln!("skipping: needs root and setpriv to restore as another user");
+        return;
+    }
+    let env = Env::with_repo(&[]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).expect("mkdir");
+    let prog = src.join("prog");
+    fs::write(&prog, b"#!/bin/sh\n").expect("write");
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&prog, fs::Permissions::from_mode(0o4755)).expect("chmod");
+    env.ok(&["backup", src.to_str().expect("utf-8")]);
+    // Everything `nobody` needs: the repository, the password file, a target.
+    let nobody = 65534;
+    for e in walk_all(env.dir.path()) {
+        nix::unistd::chown(&e, Some(nobody.into()), Some(nobody.into())).expect("chown");
+    }
+    let target = env.path("target");
+    let out = env
+        .bare_cmd_through(&[
+            "/usr/bin/setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+        ])
+        .args([
+            "--password-file",
+            env.password_file.to_str().expect("utf-8"),
+        ])
+        .args([
+            "restore",
+            &format!("latest:{}", src.display()),
+            "--target",
+            target.to_str().expect("utf-8"),
+        ])
+        .output()
+        .expect("run cairn as nobody");
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let m = fs::metadata(target.join("prog")).expect("restored");
+    assert_eq!(m.uid(), nobody, "restored by nobody, owned by nobody");
+    assert_eq!(
+        m.mode() & 0o7777,
+        0o755,
+        "setuid kept on a file its owner could not be given"
+    );
+    // Restored by root, the owner is set and the bit kept.
+    let target = env.path("target-root");
+    env.ok(&[
+        "restore",
+        &format!("latest:{}", src.display()),
+        "--target",
+        target.to_str().expect("utf-8"),
+    ]);
+    let m = fs::metadata(target.join("prog")).expect("restored");
+    assert_eq!((m.uid(), m.mode() & 0o7777), (0, 0o4755));
+}
+
+/// Every path under `dir`, directories included.
+fn walk_all(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![dir.to_path_buf()];
+    let mut i = 0;
+    while i < out.len() {
+        if fs::symlink_metadata(&out[i]).is_ok_and(|m| m.is_dir()) {
+            for e in fs::read_dir(&out[i]).expect("read_dir") {
+                out.push(e.expect("entry").path());
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+/// `--delete` stays on the target's filesystem: where another filesystem is
+/// mounted (a backup with --one-file-system stores the mount point empty), what
+/// is mounted there is left alone, with a warning; the rest is cleaned as usual.
+#[test]
+fn delete_leaves_what_is_mounted_inside_the_target() {
+    let env = Env::with_repo(&[]);
+    let src = env.path("src");
+    fs::create_dir_all(src.join("mnt")).expect("mkdir");
+    fs::write(src.join("kept.txt"), b"in the snapshot\n").expect("write");
+    env.ok(&["backup", src.to_str().expect("utf-8")]);
+    let target = env.path("target");
+    fs::create_dir_all(&target).expect("mkdir");
+    let _mount = match common::mount_tmpfs(&target.join("mnt"), "1M") {
+        Ok(m) => m,
+        Err(why) => {
+            eprintln!("skipping: {why}");
+            return;
+        }
+    };
+    fs::write(target.join("mnt/on-the-mount.txt"), b"not the restore's\n").expect("write");
+    fs::write(target.join("extra.txt"), b"extra\n").expect("write");
+    let out = env.run(&[
+        "restore",
+        &format!("latest:{}", src.display()),
+        "--target",
+        target.to_str().expect("utf-8"),
+        "--delete",
+    ]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert!(
+        common::stderr(&out).contains("another filesystem is mounted there"),
+        "{}",
+        common::stderr(&out)
+    );
+    assert!(
+        target.join("mnt/on-the-mount.txt").exists(),
+        "deleted on a mount"
+    );
+    assert!(!target.join("extra.txt").exists(), "extra file kept");
+    assert!(target.join("kept.txt").exists());
+}
+
+/// `--delete` removes nothing in a directory the backup could not read in full
+/// (recorded in the snapshot's errors; such a directory is stored empty).
+#[test]
+fn delete_leaves_directories_the_backup_could_not_read() {
+    let env = Env::with_repo(&[]);
+    let src = env.path("src");
+    fs::create_dir_all(src.join("unread")).expect("mkdir");
+    fs::create_dir_all(src.join("read")).expect("mkdir");
+    env.ok(&["backup", src.to_str().expect("utf-8")]);
+    let snap: serde_json::Value =
+        serde_json::from_str(&env.ok(&["cat", "snapshot", "latest"])).expect("json");
+    let tree = cairn::id::BlobId::from_hex(snap["tree"].as_str().expect("tree")).expect("id");
+    let unread = src.join("unread");
+    let forged = crate::hostile::Forge::new(&env).snapshot_edited(tree, |s| {
+        s.paths = vec![src.to_string_lossy().into_owned()];
+        s.errors = vec![cairn::snapshot::SourceProblem {
+            path: unread.to_string_lossy().into_owned(),
+            error: "listing directory: permission denied; stored as empty".into(),
+        }];
+    });
+    let target = env.path("target");
+    fs::create_dir_all(target.join("unread")).expect("mkdir");
+    fs::create_dir_all(target.join("read")).expect("mkdir");
+    fs::write(target.join("unread/precious.txt"), b"keep\n").expect("write");
+    fs::write(target.join("read/extra.txt"), b"extra\n").expect("write");
+    let out = env.run(&[
+        "restore",
+        &format!("{}:{}", forged.to_hex(), src.display()),
+        "--target",
+        target.to_str().expect("utf-8"),
+        "--delete",
+    ]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert!(
+        common::stderr(&out).contains("could not read"),
+        "{}",
+        common::stderr(&out)
+    );
+    assert!(
+        target.join("unread/precious.txt").exists(),
+        "deleted in an unread dir"
+    );
+    assert!(!target.join("read/extra.txt").exists(), "extra file kept");
+}
