@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
@@ -13,7 +14,6 @@ use rayon::prelude::*;
 use super::State;
 use super::batch::FileJob;
 use super::metadata::apply_metadata;
-use super::target::replace_non_dir;
 use crate::pack::BlobKind;
 
 /// Holes are detected and skipped at this granularity (the usual filesystem block).
@@ -39,14 +39,40 @@ struct Slot<'a> {
     size: u64,
     /// Chunk writes still to come (a chunk that appears twice counts twice).
     remaining: AtomicUsize,
-    /// (device, inode) of the file once created; held while creating it. Later
-    /// chunks reopen the path and must find this same inode there.
-    created: Mutex<Option<(u64, u64)>>,
+    /// The file once created; held while creating it. Later chunks reopen its
+    /// path and must find this same inode there.
+    created: Mutex<Option<Created>>,
     /// End of the last byte written (holes are not written).
     written_end: AtomicU64,
     failed: AtomicBool,
     /// Written whole, and given its metadata.
     done: AtomicBool,
+}
+
+/// A file being written: its (device, inode), and where it is. That is its
+/// destination, or, when something was already there, a temporary name beside
+/// it, renamed over the destination once the file is whole: a file that fails
+/// (a damaged pack, say) leaves what was there as it was.
+struct Created {
+    identity: (u64, u64),
+    at: PathBuf,
+}
+
+impl Created {
+    fn is_temporary(&self, dest: &Path) -> bool {
+        self.at != dest
+    }
+}
+
+/// A name for a file beside `dest` that nothing else uses.
+fn temporary_beside(dest: &Path) -> PathBuf {
+    let mut r = [0u8; 8];
+    let _ = getrandom::getrandom(&mut r);
+    let name = format!(".cairn-restore-{}", hex::encode(r));
+    match dest.parent() {
+        Some(dir) => dir.join(name),
+        None => PathBuf::from(name),
+    }
 }
 
 /// One blob to fetch and where its plaintext goes: (slot, offset in the file).
@@ -244,7 +270,8 @@ fn plan_contents<'a>(state: &State, files: &[&'a FileJob]) -> (Vec<Slot<'a>>, Ve
 }
 
 /// Opens the slot's file for writing, creating it on first use. An existing
-/// non-directory in its place is replaced, never followed. A later open must
+/// non-directory in its place is never followed or written into: the file is
+/// written under a temporary name beside it and renamed over it once whole. A later open must
 /// find the very file it created: if anything swapped it (for a symlink, or a
 /// hard link to a file elsewhere), nothing is written through it.
 fn open_slot(slot: &Slot) -> io::Result<File> {
@@ -254,10 +281,10 @@ fn open_slot(slot: &Slot) -> io::Result<File> {
     let mut opts = OpenOptions::new();
     opts.write(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
-    if let Some(identity) = *created {
-        let f = opts.open(dest)?;
+    if let Some(c) = &*created {
+        let f = opts.open(&c.at)?;
         let m = f.metadata()?;
-        if (m.dev(), m.ino()) != identity {
+        if (m.dev(), m.ino()) != c.identity {
             return Err(io::Error::other(
                 "was replaced by another file while being restored; not writing to it",
             ));
@@ -265,15 +292,18 @@ fn open_slot(slot: &Slot) -> io::Result<File> {
         return Ok(f);
     }
     opts.create_new(true).mode(0o600);
-    let f = match opts.open(dest) {
+    let (f, at) = match opts.open(dest) {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            replace_non_dir(dest)?;
-            opts.open(dest)?
+            let at = temporary_beside(dest);
+            (opts.open(&at)?, at)
         }
-        r => r?,
+        r => (r?, dest.clone()),
     };
     let m = f.metadata()?;
-    *created = Some((m.dev(), m.ino()));
+    *created = Some(Created {
+        identity: (m.dev(), m.ino()),
+        at,
+    });
     Ok(f)
 }
 
@@ -303,19 +333,31 @@ fn fail_chunk(state: &State, slot: &Slot, e: Option<&dyn std::fmt::Display>) {
     if let (true, Some(e)) = (first, e) {
         state.error(format!("{}: {e}", slot.job.dest.display()));
     }
-    slot.remaining.fetch_sub(1, Ordering::AcqRel);
+    if slot.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+        discard_temporary(slot);
+    }
+}
+
+/// A failed file written under a temporary name is removed: what was at its
+/// destination stays.
+fn discard_temporary(slot: &Slot) {
+    let created = slot.created.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(c) = created.as_ref().filter(|c| c.is_temporary(&slot.job.dest)) {
+        let _ = std::fs::remove_file(&c.at);
+    }
 }
 
 fn fail_slot(state: &State, slot: &Slot, e: &io::Error) {
     slot.failed.store(true, Ordering::Relaxed);
     state.error(format!("{}: {e}", slot.job.dest.display()));
+    discard_temporary(slot);
 }
 
 /// Every chunk is written: extend over a trailing hole, then apply metadata.
 fn finish_slot(state: &State, slot: &Slot, f: &File) {
     let dest = &slot.job.dest;
     if slot.failed.load(Ordering::Acquire) {
-        return;
+        return discard_temporary(slot);
     }
     if slot.written_end.load(Ordering::Relaxed) < slot.size {
         if let Err(e) = f.set_len(slot.size) {
@@ -331,6 +373,20 @@ fn finish_slot(state: &State, slot: &Slot, f: &File) {
         ));
     }
     apply_metadata(state, dest, Some(f), &slot.job.node);
+    let temporary = {
+        let created = slot.created.lock().unwrap_or_else(|e| e.into_inner());
+        created
+            .as_ref()
+            .filter(|c| c.is_temporary(dest))
+            .map(|c| c.at.clone())
+    };
+    if let Some(at) = temporary {
+        // Whole: it takes the place of what was there (rename never follows a
+        // symlink at the destination, it replaces it).
+        if let Err(e) = std::fs::rename(&at, dest) {
+            return fail_slot(state, slot, &e);
+        }
+    }
     state.progress.set_current(dest);
     state.progress.done(1, 0);
     state.bytes.fetch_add(slot.size, Ordering::Relaxed);

@@ -856,3 +856,36 @@ fn delete_leaves_directories_the_backup_could_not_read() {
     );
     assert!(!target.join("read/extra.txt").exists(), "extra file kept");
 }
+
+/// A file that can't be restored whole (a byte flipped in its pack) leaves the
+/// file the target had in its place as it was, with no temporary file beside it:
+/// the new one is written under a temporary name and renamed over it only once
+/// whole.
+#[test]
+fn a_file_that_fails_leaves_the_existing_one_in_place() {
+    let (env, snap) = damaged_big_file();
+    let t = env.path("target");
+    fs::create_dir_all(&t).expect("mkdir");
+    fs::write(t.join("big.bin"), b"the user's own version\n").expect("write");
+    let r = env.run(&["restore", &snap, "--target", t.to_str().expect("utf-8")]);
+    assert_eq!(r.status.code(), Some(1), "{}", common::stderr(&r));
+    assert_eq!(text(&t.join("big.bin")), "the user's own version\n");
+    let left: Vec<String> = fs::read_dir(&t)
+        .expect("read_dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".cairn-restore-"))
+        .collect();
+    assert!(left.is_empty(), "temporary files left: {left:?}");
+    // An intact file replacing an existing one is renamed into place whole.
+    fs::write(t.join("small.txt"), b"older\n").expect("write");
+    let r = env.run(&[
+        "restore",
+        &snap,
+        "--target",
+        t.to_str().expect("utf-8"),
+        "--overwrite",
+        "always",
+    ]);
+    assert_eq!(r.status.code(), Some(1));
+    assert_eq!(text(&t.join("small.txt")), "small\n");
+}
