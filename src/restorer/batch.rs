@@ -166,15 +166,8 @@ impl Batch {
             };
             target::make_link(state, &link, first, status);
         }
-        let meta = mem::take(&mut self.meta);
-        let dirs = mem::take(&mut self.dirs);
-        if !state.opts.dry_run {
-            meta.par_iter()
-                .for_each(|(dest, node)| apply_metadata(state, dest, None, node));
-            for (dest, node) in &dirs {
-                apply_metadata(state, dest, None, node);
-            }
-        }
+        // Verified before directories get their permissions: one without
+        // search permission would keep a user from reading back its own files.
         if state.opts.verify && !state.opts.dry_run {
             to_write
                 .par_iter()
@@ -186,6 +179,15 @@ impl Batch {
                         Err(why) => state.error(format!("{}: verify: {why}", job.dest.display())),
                     },
                 );
+        }
+        let meta = mem::take(&mut self.meta);
+        let dirs = mem::take(&mut self.dirs);
+        if !state.opts.dry_run {
+            meta.par_iter()
+                .for_each(|(dest, node)| apply_metadata(state, dest, None, node));
+            for (dest, node) in &dirs {
+                apply_metadata(state, dest, None, node);
+            }
         }
         Ok(())
     }

@@ -698,8 +698,7 @@ fn delete_keeps_excluded_files_inside_a_directory_it_removes() {
 /// the restore as `nobody` (needs root and setpriv; skips, saying why, without).
 #[test]
 fn setuid_bit_is_kept_only_where_the_owner_could_be_set() {
-    if !nix::unistd::Uid::effective().is_root() || !Path::new("/usr/bin/setpriv").exists() {
-        eprintln!("skipping: needs root and setpriv to restore as another user");
+    if !can_run_as_nobody() {
         return;
     }
     let env = Env::with_repo(&[]);
@@ -710,34 +709,11 @@ fn setuid_bit_is_kept_only_where_the_owner_could_be_set() {
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(&prog, fs::Permissions::from_mode(0o4755)).expect("chmod");
     env.ok(&["backup", src.to_str().expect("utf-8")]);
-    // Everything `nobody` needs: the repository, the password file, a target.
-    let nobody = 65534;
-    for e in walk_all(env.dir.path()) {
-        nix::unistd::chown(&e, Some(nobody.into()), Some(nobody.into())).expect("chown");
-    }
     let target = env.path("target");
-    let out = env
-        .bare_cmd_through(&[
-            "/usr/bin/setpriv",
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-        ])
-        .args([
-            "--password-file",
-            env.password_file.to_str().expect("utf-8"),
-        ])
-        .args([
-            "restore",
-            &format!("latest:{}", src.display()),
-            "--target",
-            target.to_str().expect("utf-8"),
-        ])
-        .output()
-        .expect("run cairn as nobody");
+    let out = restore_as_nobody(&env, &src, &target, &[]);
     assert!(out.status.success(), "{}", common::stderr(&out));
     let m = fs::metadata(target.join("prog")).expect("restored");
-    assert_eq!(m.uid(), nobody, "restored by nobody, owned by nobody");
+    assert_eq!(m.uid(), NOBODY, "restored by nobody, owned by nobody");
     assert_eq!(
         m.mode() & 0o7777,
         0o755,
@@ -888,4 +864,68 @@ fn a_file_that_fails_leaves_the_existing_one_in_place() {
     ]);
     assert_eq!(r.status.code(), Some(1));
     assert_eq!(text(&t.join("small.txt")), "small\n");
+}
+
+const NOBODY: u32 = 65534;
+
+fn can_run_as_nobody() -> bool {
+    let can = nix::unistd::Uid::effective().is_root() && Path::new("/usr/bin/setpriv").exists();
+    if !can {
+        eprintln!("skipping: needs root and setpriv to restore as another user");
+    }
+    can
+}
+
+/// Runs `restore latest:SRC --target TARGET EXTRA...` as `nobody`, after giving
+/// it everything it needs: the repository, the password file, the scratch dir.
+fn restore_as_nobody(env: &Env, src: &Path, target: &Path, extra: &[&str]) -> std::process::Output {
+    for e in walk_all(env.dir.path()) {
+        nix::unistd::chown(&e, Some(NOBODY.into()), Some(NOBODY.into())).expect("chown");
+    }
+    env.bare_cmd_through(&[
+        "/usr/bin/setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+    ])
+    .args([
+        "--password-file",
+        env.password_file.to_str().expect("utf-8"),
+    ])
+    .args([
+        "restore",
+        &format!("latest:{}", src.display()),
+        "--target",
+        target.to_str().expect("utf-8"),
+    ])
+    .args(extra)
+    .output()
+    .expect("run cairn as nobody")
+}
+
+/// `--verify` as a user reads every file back before directories get their
+/// permissions: a directory without search permission in the snapshot does not
+/// make the user's own restore fail.
+#[test]
+fn verify_as_a_user_reads_files_in_directories_it_may_not_search() {
+    if !can_run_as_nobody() {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::with_repo(&[]);
+    let src = env.path("src");
+    fs::create_dir_all(src.join("closed")).expect("mkdir");
+    fs::write(src.join("closed/inside.txt"), b"inside\n").expect("write");
+    fs::set_permissions(src.join("closed"), fs::Permissions::from_mode(0o600)).expect("chmod");
+    env.ok(&["backup", src.to_str().expect("utf-8")]);
+    let target = env.path("target");
+    let out = restore_as_nobody(&env, &src, &target, &["--verify"]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert!(
+        common::stdout(&out).contains("verified 1 file"),
+        "{}",
+        common::stdout(&out)
+    );
+    let m = fs::metadata(target.join("closed")).expect("restored");
+    assert_eq!(m.mode() & 0o777, 0o600);
 }
