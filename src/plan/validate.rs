@@ -1,0 +1,733 @@
+//! The checks a plan file needs beyond its schema: references between sections,
+//! password files, paths claimed by two classes, retention that keeps nothing,
+//! intervals that make no sense. Every problem is collected; none stops the rest.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Component, Path, PathBuf};
+
+use toml::Spanned;
+
+use super::config::{Parsed, RawCheck, RawClass, RawDrill, RawKeep, RawRepository};
+use super::{
+    CheckSchedule, Class, DrillSample, DrillSchedule, Interval, MIN_INTERVAL, PasswordSource, Plan,
+    Problem, RepositorySpec, Sources,
+};
+use crate::archiver::Excludes;
+use crate::check::ReadData;
+use crate::forget::KeepPolicy;
+
+struct Ctx<'a> {
+    text: &'a str,
+    base: &'a Path,
+    problems: &'a mut Vec<Problem>,
+}
+
+impl Ctx<'_> {
+    fn error(&mut self, span: Range<usize>, message: String) {
+        self.problems
+            .push(Problem::error_at(self.text, Some(span), message));
+    }
+
+    fn warn(&mut self, span: Range<usize>, message: String) {
+        self.problems
+            .push(Problem::warning_at(self.text, Some(span), message));
+    }
+
+    /// Absolute, taken from the plan file's directory when relative, with `.`
+    /// and `..` parts and trailing slashes gone (lexically: the paths may not
+    /// exist on this machine).
+    fn resolve(&self, p: &Path) -> PathBuf {
+        let mut out = PathBuf::new();
+        for c in self.base.join(p).components() {
+            match c {
+                Component::CurDir => {}
+                Component::ParentDir => {
+                    out.pop();
+                }
+                other => out.push(other),
+            }
+        }
+        out
+    }
+
+    fn line(&self, span: &Range<usize>) -> usize {
+        super::line_column(self.text, span.start).0
+    }
+}
+
+/// A class or repository name: it goes into the `class=NAME` tag and into
+/// file names later, so it is kept to letters, digits, `-`, `_` and `.`.
+fn name_ok(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+pub fn validate(
+    text: &str,
+    file: &Path,
+    base: &Path,
+    parsed: Parsed,
+    problems: &mut Vec<Problem>,
+) -> Option<Plan> {
+    let mut cx = Ctx {
+        text,
+        base,
+        problems,
+    };
+    let plan = &parsed.plan;
+    let mut repositories = Vec::new();
+    for (name, raw) in &plan.repository {
+        let n = name.get_ref().as_str();
+        if !name_ok(n) {
+            cx.error(name.span(), bad_name("repository", n));
+        }
+        let lost = |key: &str| parsed.lost("repository", n, key);
+        if let Some(r) = repository(&mut cx, n, name.span(), raw.get_ref(), &lost) {
+            repositories.push(r);
+        }
+    }
+    // Names of repositories that exist, even if their section has mistakes:
+    // a class naming one of them is not a further mistake.
+    let known: BTreeSet<&str> = plan
+        .repository
+        .keys()
+        .map(|k| k.get_ref().as_str())
+        .chain(
+            parsed
+                .removed
+                .keys()
+                .filter(|(s, _)| s == "repository")
+                .map(|(_, n)| n.as_str()),
+        )
+        .collect();
+
+    if plan.class.is_empty() && !parsed.removed.keys().any(|(s, _)| s == "class") {
+        cx.error(
+            0..0,
+            "the plan has no [class.NAME] section: nothing would be backed up".into(),
+        );
+    }
+    let mut claimed: Vec<(PathBuf, String, Range<usize>)> = Vec::new();
+    let mut used: BTreeSet<String> = BTreeSet::new();
+    let mut classes = Vec::new();
+    for (name, raw) in &plan.class {
+        let n = name.get_ref().as_str();
+        if !name_ok(n) {
+            cx.error(name.span(), bad_name("class", n));
+        }
+        let raw = raw.get_ref();
+        let lost = |key: &str| parsed.lost("class", n, key);
+        used.extend(raw.repository.iter().map(|r| r.get_ref().clone()));
+        used.extend(raw.copy_to.iter().map(|c| c.get_ref().clone()));
+        references(&mut cx, name, raw, &known, &plan.repository, &lost);
+        let sources = sources(&mut cx, name, raw, &lost);
+        if let Some(sources) = &sources {
+            claim(&mut cx, n, sources, raw, &mut claimed);
+        }
+        if let Some(c) = class(&mut cx, name, raw, sources, &lost) {
+            classes.push(c);
+        }
+    }
+    for name in plan.repository.keys() {
+        if !used.contains(name.get_ref()) && parsed.removed.keys().all(|(s, _)| s != "class") {
+            cx.warn(
+                name.span(),
+                format!("repository {:?} is not used by any class", name.get_ref()),
+            );
+        }
+    }
+    Some(Plan {
+        file: file.to_path_buf(),
+        repositories,
+        classes,
+    })
+}
+
+fn bad_name(what: &str, name: &str) -> String {
+    format!(
+        "{what} name {name:?}: use letters, digits, '-', '_' and '.' only (not first), \
+         since it becomes part of tags and file names"
+    )
+}
+
+fn repository(
+    cx: &mut Ctx<'_>,
+    name: &str,
+    at: Range<usize>,
+    raw: &RawRepository,
+    lost: &dyn Fn(&str) -> bool,
+) -> Option<RepositorySpec> {
+    let path = match &raw.path {
+        Some(p) => Some(repository_path(cx, name, p)),
+        None if lost("path") => None,
+        None => {
+            cx.error(at.clone(), format!("repository {name:?} has no path"));
+            None
+        }
+    };
+    let password = match (&raw.password_file, &raw.password_command) {
+        (Some(_), Some(c)) => {
+            cx.error(
+                c.span(),
+                format!(
+                    "repository {name:?} has both password_file and password_command; keep one"
+                ),
+            );
+            None
+        }
+        (None, None) if lost("password_file") || lost("password_command") => None,
+        (None, None) => {
+            cx.error(
+                at,
+                format!(
+                    "repository {name:?} has no password_file or password_command: a plan \
+                     runs unattended, with no terminal to ask on"
+                ),
+            );
+            None
+        }
+        (Some(f), None) => password_file(cx, name, f).map(PasswordSource::File),
+        (None, Some(c)) if c.get_ref().trim().is_empty() => {
+            cx.error(
+                c.span(),
+                format!("repository {name:?}: password_command is empty"),
+            );
+            None
+        }
+        (None, Some(c)) => Some(PasswordSource::Command(c.get_ref().clone())),
+    };
+    Some(RepositorySpec {
+        name: name.to_string(),
+        path: path?,
+        password: password?,
+    })
+}
+
+/// The repository's path, resolved; a warning when no repository is there yet
+/// (a NAS may be unmounted while the plan is written).
+fn repository_path(cx: &mut Ctx<'_>, name: &str, p: &Spanned<PathBuf>) -> PathBuf {
+    let path = cx.resolve(p.get_ref());
+    if !path.join("config").is_file() {
+        let why = if path.exists() {
+            "is not a cairn repository yet (no `config` file)"
+        } else {
+            "does not exist (or is not mounted)"
+        };
+        cx.warn(
+            p.span(),
+            format!(
+                "repository {name:?}: {} {why}; create it with `cairn init -r {}`",
+                path.display(),
+                path.display()
+            ),
+        );
+    }
+    path
+}
+
+/// The file must open for reading now (`plan run` reads it unattended); a
+/// regular file others can read is a warning, as for `--password-file`.
+fn password_file(cx: &mut Ctx<'_>, name: &str, f: &Spanned<PathBuf>) -> Option<PathBuf> {
+    let path = cx.resolve(f.get_ref());
+    let meta = match std::fs::File::open(&path).and_then(|h| h.metadata()) {
+        Ok(m) => m,
+        Err(e) => {
+            cx.error(
+                f.span(),
+                format!(
+                    "repository {name:?}: password file {} can't be read: {e}",
+                    path.display()
+                ),
+            );
+            return None;
+        }
+    };
+    if meta.is_dir() {
+        cx.error(
+            f.span(),
+            format!(
+                "repository {name:?}: password file {} is a directory",
+                path.display()
+            ),
+        );
+        return None;
+    }
+    let mode = meta.permissions().mode() & 0o7777;
+    if meta.is_file() && mode & 0o044 != 0 {
+        cx.warn(
+            f.span(),
+            format!(
+                "repository {name:?}: password file {p} is readable by other users (mode \
+                 {mode:04o}); anyone who can read it can open the repository: `chmod 600 {p}`",
+                p = path.display()
+            ),
+        );
+    }
+    Some(path)
+}
+
+/// `repository` and `copy_to` name defined repositories, and no copy goes
+/// back into the class's own repository (by name or by path).
+fn references(
+    cx: &mut Ctx<'_>,
+    name: &Spanned<String>,
+    raw: &RawClass,
+    known: &BTreeSet<&str>,
+    defined: &BTreeMap<Spanned<String>, Spanned<RawRepository>>,
+    lost: &dyn Fn(&str) -> bool,
+) {
+    let class = name.get_ref();
+    let names = if known.is_empty() {
+        "none".to_string()
+    } else {
+        known.iter().copied().collect::<Vec<_>>().join(", ")
+    };
+    let path_of = |n: &str| {
+        defined
+            .iter()
+            .find(|(k, _)| k.get_ref() == n)
+            .and_then(|(_, r)| r.get_ref().path.as_ref())
+            .map(|p| cx.resolve(p.get_ref()))
+    };
+    let mut out = Vec::new();
+    let main = raw.repository.as_ref().map(|r| r.get_ref().as_str());
+    match &raw.repository {
+        None if !lost("repository") => out.push((
+            name.span(),
+            format!("class {class:?} has no repository = NAME (defined: {names})"),
+        )),
+        Some(r) if !known.contains(r.get_ref().as_str()) => out.push((
+            r.span(),
+            format!(
+                "class {class:?}: no repository named {:?} (defined: {names})",
+                r.get_ref()
+            ),
+        )),
+        _ => {}
+    }
+    let main_path = main.and_then(path_of);
+    let mut seen = BTreeSet::new();
+    for c in &raw.copy_to {
+        let n = c.get_ref();
+        let msg = if !known.contains(n.as_str()) {
+            format!("class {class:?}: copy_to names no repository {n:?} (defined: {names})")
+        } else if Some(n.as_str()) == main {
+            format!("class {class:?} copies to its own repository {n:?}")
+        } else if main_path.is_some() && path_of(n) == main_path {
+            format!(
+                "class {class:?}: copy_to repository {n:?} is at the same path as its \
+                 repository {:?}; a copy must go to another place",
+                main.unwrap_or_default()
+            )
+        } else if !seen.insert(n.clone()) {
+            format!("class {class:?}: copy_to names {n:?} twice")
+        } else {
+            continue;
+        };
+        out.push((c.span(), msg));
+    }
+    for (span, msg) in out {
+        cx.error(span, msg);
+    }
+}
+
+fn sources(
+    cx: &mut Ctx<'_>,
+    name: &Spanned<String>,
+    raw: &RawClass,
+    lost: &dyn Fn(&str) -> bool,
+) -> Option<Sources> {
+    let class = name.get_ref();
+    let paths = raw.paths.as_ref().filter(|p| !p.get_ref().is_empty());
+    match (paths, &raw.command) {
+        (Some(p), Some(c)) => {
+            cx.error(
+                c.span(),
+                format!(
+                    "class {class:?} has both paths (line {}) and command; a class backs up \
+                     one or the other",
+                    cx.line(&p.span())
+                ),
+            );
+            None
+        }
+        (None, None) if lost("paths") || lost("command") => None,
+        (None, None) => {
+            let at = raw.paths.as_ref().map_or(name.span(), |p| p.span());
+            cx.error(
+                at,
+                format!("class {class:?} has neither paths nor command: nothing to back up"),
+            );
+            None
+        }
+        (Some(p), None) => {
+            if let Some(s) = &raw.stdin_filename {
+                cx.error(
+                    s.span(),
+                    format!("class {class:?}: stdin_filename goes with command, not paths"),
+                );
+            }
+            for e in &raw.exclude {
+                if let Err(err) = Excludes::new(std::slice::from_ref(e.get_ref())) {
+                    cx.error(e.span(), format!("class {class:?}: {err}"));
+                }
+            }
+            let list = p
+                .get_ref()
+                .iter()
+                .map(|p| cx.resolve(p.get_ref()))
+                .collect();
+            Some(Sources::Paths(list))
+        }
+        (None, Some(c)) => {
+            if let Some(e) = raw.exclude.first() {
+                cx.error(
+                    e.span(),
+                    format!("class {class:?}: exclude applies to paths, not to a command's output"),
+                );
+            }
+            if c.get_ref().trim().is_empty() {
+                cx.error(c.span(), format!("class {class:?}: command is empty"));
+                return None;
+            }
+            let file = match &raw.stdin_filename {
+                Some(s) => {
+                    let n = s.get_ref();
+                    if n.is_empty() || n.contains('/') || n == "." || n == ".." {
+                        cx.error(
+                            s.span(),
+                            format!(
+                                "class {class:?}: stdin_filename {n:?} must be a file name, \
+                                 without '/'"
+                            ),
+                        );
+                        return None;
+                    }
+                    n.clone()
+                }
+                None => class.clone(),
+            };
+            Some(Sources::Command {
+                command: c.get_ref().clone(),
+                stdin_filename: file,
+            })
+        }
+    }
+}
+
+/// Records the class's paths; a path already given (here or by another class)
+/// is a mistake, a path inside another class's path a warning (its files
+/// would be backed up twice).
+fn claim(
+    cx: &mut Ctx<'_>,
+    class: &str,
+    sources: &Sources,
+    raw: &RawClass,
+    claimed: &mut Vec<(PathBuf, String, Range<usize>)>,
+) {
+    let (Sources::Paths(list), Some(spans)) = (sources, &raw.paths) else {
+        return;
+    };
+    for (path, raw_path) in list.iter().zip(spans.get_ref()) {
+        let span = raw_path.span();
+        if !path.exists() {
+            cx.warn(
+                span.clone(),
+                format!("class {class:?}: {} does not exist (yet)", path.display()),
+            );
+        }
+        let mut msg = None;
+        for (other, owner, at) in claimed.iter() {
+            let line = cx.line(at);
+            let whose = if owner == class {
+                "this class".to_string()
+            } else {
+                format!("class {owner:?}")
+            };
+            if other == path {
+                msg = Some((
+                    true,
+                    format!(
+                        "class {class:?}: {} is already backed up by {whose} (line {line})",
+                        path.display()
+                    ),
+                ));
+                break;
+            }
+            if owner != class && (path.starts_with(other) || other.starts_with(path)) {
+                msg = Some((
+                    false,
+                    format!(
+                        "class {class:?}: {} overlaps {} of class {owner:?} (line {line}); \
+                         the files they share are backed up by both classes",
+                        path.display(),
+                        other.display()
+                    ),
+                ));
+            }
+        }
+        match msg {
+            Some((true, m)) => cx.error(span, m),
+            Some((false, m)) => {
+                cx.warn(span.clone(), m);
+                claimed.push((path.clone(), class.to_string(), span));
+            }
+            None => claimed.push((path.clone(), class.to_string(), span)),
+        }
+    }
+}
+
+fn class(
+    cx: &mut Ctx<'_>,
+    name: &Spanned<String>,
+    raw: &RawClass,
+    sources: Option<Sources>,
+    lost: &dyn Fn(&str) -> bool,
+) -> Option<Class> {
+    let before = errors(cx);
+    let (at, name) = (name.span(), name.get_ref().as_str());
+    let every = match &raw.every {
+        Some(e) => {
+            let every = *e.get_ref();
+            if every < MIN_INTERVAL {
+                cx.error(
+                    e.span(),
+                    format!(
+                        "class {name:?}: every = \"{every}\" is shorter than the minimum, \
+                         {MIN_INTERVAL}"
+                    ),
+                );
+            }
+            Some(every)
+        }
+        None if lost("every") => None,
+        None => {
+            cx.error(
+                at,
+                format!("class {name:?} has no every = INTERVAL (like \"1h\" or \"7d\")"),
+            );
+            None
+        }
+    };
+    let tags: Vec<String> = raw.tags.iter().map(|t| t.get_ref().clone()).collect();
+    for t in &raw.tags {
+        let s = t.get_ref();
+        if s.trim().is_empty() || s.contains(',') || s.starts_with("class=") {
+            cx.error(
+                t.span(),
+                format!(
+                    "class {name:?}: tag {s:?} is not allowed (empty, with ',' or starting \
+                     with \"class=\", which marks the class's snapshots)"
+                ),
+            );
+        }
+    }
+    let keep = match &raw.keep {
+        Some(k) if !lost("keep") => keep(cx, name, k, &tags),
+        _ => None,
+    };
+    let check = raw
+        .check
+        .as_ref()
+        .filter(|_| !lost("check"))
+        .and_then(|c| check(cx, name, c, every));
+    let drill = raw
+        .drill
+        .as_ref()
+        .filter(|_| !lost("drill"))
+        .and_then(|d| drill(cx, name, d, every));
+    for cmd in raw.before.iter().chain(&raw.after) {
+        if cmd.get_ref().trim().is_empty() {
+            cx.error(
+                cmd.span(),
+                format!("class {name:?}: an empty before/after command"),
+            );
+        }
+    }
+    if let Some(c) = &raw.compression {
+        let level = *c.get_ref();
+        if !(-7..=22).contains(&level) {
+            cx.error(
+                c.span(),
+                format!("class {name:?}: compression {level} is not a zstd level (-7 to 22)"),
+            );
+        }
+    }
+    if errors(cx) != before {
+        return None;
+    }
+    Some(Class {
+        name: name.to_string(),
+        sources: sources?,
+        exclude: raw.exclude.iter().map(|e| e.get_ref().clone()).collect(),
+        every: every?,
+        keep,
+        repository: raw.repository.as_ref()?.get_ref().clone(),
+        copy_to: raw.copy_to.iter().map(|c| c.get_ref().clone()).collect(),
+        check,
+        drill,
+        before: raw.before.iter().map(|c| c.get_ref().clone()).collect(),
+        after: raw.after.iter().map(|c| c.get_ref().clone()).collect(),
+        compression: raw.compression.as_ref().map(|c| *c.get_ref()),
+        tags,
+    })
+}
+
+/// The `every` of a check or drill: present, and at least the minimum.
+fn sub_every(
+    cx: &mut Ctx<'_>,
+    name: &str,
+    what: &str,
+    every: Option<&Spanned<Interval>>,
+    at: Range<usize>,
+) -> Option<Spanned<Interval>> {
+    let Some(e) = every else {
+        cx.error(at, format!("class {name:?}: {what} needs every = INTERVAL"));
+        return None;
+    };
+    if *e.get_ref() < MIN_INTERVAL {
+        cx.error(
+            e.span(),
+            format!(
+                "class {name:?}: {what} every = \"{}\" is shorter than the minimum, {MIN_INTERVAL}",
+                e.get_ref()
+            ),
+        );
+        return None;
+    }
+    Some(e.clone())
+}
+
+fn check(
+    cx: &mut Ctx<'_>,
+    name: &str,
+    c: &Spanned<RawCheck>,
+    every: Option<Interval>,
+) -> Option<CheckSchedule> {
+    let e = sub_every(cx, name, "check", c.get_ref().every.as_ref(), c.span())?;
+    let (span, e) = (e.span(), *e.get_ref());
+    if let Some(every) = every.filter(|every| e < *every) {
+        cx.warn(
+            span,
+            format!(
+                "class {name:?}: a check every {e} is more often than a backup (every \
+                 {every}): most checks would find nothing new"
+            ),
+        );
+    }
+    Some(CheckSchedule {
+        every: e,
+        read_data: c.get_ref().read_data_subset.unwrap_or(ReadData::None),
+    })
+}
+
+fn errors(cx: &Ctx<'_>) -> usize {
+    cx.problems
+        .iter()
+        .filter(|p| p.severity == super::Severity::Error)
+        .count()
+}
+
+/// The class's retention as `forget` applies it, to the class's snapshots only
+/// (all tagged `class=NAME` and the class's tags).
+fn keep(cx: &mut Ctx<'_>, name: &str, k: &Spanned<RawKeep>, tags: &[String]) -> Option<KeepPolicy> {
+    let r = k.get_ref();
+    let policy = KeepPolicy {
+        last: r.last,
+        hourly: r.hourly,
+        daily: r.daily,
+        weekly: r.weekly,
+        monthly: r.monthly,
+        yearly: r.yearly,
+        within: r.within.filter(|w| w.months != 0 || w.hours != 0),
+        tags: r.tags.clone(),
+    };
+    let counts = [r.last, r.hourly, r.daily, r.weekly, r.monthly, r.yearly];
+    let own_tag = format!("class={name}");
+    let tag_keeps = r.tags.iter().any(|t| *t == own_tag || tags.contains(t));
+    if counts.iter().all(|c| *c == 0) && policy.within.is_none() && !tag_keeps {
+        let why = if r.tags.is_empty() {
+            String::new()
+        } else {
+            format!(" (its snapshots are tagged {own_tag:?} and {tags:?}, none of keep.tags)")
+        };
+        cx.error(
+            k.span(),
+            format!(
+                "class {name:?}: these keep rules keep nothing{why}; every snapshot would be \
+                 forgotten. Give a count (last, hourly, daily, weekly, monthly, yearly) or \
+                 within, or leave keep out to keep every snapshot"
+            ),
+        );
+        return None;
+    }
+    Some(policy)
+}
+
+fn drill(
+    cx: &mut Ctx<'_>,
+    name: &str,
+    d: &Spanned<RawDrill>,
+    every: Option<Interval>,
+) -> Option<DrillSchedule> {
+    let (at, d) = (d.span(), d.get_ref());
+    let e = sub_every(cx, name, "drill", d.every.as_ref(), at.clone());
+    if let (Some(e), Some(every)) = (&e, every) {
+        if *e.get_ref() < every {
+            cx.error(
+                e.span(),
+                format!(
+                    "class {name:?}: a drill every {} is more often than a backup (every \
+                     {every}): it would rehearse the same snapshot again",
+                    e.get_ref()
+                ),
+            );
+        }
+    }
+    let sample = match (&d.files, &d.percent) {
+        (Some(f), None) if *f.get_ref() == 0 => {
+            cx.error(
+                f.span(),
+                format!("class {name:?}: drill files = 0 restores nothing"),
+            );
+            return None;
+        }
+        (Some(f), None) => DrillSample::Files(*f.get_ref()),
+        (None, Some(p)) => {
+            let v = *p.get_ref();
+            if !(v > 0.0 && v <= 100.0) {
+                cx.error(
+                    p.span(),
+                    format!("class {name:?}: drill percent = {v} is not in (0, 100]"),
+                );
+                return None;
+            }
+            DrillSample::Percent(v)
+        }
+        (Some(_), Some(p)) => {
+            cx.error(
+                p.span(),
+                format!("class {name:?}: drill takes files or percent, not both"),
+            );
+            return None;
+        }
+        (None, None) => {
+            cx.error(
+                at,
+                format!(
+                    "class {name:?}: drill needs files = N or percent = X (100 restores everything)"
+                ),
+            );
+            return None;
+        }
+    };
+    Some(DrillSchedule {
+        every: *e?.get_ref(),
+        sample,
+    })
+}
