@@ -81,7 +81,7 @@ pub fn validate(
     };
     let plan = &parsed.plan;
     let mut repositories = Vec::new();
-    for (name, raw) in &plan.repository {
+    for (name, raw) in in_file_order(&plan.repository) {
         let n = name.get_ref().as_str();
         if !name_ok(n) {
             cx.error(name.span(), bad_name("repository", n));
@@ -115,7 +115,7 @@ pub fn validate(
     let mut claimed: Vec<(PathBuf, String, Range<usize>)> = Vec::new();
     let mut used: BTreeSet<String> = BTreeSet::new();
     let mut classes = Vec::new();
-    for (name, raw) in &plan.class {
+    for (name, raw) in in_file_order(&plan.class) {
         let n = name.get_ref().as_str();
         if !name_ok(n) {
             cx.error(name.span(), bad_name("class", n));
@@ -146,6 +146,14 @@ pub fn validate(
         repositories,
         classes,
     })
+}
+
+/// A section's entries in the order the file has them (a map sorts them by
+/// name): "already backed up by" is said of the later one.
+fn in_file_order<K: Ord, V>(map: &BTreeMap<Spanned<K>, V>) -> Vec<(&Spanned<K>, &V)> {
+    let mut v: Vec<_> = map.iter().collect();
+    v.sort_by_key(|(k, _)| k.span().start);
+    v
 }
 
 fn bad_name(what: &str, name: &str) -> String {
