@@ -469,16 +469,14 @@ drill = { every = "1d", files = 0 }
 fn plan_file_is_found_by_flag_then_variable_then_default_places() {
     let env = env();
     let valid = |name: &str| {
-        let text = BASE
-            .replace("\"repo\"", &format!("\"{}\"", env.path("repo").display()))
+        BASE.replace("\"repo\"", &format!("\"{}\"", env.path("repo").display()))
             .replace(
                 "\"copy\"\n",
                 &format!("\"{}\"\n", env.path("copy").display()),
             )
             .replace("\"pw\"", &format!("\"{}\"", env.path("pw").display()))
             .replace("[\"src\"]", &format!("[\"{}\"]", env.path("src").display()))
-            .replace("docs", name);
-        text
+            .replace("docs", name)
     };
     let flag = env.path("flag.toml");
     let var = env.path("var.toml");
