@@ -239,19 +239,20 @@ fn repository_path(cx: &mut Ctx<'_>, name: &str, p: &Spanned<PathBuf>) -> PathBu
 }
 
 /// The file must open for reading now (`plan run` reads it unattended); a
-/// regular file others can read is a warning, as for `--password-file`.
+/// regular file others can read is a warning, as for `--password-file`. Only
+/// regular files are opened: opening a FIFO would wait for a writer.
 fn password_file(cx: &mut Ctx<'_>, name: &str, f: &Spanned<PathBuf>) -> Option<PathBuf> {
     let path = cx.resolve(f.get_ref());
-    let meta = match std::fs::File::open(&path).and_then(|h| h.metadata()) {
+    let unreadable = |e: std::io::Error| {
+        format!(
+            "repository {name:?}: password file {} can't be read: {e}",
+            path.display()
+        )
+    };
+    let meta = match std::fs::metadata(&path) {
         Ok(m) => m,
         Err(e) => {
-            cx.error(
-                f.span(),
-                format!(
-                    "repository {name:?}: password file {} can't be read: {e}",
-                    path.display()
-                ),
-            );
+            cx.error(f.span(), unreadable(e));
             return None;
         }
     };
@@ -265,8 +266,15 @@ fn password_file(cx: &mut Ctx<'_>, name: &str, f: &Spanned<PathBuf>) -> Option<P
         );
         return None;
     }
+    if !meta.is_file() {
+        return Some(path);
+    }
+    if let Err(e) = std::fs::File::open(&path) {
+        cx.error(f.span(), unreadable(e));
+        return None;
+    }
     let mode = meta.permissions().mode() & 0o7777;
-    if meta.is_file() && mode & 0o044 != 0 {
+    if mode & 0o044 != 0 {
         cx.warn(
             f.span(),
             format!(

@@ -555,3 +555,40 @@ fn no_plan_file_anywhere_names_the_places_looked_at() {
     assert!(err.contains("/home/.config/cairn/cairn.toml"), "{err}");
     assert!(err.contains("/etc/cairn/cairn.toml"), "{err}");
 }
+
+/// A password file that is a FIFO (`<(pass show ...)` written into a plan) is
+/// not opened: opening it would wait for a writer, and validation would hang.
+#[test]
+fn a_fifo_password_file_does_not_hang_validation() {
+    let env = env();
+    let fifo = env.path("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+    std::fs::write(
+        env.path("cairn.toml"),
+        BASE.replacen("password_file = \"pw\"", "password_file = \"fifo\"", 1),
+    )
+    .expect("write plan");
+    let mut child = cairn(&env)
+        .arg("validate")
+        .arg("--plan")
+        .arg(env.path("cairn.toml"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("running cairn");
+    // A hang guard, not a measurement: validation takes milliseconds.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break Some(s);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let status = status.expect("plan validate hung on a FIFO password file");
+    assert!(status.success(), "{status:?}");
+}
