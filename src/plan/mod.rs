@@ -365,3 +365,62 @@ mod tests {
         assert_eq!(line_column(t, 1000), (3, 1));
     }
 }
+
+#[cfg(test)]
+mod plan_tests {
+    use super::*;
+
+    /// What a checked plan holds, for the commands that will run it.
+    #[test]
+    fn a_valid_plan_becomes_typed_classes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "x").expect("write");
+        std::fs::set_permissions(&pw, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .expect("chmod");
+        let text = r#"
+[repository.hot]
+path = "hot"
+password_file = "pw"
+[repository.cold]
+path = "/elsewhere/cold"
+password_command = "echo x"
+
+[class.db]
+command = "pg_dump app"
+every = "1d"
+keep = { daily = 30, within = "1m" }
+repository = "hot"
+copy_to = ["cold"]
+check = { every = "1w", read_data_subset = "2/7" }
+drill = { every = "30d", percent = 10 }
+tags = ["prod"]
+"#;
+        let r = check_text(text, &dir.path().join("cairn.toml"), dir.path());
+        assert_eq!(r.errors(), 0, "{:?}", r.problems);
+        let plan = r.plan.expect("a plan");
+        assert_eq!(plan.repositories[0].name, "hot");
+        assert_eq!(plan.repositories[0].path, dir.path().join("hot"));
+        assert!(matches!(&plan.repositories[0].password, PasswordSource::File(p) if *p == pw));
+        assert!(
+            matches!(&plan.repositories[1].password, PasswordSource::Command(c) if c == "echo x")
+        );
+        let c = &plan.classes[0];
+        assert_eq!(c.tag(), "class=db");
+        assert!(
+            matches!(&c.sources, Sources::Command { command, stdin_filename }
+            if command == "pg_dump app" && stdin_filename == "db")
+        );
+        assert_eq!(c.every.minutes(), 24 * 60);
+        let keep = c.keep.as_ref().expect("keep");
+        assert_eq!(keep.daily, 30);
+        // keep.within is forget's calendar duration: `m` is a month there.
+        assert_eq!(keep.within.map(|w| (w.months, w.hours)), Some((1, 0)));
+        assert_eq!(c.copy_to, vec!["cold".to_string()]);
+        let check = c.check.as_ref().expect("check");
+        assert_eq!(check.read_data, ReadData::Subset { n: 2, m: 7 });
+        let drill = c.drill.as_ref().expect("drill");
+        assert_eq!(drill.sample, DrillSample::Percent(10.0));
+        assert_eq!(c.tags, vec!["prod".to_string()]);
+    }
+}

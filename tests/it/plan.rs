@@ -268,6 +268,18 @@ fn a_class_needs_paths_or_a_command_but_not_both() {
         "\"pg_dump\"",
         "both paths (line 17) and command",
     );
+    assert_mistake(
+        &BASE.replace("copy_to", "stdin_filename = \"x.sql\"\ncopy_to"),
+        "\"x.sql\"",
+        "stdin_filename goes with command",
+    );
+    assert_mistake(
+        &with_class(
+            "[class.db]\ncommand = \"pg_dump\"\nexclude = [\"*.tmp\"]\nevery = \"1d\"\nrepository = \"main\"\n",
+        ),
+        "\"*.tmp\"]",
+        "exclude applies to paths",
+    );
 }
 
 #[test]
