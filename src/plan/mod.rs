@@ -4,6 +4,7 @@
 //! exists only for a file without mistakes. The schema is in README.md
 //! ("Backup plans") and docs/cairn.example.toml.
 
+mod class;
 pub mod config;
 mod validate;
 
