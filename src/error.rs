@@ -152,6 +152,13 @@ pub enum Error {
     #[error("interrupted")]
     Interrupted,
 
+    /// No `--plan`, no CAIRN_PLAN, and none of the default places has a plan file.
+    #[error(
+        "no plan file: give --plan FILE or set CAIRN_PLAN, or create one of {}",
+        .searched.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+    )]
+    PlanNotFound { searched: Vec<PathBuf> },
+
     #[error("{0}")]
     Invalid(String),
 }

@@ -20,6 +20,7 @@ pub mod keys;
 pub mod leftovers;
 pub mod lock;
 pub mod pack;
+pub mod plan;
 pub mod progress;
 pub mod prune;
 pub mod readahead;

@@ -10,6 +10,7 @@ mod key;
 mod ls;
 mod output;
 mod password;
+mod plan;
 mod progress;
 mod prune;
 mod repair;
@@ -105,6 +106,8 @@ enum Cmd {
     /// List, add and remove keys (passwords, or generated secret files)
     #[command(subcommand)]
     Key(key::KeyCmd),
+    /// Backup plans: classes of data with their own schedule, retention and copies
+    Plan(plan::PlanCmd),
 }
 
 /// Snapshot filters shared by commands that choose snapshots (as restic's): they
@@ -227,6 +230,7 @@ pub fn run() -> Result<ExitCode> {
         Cmd::Prune(a) => prune::run(g, a),
         Cmd::Repair(a) => repair::run(g, a),
         Cmd::Key(c) => key::run(g, c),
+        Cmd::Plan(a) => plan::run(g, a),
     }
 }
 

@@ -12,6 +12,7 @@ mod hostile;
 mod keys;
 mod locks;
 mod password;
+mod plan;
 mod prune;
 mod repair_packs;
 mod restore;
