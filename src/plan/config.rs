@@ -112,9 +112,18 @@ impl<'de> Deserialize<'de> for Interval {
     }
 }
 
+/// `forget --keep-within`'s durations, with months written `mo`: a bare `m`,
+/// which `every` reads as minutes, is refused rather than read as months.
 fn within<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Within>, D::Error> {
     let s = String::deserialize(d)?;
-    Within::parse(&s)
+    let months = s.replace("mo", "M");
+    if months.contains('m') {
+        return Err(serde::de::Error::custom(format!(
+            "keep.within: {s:?}: write months as `mo` (e.g. \"6mo\"); a bare `m` would be \
+             minutes in `every` but months in `forget --keep-within`"
+        )));
+    }
+    Within::parse(&months.replace('M', "m"))
         .map(Some)
         .map_err(|e| serde::de::Error::custom(format!("keep.within: {e}")))
 }

@@ -72,8 +72,8 @@ pub fn locate(
 }
 
 /// A fixed length of time: `90m`, `1h30m`, `7d`, `2w` (minutes, hours, days,
-/// weeks). Unlike `keep.within` (forget's calendar durations, where `m` is a
-/// month), an interval has no months or years: those have no fixed length.
+/// weeks). Unlike `keep.within` (forget's calendar durations, months written
+/// `mo`), an interval has no months or years: those have no fixed length.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Interval(pub Duration);
 
@@ -390,7 +390,7 @@ password_command = "echo x"
 [class.db]
 command = "pg_dump app"
 every = "1d"
-keep = { daily = 30, within = "1m" }
+keep = { daily = 30, within = "1mo" }
 repository = "hot"
 copy_to = ["cold"]
 check = { every = "1w", read_data_subset = "2/7" }
@@ -415,7 +415,7 @@ tags = ["prod"]
         assert_eq!(c.every.minutes(), 24 * 60);
         let keep = c.keep.as_ref().expect("keep");
         assert_eq!(keep.daily, 30);
-        // keep.within is forget's calendar duration: `m` is a month there.
+        // keep.within is forget's calendar duration, with months written `mo`.
         assert_eq!(keep.within.map(|w| (w.months, w.hours)), Some((1, 0)));
         assert_eq!(c.copy_to, vec!["cold".to_string()]);
         let check = c.check.as_ref().expect("check");

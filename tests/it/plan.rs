@@ -212,6 +212,12 @@ fn bad_durations_are_reported_at_their_value() {
         "\"3q\"",
         "keep.within",
     );
+    // `m` would be minutes in `every` but months in forget's rules: refused.
+    assert_mistake(
+        &BASE.replace("keep = { daily = 7 }", "keep = { within = \"6m\" }"),
+        "\"6m\"",
+        "write months as `mo`",
+    );
     assert_mistake(
         &BASE.replace("copy_to", "check = { every = \"soon\" }\ncopy_to"),
         "\"soon\"",
