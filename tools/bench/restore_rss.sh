@@ -3,7 +3,8 @@
 # restore::a_million_files_restore_in_bounded_memory (which stores a generated
 # snapshot of empty and tiny files, restores it with a real `cairn` process and
 # reads that process's peak RSS, VmHWM, from /proc) at each size given, by
-# default 10k, 100k and 1M files. Needs about one inode per file in $TMPDIR.
+# default 10k, 100k and 1M files. It restores into /dev/shm where there is one
+# (else $TMPDIR), which needs about one inode per file.
 set -eu
 cd "$(dirname "$0")/../.."
 [ $# -gt 0 ] || set -- 10000 100000 1000000
