@@ -202,6 +202,14 @@ fn path_chooses_which_snapshot_latest_is() {
         inc.to_str().expect("utf-8"),
     ]);
     assert_eq!(file_names(&inc), vec!["in-a.txt"]);
+
+    // forget too: `latest --path A` is A's snapshot, though B's is newer.
+    env.ok(&["forget", "latest", "--path", a_s]);
+    let left: serde_json::Value =
+        serde_json::from_str(&env.ok(&["snapshots", "--json"])).expect("json");
+    let left = left.as_array().expect("array");
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0]["paths"][0], b_s);
 }
 
 /// Item 15: usage errors exit 2, ours as well as clap's; `--help` exits 0.
@@ -460,4 +468,183 @@ fn new_password_keys_default_to_rfc9106_second_recommendation() {
     let out = env.run(&["init", "--kdf-memory", "16", "--kdf-lanes", "4"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("8 KiB per lane"), "{}", stderr(&out));
+}
+
+/// Every line of a JSON-lines command is one JSON object with a `message_type`.
+fn json_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .map(|l| {
+            let v: serde_json::Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?} in\n{text}"));
+            assert!(v["message_type"].is_string(), "no message_type: {l}");
+            v
+        })
+        .collect()
+}
+
+fn types(lines: &[serde_json::Value]) -> Vec<String> {
+    lines
+        .iter()
+        .map(|v| v["message_type"].as_str().expect("type").to_string())
+        .collect()
+}
+
+fn is_rfc3339(v: &serde_json::Value) -> bool {
+    v.as_str()
+        .is_some_and(|t| chrono::DateTime::parse_from_rfc3339(t).is_ok())
+}
+
+/// docs/json.md's table, command by command: which commands print one JSON
+/// document and which print JSON lines, the message types of those lines, the
+/// `command` of each summary, and how a name that isn't UTF-8 is written.
+#[test]
+fn json_output_has_the_shapes_docs_json_lists() {
+    use std::os::unix::ffi::OsStrExt;
+    let env = Env::new();
+    let init = env.ok(&[
+        "init",
+        "--json",
+        "--kdf-memory",
+        "1024",
+        "--kdf-iterations",
+        "1",
+    ]);
+    assert_eq!(types(&json_lines(&init)), ["initialized"]);
+
+    let src = env.path("src");
+    fs::create_dir_all(&src).expect("mkdir");
+    fs::write(src.join("a.txt"), "a\n").expect("write");
+    let odd = std::ffi::OsStr::from_bytes(b"odd-\xff");
+    fs::write(src.join(odd), "odd\n").expect("write");
+    let s = src.to_str().expect("utf-8");
+    for _ in 0..2 {
+        let backup = json_lines(&env.ok(&["backup", "--json", s]));
+        assert_eq!(types(&backup).last().map(String::as_str), Some("summary"));
+        assert!(backup.last().expect("summary")["packs_adopted"].is_u64());
+    }
+
+    // One document: snapshots, key list, cat.
+    let snaps: serde_json::Value =
+        serde_json::from_str(&env.ok(&["snapshots", "--json"])).expect("one document");
+    let snaps = snaps.as_array().expect("an array of snapshots");
+    assert_eq!(snaps.len(), 2);
+    for snap in snaps {
+        let (id, short) = (
+            snap["id"].as_str().expect("id"),
+            snap["short_id"].as_str().expect("short_id"),
+        );
+        assert!(id.starts_with(short) && short.len() < id.len(), "{snap}");
+        assert!(is_rfc3339(&snap["time"]), "{snap}");
+    }
+    let keys: serde_json::Value =
+        serde_json::from_str(&env.ok(&["key", "list", "--json"])).expect("one document");
+    let key = &keys.as_array().expect("an array of keys")[0];
+    assert_eq!(key["kdf"]["memory_kib"], 1024, "{key}");
+    assert!(is_rfc3339(&key["created"]), "{key}");
+    let config: serde_json::Value =
+        serde_json::from_str(&env.ok(&["cat", "--json", "config"])).expect("one document");
+    assert!(config["repo_id"].is_string(), "{config}");
+
+    // ls: a node per entry; a name that isn't UTF-8 is its bytes, and its path
+    // gets path_bytes beside it.
+    let nodes = json_lines(&env.ok(&["ls", "--json", "latest"]));
+    assert!(types(&nodes).iter().all(|t| t == "node"));
+    let odd_node = nodes
+        .iter()
+        .find(|n| n["name"].is_array())
+        .expect("the odd name as an array of bytes");
+    let name: Vec<u8> = odd_node["name"]
+        .as_array()
+        .expect("bytes")
+        .iter()
+        .map(|b| u8::try_from(b.as_u64().expect("a byte")).expect("a byte"))
+        .collect();
+    assert_eq!(name, b"odd-\xff");
+    let path_bytes: Vec<u8> = odd_node["path_bytes"]
+        .as_array()
+        .expect("path_bytes")
+        .iter()
+        .map(|b| u8::try_from(b.as_u64().expect("a byte")).expect("a byte"))
+        .collect();
+    assert_eq!(path_bytes, src.join(odd).as_os_str().as_bytes());
+    let plain = nodes
+        .iter()
+        .find(|n| n["name"] == "a.txt")
+        .expect("a.txt listed");
+    assert!(plain.get("path_bytes").is_none(), "{plain}");
+
+    let out = env.path("out");
+    let restore = json_lines(&env.ok(&[
+        "restore",
+        "--json",
+        "latest",
+        "--target",
+        out.to_str().expect("utf-8"),
+    ]));
+    assert_eq!(types(&restore).last().map(String::as_str), Some("summary"));
+
+    let check = json_lines(&env.ok(&["check", "--json"]));
+    assert_eq!(types(&check).last().map(String::as_str), Some("summary"));
+    assert_eq!(
+        check.last().expect("summary")["next_steps"],
+        serde_json::json!([])
+    );
+
+    // Key add and remove.
+    let new_pw = env.path("new-password");
+    write_private(&new_pw, "another password\n");
+    let added = json_lines(&env.ok(&[
+        "key",
+        "add",
+        "--json",
+        "--new-password-file",
+        new_pw.to_str().expect("utf-8"),
+        "--kdf-memory",
+        "1024",
+        "--kdf-iterations",
+        "1",
+    ]));
+    assert_eq!(types(&added), ["key_added"]);
+    let id = added[0]["id"].as_str().expect("id");
+    let removed = json_lines(&env.ok(&["key", "remove", "--json", id]));
+    assert_eq!(types(&removed), ["key_removed"]);
+
+    // forget: a forget_group per group, then its summary; prune's summary.
+    let forget = json_lines(&env.ok(&["forget", "--json", "--keep-last", "1"]));
+    assert_eq!(types(&forget), ["forget_group", "summary"]);
+    assert_eq!(forget[1]["command"], "forget");
+    for snap in forget[0]["snapshots"].as_array().expect("snapshots") {
+        assert!(is_rfc3339(&snap["time"]), "{snap}");
+    }
+    let prune = json_lines(&env.ok(&["prune", "--json"]));
+    assert_eq!(types(&prune), ["summary"]);
+    assert_eq!(prune[0]["command"], "prune");
+    env.ok(&["backup", "-q", s]);
+    let both = json_lines(&env.ok(&["forget", "--json", "--keep-last", "1", "--prune"]));
+    assert_eq!(
+        both.iter()
+            .filter(|v| v["message_type"] == "summary")
+            .map(|v| v["command"].as_str().expect("command"))
+            .collect::<Vec<_>>(),
+        ["forget", "prune"]
+    );
+
+    for what in ["index", "snapshots", "packs"] {
+        let repair = json_lines(&env.ok(&["repair", what, "--json"]));
+        assert_eq!(types(&repair).last().map(String::as_str), Some("summary"));
+        assert_eq!(
+            repair.last().expect("summary")["command"],
+            format!("repair {what}")
+        );
+    }
+
+    // unlock: a lock line per lock looked at, kept or removed.
+    let held = HeldBackup::start(&env, &[], &[]);
+    let kept = json_lines(&env.ok(&["unlock", "--json"]));
+    assert_eq!(types(&kept), ["lock"]);
+    assert_eq!(kept[0]["removed"], false, "{}", kept[0]);
+    let gone = json_lines(&env.ok(&["unlock", "--json", "--remove-all"]));
+    assert_eq!(types(&gone), ["lock"]);
+    assert_eq!(gone[0]["removed"], true, "{}", gone[0]);
+    drop(held.finish(b"held"));
 }
