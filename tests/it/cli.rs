@@ -247,6 +247,42 @@ fn usage_errors_exit_2() {
     // Errors that are not about the command line keep exit 1.
     let out = env.run(&["restore", "latest", "--target", "/nonexistent-x"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+
+    // The README's exceptions: limits checked later are errors (1), and they
+    // too leave everything as it was.
+    let fresh = Env::new();
+    for flags in [
+        &["--compression", "30"][..],
+        &["--pack-size", "0"],
+        &["--chunker-params", "1,2,3"],
+        &["--kdf-lanes", "17"],
+    ] {
+        let mut args = vec!["init", "--kdf-memory", "1024", "--kdf-iterations", "1"];
+        args.extend_from_slice(flags);
+        let out = fresh.run(&args);
+        assert_eq!(out.status.code(), Some(1), "{flags:?}: {}", stderr(&out));
+        assert!(!fresh.repo.exists(), "{flags:?}: init wrote something");
+    }
+    let src = env.path("src");
+    fs::create_dir_all(&src).expect("mkdir");
+    fs::write(src.join("f"), "f").expect("write");
+    let s = src.to_str().expect("utf-8");
+    env.ok(&["backup", "-q", s]);
+    let before = common::all_files(&env.repo);
+    let target = env.path("target");
+    let t = target.to_str().expect("utf-8");
+    let cases: &[&[&str]] = &[
+        &["check", "--read-data-subset", "150%"],
+        &["backup", "--exclude", "[", s],
+        &["restore", "latest", "--target", t, "--include", "["],
+        &["restore", "latest", "--target", t, "--exclude", "["],
+    ];
+    for args in cases {
+        let out = env.run(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+        assert_eq!(common::all_files(&env.repo), before, "{args:?}");
+        assert!(!target.exists(), "{args:?}: restored something");
+    }
 }
 
 /// Item 15: one of a thing is "1 thing", not "1 things".
