@@ -141,7 +141,7 @@ fn run_measured(env: &Env, args: &[&str]) -> (Option<i32>, u64) {
 }
 
 /// Peak memory of a restore must not grow with the number of files: a million
-/// (empty and tiny) files restore within 100 MiB. Set CAIRN_TEST_RESTORE_FILES
+/// (empty and tiny) files restore within 32 MiB on 2 cores. Set CAIRN_TEST_RESTORE_FILES
 /// to measure other sizes (tools/bench/restore_rss.sh does).
 #[test]
 fn a_million_files_restore_in_bounded_memory() {
@@ -198,10 +198,15 @@ fn a_million_files_restore_in_bounded_memory() {
     let last = target.join(format!("d{d:05}/f{:07}", 0));
     let want = format!("tiny file contents {}\n", d % 64);
     assert_eq!(fs::read_to_string(&last).expect("restored"), want);
+    // The README says about 15 MiB on 2 cores; memory grows with the cores
+    // (each worker reads a few MiB ahead), so the bound does too.
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let bound = (24 + 4 * cores as u64) << 20;
     assert!(
-        rss < 100 << 20,
-        "restoring {files} files took {} MiB of peak RSS",
-        rss >> 20
+        rss < bound,
+        "restoring {files} files took {} MiB of peak RSS, over {} MiB",
+        rss >> 20,
+        bound >> 20
     );
     remove_in_parallel(&target);
 }
