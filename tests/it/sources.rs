@@ -173,6 +173,24 @@ fn stdin_backup_reads_the_umask_without_setting_it() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o640, "mode {mode:o}");
+    // Owned by the user who ran cairn, as recorded, at the snapshot's root.
+    let node = env
+        .ok(&["ls", "--json", "latest"])
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json"))
+        .find(|n| n["name"] == "dump.sql")
+        .expect("dump.sql listed");
+    assert_eq!(node["path"], "/dump.sql", "{node}");
+    assert_eq!(
+        node["uid"],
+        u64::from(nix::unistd::getuid().as_raw()),
+        "{node}"
+    );
+    assert_eq!(
+        node["gid"],
+        u64::from(nix::unistd::getgid().as_raw()),
+        "{node}"
+    );
 }
 
 /// A path given to `backup` that is itself a symlink is backed up as the
