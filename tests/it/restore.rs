@@ -989,6 +989,12 @@ fn existing_links_fifos_and_kept_files_in_the_target() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o7777, 0o640);
+    // Same size, another mtime and other contents: compared, and rewritten.
+    fs::write(t.join("file.txt"), "fild\n").expect("write");
+    set_mtime(&t.join("file.txt"), T0 + 1000);
+    let v = restore_json(&env, &snap, &t, &[]);
+    assert_eq!(v["files"], 1, "{v}");
+    assert_eq!(text(&t.join("file.txt")), "file\n");
 
     // never: a file where the snapshot has a directory stays, and nothing of
     // the directory is restored.
