@@ -280,6 +280,13 @@ fn usage_errors_exit_2() {
     for args in cases {
         let out = env.run(args);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+        // A bad pattern is named by the flag it came from.
+        for flag in ["--include", "--exclude"] {
+            if args.contains(&flag) {
+                let said = format!("{} pattern \"[\"", &flag[2..]);
+                assert!(stderr(&out).contains(&said), "{args:?}: {}", stderr(&out));
+            }
+        }
         assert_eq!(common::all_files(&env.repo), before, "{args:?}");
         assert!(!target.exists(), "{args:?}: restored something");
     }
