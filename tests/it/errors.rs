@@ -222,6 +222,7 @@ fn one_missing_source_path_is_recorded_and_the_rest_backed_up_with_exit_3() {
 fn no_existing_source_at_all_is_an_error_naming_each() {
     let env = Env::with_repo(&[]);
     let (a, b) = (env.path("gone-a"), env.path("gone-b"));
+    let before = common::all_files(&env.repo);
     let out = env.run(&[
         "backup",
         a.to_str().expect("utf-8"),
@@ -231,6 +232,8 @@ fn no_existing_source_at_all_is_an_error_naming_each() {
     let err = stderr(&out);
     assert!(err.contains("gone-a") && err.contains("gone-b"), "{err}");
     assert!(common::all_files(&env.repo.join("snapshots")).is_empty());
+    // Nothing at all: no pack, no index file, no lock left behind.
+    assert_eq!(common::all_files(&env.repo), before);
 }
 
 #[test]
