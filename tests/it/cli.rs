@@ -701,3 +701,74 @@ fn json_output_has_the_shapes_docs_json_lists() {
     assert_eq!(gone[0]["removed"], true, "{}", gone[0]);
     drop(held.finish(b"held"));
 }
+
+/// docs/json.md: a directory backup that runs long enough counts its sources,
+/// and its status lines then give the totals (`totals_final` true, numbers and
+/// a percentage); before that, `null`. The backup is slowed down by stopping
+/// it (SIGSTOP) most of the time, so it runs for seconds however fast the
+/// machine is.
+#[test]
+fn json_status_of_a_long_backup_gets_final_totals() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let env = Env::with_repo(&[]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).expect("mkdir");
+    let mut rng = common::rng(7);
+    for i in 0..40 {
+        fs::write(
+            src.join(format!("f{i:02}.bin")),
+            common::random_bytes(&mut rng, 1 << 20),
+        )
+        .expect("write");
+    }
+    let mut child = env
+        .cmd()
+        .args(["--json", "backup", src.to_str().expect("utf-8")])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start");
+    let pid = Pid::from_raw(child.id() as i32);
+    let started = std::time::Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        if child.try_wait().expect("wait").is_some() {
+            break;
+        }
+        let _ = kill(pid, Signal::SIGSTOP);
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let _ = kill(pid, Signal::SIGCONT);
+        assert!(started.elapsed().as_secs() < 300, "the backup never ended");
+    }
+    let out = child.wait_with_output().expect("output");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines = json_lines(&stdout(&out));
+    let statuses: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|v| v["message_type"] == "status")
+        .collect();
+    assert!(
+        !statuses.is_empty(),
+        "no status line in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    for s in &statuses {
+        assert_eq!(s["action"], "backup", "{s}");
+        if s["totals_final"] == false {
+            assert!(
+                s["files_total"].is_null() && s["bytes_total"].is_null(),
+                "{s}"
+            );
+            assert!(s["percent_done"].is_null(), "{s}");
+        }
+    }
+    let counted = statuses
+        .iter()
+        .find(|s| s["totals_final"] == true)
+        .unwrap_or_else(|| panic!("totals never final: {statuses:?}"));
+    assert_eq!(counted["files_total"], 40, "{counted}");
+    assert_eq!(counted["bytes_total"], 40 << 20, "{counted}");
+    assert!(counted["percent_done"].is_number(), "{counted}");
+    assert_eq!(types(&lines).last().map(String::as_str), Some("summary"));
+}
