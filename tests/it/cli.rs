@@ -702,29 +702,14 @@ fn json_output_has_the_shapes_docs_json_lists() {
     drop(held.finish(b"held"));
 }
 
-/// docs/json.md: a directory backup that runs long enough counts its sources,
-/// and its status lines then give the totals (`totals_final` true, numbers and
-/// a percentage); before that, `null`. The backup is slowed down by stopping
-/// it (SIGSTOP) most of the time, so it runs for seconds however fast the
-/// machine is.
-#[test]
-fn json_status_of_a_long_backup_gets_final_totals() {
+/// Runs `cairn ARGS` stopped (SIGSTOP) most of the time, so that it runs for
+/// seconds however fast the machine is; returns its JSON lines.
+fn run_slowly(env: &Env, args: &[&str]) -> Vec<serde_json::Value> {
     use nix::sys::signal::{Signal, kill};
     use nix::unistd::Pid;
-    let env = Env::with_repo(&[]);
-    let src = env.path("src");
-    fs::create_dir_all(&src).expect("mkdir");
-    let mut rng = common::rng(7);
-    for i in 0..40 {
-        fs::write(
-            src.join(format!("f{i:02}.bin")),
-            common::random_bytes(&mut rng, 1 << 20),
-        )
-        .expect("write");
-    }
     let mut child = env
         .cmd()
-        .args(["--json", "backup", src.to_str().expect("utf-8")])
+        .args(args)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -739,20 +724,35 @@ fn json_status_of_a_long_backup_gets_final_totals() {
         let _ = kill(pid, Signal::SIGSTOP);
         std::thread::sleep(std::time::Duration::from_millis(200));
         let _ = kill(pid, Signal::SIGCONT);
-        assert!(started.elapsed().as_secs() < 300, "the backup never ended");
+        assert!(started.elapsed().as_secs() < 300, "{args:?} never ended");
     }
     let out = child.wait_with_output().expect("output");
-    assert!(out.status.success(), "{}", stderr(&out));
-    let lines = json_lines(&stdout(&out));
+    assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    json_lines(&stdout(&out))
+}
+
+/// docs/json.md: a directory backup that runs long enough counts its sources,
+/// and its status lines then give the totals (`totals_final` true, numbers and
+/// a percentage); before that, `null`. A restore prints status lines too.
+#[test]
+fn json_status_of_a_long_backup_gets_final_totals() {
+    let env = Env::with_repo(&[]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).expect("mkdir");
+    let mut rng = common::rng(7);
+    for i in 0..40 {
+        fs::write(
+            src.join(format!("f{i:02}.bin")),
+            common::random_bytes(&mut rng, 1 << 20),
+        )
+        .expect("write");
+    }
+    let lines = run_slowly(&env, &["--json", "backup", src.to_str().expect("utf-8")]);
     let statuses: Vec<&serde_json::Value> = lines
         .iter()
         .filter(|v| v["message_type"] == "status")
         .collect();
-    assert!(
-        !statuses.is_empty(),
-        "no status line in {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
+    assert!(!statuses.is_empty(), "no status line: {lines:?}");
     for s in &statuses {
         assert_eq!(s["action"], "backup", "{s}");
         if s["totals_final"] == false {
@@ -770,5 +770,34 @@ fn json_status_of_a_long_backup_gets_final_totals() {
     assert_eq!(counted["files_total"], 40, "{counted}");
     assert_eq!(counted["bytes_total"], 40 << 20, "{counted}");
     assert!(counted["percent_done"].is_number(), "{counted}");
+    assert_eq!(types(&lines).last().map(String::as_str), Some("summary"));
+
+    let target = env.path("target");
+    let lines = run_slowly(
+        &env,
+        &[
+            "--json",
+            "restore",
+            "latest",
+            "--target",
+            target.to_str().expect("utf-8"),
+        ],
+    );
+    let statuses: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|v| v["message_type"] == "status")
+        .collect();
+    assert!(!statuses.is_empty(), "no restore status line: {lines:?}");
+    for s in &statuses {
+        assert_eq!(s["action"], "restore", "{s}");
+        for k in [
+            "seconds_elapsed",
+            "files_done",
+            "bytes_done",
+            "bytes_per_second",
+        ] {
+            assert!(s[k].is_number(), "{k}: {s}");
+        }
+    }
     assert_eq!(types(&lines).last().map(String::as_str), Some("summary"));
 }
