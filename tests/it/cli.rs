@@ -801,3 +801,46 @@ fn json_status_of_a_long_backup_gets_final_totals() {
     }
     assert_eq!(types(&lines).last().map(String::as_str), Some("summary"));
 }
+
+/// On a terminal, a backup whose total is still unknown (standard input still
+/// open) shows a spinner with what is done so far, never a bar with an ETA.
+/// The terminal is the one `script` (util-linux) provides.
+#[test]
+fn terminal_progress_is_a_spinner_until_the_total_is_known() {
+    let script = Path::new("/usr/bin/script");
+    if !script.exists() {
+        eprintln!("skipped: /usr/bin/script is missing (util-linux)");
+        return;
+    }
+    let env = Env::with_repo(&[]);
+    let line = format!(
+        "(head -c 100000 /dev/zero; sleep 1.5; head -c 1000 /dev/zero) | '{}' -r '{}' \
+         --password-file '{}' backup --stdin --stdin-filename s.bin",
+        env!("CARGO_BIN_EXE_cairn"),
+        env.repo.display(),
+        env.password_file.display()
+    );
+    let mut cmd = std::process::Command::new(script);
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("CAIRN_") {
+            cmd.env_remove(k);
+        }
+    }
+    let out = cmd
+        .args(["-qec", &line, "/dev/null"])
+        .env("CAIRN_CACHE_DIR", env.path("cache"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run script");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let screen = stdout(&out);
+    assert!(
+        screen.contains("counting the total"),
+        "no spinner line on the terminal: {screen:?}"
+    );
+    assert!(
+        !screen.contains("ETA"),
+        "an ETA before the total was known: {screen:?}"
+    );
+    assert_eq!(snapshot_count(&env), 1);
+}
