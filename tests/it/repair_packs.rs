@@ -498,3 +498,50 @@ fn check_lists_every_next_step_in_order_and_following_them_heals() {
     assert!(seen.contains(&format!("cairn backup {s}")), "{seen:?}");
     every_snapshot_restores(&env, &src, &s);
 }
+
+/// "A pack that can't be read at all (an I/O error rather than damage) is left
+/// as it is and makes the command fail." The pack's path is made to fail every
+/// read by binding /proc/self/mem over it (root only); `repair packs` names it,
+/// exits 1 and changes nothing, and once it reads again the repository is
+/// whole.
+#[test]
+fn a_pack_that_cannot_be_read_is_left_alone_and_fails_the_command() {
+    let (env, _src, _s, (first, _)) = two_snapshots(17);
+    let state = |env: &Env| -> BTreeMap<PathBuf, Vec<u8>> {
+        common::all_files(&env.repo)
+            .into_iter()
+            .filter(|p| !p.starts_with(env.repo.join("locks")) && *p != first)
+            .map(|p| {
+                let bytes = fs::read(&p).expect("read");
+                (p, bytes)
+            })
+            .collect()
+    };
+    let before = state(&env);
+    let pack_bytes = fs::read(&first).expect("read");
+    let mount = match common::bind_file(Path::new("/proc/self/mem"), &first) {
+        Ok(m) => m,
+        Err(why) => {
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+    for args in [
+        &["repair", "packs"][..],
+        &["repair", "packs", &name_of(&first)],
+    ] {
+        let out = env.run(args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains(&format!("pack {} can't be read", name_of(&first)))
+                && err.contains("left as it is"),
+            "{args:?}: {err}"
+        );
+        assert_eq!(state(&env), before, "{args:?} changed the repository");
+    }
+    drop(mount);
+    assert_eq!(fs::read(&first).expect("read"), pack_bytes);
+    let (ok, _, text) = check_json(&env, true);
+    assert!(ok, "{text}");
+}
