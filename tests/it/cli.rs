@@ -106,6 +106,27 @@ fn a_password_flag_overrides_the_environment_and_two_sources_are_refused() {
         !err.contains(wrong_s),
         "the command's text was shown: {err}"
     );
+    // Each other pair of variables too, each named.
+    let value = |var: &str| match var {
+        "CAIRN_PASSWORD_FILE" => right.to_string(),
+        "CAIRN_PASSWORD_COMMAND" => cat_right.clone(),
+        _ => common::PASSWORD.to_string(),
+    };
+    for (a, b) in [
+        ("CAIRN_PASSWORD_FILE", "CAIRN_PASSWORD"),
+        ("CAIRN_PASSWORD_COMMAND", "CAIRN_PASSWORD"),
+    ] {
+        let out = env
+            .bare_cmd()
+            .env(a, value(a))
+            .env(b, value(b))
+            .arg("snapshots")
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(2), "{a} and {b}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains(&format!("{a} and {b} are both set")), "{err}");
+    }
     // A flag settles it.
     let out = env
         .bare_cmd()
