@@ -21,6 +21,15 @@ pub struct Excludes {
 
 impl Excludes {
     pub fn new(patterns: &[String]) -> Result<Self> {
+        Self::named(patterns, "exclude")
+    }
+
+    /// The same matcher for `--include` patterns, whose errors say so.
+    pub fn includes(patterns: &[String]) -> Result<Self> {
+        Self::named(patterns, "include")
+    }
+
+    fn named(patterns: &[String], what: &str) -> Result<Self> {
         let mut names = GlobSetBuilder::new();
         let mut paths = GlobSetBuilder::new();
         let mut kept = Vec::new();
@@ -47,13 +56,13 @@ impl Excludes {
                 .literal_separator(true)
                 .backslash_escape(true)
                 .build()
-                .map_err(|e| Error::invalid(format!("exclude pattern {raw:?}: {e}")))?;
+                .map_err(|e| Error::invalid(format!("{what} pattern {raw:?}: {e}")))?;
             set.add(glob);
             kept.push(p.to_string());
         }
         let build = |b: GlobSetBuilder| {
             b.build()
-                .map_err(|e| Error::invalid(format!("exclude patterns: {e}")))
+                .map_err(|e| Error::invalid(format!("{what} patterns: {e}")))
         };
         Ok(Self {
             names: build(names)?,

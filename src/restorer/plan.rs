@@ -28,7 +28,7 @@ pub(super) struct Filters {
 
 impl Filters {
     pub(super) fn new(includes: &[String], excludes: &[String]) -> Result<Self> {
-        let (includes, excludes) = (Excludes::new(includes)?, Excludes::new(excludes)?);
+        let (includes, excludes) = (Excludes::includes(includes)?, Excludes::new(excludes)?);
         Ok(Self {
             included_hits: vec![false; includes.patterns().len()],
             excluded_hits: vec![false; excludes.patterns().len()],

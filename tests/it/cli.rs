@@ -106,6 +106,27 @@ fn a_password_flag_overrides_the_environment_and_two_sources_are_refused() {
         !err.contains(wrong_s),
         "the command's text was shown: {err}"
     );
+    // Each other pair of variables too, each named.
+    let value = |var: &str| match var {
+        "CAIRN_PASSWORD_FILE" => right.to_string(),
+        "CAIRN_PASSWORD_COMMAND" => cat_right.clone(),
+        _ => common::PASSWORD.to_string(),
+    };
+    for (a, b) in [
+        ("CAIRN_PASSWORD_FILE", "CAIRN_PASSWORD"),
+        ("CAIRN_PASSWORD_COMMAND", "CAIRN_PASSWORD"),
+    ] {
+        let out = env
+            .bare_cmd()
+            .env(a, value(a))
+            .env(b, value(b))
+            .arg("snapshots")
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(2), "{a} and {b}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains(&format!("{a} and {b} are both set")), "{err}");
+    }
     // A flag settles it.
     let out = env
         .bare_cmd()
@@ -202,6 +223,14 @@ fn path_chooses_which_snapshot_latest_is() {
         inc.to_str().expect("utf-8"),
     ]);
     assert_eq!(file_names(&inc), vec!["in-a.txt"]);
+
+    // forget too: `latest --path A` is A's snapshot, though B's is newer.
+    env.ok(&["forget", "latest", "--path", a_s]);
+    let left: serde_json::Value =
+        serde_json::from_str(&env.ok(&["snapshots", "--json"])).expect("json");
+    let left = left.as_array().expect("array");
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0]["paths"][0], b_s);
 }
 
 /// Item 15: usage errors exit 2, ours as well as clap's; `--help` exits 0.
@@ -239,6 +268,49 @@ fn usage_errors_exit_2() {
     // Errors that are not about the command line keep exit 1.
     let out = env.run(&["restore", "latest", "--target", "/nonexistent-x"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+
+    // The README's exceptions: limits checked later are errors (1), and they
+    // too leave everything as it was.
+    let fresh = Env::new();
+    for flags in [
+        &["--compression", "30"][..],
+        &["--pack-size", "0"],
+        &["--chunker-params", "1,2,3"],
+        &["--kdf-lanes", "17"],
+    ] {
+        let mut args = vec!["init", "--kdf-memory", "1024", "--kdf-iterations", "1"];
+        args.extend_from_slice(flags);
+        let out = fresh.run(&args);
+        assert_eq!(out.status.code(), Some(1), "{flags:?}: {}", stderr(&out));
+        assert!(!fresh.repo.exists(), "{flags:?}: init wrote something");
+    }
+    let src = env.path("src");
+    fs::create_dir_all(&src).expect("mkdir");
+    fs::write(src.join("f"), "f").expect("write");
+    let s = src.to_str().expect("utf-8");
+    env.ok(&["backup", "-q", s]);
+    let before = common::all_files(&env.repo);
+    let target = env.path("target");
+    let t = target.to_str().expect("utf-8");
+    let cases: &[&[&str]] = &[
+        &["check", "--read-data-subset", "150%"],
+        &["backup", "--exclude", "[", s],
+        &["restore", "latest", "--target", t, "--include", "["],
+        &["restore", "latest", "--target", t, "--exclude", "["],
+    ];
+    for args in cases {
+        let out = env.run(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+        // A bad pattern is named by the flag it came from.
+        for flag in ["--include", "--exclude"] {
+            if args.contains(&flag) {
+                let said = format!("{} pattern \"[\"", &flag[2..]);
+                assert!(stderr(&out).contains(&said), "{args:?}: {}", stderr(&out));
+            }
+        }
+        assert_eq!(common::all_files(&env.repo), before, "{args:?}");
+        assert!(!target.exists(), "{args:?}: restored something");
+    }
 }
 
 /// Item 15: one of a thing is "1 thing", not "1 things".
@@ -431,6 +503,16 @@ fn new_password_keys_default_to_rfc9106_second_recommendation() {
         listed.contains("argon2id 64.0 MiB, 3 iterations, 4 lanes"),
         "{listed}"
     );
+    // "A few tenths of a second": a whole command that opens the repository
+    // with this key, process start included, stays under a second.
+    let started = std::time::Instant::now();
+    env.ok(&["snapshots"]);
+    let took = started.elapsed();
+    eprintln!(
+        "snapshots with the default key: {:.2} s",
+        took.as_secs_f64()
+    );
+    assert!(took.as_secs_f64() < 1.0, "opening took {took:?}");
 
     let new_pw = env.path("new-password");
     write_private(&new_pw, "another password\n");
@@ -460,4 +542,326 @@ fn new_password_keys_default_to_rfc9106_second_recommendation() {
     let out = env.run(&["init", "--kdf-memory", "16", "--kdf-lanes", "4"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("8 KiB per lane"), "{}", stderr(&out));
+}
+
+/// Every line of a JSON-lines command is one JSON object with a `message_type`.
+fn json_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .map(|l| {
+            let v: serde_json::Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?} in\n{text}"));
+            assert!(v["message_type"].is_string(), "no message_type: {l}");
+            v
+        })
+        .collect()
+}
+
+fn types(lines: &[serde_json::Value]) -> Vec<String> {
+    lines
+        .iter()
+        .map(|v| v["message_type"].as_str().expect("type").to_string())
+        .collect()
+}
+
+fn is_rfc3339(v: &serde_json::Value) -> bool {
+    v.as_str()
+        .is_some_and(|t| chrono::DateTime::parse_from_rfc3339(t).is_ok())
+}
+
+/// docs/json.md's table, command by command: which commands print one JSON
+/// document and which print JSON lines, the message types of those lines, the
+/// `command` of each summary, and how a name that isn't UTF-8 is written.
+#[test]
+fn json_output_has_the_shapes_docs_json_lists() {
+    use std::os::unix::ffi::OsStrExt;
+    let env = Env::new();
+    let init = env.ok(&[
+        "init",
+        "--json",
+        "--kdf-memory",
+        "1024",
+        "--kdf-iterations",
+        "1",
+    ]);
+    assert_eq!(types(&json_lines(&init)), ["initialized"]);
+
+    let src = env.path("src");
+    fs::create_dir_all(&src).expect("mkdir");
+    fs::write(src.join("a.txt"), "a\n").expect("write");
+    let odd = std::ffi::OsStr::from_bytes(b"odd-\xff");
+    fs::write(src.join(odd), "odd\n").expect("write");
+    let s = src.to_str().expect("utf-8");
+    for _ in 0..2 {
+        let backup = json_lines(&env.ok(&["backup", "--json", s]));
+        assert_eq!(types(&backup).last().map(String::as_str), Some("summary"));
+        assert!(backup.last().expect("summary")["packs_adopted"].is_u64());
+    }
+
+    // One document: snapshots, key list, cat.
+    let snaps: serde_json::Value =
+        serde_json::from_str(&env.ok(&["snapshots", "--json"])).expect("one document");
+    let snaps = snaps.as_array().expect("an array of snapshots");
+    assert_eq!(snaps.len(), 2);
+    for snap in snaps {
+        let (id, short) = (
+            snap["id"].as_str().expect("id"),
+            snap["short_id"].as_str().expect("short_id"),
+        );
+        assert!(id.starts_with(short) && short.len() < id.len(), "{snap}");
+        assert!(is_rfc3339(&snap["time"]), "{snap}");
+    }
+    let keys: serde_json::Value =
+        serde_json::from_str(&env.ok(&["key", "list", "--json"])).expect("one document");
+    let key = &keys.as_array().expect("an array of keys")[0];
+    assert_eq!(key["kdf"]["memory_kib"], 1024, "{key}");
+    assert!(is_rfc3339(&key["created"]), "{key}");
+    let config: serde_json::Value =
+        serde_json::from_str(&env.ok(&["cat", "--json", "config"])).expect("one document");
+    assert!(config["repo_id"].is_string(), "{config}");
+
+    // ls: a node per entry; a name that isn't UTF-8 is its bytes, and its path
+    // gets path_bytes beside it.
+    let nodes = json_lines(&env.ok(&["ls", "--json", "latest"]));
+    assert!(types(&nodes).iter().all(|t| t == "node"));
+    let odd_node = nodes
+        .iter()
+        .find(|n| n["name"].is_array())
+        .expect("the odd name as an array of bytes");
+    let name: Vec<u8> = odd_node["name"]
+        .as_array()
+        .expect("bytes")
+        .iter()
+        .map(|b| u8::try_from(b.as_u64().expect("a byte")).expect("a byte"))
+        .collect();
+    assert_eq!(name, b"odd-\xff");
+    let path_bytes: Vec<u8> = odd_node["path_bytes"]
+        .as_array()
+        .expect("path_bytes")
+        .iter()
+        .map(|b| u8::try_from(b.as_u64().expect("a byte")).expect("a byte"))
+        .collect();
+    assert_eq!(path_bytes, src.join(odd).as_os_str().as_bytes());
+    let plain = nodes
+        .iter()
+        .find(|n| n["name"] == "a.txt")
+        .expect("a.txt listed");
+    assert!(plain.get("path_bytes").is_none(), "{plain}");
+
+    let out = env.path("out");
+    let restore = json_lines(&env.ok(&[
+        "restore",
+        "--json",
+        "latest",
+        "--target",
+        out.to_str().expect("utf-8"),
+    ]));
+    assert_eq!(types(&restore).last().map(String::as_str), Some("summary"));
+
+    let check = json_lines(&env.ok(&["check", "--json"]));
+    assert_eq!(types(&check).last().map(String::as_str), Some("summary"));
+    assert_eq!(
+        check.last().expect("summary")["next_steps"],
+        serde_json::json!([])
+    );
+
+    // Key add and remove.
+    let new_pw = env.path("new-password");
+    write_private(&new_pw, "another password\n");
+    let added = json_lines(&env.ok(&[
+        "key",
+        "add",
+        "--json",
+        "--new-password-file",
+        new_pw.to_str().expect("utf-8"),
+        "--kdf-memory",
+        "1024",
+        "--kdf-iterations",
+        "1",
+    ]));
+    assert_eq!(types(&added), ["key_added"]);
+    let id = added[0]["id"].as_str().expect("id");
+    let removed = json_lines(&env.ok(&["key", "remove", "--json", id]));
+    assert_eq!(types(&removed), ["key_removed"]);
+
+    // forget: a forget_group per group, then its summary; prune's summary.
+    let forget = json_lines(&env.ok(&["forget", "--json", "--keep-last", "1"]));
+    assert_eq!(types(&forget), ["forget_group", "summary"]);
+    assert_eq!(forget[1]["command"], "forget");
+    for snap in forget[0]["snapshots"].as_array().expect("snapshots") {
+        assert!(is_rfc3339(&snap["time"]), "{snap}");
+    }
+    let prune = json_lines(&env.ok(&["prune", "--json"]));
+    assert_eq!(types(&prune), ["summary"]);
+    assert_eq!(prune[0]["command"], "prune");
+    env.ok(&["backup", "-q", s]);
+    let both = json_lines(&env.ok(&["forget", "--json", "--keep-last", "1", "--prune"]));
+    assert_eq!(
+        both.iter()
+            .filter(|v| v["message_type"] == "summary")
+            .map(|v| v["command"].as_str().expect("command"))
+            .collect::<Vec<_>>(),
+        ["forget", "prune"]
+    );
+
+    for what in ["index", "snapshots", "packs"] {
+        let repair = json_lines(&env.ok(&["repair", what, "--json"]));
+        assert_eq!(types(&repair).last().map(String::as_str), Some("summary"));
+        assert_eq!(
+            repair.last().expect("summary")["command"],
+            format!("repair {what}")
+        );
+    }
+
+    // unlock: a lock line per lock looked at, kept or removed.
+    let held = HeldBackup::start(&env, &[], &[]);
+    let kept = json_lines(&env.ok(&["unlock", "--json"]));
+    assert_eq!(types(&kept), ["lock"]);
+    assert_eq!(kept[0]["removed"], false, "{}", kept[0]);
+    let gone = json_lines(&env.ok(&["unlock", "--json", "--remove-all"]));
+    assert_eq!(types(&gone), ["lock"]);
+    assert_eq!(gone[0]["removed"], true, "{}", gone[0]);
+    drop(held.finish(b"held"));
+}
+
+/// Runs `cairn ARGS` stopped (SIGSTOP) most of the time, so that it runs for
+/// seconds however fast the machine is; returns its JSON lines.
+fn run_slowly(env: &Env, args: &[&str]) -> Vec<serde_json::Value> {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let mut child = env
+        .cmd()
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start");
+    let pid = Pid::from_raw(child.id() as i32);
+    let started = std::time::Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        if child.try_wait().expect("wait").is_some() {
+            break;
+        }
+        let _ = kill(pid, Signal::SIGSTOP);
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let _ = kill(pid, Signal::SIGCONT);
+        assert!(started.elapsed().as_secs() < 300, "{args:?} never ended");
+    }
+    let out = child.wait_with_output().expect("output");
+    assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    json_lines(&stdout(&out))
+}
+
+/// docs/json.md: a directory backup that runs long enough counts its sources,
+/// and its status lines then give the totals (`totals_final` true, numbers and
+/// a percentage); before that, `null`. A restore prints status lines too.
+#[test]
+fn json_status_of_a_long_backup_gets_final_totals() {
+    let env = Env::with_repo(&[]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).expect("mkdir");
+    let mut rng = common::rng(7);
+    for i in 0..40 {
+        fs::write(
+            src.join(format!("f{i:02}.bin")),
+            common::random_bytes(&mut rng, 1 << 20),
+        )
+        .expect("write");
+    }
+    let lines = run_slowly(&env, &["--json", "backup", src.to_str().expect("utf-8")]);
+    let statuses: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|v| v["message_type"] == "status")
+        .collect();
+    assert!(!statuses.is_empty(), "no status line: {lines:?}");
+    for s in &statuses {
+        assert_eq!(s["action"], "backup", "{s}");
+        if s["totals_final"] == false {
+            assert!(
+                s["files_total"].is_null() && s["bytes_total"].is_null(),
+                "{s}"
+            );
+            assert!(s["percent_done"].is_null(), "{s}");
+        }
+    }
+    let counted = statuses
+        .iter()
+        .find(|s| s["totals_final"] == true)
+        .unwrap_or_else(|| panic!("totals never final: {statuses:?}"));
+    assert_eq!(counted["files_total"], 40, "{counted}");
+    assert_eq!(counted["bytes_total"], 40 << 20, "{counted}");
+    assert!(counted["percent_done"].is_number(), "{counted}");
+    assert_eq!(types(&lines).last().map(String::as_str), Some("summary"));
+
+    let target = env.path("target");
+    let lines = run_slowly(
+        &env,
+        &[
+            "--json",
+            "restore",
+            "latest",
+            "--target",
+            target.to_str().expect("utf-8"),
+        ],
+    );
+    let statuses: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|v| v["message_type"] == "status")
+        .collect();
+    assert!(!statuses.is_empty(), "no restore status line: {lines:?}");
+    for s in &statuses {
+        assert_eq!(s["action"], "restore", "{s}");
+        for k in [
+            "seconds_elapsed",
+            "files_done",
+            "bytes_done",
+            "bytes_per_second",
+        ] {
+            assert!(s[k].is_number(), "{k}: {s}");
+        }
+    }
+    assert_eq!(types(&lines).last().map(String::as_str), Some("summary"));
+}
+
+/// On a terminal, a backup whose total is still unknown (standard input still
+/// open) shows a spinner with what is done so far, never a bar with an ETA.
+/// The terminal is the one `script` (util-linux) provides.
+#[test]
+fn terminal_progress_is_a_spinner_until_the_total_is_known() {
+    let script = Path::new("/usr/bin/script");
+    if !script.exists() {
+        eprintln!("skipped: /usr/bin/script is missing (util-linux)");
+        return;
+    }
+    let env = Env::with_repo(&[]);
+    let line = format!(
+        "(head -c 100000 /dev/zero; sleep 1.5; head -c 1000 /dev/zero) | '{}' -r '{}' \
+         --password-file '{}' backup --stdin --stdin-filename s.bin",
+        env!("CARGO_BIN_EXE_cairn"),
+        env.repo.display(),
+        env.password_file.display()
+    );
+    let mut cmd = std::process::Command::new(script);
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("CAIRN_") {
+            cmd.env_remove(k);
+        }
+    }
+    let out = cmd
+        .args(["-qec", &line, "/dev/null"])
+        .env("CAIRN_CACHE_DIR", env.path("cache"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run script");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let screen = stdout(&out);
+    assert!(
+        screen.contains("counting the total"),
+        "no spinner line on the terminal: {screen:?}"
+    );
+    assert!(
+        !screen.contains("ETA"),
+        "an ETA before the total was known: {screen:?}"
+    );
+    assert_eq!(snapshot_count(&env), 1);
 }

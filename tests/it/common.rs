@@ -360,3 +360,24 @@ pub fn mount_tmpfs(at: &Path, size: &str) -> Result<Mount, String> {
         Err(e) => Err(format!("cannot run mount ({e})")),
     }
 }
+
+/// Binds `from` over the file `at` (root only): reads of `at` then meet
+/// whatever `from` gives, such as an I/O error.
+pub fn bind_file(from: &Path, at: &Path) -> Result<Mount, String> {
+    if !is_root() {
+        return Err("a bind mount needs root".into());
+    }
+    match std::process::Command::new("mount")
+        .arg("--bind")
+        .arg(from)
+        .arg(at)
+        .output()
+    {
+        Ok(o) if o.status.success() => Ok(Mount(at.to_path_buf())),
+        Ok(o) => Err(format!(
+            "cannot bind-mount here ({})",
+            String::from_utf8_lossy(&o.stderr).trim()
+        )),
+        Err(e) => Err(format!("cannot run mount ({e})")),
+    }
+}

@@ -197,10 +197,20 @@ fn one_missing_source_path_is_recorded_and_the_rest_backed_up_with_exit_3() {
         "{listing}"
     );
     assert!(!listing.lines().any(|l| l == gone_s), "{listing}");
+    // The snapshot lists the missing path among its paths, so the same command
+    // run again finds it as its parent and reads nothing unchanged.
+    let paths = snap["paths"].as_array().expect("paths");
+    assert!(paths.iter().any(|p| p == gone_s), "{snap}");
+    let list: serde_json::Value =
+        serde_json::from_str(&env.ok(&["snapshots", "--json"])).expect("json");
+    let first_id = list[0]["id"].as_str().expect("id").to_string();
 
     // Human output says so too, on stderr, and still exits 3.
     let out = env.run(&["backup", src_s, gone_s]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let again: serde_json::Value =
+        serde_json::from_str(&env.ok(&["cat", "snapshot", "latest"])).expect("json");
+    assert_eq!(again["parent"], first_id.as_str(), "{again}");
     assert!(
         stderr(&out).contains(&format!("error: {gone_s}: does not exist")),
         "{}",
@@ -212,6 +222,7 @@ fn one_missing_source_path_is_recorded_and_the_rest_backed_up_with_exit_3() {
 fn no_existing_source_at_all_is_an_error_naming_each() {
     let env = Env::with_repo(&[]);
     let (a, b) = (env.path("gone-a"), env.path("gone-b"));
+    let before = common::all_files(&env.repo);
     let out = env.run(&[
         "backup",
         a.to_str().expect("utf-8"),
@@ -221,6 +232,8 @@ fn no_existing_source_at_all_is_an_error_naming_each() {
     let err = stderr(&out);
     assert!(err.contains("gone-a") && err.contains("gone-b"), "{err}");
     assert!(common::all_files(&env.repo.join("snapshots")).is_empty());
+    // Nothing at all: no pack, no index file, no lock left behind.
+    assert_eq!(common::all_files(&env.repo), before);
 }
 
 #[test]

@@ -370,21 +370,23 @@ fn cheap_kdf() -> KdfParams {
 }
 
 /// Issue #10, item 4: a planted key file may cost each password attempt at most
-/// 1 GiB and 4 GiB·passes of Argon2. Above that it is refused, named, before
+/// 1 GiB, 16 passes, 16 lanes and 4 GiB·passes of Argon2. Above that it is refused, named, before
 /// anything is derived; beside a working key it is passed over.
 #[test]
 fn key_file_above_the_kdf_caps_is_refused_without_deriving() {
     let env = Env::with_repo(&[]);
     let [real] = key_files(&env).try_into().expect("one key file");
     let aside = env.path("real-key");
-    for (memory_kib, iterations, cap) in [
-        (1024 * 1024 + 1024, 1, "above the cap of 1 GiB"),
-        (1024, 17, "above the cap of 16"),
-        (512 * 1024, 16, "above the cap of 4 GiB·passes"),
+    for (memory_kib, iterations, lanes, cap) in [
+        (1024 * 1024 + 1024, 1, 4, "above the cap of 1 GiB"),
+        (1024, 17, 4, "above the cap of 16"),
+        (512 * 1024, 16, 4, "above the cap of 4 GiB·passes"),
+        (1024, 1, 17, "17 Argon2 lanes are above the cap of 16"),
     ] {
         let mut kf = planted_key(&env, PASSWORD, cheap_kdf());
         kf.kdf.memory_kib = memory_kib;
         kf.kdf.iterations = iterations;
+        kf.kdf.parallelism = lanes;
         let planted = plant(&env, &kf);
         env.ok(&["snapshots"]);
 

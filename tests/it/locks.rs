@@ -414,7 +414,7 @@ fn held_backup_survives_prune_and_unlock(env: &Env, held: HeldBackup, why: &str)
     assert!(fs::read(target.join("data.bin")).expect("restored") == data);
 }
 
-const FAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+pub(crate) const FAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
 
 /// Issue #10, item 1, as it was met: a backup runs on a host whose clock is 10
 /// minutes ahead (libfaketime, and under root its own hostname), and a prune

@@ -610,3 +610,33 @@ fn a_fifo_password_file_does_not_hang_validation() {
     let status = status.expect("plan validate hung on a FIFO password file");
     assert!(status.success(), "{status:?}");
 }
+
+/// The README's warnings: a repository not created yet, a source path that
+/// doesn't exist and paths of two classes that overlap are each reported at
+/// their place as `warning:`, and the plan is still valid (exit 0).
+#[test]
+fn warnings_are_reported_at_their_place_and_do_not_fail_validation() {
+    let env = env();
+    std::fs::create_dir(env.path("src/sub")).expect("mkdir");
+    let text = format!(
+        "{}\n[class.sub]\npaths = [\"src/sub\"]\nevery = \"1d\"\nrepository = \"main\"\n",
+        BASE.replace("paths = [\"src\"]", "paths = [\"src\", \"nothere\"]")
+    );
+    let out = validate(&env, &text);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(stdout(&out).contains("is valid"), "{}", stdout(&out));
+    for (needle, said) in [
+        ("\"repo\"", "does not exist"),
+        ("\"nothere\"", "does not exist (yet)"),
+        ("\"src/sub\"", "overlaps"),
+    ] {
+        let want = format!("cairn.toml:{}: warning: ", pos(&text, needle));
+        let line = err
+            .lines()
+            .find(|l| l.contains(&want))
+            .unwrap_or_else(|| panic!("no warning at {want}: {err}"));
+        assert!(line.contains(said), "{line}");
+    }
+    assert!(!err.contains(": error: "), "{err}");
+}

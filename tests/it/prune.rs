@@ -716,3 +716,43 @@ fn check_suggests_forget_for_damaged_snapshots_only_not_newer_ones() {
         .collect();
     assert_eq!(forget, [format!("cairn forget {first}")], "{summary}");
 }
+
+/// `prune` removes a `.tmp-*` file only when it is more than 30 minutes old by
+/// the storage's clock and by the host's: a host whose clock runs an hour ahead
+/// keeps a fresh one (a live writer's), and one whose clock runs an hour behind
+/// keeps one the storage dates 31 minutes back. Needs libfaketime.
+#[test]
+fn temporary_files_are_old_only_by_both_clocks() {
+    use crate::locks::FAKETIME;
+    if !Path::new(FAKETIME).exists() {
+        eprintln!("skipped: {FAKETIME} is missing (Debian package faketime)");
+        return;
+    }
+    let env = Env::with_repo(&[]);
+    let tmp = env.repo.join("data").join(".tmp-00112233aabbccdd");
+    fs::create_dir_all(tmp.parent().expect("data")).expect("mkdir");
+    fs::write(&tmp, b"a pack being written").expect("plant");
+    let prune_at = |offset: &str| -> serde_json::Value {
+        let out = env
+            .cmd()
+            .env("LD_PRELOAD", FAKETIME)
+            .env("FAKETIME", offset)
+            .args(["--json", "prune"])
+            .output()
+            .expect("run");
+        assert!(out.status.success(), "{offset}: {}", stderr(&out));
+        common::last_json(&common::stdout(&out), "summary")
+    };
+    let p = prune_at("+1h");
+    assert_eq!(p["temp_files_removed"], 0, "host an hour ahead: {p}");
+    assert!(tmp.exists(), "a fresh temporary file was removed");
+
+    age(&tmp, std::time::Duration::from_secs(31 * 60));
+    let p = prune_at("-1h");
+    assert_eq!(p["temp_files_removed"], 0, "host an hour behind: {p}");
+    assert!(tmp.exists(), "removed by the storage's clock alone");
+
+    let p = prune_json(&env, &[]);
+    assert_eq!(p["temp_files_removed"], 1, "{p}");
+    assert!(!tmp.exists());
+}

@@ -426,3 +426,122 @@ fn repair_of_a_named_pack_does_not_rely_on_a_damaged_copy_elsewhere() {
     );
     every_snapshot_restores(&env, &src, &s);
 }
+
+/// A pack missing and another damaged: `check --read-data` lists the README's
+/// steps in its order (repair index, repair packs ID, then check again and
+/// repair snapshots --forget), and following them as written, up to the check
+/// (which then names the backup that heals), leaves a repository that checks
+/// clean and restores every snapshot, without forgetting anything.
+#[test]
+fn check_lists_every_next_step_in_order_and_following_them_heals() {
+    let (env, src, s, (first, blobs)) = two_snapshots(91);
+    let other = data_packs(&env)
+        .into_iter()
+        .map(|(p, _)| p)
+        .find(|p| *p != first)
+        .expect("a second data pack");
+    fs::remove_file(&other).expect("remove a pack");
+    flip_inside(&first, &blobs[blobs.len() / 2]);
+
+    let (ok, summary, text) = check_json(&env, true);
+    assert!(!ok, "{text}");
+    let steps = commands(&summary);
+    assert_eq!(
+        steps,
+        [
+            "cairn repair index".to_string(),
+            format!("cairn repair packs {}", name_of(&first)),
+            "cairn check".to_string(),
+            "cairn repair snapshots --forget".to_string(),
+        ],
+        "{text}"
+    );
+    for step in summary["next_steps"].as_array().expect("steps") {
+        assert!(
+            step["reason"].as_str().is_some_and(|r| !r.is_empty()),
+            "{step}"
+        );
+    }
+    // The same steps on the terminal, in the same order.
+    let out = env.run(&["check", "--read-data"]);
+    let err = stderr(&out);
+    let mut at = 0;
+    for step in &steps {
+        at += err[at..]
+            .find(step.as_str())
+            .unwrap_or_else(|| panic!("{step:?} missing or out of order in:\n{err}"));
+    }
+
+    // Following them as written (the repository and password are ours to add),
+    // up to `cairn check`, whose own steps are then followed the same way.
+    let mut seen = Vec::new();
+    for round in 0..3 {
+        let (ok, summary, text) = check_json(&env, true);
+        if ok {
+            assert_eq!(commands(&summary), Vec::<String>::new());
+            break;
+        }
+        assert!(
+            round < 2,
+            "still damaged after following the steps:\n{text}"
+        );
+        for step in commands(&summary) {
+            if step == "cairn check" {
+                break;
+            }
+            let words: Vec<&str> = step.split(' ').skip(1).collect();
+            let out = env.run(&words);
+            assert!(out.status.success(), "{step}: {}", stderr(&out));
+            seen.push(step);
+        }
+    }
+    assert!(seen.contains(&format!("cairn backup {s}")), "{seen:?}");
+    every_snapshot_restores(&env, &src, &s);
+}
+
+/// "A pack that can't be read at all (an I/O error rather than damage) is left
+/// as it is and makes the command fail." The pack's path is made to fail every
+/// read by binding /proc/self/mem over it (root only); `repair packs` names it,
+/// exits 1 and changes nothing, and once it reads again the repository is
+/// whole.
+#[test]
+fn a_pack_that_cannot_be_read_is_left_alone_and_fails_the_command() {
+    let (env, _src, _s, (first, _)) = two_snapshots(17);
+    let state = |env: &Env| -> BTreeMap<PathBuf, Vec<u8>> {
+        common::all_files(&env.repo)
+            .into_iter()
+            .filter(|p| !p.starts_with(env.repo.join("locks")) && *p != first)
+            .map(|p| {
+                let bytes = fs::read(&p).expect("read");
+                (p, bytes)
+            })
+            .collect()
+    };
+    let before = state(&env);
+    let pack_bytes = fs::read(&first).expect("read");
+    let mount = match common::bind_file(Path::new("/proc/self/mem"), &first) {
+        Ok(m) => m,
+        Err(why) => {
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+    for args in [
+        &["repair", "packs"][..],
+        &["repair", "packs", &name_of(&first)],
+    ] {
+        let out = env.run(args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains(&format!("pack {} can't be read", name_of(&first)))
+                && err.contains("left as it is"),
+            "{args:?}: {err}"
+        );
+        assert_eq!(state(&env), before, "{args:?} changed the repository");
+    }
+    drop(mount);
+    assert_eq!(fs::read(&first).expect("read"), pack_bytes);
+    let (ok, _, text) = check_json(&env, true);
+    assert!(ok, "{text}");
+}

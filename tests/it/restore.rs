@@ -141,7 +141,7 @@ fn run_measured(env: &Env, args: &[&str]) -> (Option<i32>, u64) {
 }
 
 /// Peak memory of a restore must not grow with the number of files: a million
-/// (empty and tiny) files restore within 100 MiB. Set CAIRN_TEST_RESTORE_FILES
+/// (empty and tiny) files restore within 32 MiB on 2 cores. Set CAIRN_TEST_RESTORE_FILES
 /// to measure other sizes (tools/bench/restore_rss.sh does).
 #[test]
 fn a_million_files_restore_in_bounded_memory() {
@@ -198,10 +198,15 @@ fn a_million_files_restore_in_bounded_memory() {
     let last = target.join(format!("d{d:05}/f{:07}", 0));
     let want = format!("tiny file contents {}\n", d % 64);
     assert_eq!(fs::read_to_string(&last).expect("restored"), want);
+    // The README says about 15 MiB on 2 cores; memory grows with the cores
+    // (each worker reads a few MiB ahead), so the bound does too.
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let bound = (24 + 4 * cores as u64) << 20;
     assert!(
-        rss < 100 << 20,
-        "restoring {files} files took {} MiB of peak RSS",
-        rss >> 20
+        rss < bound,
+        "restoring {files} files took {} MiB of peak RSS, over {} MiB",
+        rss >> 20,
+        bound >> 20
     );
     remove_in_parallel(&target);
 }
@@ -928,4 +933,89 @@ fn verify_as_a_user_reads_files_in_directories_it_may_not_search() {
     );
     let m = fs::metadata(target.join("closed")).expect("restored");
     assert_eq!(m.mode() & 0o777, 0o600);
+}
+
+/// The README's other promises about a target that has entries already: a
+/// symlink or fifo that is the same is kept (not recreated); a file whose
+/// contents match but whose mtime and mode differ is kept and given the
+/// snapshot's; `never` keeps a file where the snapshot has a directory, and
+/// everything under it; a symlink in the target where the snapshot has a file
+/// is replaced, never written through.
+#[test]
+fn existing_links_fifos_and_kept_files_in_the_target() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::with_repo(&[]);
+    let src = env.path("src");
+    fs::create_dir_all(src.join("d")).expect("mkdir");
+    fs::write(src.join("d/inner.txt"), "inner\n").expect("write");
+    fs::write(src.join("file.txt"), "file\n").expect("write");
+    fs::set_permissions(src.join("file.txt"), fs::Permissions::from_mode(0o640)).expect("chmod");
+    set_mtime(&src.join("file.txt"), T0);
+    std::os::unix::fs::symlink("somewhere", src.join("link")).expect("symlink");
+    nix::unistd::mkfifo(
+        &src.join("fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .expect("mkfifo");
+    let s = src.to_str().expect("utf-8");
+    env.ok(&["backup", "-q", s]);
+    let snap = format!("latest:{s}");
+
+    let t = env.path("target");
+    env.ok(&[
+        "restore",
+        "-q",
+        &snap,
+        "--target",
+        t.to_str().expect("utf-8"),
+    ]);
+    let ino = |name: &str| fs::symlink_metadata(t.join(name)).expect("stat").ino();
+    let (link, fifo) = (ino("link"), ino("fifo"));
+    // The file differs in mtime and mode only.
+    fs::set_permissions(t.join("file.txt"), fs::Permissions::from_mode(0o600)).expect("chmod");
+    set_mtime(&t.join("file.txt"), T0 + 1000);
+    let file = ino("file.txt");
+    let v = restore_json(&env, &snap, &t, &[]);
+    assert_eq!(v["files"], 0, "{v}");
+    assert_eq!(v["symlinks"], 0, "{v}");
+    assert_eq!(v["special"], 0, "{v}");
+    assert_eq!(
+        (ino("link"), ino("fifo"), ino("file.txt")),
+        (link, fifo, file)
+    );
+    assert_eq!(mtime_of(&t.join("file.txt")), T0);
+    let mode = fs::metadata(t.join("file.txt"))
+        .expect("stat")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o7777, 0o640);
+    // Same size, another mtime and other contents: compared, and rewritten.
+    fs::write(t.join("file.txt"), "fild\n").expect("write");
+    set_mtime(&t.join("file.txt"), T0 + 1000);
+    let v = restore_json(&env, &snap, &t, &[]);
+    assert_eq!(v["files"], 1, "{v}");
+    assert_eq!(text(&t.join("file.txt")), "file\n");
+
+    // never: a file where the snapshot has a directory stays, and nothing of
+    // the directory is restored.
+    fs::remove_dir_all(t.join("d")).expect("rm");
+    fs::write(t.join("d"), "a local file\n").expect("write");
+    let v = restore_json(&env, &snap, &t, &["--overwrite", "never"]);
+    assert_eq!(v["files"], 0, "{v}");
+    assert_eq!(text(&t.join("d")), "a local file\n");
+
+    // A symlink where the snapshot has a file is replaced by the file; what it
+    // pointed at is untouched.
+    let victim = env.path("victim");
+    fs::write(&victim, "victim\n").expect("write");
+    fs::remove_file(t.join("file.txt")).expect("rm");
+    std::os::unix::fs::symlink(&victim, t.join("file.txt")).expect("symlink");
+    restore_json(&env, &snap, &t, &["--overwrite", "always"]);
+    assert_eq!(text(&victim), "victim\n");
+    assert!(
+        fs::symlink_metadata(t.join("file.txt"))
+            .expect("stat")
+            .is_file()
+    );
+    assert_eq!(text(&t.join("file.txt")), "file\n");
 }

@@ -464,3 +464,38 @@ fn lost_index_files_are_rebuilt_by_the_next_backup_without_rereading() {
         assert!(fs::read(&f).expect("src") == fs::read(out.join(rel)).expect("restored"));
     }
 }
+
+/// "Index files are written every 64 packs, so few packs are ever left to
+/// find": a backup SIGKILLed after writing a hundred packs has indexed all but
+/// fewer than 64 of them, and the re-run adopts only those.
+#[test]
+fn a_backup_killed_after_many_packs_left_fewer_than_64_unindexed() {
+    let env = Env::with_repo(&["--pack-size", "1", "--chunker-params", "64K,128K,512K"]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).expect("mkdir");
+    let mut rng = common::rng(64);
+    for i in 0..130 {
+        fs::write(
+            src.join(format!("part-{i:03}.bin")),
+            common::random_bytes(&mut rng, 1 << 20),
+        )
+        .expect("write");
+    }
+    kill_backup_after_packs(&env, &src, 0, 100);
+    let written = packs(&env.repo).len() as u64;
+    let left = unindexed(&env);
+    assert!(
+        left < 64,
+        "{left} of {written} packs unindexed after the kill"
+    );
+    assert!(
+        !common::all_files(&env.repo.join("index")).is_empty(),
+        "no index file written in {written} packs"
+    );
+
+    let out = env.ok(&["--json", "backup", src.to_str().expect("utf-8")]);
+    let s = common::last_json(&out, "summary");
+    let adopted = s["packs_adopted"].as_u64().expect("packs_adopted");
+    assert_eq!(adopted, left, "{s}");
+    check_read_data_clean(&env);
+}

@@ -173,4 +173,68 @@ fn stdin_backup_reads_the_umask_without_setting_it() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o640, "mode {mode:o}");
+    // Owned by the user who ran cairn, as recorded, at the snapshot's root.
+    let node = env
+        .ok(&["ls", "--json", "latest"])
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json"))
+        .find(|n| n["name"] == "dump.sql")
+        .expect("dump.sql listed");
+    assert_eq!(node["path"], "/dump.sql", "{node}");
+    assert_eq!(
+        node["uid"],
+        u64::from(nix::unistd::getuid().as_raw()),
+        "{node}"
+    );
+    assert_eq!(
+        node["gid"],
+        u64::from(nix::unistd::getgid().as_raw()),
+        "{node}"
+    );
+}
+
+/// A path given to `backup` that is itself a symlink is backed up as the
+/// symlink (recorded under the path given), and a symlink earlier in a path is
+/// kept as written: the snapshot records the path as given, not its target.
+#[test]
+fn a_symlink_given_or_inside_a_path_is_kept_as_written() {
+    let env = Env::with_repo(&[]);
+    let root = env.path("src");
+    fs::create_dir_all(root.join("real")).expect("mkdir");
+    fs::write(root.join("real/file.txt"), "contents\n").expect("write");
+    fs::create_dir_all(root.join("real/sub")).expect("mkdir");
+    fs::write(root.join("real/sub/deep.txt"), "deep\n").expect("write");
+    symlink(root.join("real"), root.join("link")).expect("symlink");
+    let link = root.join("link");
+    let link_s = link.to_str().expect("utf-8");
+
+    env.ok(&["backup", "-q", link_s]);
+    assert_eq!(snapshot_paths(&env), vec![link_s.to_string()]);
+    let nodes: Vec<serde_json::Value> = env
+        .ok(&["ls", "--json", "latest"])
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    let node = nodes
+        .iter()
+        .find(|n| n["path"] == link_s)
+        .expect("the link is listed");
+    assert_eq!(node["kind"], "symlink", "{node}");
+    assert!(
+        !nodes.iter().any(|n| n["name"] == "file.txt"),
+        "the link was followed: {nodes:?}"
+    );
+
+    let through = link.join("sub");
+    let through_s = through.to_str().expect("utf-8");
+    env.ok(&["backup", "-q", through_s]);
+    assert_eq!(snapshot_paths(&env), vec![through_s.to_string()]);
+    let listing = env.ok(&["ls", "-q", "latest"]);
+    assert!(
+        listing
+            .lines()
+            .any(|l| l == format!("{through_s}/deep.txt")),
+        "{listing}"
+    );
+    assert!(!listing.contains("/real"), "{listing}");
 }
