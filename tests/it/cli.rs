@@ -503,16 +503,6 @@ fn new_password_keys_default_to_rfc9106_second_recommendation() {
         listed.contains("argon2id 64.0 MiB, 3 iterations, 4 lanes"),
         "{listed}"
     );
-    // "A few tenths of a second": a whole command that opens the repository
-    // with this key, process start included, stays under a second.
-    let started = std::time::Instant::now();
-    env.ok(&["snapshots"]);
-    let took = started.elapsed();
-    eprintln!(
-        "snapshots with the default key: {:.2} s",
-        took.as_secs_f64()
-    );
-    assert!(took.as_secs_f64() < 1.0, "opening took {took:?}");
 
     let new_pw = env.path("new-password");
     write_private(&new_pw, "another password\n");
