@@ -71,6 +71,9 @@ pub struct RepairPacksSummary {
     pub packs_damaged: u64,
     /// Packs that could not be read at all (an I/O error, not damage): left alone.
     pub packs_unreadable: u64,
+    /// Packs the index names that are missing from `data/`: `repair index`'s
+    /// work, not this command's.
+    pub packs_missing: u64,
     pub blobs_salvaged: u64,
     pub blobs_lost: u64,
     pub packs_written: u64,
@@ -135,6 +138,7 @@ fn repair_packs_locked(
     let damaged = find_damaged(repo, &targets, &known, named, interrupt, report, &mut s)?;
     s.packs_damaged = damaged.len() as u64;
     let missing = known.keys().filter(|p| !stored.contains_key(p)).count();
+    s.packs_missing = missing as u64;
     if missing > 0 {
         report(&format!(
             "{} the index names {} missing from data/; `cairn repair index` drops {} from the index",

@@ -116,6 +116,13 @@ pub fn run(g: &GlobalArgs, a: RepairArgs) -> Result<ExitCode> {
             } else if !g.quiet {
                 print_packs_summary(&s);
             }
+            if s.packs_missing > 0 {
+                anyhow::bail!(
+                    "{} the index names {} missing from data/: run `cairn repair index`",
+                    count(s.packs_missing, "pack", "packs"),
+                    if s.packs_missing == 1 { "is" } else { "are" }
+                );
+            }
             if s.packs_unreadable > 0 {
                 anyhow::bail!(
                     "{} (see above)",

@@ -545,3 +545,20 @@ fn a_pack_that_cannot_be_read_is_left_alone_and_fails_the_command() {
     let (ok, _, text) = check_json(&env, true);
     assert!(ok, "{text}");
 }
+
+/// A pack the index names but `data/` lacks is `repair index`'s work: `repair
+/// packs` says so and fails rather than sum up "none is damaged" with exit 0.
+#[test]
+fn repair_packs_with_a_pack_missing_points_to_repair_index() {
+    let (env, _src, _s, (pack, _)) = two_snapshots(96);
+    fs::remove_file(&pack).expect("remove pack");
+    let out = env.run(&["repair", "packs"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("missing from data/: run `cairn repair index`"),
+        "{}",
+        stderr(&out)
+    );
+    env.ok(&["repair", "index"]);
+    env.ok(&["repair", "packs"]);
+}
