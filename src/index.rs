@@ -417,15 +417,19 @@ impl Index {
 mod tests {
     use super::*;
 
-    #[test]
-    fn lookup_and_first_location_wins() {
-        let e = |id: u8, offset| PackEntry {
+    /// A data blob entry of 50 stored and 20 plain bytes at `offset`.
+    fn e(id: u8, offset: u32) -> PackEntry {
+        PackEntry {
             kind: BlobKind::Data,
             id: BlobId([id; 32]),
             offset,
             length: 50,
             raw_length: 20,
-        };
+        }
+    }
+
+    #[test]
+    fn lookup_and_first_location_wins() {
         let mut b = IndexBuilder::new();
         b.add_pack(PackId([1; 32]), 1000, &[e(1, 42), e(2, 92)]);
         b.add_pack(PackId([2; 32]), 1000, &[e(2, 42)]);
@@ -450,13 +454,6 @@ mod tests {
     /// again, and the index files are recorded.
     #[test]
     fn extended_index_keeps_first_locations_and_lists_packs_once() {
-        let e = |id: u8, offset| PackEntry {
-            kind: BlobKind::Data,
-            id: BlobId([id; 32]),
-            offset,
-            length: 50,
-            raw_length: 20,
-        };
         let mut b = IndexBuilder::new();
         b.add_pack(PackId([1; 32]), 1000, &[e(1, 42), e(2, 92)]);
         let idx = b.build().with_files(vec![IndexId([7; 32])]);

@@ -451,18 +451,22 @@ pub fn header_from_bytes(
     pack: &PackId,
     bytes: &[u8],
 ) -> Result<(SessionKey, Vec<PackEntry>)> {
-    let what = || format!("pack {pack}");
-    let size = bytes.len();
-    let min = PACK_DATA_START + 4;
-    if size < min {
-        return Err(Error::corrupt(
-            what(),
-            format!("{size} bytes is too short for a pack"),
-        ));
-    }
+    check_pack_len(bytes, pack)?;
     let session = key.session(&parse_session(bytes, pack)?);
     let entries = header_with_session(&session, repo, pack, bytes)?;
     Ok((session, entries))
+}
+
+/// A whole pack must hold its prefix, session id and header length.
+fn check_pack_len(bytes: &[u8], pack: &PackId) -> Result<()> {
+    let size = bytes.len();
+    if size < PACK_DATA_START + 4 {
+        return Err(Error::corrupt(
+            format!("pack {pack}"),
+            format!("{size} bytes is too short for a pack"),
+        ));
+    }
+    Ok(())
 }
 
 /// The session id stored in a pack's first bytes, whatever its prefix says: for
@@ -482,15 +486,10 @@ pub fn header_with_session(
     pack: &PackId,
     bytes: &[u8],
 ) -> Result<Vec<PackEntry>> {
+    check_pack_len(bytes, pack)?;
     let what = || format!("pack {pack}");
     let size = bytes.len();
     let min = PACK_DATA_START + 4;
-    if size < min {
-        return Err(Error::corrupt(
-            what(),
-            format!("{size} bytes is too short for a pack"),
-        ));
-    }
     let (body, tail) = bytes.split_at(size - 4);
     let header_len = tail
         .first_chunk::<4>()

@@ -183,6 +183,15 @@ pub fn random_bytes(rng: &mut SmallRng, n: usize) -> Vec<u8> {
     v
 }
 
+/// Writes `n` files of `size` random bytes into `dir`, named by `name(i)`, all
+/// from one generator seeded with `seed`.
+pub fn random_files(dir: &Path, seed: u64, n: usize, size: usize, name: impl Fn(usize) -> String) {
+    let mut rng = rng(seed);
+    for i in 0..n {
+        std::fs::write(dir.join(name(i)), random_bytes(&mut rng, size)).expect("write");
+    }
+}
+
 /// Compressible text (log-like).
 pub fn text_bytes(rng: &mut SmallRng, n: usize) -> Vec<u8> {
     const WORDS: [&str; 12] = [

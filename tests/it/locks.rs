@@ -222,14 +222,7 @@ fn backup_whose_packs_are_deleted_before_commit_fails_without_a_snapshot() {
     let env = Env::with_repo(&["--pack-size", "1"]);
     let src = env.path("src");
     fs::create_dir_all(&src).expect("mkdir");
-    let mut rng = common::rng(5);
-    for i in 0..3 {
-        fs::write(
-            src.join(format!("{i}.bin")),
-            common::random_bytes(&mut rng, 700 << 10),
-        )
-        .expect("write");
-    }
+    common::random_files(&src, 5, 3, 700 << 10, |i| format!("{i}.bin"));
     // Deletes every pack it has written once an index file is written: what a
     // prune that took the backup's lock for stale does between the backup's last
     // pack and its snapshot.

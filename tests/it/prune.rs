@@ -325,14 +325,7 @@ fn temporary_files_of_a_killed_backup_are_reported_and_pruned_once_old() {
     let env = Env::with_repo(&["--pack-size", "4"]);
     let src = env.path("src");
     fs::create_dir_all(&src).expect("mkdir");
-    let mut rng = common::rng(79);
-    for i in 0..8 {
-        fs::write(
-            src.join(format!("big{i}.bin")),
-            common::random_bytes(&mut rng, 8 << 20),
-        )
-        .expect("write");
-    }
+    common::random_files(&src, 79, 8, 8 << 20, |i| format!("big{i}.bin"));
     // Kill the backup the moment a temporary file shows up.
     let mut left = Vec::new();
     for _ in 0..10 {
