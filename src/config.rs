@@ -123,6 +123,19 @@ pub struct Config {
 }
 
 pub const DEFAULT_COMPRESSION: i32 = 3;
+/// zstd levels a repository or a backup may use.
+pub const COMPRESSION_LEVELS: std::ops::RangeInclusive<i32> = -7..=22;
+
+/// A zstd level given for one backup (a plan class's `compression`).
+pub fn check_compression(level: i32) -> crate::Result<()> {
+    if COMPRESSION_LEVELS.contains(&level) {
+        Ok(())
+    } else {
+        Err(crate::Error::invalid(format!(
+            "zstd level {level} outside -7..=22"
+        )))
+    }
+}
 pub const DEFAULT_PACK_SIZE: u32 = 16 * 1024 * 1024;
 pub const MIN_PACK_SIZE: u32 = 1024 * 1024;
 pub const MAX_PACK_SIZE: u32 = 1024 * 1024 * 1024;
@@ -133,7 +146,7 @@ impl Config {
             return Err(format!("config says format version {}", self.version));
         }
         self.chunker.validate()?;
-        if !(-7..=22).contains(&self.compression) {
+        if !COMPRESSION_LEVELS.contains(&self.compression) {
             return Err(format!("zstd level {} outside -7..=22", self.compression));
         }
         if !(MIN_PACK_SIZE..=MAX_PACK_SIZE).contains(&self.pack_size) {

@@ -8,6 +8,7 @@ pub mod backend;
 pub mod cache;
 pub mod check;
 pub mod chunker;
+pub mod clock;
 pub mod config;
 pub mod crypto;
 pub mod error;

@@ -39,7 +39,7 @@ pub(super) fn commit(
     summary.bytes_new = st.bytes_new;
     summary.bytes_added = st.bytes_written + head.adopted.bytes_written;
     summary.started = head.started;
-    summary.finished = snapshot::now_rfc3339();
+    summary.finished = crate::clock::now_rfc3339();
     let mut snap = Snapshot {
         time: summary.started.clone(),
         hostname: head.host,

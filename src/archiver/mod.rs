@@ -62,6 +62,8 @@ pub struct BackupOptions {
     /// Counters to update as the backup goes; the sources are also counted, in a
     /// thread of their own, for totals.
     pub progress: Option<Arc<Progress>>,
+    /// zstd level for this backup's new blobs; `None`: the repository's.
+    pub compression: Option<i32>,
 }
 
 /// What the backup reports as it goes.
@@ -90,7 +92,14 @@ pub fn backup(
     report: &(dyn Fn(Event) + Sync),
 ) -> Result<BackupResult> {
     let lock = crate::lock::acquire(repo, false)?;
-    let started = snapshot::now_rfc3339();
+    let started = crate::clock::now_rfc3339();
+    let level = match opts.compression {
+        Some(l) => {
+            crate::config::check_compression(l)?;
+            l
+        }
+        None => repo.config().compression,
+    };
     // An unreadable index file only costs storing its blobs again: say so and
     // go on, rather than refusing every backup until it is repaired.
     let index = repo.load_index(&mut |id, e| {
@@ -150,7 +159,8 @@ pub fn backup(
     let mut a = Archiver {
         progress: Arc::clone(&progress),
         repo: Arc::clone(repo),
-        saver: Saver::new(Arc::clone(repo), Arc::clone(&index)),
+        saver: Saver::new(Arc::clone(repo), Arc::clone(&index)).with_level(level),
+        level,
         excludes,
         one_file_system: opts.one_file_system,
         force: opts.force,
@@ -227,6 +237,8 @@ struct Archiver<'a> {
     repo: Arc<Repository>,
     progress: Arc<Progress>,
     saver: Saver,
+    /// zstd level of new blobs.
+    level: i32,
     excludes: Excludes,
     one_file_system: bool,
     force: bool,

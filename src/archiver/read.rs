@@ -170,7 +170,7 @@ impl Archiver<'_> {
     ) -> std::result::Result<(Vec<BlobId>, u64), ReadError> {
         let mut content = Vec::new();
         let mut total = 0u64;
-        let level = self.repo.config().compression;
+        let level = self.level;
         for batch in rx {
             self.check_interrupt().map_err(ReadError::Repo)?;
             let batch = batch.map_err(ReadError::Io)?;

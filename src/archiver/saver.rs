@@ -76,10 +76,13 @@ pub struct Saver {
     /// [`Saver::verify_written`].
     written_packs: Vec<(PackId, u64)>,
     written_index_files: Vec<(IndexId, u64)>,
+    /// zstd level of tree blobs.
+    level: i32,
 }
 
 impl Saver {
     pub fn new(repo: Arc<Repository>, index: Arc<Index>) -> Self {
+        let repo_level = repo.config().compression;
         let (tx, rx) = sync_channel::<PackBuilder>(WRITE_QUEUE);
         let written = Arc::new(Mutex::new(Written::default()));
         let rx = Arc::new(Mutex::new(rx));
@@ -137,7 +140,14 @@ impl Saver {
             index_files: Vec::new(),
             written_packs: Vec::new(),
             written_index_files: Vec::new(),
+            level: repo_level,
         }
+    }
+
+    /// Stores tree blobs at this zstd level instead of the repository's.
+    pub fn with_level(mut self, level: i32) -> Self {
+        self.level = level;
+        self
     }
 
     pub fn index(&self) -> &Index {
@@ -215,7 +225,7 @@ impl Saver {
         }
         let id = self.repo.key().blob_id(&bytes);
         if !self.known(BlobKind::Tree, &id) {
-            let payload = format::encode_payload(&bytes, self.repo.config().compression);
+            let payload = format::encode_payload(&bytes, self.level);
             self.add(BlobKind::Tree, id, payload, bytes.len())?;
         }
         Ok(id)

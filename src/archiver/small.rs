@@ -34,7 +34,7 @@ impl Archiver<'_> {
         self.check_interrupt()?;
         let chunker = self.repo.chunker();
         let key = self.repo.key();
-        let level = self.repo.config().compression;
+        let level = self.level;
         let saver = &self.saver;
         let known = |id: &BlobId| saver.known(BlobKind::Data, id);
         if let Some(first) = batch.first() {

@@ -89,6 +89,7 @@ pub fn run(g: &GlobalArgs, a: BackupArgs) -> Result<ExitCode> {
         parent,
         force: a.force,
         progress: super::progress::shown(g).then(|| Arc::clone(&progress)),
+        compression: None,
     };
     let quiet = g.quiet;
     let json = g.json;

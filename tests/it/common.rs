@@ -309,6 +309,7 @@ pub fn backup_through(
         parent: None,
         force: false,
         progress: None,
+        compression: None,
     };
     cairn::archiver::backup(
         &repo,
