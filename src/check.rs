@@ -61,6 +61,16 @@ pub enum ReadData {
 }
 
 impl ReadData {
+    /// As `--read-data-subset` takes it: `2/7`, `5%`; `all`, `none`.
+    pub fn describe(&self) -> String {
+        match self {
+            ReadData::None => "none".into(),
+            ReadData::All => "all".into(),
+            ReadData::Subset { n, m } => format!("{n}/{m}"),
+            ReadData::Percent(p) => format!("{p}%"),
+        }
+    }
+
     /// Parses `n/m` or `X%`.
     pub fn parse_subset(s: &str) -> Result<Self> {
         let bad = || {

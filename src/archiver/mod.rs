@@ -299,6 +299,6 @@ enum Status {
 }
 
 /// What snapshots record as the program that wrote them.
-fn program_version() -> String {
+pub fn program_version() -> String {
     format!("cairn {}", env!("CARGO_PKG_VERSION"))
 }

@@ -5,23 +5,7 @@ use std::io::Write;
 
 use anyhow::Result;
 
-pub use cairn::text::count;
-
-/// Binary units: "1.5 GiB".
-pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
+pub use cairn::text::{bytes, count};
 
 /// Text for a terminal: control characters (C0, DEL, C1) and bidirectional
 /// overrides are shown escaped (`\u{1b}`), so that a file name, host name, tag

@@ -6,6 +6,11 @@
 
 mod class;
 pub mod config;
+pub mod open;
+pub mod run;
+pub mod schedule;
+pub mod state;
+pub mod status;
 mod validate;
 
 use std::fmt;

@@ -13,6 +13,7 @@ mod keys;
 mod locks;
 mod password;
 mod plan;
+mod plan_run;
 mod prune;
 mod repair_packs;
 mod restore;

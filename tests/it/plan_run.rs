@@ -1,0 +1,568 @@
+//! `cairn plan run`, `status` and `schedule`: a plan of three classes and two
+//! repositories run day by day over 90 simulated days (CAIRN_NOW), and the
+//! ways a class can fail without stopping the others.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use chrono::{DateTime, Duration, FixedOffset};
+
+use crate::common::{Env, last_json, stderr, stdout, write_private};
+
+/// A scratch directory with two repositories, `hot` (the plan's primary) and
+/// `cold` (its copy target, with keys and chunker seed of its own), one
+/// password file, and the sources of three classes.
+struct Site {
+    env: Env,
+    plan: PathBuf,
+}
+
+impl Site {
+    fn new(plan_text: &str) -> Self {
+        let env = Env::new();
+        write_private(&env.path("pw"), "plan secret\n");
+        for repo in ["hot", "cold"] {
+            let out = env
+                .bare_cmd()
+                .args(["-r"])
+                .arg(env.path(repo))
+                .arg("--password-file")
+                .arg(env.path("pw"))
+                .args(["init", "--kdf-memory", "1024", "--kdf-iterations", "1"])
+                .output()
+                .expect("running cairn");
+            assert!(out.status.success(), "init {repo}: {}", stderr(&out));
+        }
+        for d in ["critical", "general"] {
+            std::fs::create_dir_all(env.path(d)).expect("mkdir");
+        }
+        let plan = env.path("cairn.toml");
+        std::fs::write(&plan, plan_text).expect("write plan");
+        Self { env, plan }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.env.path(rel)
+    }
+
+    /// `cairn plan ARGS --plan FILE` at simulated time `now`.
+    fn plan_cmd(&self, now: Option<DateTime<FixedOffset>>, args: &[&str]) -> Command {
+        let mut c = self.env.bare_cmd();
+        c.env("HOME", self.path("home"));
+        if let Some(t) = now {
+            c.env("CAIRN_NOW", t.to_rfc3339());
+        }
+        c.arg("plan").args(args).arg("--plan").arg(&self.plan);
+        c
+    }
+
+    fn plan(&self, now: Option<DateTime<FixedOffset>>, args: &[&str]) -> Output {
+        self.plan_cmd(now, args).output().expect("running cairn")
+    }
+
+    /// `cairn -r REPO ARGS` with the plan's password.
+    fn repo(&self, repo: &str, args: &[&str]) -> Output {
+        self.env
+            .bare_cmd()
+            .arg("-r")
+            .arg(self.path(repo))
+            .arg("--password-file")
+            .arg(self.path("pw"))
+            .args(args)
+            .output()
+            .expect("running cairn")
+    }
+
+    fn repo_ok(&self, repo: &str, args: &[&str]) -> String {
+        let out = self.repo(repo, args);
+        assert!(
+            out.status.success(),
+            "cairn -r {repo} {args:?}: {}\n{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        stdout(&out)
+    }
+
+    /// The snapshots of `repo` tagged `class=CLASS`, as `snapshots --json` gives them.
+    fn snapshots(&self, repo: &str, class: &str) -> Vec<serde_json::Value> {
+        let out = self.repo_ok(repo, &["snapshots", "--json"]);
+        let tag = format!("class={class}");
+        snapshot_list(&out)
+            .into_iter()
+            .filter(|s| {
+                s["tags"]
+                    .as_array()
+                    .is_some_and(|t| t.iter().any(|t| *t == *tag))
+            })
+            .collect()
+    }
+
+    /// Days (`MM-DD`) of the snapshots of a class.
+    fn days(&self, repo: &str, class: &str) -> Vec<String> {
+        let mut d: Vec<String> = self
+            .snapshots(repo, class)
+            .iter()
+            .map(|s| {
+                let t = s["time"].as_str().expect("time");
+                DateTime::parse_from_rfc3339(t)
+                    .expect("rfc3339")
+                    .format("%m-%d")
+                    .to_string()
+            })
+            .collect();
+        d.sort();
+        d
+    }
+}
+
+/// `snapshots --json` prints one array, or one object per line: both read.
+fn snapshot_list(out: &str) -> Vec<serde_json::Value> {
+    if let Ok(serde_json::Value::Array(v)) = serde_json::from_str(out.trim()) {
+        return v;
+    }
+    out.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["message_type"] == "snapshot" || v.get("tree").is_some())
+        .collect()
+}
+
+fn t(s: &str) -> DateTime<FixedOffset> {
+    DateTime::parse_from_rfc3339(s).expect("time")
+}
+
+fn three_classes(dir: &Path) -> String {
+    format!(
+        r#"[repository.hot]
+path = "hot"
+password_file = "pw"
+
+[repository.cold]
+path = "cold"
+password_file = "pw"
+
+[class.critical]
+paths = ["critical"]
+every = "1d"
+keep = {{ daily = 7, weekly = 4, monthly = 3 }}
+repository = "hot"
+copy_to = ["cold"]
+check = {{ every = "7d", read_data_subset = "50%" }}
+drill = {{ every = "30d", files = 3 }}
+before = ["echo before >> {log}"]
+after = ["echo after $CAIRN_BACKUP_OK >> {log}"]
+
+[class.db]
+command = "cat {db}"
+stdin_filename = "app.sql"
+every = "2d"
+keep = {{ daily = 5 }}
+repository = "hot"
+
+[class.general]
+paths = ["general"]
+every = "7d"
+keep = {{ weekly = 4, monthly = 2 }}
+repository = "hot"
+compression = 19
+"#,
+        log = dir.join("hooks.log").display(),
+        db = dir.join("db.sql").display(),
+    )
+}
+
+/// Ninety days of a daily `plan run`: each class backs up on its own
+/// interval, keeps what its rules keep (here and in the copy), is copied,
+/// checked and drilled on schedule, and `plan status` says so.
+#[test]
+fn ninety_days_of_a_three_class_plan() {
+    let site = Site::new("");
+    std::fs::write(&site.plan, three_classes(site.env.dir.path())).expect("write plan");
+    let start = t("2026-01-01T02:00:00+00:00");
+    let mut made: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut checks = 0;
+    let mut drills = 0;
+    for day in 0..90i64 {
+        let now = start + Duration::days(day);
+        // The sources change every day.
+        std::fs::write(
+            site.path("critical/model.bin"),
+            crate::common::xorshift(day as u64 + 1, 20_000),
+        )
+        .expect("write");
+        std::fs::write(site.path("critical/notes.txt"), format!("day {day}\n")).expect("write");
+        std::fs::write(site.path("db.sql"), format!("insert {day};\n").repeat(50)).expect("write");
+        std::fs::write(
+            site.path(&format!("general/log-{day}.txt")),
+            "a log line\n".repeat(20),
+        )
+        .expect("write");
+        let out = site.plan(Some(now), &["run", "--json"]);
+        assert!(
+            out.status.success(),
+            "day {day}: plan run failed:\n{}\n{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        for l in stdout(&out).lines() {
+            let v: serde_json::Value = serde_json::from_str(l).expect("json line");
+            if v["message_type"] != "plan_step" {
+                continue;
+            }
+            assert_ne!(v["status"], "failed", "day {day}: {v}");
+            match v["step"].as_str() {
+                Some("backup") => {
+                    *made
+                        .entry(v["class"].as_str().unwrap_or("").to_string())
+                        .or_default() += 1
+                }
+                Some("check") => checks += 1,
+                Some("drill") => drills += 1,
+                _ => {}
+            }
+        }
+    }
+    // Backups on each class's interval: daily, every other day, weekly.
+    assert_eq!(made.get("critical"), Some(&90));
+    assert_eq!(made.get("db"), Some(&45));
+    assert_eq!(made.get("general"), Some(&13));
+    // A check every 7 days and a drill every 30, in both repositories.
+    assert_eq!(checks, 13 * 2);
+    assert_eq!(drills, 3 * 2);
+
+    // Retention, worked out by hand for runs at 02:00 UTC from 1 January to
+    // 31 March 2026: the last 7 days, the newest of ISO weeks 12 and 11 (13
+    // and 14 are among the 7 days) and of January and February.
+    let critical = [
+        "01-31", "02-28", "03-15", "03-22", "03-25", "03-26", "03-27", "03-28", "03-29", "03-30",
+        "03-31",
+    ];
+    assert_eq!(site.days("hot", "critical"), critical);
+    // The cold copy holds the same snapshots, under the same rules.
+    assert_eq!(site.days("cold", "critical"), critical);
+    assert_eq!(
+        site.days("hot", "db"),
+        ["03-22", "03-24", "03-26", "03-28", "03-30"]
+    );
+    // Weekly from 1 January (a Thursday): the newest of the last four ISO
+    // weeks, and of the last two months.
+    assert_eq!(
+        site.days("hot", "general"),
+        ["02-26", "03-05", "03-12", "03-19", "03-26"]
+    );
+    // Only the critical class is copied.
+    assert!(site.snapshots("cold", "db").is_empty());
+    assert!(site.snapshots("cold", "general").is_empty());
+
+    // What was kept restores, from the hot repository and from the cold copy.
+    for repo in ["hot", "cold"] {
+        site.repo_ok(repo, &["check", "--read-data"]);
+        let target = site.path(&format!("restored-{repo}"));
+        site.repo_ok(
+            repo,
+            &[
+                "restore",
+                "latest",
+                "--tag",
+                "class=critical",
+                "--target",
+                target.to_str().expect("utf-8"),
+            ],
+        );
+        let src = site.path("critical");
+        let back = target.join(src.strip_prefix("/").expect("absolute"));
+        assert_eq!(
+            std::fs::read(back.join("model.bin")).expect("restored"),
+            std::fs::read(src.join("model.bin")).expect("source")
+        );
+    }
+    // The hooks ran around every critical backup, `after` told it succeeded.
+    let log = std::fs::read_to_string(site.path("hooks.log")).expect("hooks log");
+    assert_eq!(log.matches("before").count(), 90);
+    assert_eq!(log.matches("after 1").count(), 90);
+
+    // Status, the same evening: nothing overdue, the last check and drill
+    // passed, and a restore time estimated from the drill's throughput.
+    let evening = start + Duration::days(89) + Duration::hours(12);
+    let out = site.plan(Some(evening), &["status", "--json"]);
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    let rows: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["message_type"] == "plan_status")
+        .collect();
+    let row = |class: &str, repo: &str| {
+        rows.iter()
+            .find(|r| r["class"] == class && r["repository"] == repo)
+            .unwrap_or_else(|| panic!("no row for {class} in {repo}: {rows:?}"))
+            .clone()
+    };
+    let hot = row("critical", "hot");
+    assert_eq!(hot["snapshots"], 11);
+    assert_eq!(hot["overdue"], false);
+    assert_eq!(hot["age_seconds"], 12 * 3600);
+    assert_eq!(hot["last_check"]["ok"], true);
+    assert_eq!(hot["last_drill"]["ok"], true);
+    assert!(hot["restore_bytes_per_second"].as_f64().unwrap_or(0.0) > 0.0);
+    assert!(hot["estimated_restore_seconds"].is_number(), "{hot}");
+    assert!(hot["stored_bytes"].as_u64().unwrap_or(0) > 0);
+    // Eleven snapshots of ~20 kB of random data each, stored once each: the
+    // ratio is about 1, not 11.
+    let cold = row("critical", "cold");
+    assert_eq!(cold["role"], "copy");
+    assert_eq!(cold["snapshots"], 11);
+    assert_eq!(cold["last_check"]["ok"], true);
+    assert_eq!(row("db", "hot")["snapshots"], 5);
+    assert_eq!(row("general", "hot")["snapshots"], 5);
+    // The weekly class dedups its logs: each snapshot holds every earlier log.
+    let general = row("general", "hot");
+    assert!(
+        general["dedup_ratio"].as_f64().unwrap_or(0.0) > 2.0,
+        "{general}"
+    );
+
+    // Three days on, with no run: the daily and two-daily classes are overdue
+    // and status exits 1; the human table says OVERDUE.
+    let later = start + Duration::days(92);
+    let out = site.plan(Some(later), &["status"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let table = stdout(&out);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("critical") && l.contains("OVERDUE")),
+        "{table}"
+    );
+    // And a run then makes the backups it missed, one per class.
+    let out = site.plan(Some(later), &["run", "--dry-run", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let planned = stdout(&out)
+        .lines()
+        .filter(|l| l.contains("\"step\":\"backup\"") && l.contains("\"planned\""))
+        .count();
+    assert_eq!(planned, 3);
+}
+
+/// A plan with a class on a repository that isn't there and one on a good one.
+fn two_repos_one_gone(dir: &Path) -> String {
+    format!(
+        r#"[repository.hot]
+path = "hot"
+password_file = "pw"
+
+[repository.gone]
+path = "{gone}"
+password_file = "pw"
+
+[class.lost]
+paths = ["critical"]
+every = "1h"
+repository = "gone"
+
+[class.fine]
+paths = ["general"]
+every = "1h"
+repository = "hot"
+copy_to = ["gone"]
+"#,
+        gone = dir.join("unplugged-usb").display()
+    )
+}
+
+#[test]
+fn a_class_whose_repository_is_unreachable_fails_alone() {
+    let site = Site::new("");
+    std::fs::write(&site.plan, two_repos_one_gone(site.env.dir.path())).expect("plan");
+    std::fs::write(site.path("general/a"), "a").expect("write");
+    let out = site.plan(None, &["run"]);
+    let (o, e) = (stdout(&out), stderr(&out));
+    assert_eq!(out.status.code(), Some(1), "{o}\n{e}");
+    // The class on the good repository was backed up...
+    assert_eq!(site.snapshots("hot", "fine").len(), 1);
+    // ...and the failures name the class, the step and the repository.
+    assert!(e.contains("lost: backup (gone)"), "{e}");
+    assert!(e.contains("fine: copy (gone)"), "{e}");
+    assert!(e.contains("unplugged-usb"), "{e}");
+    assert!(
+        o.contains("2 classes: 0 done, 0 not due, 0 busy, 2 failed"),
+        "{o}"
+    );
+    // JSON says which failed and why.
+    let out = site.plan(None, &["run", "--json"]);
+    let s = last_json(&stdout(&out), "summary");
+    assert_eq!(s["failed"], serde_json::json!(["lost", "fine"]));
+}
+
+#[test]
+fn failing_before_command_skips_the_backup_and_after_still_runs() {
+    let site = Site::new("");
+    let dir = site.env.dir.path();
+    std::fs::write(
+        &site.plan,
+        format!(
+            r#"[repository.hot]
+path = "hot"
+password_file = "pw"
+
+[class.critical]
+paths = ["critical"]
+every = "1h"
+repository = "hot"
+before = ["exit 7"]
+after = ["echo after $CAIRN_BACKUP_OK > {log}"]
+
+[class.db]
+command = "echo partial; exit 3"
+stdin_filename = "app.sql"
+every = "1h"
+repository = "hot"
+"#,
+            log = dir.join("after.log").display()
+        ),
+    )
+    .expect("plan");
+    let out = site.plan(None, &["run"]);
+    let e = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{e}");
+    assert!(e.contains("before command 1 `exit 7` failed"), "{e}");
+    assert!(site.snapshots("hot", "critical").is_empty());
+    assert_eq!(
+        std::fs::read_to_string(site.path("after.log")).expect("after ran"),
+        "after 0\n"
+    );
+    // A dump command that fails half-way writes no snapshot.
+    assert!(e.contains("`echo partial; exit 3` failed"), "{e}");
+    assert!(site.snapshots("hot", "db").is_empty());
+    site.repo_ok("hot", &["check"]);
+}
+
+#[test]
+fn dry_run_changes_nothing_and_a_second_run_finds_nothing_due() {
+    let site = Site::new("");
+    std::fs::write(
+        &site.plan,
+        two_repos_one_gone(site.env.dir.path())
+            .replace(
+                "[class.lost]\npaths = [\"critical\"]\nevery = \"1h\"\nrepository = \"gone\"\n",
+                "",
+            )
+            .replace("copy_to = [\"gone\"]\n", ""),
+    )
+    .expect("plan");
+    std::fs::write(site.path("general/a"), "a").expect("write");
+    let out = site.plan(None, &["run", "--dry-run"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("planned"), "{}", stdout(&out));
+    assert!(site.snapshots("hot", "fine").is_empty());
+    let out = site.plan(None, &["run"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(site.snapshots("hot", "fine").len(), 1);
+    // Idempotent: run again at once, nothing is due.
+    let out = site.plan(None, &["run", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let c = last_json(&stdout(&out), "plan_class");
+    assert_eq!(c["outcome"], "not_due");
+    assert_eq!(site.snapshots("hot", "fine").len(), 1);
+}
+
+/// Two runs at once: the second skips the class the first is running, and
+/// the class is backed up once.
+#[test]
+fn two_plan_runs_at_once_do_not_double_run_a_class() {
+    let site = Site::new("");
+    let dir = site.env.dir.path();
+    std::fs::write(
+        &site.plan,
+        format!(
+            r#"[repository.hot]
+path = "hot"
+password_file = "pw"
+
+[class.critical]
+paths = ["critical"]
+every = "1h"
+repository = "hot"
+before = ["touch {started}; i=0; while [ ! -e {go} ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done"]
+"#,
+            started = dir.join("started").display(),
+            go = dir.join("go").display()
+        ),
+    )
+    .expect("plan");
+    std::fs::write(site.path("critical/a"), "a").expect("write");
+    let mut first = site
+        .plan_cmd(None, &["run", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut waited = 0;
+    while !site.path("started").exists() {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        waited += 1;
+        assert!(
+            waited < 1500,
+            "the first run never started its before command"
+        );
+    }
+    let second = site.plan(None, &["run", "--json"]);
+    std::fs::write(site.path("go"), "").expect("go");
+    let first = first.wait_with_output().expect("first run");
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(second.status.success(), "{}", stderr(&second));
+    let c = last_json(&stdout(&second), "plan_class");
+    assert_eq!(c["outcome"], "busy", "{}", stdout(&second));
+    assert_eq!(site.snapshots("hot", "critical").len(), 1);
+}
+
+#[test]
+fn schedule_prints_a_persistent_randomized_timer_for_the_shortest_interval() {
+    let site = Site::new("");
+    std::fs::write(&site.plan, three_classes(site.env.dir.path())).expect("plan");
+    let out = site.plan(None, &["schedule", "--systemd"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let units = stdout(&out);
+    // The shortest interval is a day: a run every 6 hours.
+    assert!(units.contains("OnCalendar=*-*-* 00/6:00:00"), "{units}");
+    assert!(units.contains("Persistent=true"), "{units}");
+    assert!(units.contains("RandomizedDelaySec="), "{units}");
+    assert!(units.contains("Type=oneshot"), "{units}");
+    let exec = format!("plan run --plan {}", site.plan.display());
+    assert!(units.contains(&exec), "{units}");
+    let out = site.plan(None, &["schedule", "--cron"]);
+    let line = stdout(&out);
+    assert!(
+        line.trim_end().ends_with(&format!("{exec} --quiet")),
+        "{line}"
+    );
+    assert!(line.contains("0 */6 * * *"), "{line}");
+
+    // The calendar expression is one systemd accepts, where its tools exist.
+    match Command::new("systemd-analyze")
+        .args(["calendar", "*-*-* 00/6:00:00"])
+        .output()
+    {
+        Ok(o) => assert!(o.status.success(), "{}", stderr(&o)),
+        Err(e) => eprintln!("skipped systemd-analyze calendar: {e}"),
+    }
+
+    // --install writes the units, whether or not systemctl can then enable them.
+    let units_dir = site.path("units");
+    let out = site.plan(
+        None,
+        &[
+            "schedule",
+            "--systemd",
+            "--install",
+            "--unit-dir",
+            units_dir.to_str().expect("utf-8"),
+        ],
+    );
+    let timer = std::fs::read_to_string(units_dir.join("cairn-plan.timer")).expect("timer");
+    assert!(timer.contains("Persistent=true"));
+    assert!(units_dir.join("cairn-plan.service").exists());
+    if !out.status.success() {
+        let e = stderr(&out);
+        assert!(e.contains("the unit files are written"), "{e}");
+    }
+}
