@@ -25,6 +25,7 @@ pub mod plan;
 pub mod progress;
 pub mod prune;
 pub mod readahead;
+pub mod record;
 pub mod remedy;
 pub mod repair;
 pub mod repair_packs;
