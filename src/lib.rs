@@ -11,6 +11,7 @@ pub mod chunker;
 pub mod clock;
 pub mod config;
 pub mod crypto;
+pub mod drill;
 pub mod error;
 pub mod forget;
 pub mod format;
