@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use crate::backend::FileType;
 use crate::error::{Error, Result};
-use crate::id::{BlobId, IndexId, KeyId, PackId, SnapshotId};
+use crate::id::{BlobId, IndexId, KeyId, PackId, RecordId, SnapshotId};
 use crate::index::{Index, IndexFile};
 use crate::keyfile::{KEY_FILE_MAX_LEN, KeyFile};
 use crate::pack::{self, BlobKind, PackEntry};
@@ -101,6 +101,8 @@ pub struct CheckSummary {
     pub index_files: u64,
     pub packs: u64,
     pub snapshots: u64,
+    /// Records of checks and drills (format-spec §20).
+    pub records: u64,
     pub trees: u64,
     pub data_blobs: u64,
     pub packs_read: u64,
@@ -178,6 +180,7 @@ pub fn check(
     let (packs, index) = check_index_files(repo, &r, &mut summary)?;
     let stored = check_packs_exist(repo, &r, &packs, &mut summary)?;
     check_snapshots(repo, &index, &r, interrupt, &mut summary)?;
+    check_records(repo, &r, &mut summary)?;
     if read_data != ReadData::None {
         read_packs(
             repo,
@@ -258,6 +261,45 @@ fn check_leftovers(repo: &Repository, r: &Reporter) -> Result<()> {
                 crate::lock::STALE_AFTER.as_secs() / 60
             ),
         );
+    }
+    Ok(())
+}
+
+/// Records of checks and drills: decoded, so that one that can't be read is
+/// named. They hold no backup data: a damaged one loses only its own history.
+fn check_records(repo: &Repository, r: &Reporter, summary: &mut CheckSummary) -> Result<()> {
+    for e in repo.backend().list(FileType::Record)? {
+        let Ok(id) = RecordId::from_name(&e.name) else {
+            r.note(
+                format!("file records/{}", e.name),
+                "unexpected file name in records/".into(),
+            );
+            continue;
+        };
+        summary.records += 1;
+        match crate::record::load(repo, &id) {
+            Ok(_) => {}
+            Err(err @ Error::UnknownRecordKind { .. }) => {
+                r.note(format!("record {id}"), err.to_string())
+            }
+            Err(err) => {
+                let damaged = matches!(err, Error::Corrupt { .. });
+                r.error(
+                    format!("record {id}"),
+                    format!(
+                        "{err} (a record of a past check or drill: no backup data is affected{})",
+                        if damaged {
+                            "; `cairn repair snapshots --forget` removes it"
+                        } else {
+                            ""
+                        }
+                    ),
+                );
+                if damaged {
+                    r.found.record_unreadable();
+                }
+            }
+        }
     }
     Ok(())
 }
@@ -722,6 +764,7 @@ struct Findings {
     packs_damaged: Mutex<BTreeSet<PackId>>,
     snapshots_wanting: Mutex<BTreeMap<SnapshotId, Wanting>>,
     snapshots_unreadable: Mutex<BTreeSet<SnapshotId>>,
+    records_unreadable: AtomicBool,
 }
 
 impl Findings {
@@ -735,6 +778,10 @@ impl Findings {
         if let Ok(mut s) = self.packs_damaged.lock() {
             s.insert(id);
         }
+    }
+
+    fn record_unreadable(&self) {
+        self.records_unreadable.store(true, Ordering::Relaxed);
     }
 
     fn snapshot_unreadable(&self, id: SnapshotId) {
@@ -797,8 +844,11 @@ impl Findings {
                 },
             ));
         }
+        let records = self.records_unreadable.load(Ordering::Relaxed);
         if lost || self.too_deep.load(Ordering::Relaxed) {
-            steps.push(crate::remedy::repair_snapshots());
+            steps.push(crate::remedy::repair_snapshots(records));
+        } else if records {
+            steps.push(crate::remedy::remove_damaged_records());
         }
         let unreadable: Vec<String> = self
             .snapshots_unreadable

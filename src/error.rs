@@ -64,6 +64,14 @@ pub enum Error {
     )]
     KdfOverCap { what: String, reason: String },
 
+    /// A record (format-spec §20) of a kind this cairn doesn't know: written by
+    /// a newer cairn, and left alone.
+    #[error(
+        "{what} is of kind {kind:?}, which this cairn doesn't know; it was written by a newer \
+         cairn and is left as it is"
+    )]
+    UnknownRecordKind { what: String, kind: String },
+
     #[error("{what} is missing from the repository: {reason}")]
     Missing { what: String, reason: String },
 

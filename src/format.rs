@@ -35,6 +35,7 @@ pub enum FileKind {
     Index = 4,
     Snapshot = 5,
     Lock = 6,
+    Record = 7,
 }
 
 /// The kind byte of the associated data of a sealed object. No two kinds of object
@@ -48,6 +49,7 @@ pub enum SealKind {
     Index = 4,
     Snapshot = 5,
     Lock = 6,
+    Record = 7,
     DataBlob = 16,
     TreeBlob = 17,
 }

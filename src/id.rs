@@ -104,6 +104,9 @@ id_type!(
     /// A lock file under `locks/`.
     LockId, "lock");
 id_type!(
+    /// A record of a check or restore drill under `records/`.
+    RecordId, "record");
+id_type!(
     /// The random repository id, fixed at `init`; part of every object's associated data.
     RepoId, "repository");
 

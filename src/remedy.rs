@@ -88,13 +88,30 @@ pub fn backups(snapshots: &[Wanting]) -> Vec<NextStep> {
         .collect()
 }
 
-/// `cairn repair snapshots --forget`, for what no backup could bring back.
-pub fn repair_snapshots() -> NextStep {
+/// `cairn repair snapshots --forget`, for what no backup could bring back (and,
+/// with `records`, for damaged record files too).
+pub fn repair_snapshots(records: bool) -> NextStep {
     NextStep::new(
         "cairn repair snapshots --forget",
-        "if `cairn check` still reports missing data (it is gone from the sources too), \
-         rewrites the snapshots that need it without what is lost (tagged `repaired`, each \
-         drop recorded) and removes the damaged originals",
+        format!(
+            "if `cairn check` still reports missing data (it is gone from the sources too), \
+             rewrites the snapshots that need it without what is lost (tagged `repaired`, each \
+             drop recorded) and removes the damaged originals{}",
+            if records {
+                ", and the record files that can't be read"
+            } else {
+                ""
+            }
+        ),
+    )
+}
+
+/// `cairn repair snapshots --forget` for damaged record files alone.
+pub fn remove_damaged_records() -> NextStep {
+    NextStep::new(
+        "cairn repair snapshots --forget",
+        "removes the record files that can't be read (records of past checks and drills: \
+         only their history is lost; no snapshot is changed, since none lost data)",
     )
 }
 

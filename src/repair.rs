@@ -139,6 +139,10 @@ pub struct RepairSnapshotsSummary {
     pub snapshots_unreadable: u64,
     /// Of those, removed (`--forget`).
     pub unreadable_removed: u64,
+    /// Record files (format-spec §20) too damaged to read.
+    pub records_unreadable: u64,
+    /// Of those, removed (`--forget`).
+    pub records_removed: u64,
 }
 
 /// Entries dropped under a tree: (path relative to it, why).
@@ -390,6 +394,8 @@ fn repair_snapshots_locked(
     let (snapshots, unreadable) = repo.list_snapshots_lenient()?;
     let damaged = damaged_snapshots(unreadable, forget_damaged, report);
     s.snapshots_unreadable = damaged.len() as u64;
+    let damaged_records = damaged_records(repo, forget_damaged, report)?;
+    s.records_unreadable = damaged_records.len() as u64;
     for (id, snap) in snapshots {
         s.snapshots += 1;
         let (new_tree, dropped) = rw.rewrite(snap.tree)?;
@@ -434,6 +440,12 @@ fn repair_snapshots_locked(
             repo.backend().remove(FileType::Snapshot, &id.to_hex())?;
             s.unreadable_removed += 1;
             report(&format!("snapshot {id} is unreadable and was removed"));
+        }
+        for id in &damaged_records {
+            lock.still_valid()?;
+            repo.backend().remove(FileType::Record, &id.to_hex())?;
+            s.records_removed += 1;
+            report(&format!("record {id} is unreadable and was removed"));
         }
     }
     // The repaired trees are durable (saver.finish) before any snapshot names them.
@@ -482,6 +494,34 @@ fn damaged_snapshots(
         }
     }
     damaged
+}
+
+/// The record files that are damaged (only damage: a newer cairn's record, or
+/// one the storage failed to give, is reported and left), reported.
+fn damaged_records(
+    repo: &Repository,
+    forget_damaged: bool,
+    report: &dyn Fn(&str),
+) -> Result<Vec<crate::id::RecordId>> {
+    let (_, unreadable) = crate::record::load_all(repo)?;
+    let mut damaged = Vec::new();
+    for (id, e) in unreadable {
+        match e {
+            Error::Corrupt { .. } => {
+                report(&format!(
+                    "record {id} is unreadable ({e}){}",
+                    if forget_damaged {
+                        ""
+                    } else {
+                        " — `--forget` removes it"
+                    }
+                ));
+                damaged.push(id);
+            }
+            e => report(&format!("record {id}: {e}; it is left as it is")),
+        }
+    }
+    Ok(damaged)
 }
 
 #[cfg(test)]

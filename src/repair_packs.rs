@@ -692,7 +692,7 @@ fn next_steps(wanting: &[Wanting], unreadable_packs: u64) -> Vec<NextStep> {
             "cairn check",
             "shows what is still missing after the backups",
         ));
-        steps.push(crate::remedy::repair_snapshots());
+        steps.push(crate::remedy::repair_snapshots(false));
     }
     steps
 }

@@ -1,4 +1,4 @@
-//! Config, snapshot and lock files behind authentication: the input is sealed under
+//! Config, snapshot, lock and record files behind authentication: the input is sealed under
 //! a fixed key as each kind of file's payload, then decoded the way readers do.
 #![no_main]
 use cairn::config::Config;
@@ -38,6 +38,7 @@ fuzz_target!(|data: &[u8]| {
     for (file, kind) in [
         (FileKind::Snapshot, SealKind::Snapshot),
         (FileKind::Lock, SealKind::Lock),
+        (FileKind::Record, SealKind::Record),
     ] {
         let mut f = Vec::new();
         format::write_prefix(&mut f, file);
@@ -48,6 +49,9 @@ fuzz_target!(|data: &[u8]| {
             match file {
                 FileKind::Snapshot => {
                     let _ = format::from_msgpack::<Snapshot>(&plain, &what);
+                }
+                FileKind::Record => {
+                    let _ = cairn::record::decode(&plain, &what);
                 }
                 _ => {
                     let _ = format::from_msgpack::<Lock>(&plain, &what);

@@ -19,6 +19,8 @@ pub enum FileType {
     Index,
     Snapshot,
     Lock,
+    /// Records of checks and restore drills (format-spec §20).
+    Record,
 }
 
 impl FileType {
@@ -30,10 +32,11 @@ impl FileType {
             FileType::Index => "index",
             FileType::Snapshot => "snapshots",
             FileType::Lock => "locks",
+            FileType::Record => "records",
         }
     }
 
-    pub fn all() -> [FileType; 6] {
+    pub fn all() -> [FileType; 7] {
         [
             FileType::Config,
             FileType::Key,
@@ -41,6 +44,7 @@ impl FileType {
             FileType::Index,
             FileType::Snapshot,
             FileType::Lock,
+            FileType::Record,
         ]
     }
 }

@@ -5,7 +5,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 
 use cairn::backend::FileType;
-use cairn::id::{BlobId, IndexId, KeyId, LockId, PackId};
+use cairn::id::{BlobId, IndexId, KeyId, LockId, PackId, RecordId};
 use cairn::repository::Repository;
 
 use super::{FilterArgs, GlobalArgs, open_uncached, output, usage};
@@ -22,6 +22,8 @@ enum Kind {
     Pack,
     Key,
     Lock,
+    /// A record of a check or restore drill
+    Record,
 }
 
 #[derive(Args)]
@@ -127,6 +129,10 @@ pub fn run(g: &GlobalArgs, a: CatArgs) -> Result<ExitCode> {
         Kind::Lock => {
             let name = find_file(&repo, FileType::Lock, &need_id()?)?;
             output::print_json(&cairn::lock::load_lock(&repo, &LockId::from_name(&name)?)?)?;
+        }
+        Kind::Record => {
+            let name = find_file(&repo, FileType::Record, &need_id()?)?;
+            output::print_json(&cairn::record::load(&repo, &RecordId::from_name(&name)?)?)?;
         }
     }
     Ok(ExitCode::SUCCESS)

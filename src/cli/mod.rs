@@ -4,6 +4,7 @@
 mod backup;
 mod cat;
 mod check;
+mod drill;
 mod forget;
 mod init;
 mod key;
@@ -95,6 +96,9 @@ enum Cmd {
     Cat(cat::CatArgs),
     /// Verify the repository: structure, and with --read-data every byte
     Check(check::CheckArgs),
+    /// Rehearse a restore: restore a random sample of a snapshot's files into a
+    /// scratch directory, verify every byte and the metadata, record the result
+    Drill(drill::DrillArgs),
     /// Remove stale locks (or all locks with --remove-all)
     Unlock(unlock::UnlockArgs),
     /// Remove snapshots by a retention policy (or by id)
@@ -225,6 +229,7 @@ pub fn run() -> Result<ExitCode> {
         Cmd::Restore(a) => restore::run(g, a),
         Cmd::Cat(a) => cat::run(g, a),
         Cmd::Check(a) => check::run(g, a),
+        Cmd::Drill(a) => drill::run(g, a),
         Cmd::Unlock(a) => unlock::run(g, a),
         Cmd::Forget(a) => forget::run(g, a),
         Cmd::Prune(a) => prune::run(g, a),

@@ -26,7 +26,7 @@ enum What {
         #[arg(short = 'n', long)]
         dry_run: bool,
         /// Remove the damaged originals once their repaired versions are written,
-        /// and snapshot files too damaged to read
+        /// and snapshot and record files too damaged to read
         #[arg(long)]
         forget: bool,
     },
@@ -94,6 +94,18 @@ pub fn run(g: &GlobalArgs, a: RepairArgs) -> Result<ExitCode> {
                         "{} unreadable; {} removed{}",
                         count(s.snapshots_unreadable, "snapshot is", "snapshots are"),
                         s.unreadable_removed,
+                        if forget || dry_run {
+                            ""
+                        } else {
+                            " (`--forget` removes them)"
+                        }
+                    );
+                }
+                if s.records_unreadable > 0 {
+                    println!(
+                        "{} unreadable; {} removed{}",
+                        count(s.records_unreadable, "record is", "records are"),
+                        s.records_removed,
                         if forget || dry_run {
                             ""
                         } else {

@@ -130,6 +130,19 @@ fn v1_fixture_repository_stays_readable() {
     assert!(listing.contains("caf\u{FFFD}.txt"), "{listing}");
 }
 
+/// The fixture predates records (format-spec §20): it has no `records/`, checks
+/// clean, and a drill of it passes and leaves the first record.
+#[test]
+fn v1_fixture_without_records_checks_and_drills_clean() {
+    let env = fixture_env();
+    assert!(!env.repo.join("records").exists());
+    env.ok(&["check", "--read-data"]);
+    let out = env.ok(&["drill", "--all"]);
+    assert!(out.contains("drill passed"), "{out}");
+    assert_eq!(common::all_files(&env.repo.join("records")).len(), 1);
+    env.ok(&["check"]);
+}
+
 #[test]
 #[ignore = "writes the frozen fixture; run once by hand, never for a format change"]
 fn write_fixture() {

@@ -5,6 +5,7 @@ mod cli;
 mod common;
 mod conformance;
 mod dedup;
+mod drill;
 mod errors;
 mod fixture;
 mod health;

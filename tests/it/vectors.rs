@@ -45,6 +45,7 @@ fn file_prefix_bytes() {
         (FileKind::Index, 4),
         (FileKind::Snapshot, 5),
         (FileKind::Lock, 6),
+        (FileKind::Record, 7),
     ];
     for (kind, byte) in kinds {
         let mut out = Vec::new();
@@ -67,6 +68,7 @@ fn associated_data_layout() {
         (SealKind::Index, 4),
         (SealKind::Snapshot, 5),
         (SealKind::Lock, 6),
+        (SealKind::Record, 7),
     ];
     for (kind, byte) in kinds {
         let mut want = vec![0xA5; 32];
@@ -501,7 +503,11 @@ struct SpecTree {
 }
 
 fn only_file(dir: &str) -> (String, Vec<u8>) {
-    let d = std::path::Path::new(FIXTURE).join(dir);
+    only_file_in(std::path::Path::new(FIXTURE), dir)
+}
+
+fn only_file_in(root: &std::path::Path, dir: &str) -> (String, Vec<u8>) {
+    let d = root.join(dir);
     let mut names: Vec<_> = std::fs::read_dir(&d)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -556,10 +562,10 @@ fn unpayload(p: &[u8]) -> Vec<u8> {
     }
 }
 
-#[test]
-fn fixture_read_by_the_spec_alone() {
-    // Key file: prefix, then a plain msgpack map.
-    let (name, bytes) = only_file("keys");
+/// The fixture's repository id and master key, from its key file and password
+/// by the spec alone (§4, §9).
+fn spec_master_key(root: &std::path::Path) -> (Vec<u8>, Vec<u8>) {
+    let (name, bytes) = only_file_in(root, "keys");
     let kf: SpecKeyFile = rmp_serde::from_slice(&body(&name, &bytes, 2)).unwrap();
     let params = argon2::Params::new(
         kf.kdf.memory_kib,
@@ -580,7 +586,13 @@ fn fixture_read_by_the_spec_alone() {
         &aad(&kf.repo_id, 2, None),
     );
     assert_eq!(master.len(), 72);
-    let repo = kf.repo_id.clone();
+    (kf.repo_id, master)
+}
+
+#[test]
+fn fixture_read_by_the_spec_alone() {
+    // Key file: prefix, then a plain msgpack map.
+    let (repo, master) = spec_master_key(std::path::Path::new(FIXTURE));
 
     // Config: prefix, repository id in the clear, session id, sealed payload.
     let bytes = std::fs::read(std::path::Path::new(FIXTURE).join("config")).unwrap();
@@ -700,4 +712,146 @@ fn fixture_read_by_the_spec_alone() {
     let (_, sub) = read_blob(1, sub.subtree.as_ref().unwrap());
     let sub: SpecTree = rmp_serde::from_slice(&sub).unwrap();
     assert!(sub.nodes.iter().any(|n| n.name == b"caf\xe9.txt"));
+}
+
+// ---------------------------------------------------------------------------------
+// Records (§20).
+
+/// §20: a drill record's msgpack map, keys in the order the spec gives.
+#[test]
+fn record_encoding() {
+    let r = vector_record();
+    assert_eq!(hex::encode(cairn::record::encode(&r)), RECORD_VECTOR);
+    let what = || "vector".to_string();
+    let bytes = hex::decode(RECORD_VECTOR).unwrap();
+    assert_eq!(cairn::record::decode(&bytes, &what).unwrap(), r);
+    let spec: SpecRecord = rmp_serde::from_slice(&bytes).unwrap();
+    assert_eq!(
+        (
+            spec.kind.as_str(),
+            spec.ok,
+            spec.files,
+            spec.bytes,
+            spec.seconds
+        ),
+        ("drill", false, 2, 10, 0.5)
+    );
+    assert_eq!(spec.snapshot.as_deref(), Some(&[0x5A; 32][..]));
+    assert_eq!(spec.class.as_deref(), Some("data"));
+    assert_eq!(spec.problems, ["/d/a: differs"]);
+}
+
+fn vector_record() -> cairn::record::Record {
+    use cairn::record::{Record, RecordKind};
+    Record {
+        kind: RecordKind::Drill,
+        time: "2026-12-01T03:00:00+00:00".into(),
+        hostname: "h".into(),
+        username: "u".into(),
+        program_version: "cairn 0.1.0".into(),
+        class: Some("data".into()),
+        snapshot: Some(cairn::id::SnapshotId([0x5A; 32])),
+        ok: false,
+        problems: vec!["/d/a: differs".into()],
+        files: 2,
+        bytes: 10,
+        seconds: 0.5,
+        detail: "2 files".into(),
+    }
+}
+
+/// `{"kind": "drill", "time": "2026-12-01T03:00:00+00:00", "hostname": "h",
+/// "username": "u", "program_version": "cairn 0.1.0", "class": "data",
+/// "snapshot": bin 5a…, "ok": false, "problems": ["/d/a: differs"], "files": 2,
+/// "bytes": 10, "seconds": float64 0.5, "detail": "2 files"}`.
+const RECORD_VECTOR: &str = concat!(
+    "8d",
+    "a46b696e64a56472696c6c",
+    "a474696d65b9323032362d31322d30315430333a30303a30302b30303a3030",
+    "a8686f73746e616d65a168",
+    "a8757365726e616d65a175",
+    "af70726f6772616d5f76657273696f6eab636169726e20302e312e30",
+    "a5636c617373a464617461",
+    "a8736e617073686f74c420",
+    "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a",
+    "a26f6bc2",
+    "a870726f626c656d7391ad2f642f613a2064696666657273",
+    "a566696c657302",
+    "a562797465730a",
+    "a77365636f6e6473cb3fe0000000000000",
+    "a664657461696ca7322066696c6573"
+);
+
+#[derive(Deserialize)]
+struct SpecRecord {
+    kind: String,
+    ok: bool,
+    #[serde(default)]
+    class: Option<String>,
+    #[serde(default, with = "serde_bytes")]
+    snapshot: Option<Vec<u8>>,
+    #[serde(default)]
+    problems: Vec<String>,
+    #[serde(default)]
+    files: u64,
+    #[serde(default)]
+    bytes: u64,
+    #[serde(default)]
+    seconds: f64,
+}
+
+/// §20 and §2: the fixture, which has no `records/`, opens and reads no records;
+/// a record cairn writes into a copy of it reads back with the spec's
+/// primitives alone: prefix kind 7, session id, sealed under seal kind 7, named
+/// by its hash.
+#[test]
+fn record_read_by_the_spec_alone() {
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("repo");
+    copy_tree(std::path::Path::new(FIXTURE), &root);
+    assert!(!root.join("records").exists());
+    let repo = Arc::new(
+        cairn::repository::Repository::open(
+            Arc::new(cairn::backend::LocalBackend::new(&root)),
+            FIXTURE_PASSWORD,
+        )
+        .unwrap(),
+    );
+    let (ok, bad) = cairn::record::load_all(&repo).unwrap();
+    assert!(ok.is_empty() && bad.is_empty());
+    let r = vector_record();
+    let id = {
+        let _lock = cairn::lock::acquire(&repo, false).unwrap();
+        cairn::record::save(&repo, &r).unwrap()
+    };
+    let (name, bytes) = only_file_in(&root, "records");
+    assert_eq!(name, id.to_hex());
+    let b = body(&name, &bytes, 7);
+    let (repo_id, master) = spec_master_key(&root);
+    let plain = unpayload(&open(
+        &subkey_cipher(&master, &b[..32]),
+        &b[32..],
+        &aad(&repo_id, 7, None),
+    ));
+    let spec: SpecRecord = rmp_serde::from_slice(&plain).unwrap();
+    assert_eq!((spec.kind.as_str(), spec.files), ("drill", 2));
+    assert_eq!(
+        hex::encode(&plain),
+        RECORD_VECTOR,
+        "the whole map, as in the vector"
+    );
+}
+
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), dest).unwrap();
+        }
+    }
 }
