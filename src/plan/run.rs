@@ -169,7 +169,7 @@ struct Runner<'a> {
     plan: &'a Plan,
     opts: &'a RunOptions,
     interrupt: &'a AtomicBool,
-    report: &'a (dyn Fn(Event<'a>) + Sync),
+    report: &'a (dyn Fn(Event<'_>) + Sync),
     /// Repositories opened so far, or why one could not be: a second class on
     /// an unreachable repository fails at once with the same message.
     open: HashMap<String, std::result::Result<Arc<Repository>, String>>,
@@ -178,7 +178,7 @@ struct Runner<'a> {
 /// A step's result being built.
 struct Steps<'a> {
     class: &'a Class,
-    report: &'a (dyn Fn(Event<'a>) + Sync),
+    report: &'a (dyn Fn(Event<'_>) + Sync),
     list: Vec<StepReport>,
 }
 
@@ -552,7 +552,7 @@ impl<'a> Runner<'a> {
         }
         // Old records of this class's checks and drills go with the snapshots.
         let trimmed = record::load_all(repo).map(|(all, _)| {
-            record::to_trim(&all, RECORDS_KEPT)
+            record::trim_plan(&all, RECORDS_KEPT)
                 .into_iter()
                 .filter(|id| {
                     all.iter()
@@ -787,22 +787,16 @@ impl<'a> Runner<'a> {
             }
         };
         let ok = summary.errors == 0;
-        let rec = Record {
-            kind: RecordKind::Check,
-            time: started,
-            hostname: snapshot::hostname(),
-            username: snapshot::username(),
-            program_version: crate::archiver::program_version(),
-            class: Some(class.name.clone()),
-            snapshot: None,
-            ok,
-            problems: problems.clone(),
-            files: summary.packs_read,
-            bytes: summary.bytes_read,
-            seconds: clock.elapsed().as_secs_f64(),
-            detail: detail.clone(),
-        };
-        let saved = record::save(&repo, &rec);
+        let mut rec = Record::new(RecordKind::Check);
+        rec.time = started;
+        rec.class = Some(class.name.clone());
+        rec.ok = ok;
+        rec.problems = problems.clone();
+        rec.files = summary.packs_read;
+        rec.bytes = summary.bytes_read;
+        rec.seconds = clock.elapsed().as_secs_f64();
+        rec.detail = detail.clone();
+        let saved = crate::lock::acquire(&repo, false).and_then(|_lock| record::save(&repo, &rec));
         let mut message = if ok {
             format!("no errors ({detail})")
         } else {
