@@ -50,6 +50,7 @@ pub(super) fn commit(
         tags: head.tags,
         tree,
         parent: head.parent,
+        original: None,
         excludes: a.excludes.patterns().to_vec(),
         program_version: program_version(),
         summary,
