@@ -131,9 +131,8 @@ pub fn copy(
             ),
         )
     })?;
-    let (dst_index, adopted) = crate::archiver::adopt::adopt_unindexed(dst, dst_index, &|p| {
-        report(Event::Warning(p))
-    })?;
+    let (dst_index, adopted) =
+        crate::archiver::adopt::adopt_unindexed(dst, dst_index, &|p| report(Event::Warning(p)))?;
     let dst_index = Arc::new(dst_index);
 
     let mut have = present(dst, &warn)?;
@@ -164,7 +163,15 @@ pub fn copy(
     progress.set_totals_final();
 
     let saver = Saver::new(Arc::clone(dst), Arc::clone(&dst_index));
-    let mut c = Copier::new(src, &src_index, dst, saver, out.rechunked, &progress, interrupt);
+    let mut c = Copier::new(
+        src,
+        &src_index,
+        dst,
+        saver,
+        out.rechunked,
+        &progress,
+        interrupt,
+    );
     let run = (|| -> Result<()> {
         for (id, e) in unreadable.into_iter().filter(|(id, _)| wanted.contains(id)) {
             report(Event::Failed {
@@ -192,7 +199,10 @@ pub fn copy(
                 return Err(Error::Interrupted);
             }
             if let Some(present) = lookup(&have, id, &s) {
-                report(Event::AlreadyThere { source: id, present });
+                report(Event::AlreadyThere {
+                    source: id,
+                    present,
+                });
                 out.already_there.push(id);
                 continue;
             }

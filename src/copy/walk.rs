@@ -145,7 +145,8 @@ impl<'a> Copier<'a> {
             };
             let Some(mut node) = top.nodes.next() else {
                 let Some(frame) = stack.pop() else { continue };
-                let done = self.store(frame.id, frame.plain, frame.out, frame.files, frame.bytes)?;
+                let done =
+                    self.store(frame.id, frame.plain, frame.out, frame.files, frame.bytes)?;
                 let Some(parent) = stack.last_mut() else {
                     return Ok(done.tree);
                 };
