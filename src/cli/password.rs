@@ -89,9 +89,9 @@ fn can_prompt() -> bool {
     std::io::stdin().is_terminal() || std::io::stderr().is_terminal()
 }
 
-fn non_empty(pw: Zeroizing<Vec<u8>>) -> Result<Zeroizing<Vec<u8>>> {
+fn non_empty(pw: Zeroizing<Vec<u8>>, what: &str) -> Result<Zeroizing<Vec<u8>>> {
     if pw.is_empty() {
-        bail!("the password is empty");
+        bail!("the {what} is empty");
     }
     Ok(pw)
 }
@@ -213,7 +213,7 @@ fn read(source: Source, names: &Names, quiet: bool, confirm: bool) -> Result<Zer
             confirm,
         )?,
     };
-    non_empty(pw)
+    non_empty(pw, names.what)
 }
 
 /// The password of the repository `--from-repo` names.
@@ -242,5 +242,5 @@ pub fn get_new(file: Option<&Path>, quiet: bool) -> Result<Zeroizing<Vec<u8>>> {
         None if can_prompt() => prompt("new password", true)?,
         None => bail!("no new password given: use --new-password-file (no terminal to ask on)"),
     };
-    one_line(non_empty(pw)?)
+    one_line(non_empty(pw, "new password")?)
 }

@@ -33,7 +33,7 @@ use crate::progress::Progress;
 use crate::repository::Repository;
 use crate::snapshot::{Snapshot, SourceProblem};
 
-use walk::{Copier, Stop};
+use walk::{Copier, Reference, Stop};
 
 #[derive(Clone, Default)]
 pub struct CopyOptions {
@@ -135,7 +135,7 @@ pub fn copy(
         crate::archiver::adopt::adopt_unindexed(dst, dst_index, &|p| report(Event::Warning(p)))?;
     let dst_index = Arc::new(dst_index);
 
-    let mut have = present(dst, &warn)?;
+    let (mut have, mut copies) = present(dst, &warn)?;
     let (readable, unreadable) = src.list_snapshots_lenient()?;
     let wanted: HashSet<SnapshotId> = snapshots.iter().copied().collect();
     // The source's own copies name their original: a parent is looked up by it.
@@ -144,8 +144,9 @@ pub fn copy(
         .map(|(id, s)| (*id, s.original.unwrap_or(*id)))
         .collect();
     let todo: Vec<(SnapshotId, Snapshot)> = readable
-        .into_iter()
+        .iter()
         .filter(|(id, _)| wanted.contains(id))
+        .cloned()
         .collect();
 
     let mut out = CopyReport {
@@ -207,7 +208,8 @@ pub fn copy(
                 continue;
             }
             let before = (c.saver.stats.clone(), out.bytes_sent);
-            let tree = match c.copy_tree(&s.tree) {
+            let reference = reference(id, &s, &readable, &have, &copies);
+            let tree = match c.copy_tree(&s.tree, reference) {
                 Ok(t) => t,
                 Err(Stop::Source { path, error }) => {
                     let e = Error::CopySource {
@@ -250,12 +252,13 @@ pub fn copy(
             out.bytes_sent += size;
             have.insert(original, new_id);
             have.insert(new_id, new_id);
+            copies.insert(new_id, copy.clone());
             out.copied.push((id, new_id));
             let st = &c.saver.stats;
             report(Event::Copied {
                 source: id,
                 copy: new_id,
-                snapshot: &copy,
+                snapshot: &copies[&new_id],
                 blobs_sent: st.data_blobs_new + st.tree_blobs_new
                     - before.0.data_blobs_new
                     - before.0.tree_blobs_new,
@@ -275,12 +278,15 @@ pub fn copy(
     Ok(out)
 }
 
-/// Which snapshots the destination has, by their ids and the ids of the
-/// snapshots they copy: id or original → the destination's snapshot.
-fn present(
-    dst: &Repository,
-    warn: &dyn Fn(String, String),
-) -> Result<HashMap<SnapshotId, SnapshotId>> {
+/// The destination's snapshots by id, and which snapshots it has, by their ids
+/// and the ids of the snapshots they copy: id or original → the destination's
+/// snapshot.
+type Present = (
+    HashMap<SnapshotId, SnapshotId>,
+    HashMap<SnapshotId, Snapshot>,
+);
+
+fn present(dst: &Repository, warn: &dyn Fn(String, String)) -> Result<Present> {
     let (readable, unreadable) = dst.list_snapshots_lenient()?;
     for (id, e) in unreadable {
         warn(
@@ -292,13 +298,52 @@ fn present(
         );
     }
     let mut have = HashMap::new();
-    for (id, s) in readable {
-        have.insert(id, id);
+    for (id, s) in &readable {
+        have.insert(*id, *id);
         if let Some(o) = s.original {
-            have.insert(o, id);
+            have.insert(o, *id);
         }
     }
-    Ok(have)
+    Ok((have, readable.into_iter().collect()))
+}
+
+/// For re-chunking `s` (`id` in the source): an earlier source snapshot that the
+/// destination has a faithful copy of (the same errors recorded: not one that
+/// `repair snapshots` cut down) — `s`'s parent if it can, else the latest one of
+/// the same host and paths.
+fn reference(
+    id: SnapshotId,
+    s: &Snapshot,
+    sources: &[(SnapshotId, Snapshot)],
+    have: &HashMap<SnapshotId, SnapshotId>,
+    copies: &HashMap<SnapshotId, Snapshot>,
+) -> Option<Reference> {
+    let usable = |sid: &SnapshotId, before: &Snapshot| {
+        let there = lookup(have, *sid, before)?;
+        let copy = copies.get(&there)?;
+        (copy.errors == before.errors).then_some(Reference {
+            source: before.tree,
+            copy: copy.tree,
+        })
+    };
+    let parent = s
+        .parent
+        .and_then(|p| sources.iter().find(|(i, _)| *i == p))
+        .and_then(|(i, p)| usable(i, p));
+    if parent.is_some() {
+        return parent;
+    }
+    let mut paths: Vec<&String> = s.paths.iter().collect();
+    paths.sort();
+    sources
+        .iter()
+        .rev()
+        .filter(|(i, b)| {
+            let mut theirs: Vec<&String> = b.paths.iter().collect();
+            theirs.sort();
+            *i != id && b.hostname == s.hostname && theirs == paths && b.sort_key() <= s.sort_key()
+        })
+        .find_map(|(i, b)| usable(i, b))
 }
 
 /// The destination's snapshot that is `s` (whose id in the source is `id`) or

@@ -94,6 +94,21 @@ struct Frame {
     waiting: Option<Node>,
     files: u64,
     bytes: u64,
+    /// The same directory in the reference pair, if it has it (see [`Reference`]).
+    refs: Option<Box<(Tree, Tree)>>,
+}
+
+/// An earlier snapshot of the source and its copy in the destination, walked
+/// beside the snapshot being re-chunked: where a file has the content it had
+/// there, or a directory the tree, the copy's blobs or tree are taken without
+/// reading anything again. This is what makes copying a series of snapshots
+/// one at a time, in separate runs, cost their differences.
+#[derive(Clone, Copy)]
+pub(super) struct Reference {
+    /// The earlier snapshot's root tree in the source...
+    pub source: BlobId,
+    /// ...and its copy's in the destination.
+    pub copy: BlobId,
 }
 
 impl<'a> Copier<'a> {
@@ -131,13 +146,27 @@ impl<'a> Copier<'a> {
 
     /// Copies the tree `root` of the source and everything under it; returns
     /// the destination's tree id (the same when ids are shared).
-    pub(super) fn copy_tree(&mut self, root: &BlobId) -> Result<BlobId, Stop> {
+    pub(super) fn copy_tree(
+        &mut self,
+        root: &BlobId,
+        reference: Option<Reference>,
+    ) -> Result<BlobId, Stop> {
         if let Some(d) = self.trees.get(root).copied() {
             self.progress.done(d.files, d.bytes);
             return Ok(d.tree);
         }
+        let reference = reference.filter(|_| self.rechunk);
+        if let Some(r) = reference {
+            if r.source == *root && self.saver.known(BlobKind::Tree, &r.copy) {
+                return Ok(r.copy);
+            }
+        }
         let mut path = PathBuf::from("/");
-        let mut stack = vec![self.open(root, &path)?];
+        let mut first = self.open(root, &path)?;
+        if let Some(r) = reference {
+            first.refs = self.reference_pair(&r.source, &r.copy);
+        }
+        let mut stack = vec![first];
         loop {
             self.check_interrupt()?;
             let Some(top) = stack.last_mut() else {
@@ -160,9 +189,18 @@ impl<'a> Copier<'a> {
                 continue;
             };
             path.push(OsStr::from_bytes(&node.name));
+            let (before, copied) = match &top.refs {
+                Some(r) => (r.0.find(&node.name).cloned(), r.1.find(&node.name).cloned()),
+                None => (None, None),
+            };
             match (node.kind, node.subtree) {
                 (NodeKind::Dir, Some(sub)) => {
-                    if let Some(d) = self.trees.get(&sub).copied() {
+                    let same = self.same_tree(&sub, before.as_ref(), copied.as_ref());
+                    if let Some(tree) = same {
+                        node.subtree = Some(tree);
+                        top.out.push(node);
+                        path.pop();
+                    } else if let Some(d) = self.trees.get(&sub).copied() {
                         self.progress.done(d.files, d.bytes);
                         node.subtree = Some(d.tree);
                         top.files += d.files;
@@ -177,13 +215,25 @@ impl<'a> Copier<'a> {
                         return Err(source(&path, e));
                     } else {
                         let mut frame = self.open(&sub, &path)?;
+                        if let (Some(b), Some(c)) = (&before, &copied) {
+                            if let (Some(bs), Some(cs)) = (b.subtree, c.subtree) {
+                                frame.refs = self.reference_pair(&bs, &cs);
+                            }
+                        }
                         frame.waiting = Some(node);
                         stack.push(frame);
                     }
                 }
                 (NodeKind::File, _) => {
                     self.progress.set_current(&path);
-                    self.copy_file(&mut node, &path)?;
+                    if let Some(content) =
+                        self.same_content(&node, before.as_ref(), copied.as_ref())
+                    {
+                        node.content = content;
+                        self.progress.done(1, node.size);
+                    } else {
+                        self.copy_file(&mut node, &path)?;
+                    }
                     top.files += 1;
                     top.bytes += node.size;
                     top.out.push(node);
@@ -212,7 +262,51 @@ impl<'a> Copier<'a> {
             waiting: None,
             files: 0,
             bytes: 0,
+            refs: None,
         })
+    }
+
+    /// The reference's trees at one place, in the source and in the copy; none
+    /// if either can't be read (the reference only saves work).
+    fn reference_pair(&self, source: &BlobId, copy: &BlobId) -> Option<Box<(Tree, Tree)>> {
+        let before = self.src.load_tree(self.src_index, source).ok()?;
+        let copied = self.dst.load_tree(self.saver.index(), copy).ok()?;
+        Some(Box::new((before, copied)))
+    }
+
+    /// The copy's tree for a directory whose source tree `sub` is the one the
+    /// reference had at the same place.
+    fn same_tree(
+        &self,
+        sub: &BlobId,
+        before: Option<&Node>,
+        copied: Option<&Node>,
+    ) -> Option<BlobId> {
+        let (b, c) = (before?, copied?);
+        let tree = c.subtree.filter(|_| c.kind == NodeKind::Dir)?;
+        (b.kind == NodeKind::Dir
+            && b.subtree == Some(*sub)
+            && self.saver.known(BlobKind::Tree, &tree))
+        .then_some(tree)
+    }
+
+    /// The copy's content for a file whose source content is the one the
+    /// reference had at the same place, when all its blobs are stored.
+    fn same_content(
+        &self,
+        node: &Node,
+        before: Option<&Node>,
+        copied: Option<&Node>,
+    ) -> Option<Vec<BlobId>> {
+        let (b, c) = (before?, copied?);
+        let same = b.kind == NodeKind::File
+            && c.kind == NodeKind::File
+            && b.content == node.content
+            && c.size == node.size
+            && c.content
+                .iter()
+                .all(|id| self.saver.known(BlobKind::Data, id));
+        same.then(|| c.content.clone())
     }
 
     /// Stores a directory's tree, once everything under it is stored.
