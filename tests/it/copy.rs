@@ -108,8 +108,28 @@ fn copy_between_unrelated_repositories_restores_byte_for_byte() {
     let src = a.path("src");
     dataset(&src, 1);
     let first = a.backup_json(&[s(&src), "--tag", "nightly", "--host", "box"]);
-    let summary = copy_json(&b, &a, &[]);
+    let out = copy_run(&b, &a, &["--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // docs/json.md: a `copied` line per snapshot, then the summary.
+    let lines: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    let types: Vec<&str> = lines
+        .iter()
+        .map(|l| l["message_type"].as_str().expect("message_type"))
+        .filter(|t| *t != "status")
+        .collect();
+    assert_eq!(types, ["copied", "summary"]);
+    let line = lines
+        .iter()
+        .find(|l| l["message_type"] == "copied")
+        .expect("copied line");
+    assert_eq!(line["source_id"], first["snapshot_id"]);
+    let summary = last_json(&stdout(&out), "summary");
+    assert_eq!(summary["command"], "copy");
     assert_eq!(copied(&summary), 1, "{summary}");
+    assert_eq!(summary["copied"][0]["snapshot_id"], line["snapshot_id"]);
     assert_eq!(summary["rechunked"], true);
     assert!(n(&summary, "bytes_sent") > 0);
 
