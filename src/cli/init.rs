@@ -47,9 +47,16 @@ pub fn run(g: &GlobalArgs, a: InitArgs) -> Result<ExitCode> {
             return Err(cairn::Error::RepositoryExists(path.display().to_string()).into());
         }
     }
-    // The other repository is only read: its config and a key file.
+    // The other repository is only read, its config and a key file: no lock, and
+    // no cache to fill.
     let from = match &a.from.from_repo {
-        Some(_) => Some(open_source(g, &a.from)?),
+        Some(_) => {
+            let uncached = GlobalArgs {
+                no_cache: true,
+                ..g.clone()
+            };
+            Some(open_source(&uncached, &a.from)?)
+        }
         None => None,
     };
     let pw = password::get(g, true)?;

@@ -6,8 +6,9 @@
 //! - **Blob for blob**, when the destination shares the source's id key and
 //!   chunker (`init --from-repo`): ids are the same in both, so every tree and
 //!   data blob the destination lacks is read from the source (decrypted, checked
-//!   against its id) and stored, encrypted under the destination's keys. Trees are
-//!   unchanged, and so are their ids.
+//!   against its id) and stored, encrypted under the destination's keys. Data
+//!   blobs keep their stored payload (compressed as the source compressed them);
+//!   trees are unchanged, and so are their ids.
 //! - **Re-chunked** otherwise: each file's content is read from the source in
 //!   order and cut again by the destination's chunker, as a backup into the
 //!   destination would cut it, so the copies deduplicate against the

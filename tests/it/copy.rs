@@ -457,6 +457,60 @@ fn pack_bytes(repo: &Path) -> u64 {
         .sum()
 }
 
+/// Runs `child` a step at a time (stopped with SIGSTOP between steps) until
+/// `repo` holds `n` packs, and leaves it stopped: whatever happens next lands
+/// mid-copy however fast the machine is.
+fn stop_after_packs(child: &mut std::process::Child, repo: &Path, n: usize) {
+    let pid = Pid::from_raw(child.id() as i32);
+    loop {
+        kill(pid, Signal::SIGSTOP).expect("SIGSTOP");
+        if packs(repo).len() >= n {
+            return;
+        }
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            panic!("cairn exited ({status}) before {n} packs were written");
+        }
+        kill(pid, Signal::SIGCONT).expect("SIGCONT");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
+/// Ctrl-C (SIGINT) mid-copy: exit 130, no snapshot, and what was written is
+/// indexed, so nothing is left for the next run to adopt.
+#[test]
+fn an_interrupted_copy_exits_130_and_indexes_what_it_wrote() {
+    let a = Env::with_repo(&["--pack-size", "1", "--chunker-params", "64K,128K,512K"]);
+    let src = a.path("src");
+    fs::create_dir_all(&src).expect("mkdir");
+    common::random_files(&src, 78, 16, 1 << 20, |i| format!("part-{i:02}.bin"));
+    a.backup_json(&[s(&src)]);
+    let b = Env::with_repo(&["--pack-size", "1"]);
+    let mut child = b
+        .cmd()
+        .args([
+            "copy",
+            "-q",
+            "--from-repo",
+            s(&a.repo),
+            "--from-password-file",
+            s(&a.password_file),
+        ])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    stop_after_packs(&mut child, &b.repo, 3);
+    let pid = Pid::from_raw(child.id() as i32);
+    kill(pid, Signal::SIGINT).expect("SIGINT");
+    kill(pid, Signal::SIGCONT).expect("SIGCONT");
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(130));
+    assert!(common::all_files(&b.repo.join("snapshots")).is_empty());
+    let resumed = copy_json(&b, &a, &[]);
+    assert_eq!(n(&resumed, "packs_adopted"), 0, "{resumed}");
+    assert_eq!(copied(&resumed), 1);
+    common::restore_matches(&b, "latest", &src);
+}
+
 /// A copy SIGKILLed part way (stepped with SIGSTOP, so the kill lands mid-copy
 /// however fast the machine): the next run adopts what was written and sends
 /// only the rest; the result restores and checks clean.
@@ -503,18 +557,7 @@ fn a_killed_copy_resumes_without_sending_again() {
             ])
             .spawn()
             .expect("spawn");
-        let pid = Pid::from_raw(child.id() as i32);
-        loop {
-            kill(pid, Signal::SIGSTOP).expect("SIGSTOP");
-            if packs(&b.repo).len() >= 6 {
-                break;
-            }
-            if let Some(status) = child.try_wait().expect("try_wait") {
-                panic!("cairn exited ({status}) before 6 packs were written");
-            }
-            kill(pid, Signal::SIGCONT).expect("SIGCONT");
-            std::thread::sleep(std::time::Duration::from_millis(2));
-        }
+        stop_after_packs(&mut child, &b.repo, 6);
         child.kill().expect("SIGKILL");
         child.wait().expect("wait");
         assert!(common::all_files(&b.repo.join("snapshots")).is_empty());
