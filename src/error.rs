@@ -157,6 +157,17 @@ pub enum Error {
     #[error("nothing to back up: {}", no_source(.0))]
     NoSource(Vec<PathBuf>),
 
+    /// Something a snapshot needs can't be read in the repository `copy` reads
+    /// from: that snapshot is not copied, the others are.
+    #[error("snapshot {snapshot} can't be copied: {path}: {source}")]
+    CopySource {
+        snapshot: String,
+        /// Where in the snapshot, or what.
+        path: String,
+        #[source]
+        source: Box<Error>,
+    },
+
     #[error("interrupted")]
     Interrupted,
 

@@ -298,6 +298,7 @@ mod tests {
             tags: tags.iter().map(|t| t.to_string()).collect(),
             tree: crate::id::BlobId([0; 32]),
             parent: None,
+            original: None,
             excludes: vec![],
             program_version: String::new(),
             summary: Default::default(),

@@ -10,6 +10,7 @@ pub mod check;
 pub mod chunker;
 pub mod clock;
 pub mod config;
+pub mod copy;
 pub mod crypto;
 pub mod drill;
 pub mod error;

@@ -551,6 +551,7 @@ mod tests {
             tags: vec![],
             tree: root,
             parent: None,
+            original: None,
             excludes: vec![],
             program_version: "test".into(),
             summary: Summary::default(),

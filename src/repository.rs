@@ -449,6 +449,38 @@ impl Repository {
         )
     }
 
+    /// Like [`Self::read_blob`], but returns the blob's stored payload (compressed
+    /// or raw, format-spec §6) and its plaintext length, once the plaintext is
+    /// checked against the id: for storing the blob elsewhere without compressing
+    /// it again.
+    pub fn read_blob_payload(
+        &self,
+        index: &Index,
+        kind: BlobKind,
+        id: &BlobId,
+    ) -> Result<(Vec<u8>, usize)> {
+        let (pack_id, entry) = index.get(kind, id).ok_or_else(|| Error::Missing {
+            what: format!("{} blob {id}", kind.name()),
+            reason: "no index file lists it; run `cairn check`".into(),
+        })?;
+        let session = self.pack_session(&pack_id)?;
+        let sealed = self.backend.read_range(
+            FileType::Pack,
+            &pack_id.to_hex(),
+            u64::from(entry.offset),
+            u64::from(entry.length),
+        )?;
+        let payload = pack::open_blob_payload(
+            &self.key,
+            &session,
+            self.repo_id(),
+            &entry,
+            &sealed,
+            &pack_id,
+        )?;
+        Ok((payload, entry.raw_length as usize))
+    }
+
     /// A tree blob from the cached copy of its pack, fetching the whole pack into
     /// the cache first if needed. `None` (read from the repository instead) when
     /// there is no cache or anything about the cached copy is wrong.

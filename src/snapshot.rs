@@ -103,6 +103,11 @@ pub struct Snapshot {
     pub tree: BlobId,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<SnapshotId>,
+    /// For a copy (`cairn copy`): the id of the snapshot it copies, in the
+    /// repository that snapshot was first written to (a copy of a copy names the
+    /// first one). Format-spec §14.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original: Option<SnapshotId>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub excludes: Vec<String>,
     pub program_version: String,
@@ -193,6 +198,7 @@ mod tests {
             tags: vec![],
             tree: BlobId([0; 32]),
             parent,
+            original: None,
             excludes: vec![],
             program_version: String::new(),
             summary: Summary::default(),

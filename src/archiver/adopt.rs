@@ -50,7 +50,7 @@ pub struct Adopted {
 /// index with them added. A pack that can't be used is reported through
 /// `warn` and left alone: its blobs are stored again if needed, and `check`
 /// and `prune` deal with it.
-pub(super) fn adopt_unindexed(
+pub(crate) fn adopt_unindexed(
     repo: &Repository,
     index: Index,
     warn: &dyn Fn(&SourceProblem),

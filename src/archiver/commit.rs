@@ -28,7 +28,7 @@ pub(super) fn commit(
     repo: &Repository,
     index: &Index,
     lock: &LockGuard,
-    a: Archiver,
+    mut a: Archiver,
     tree: BlobId,
     head: Head,
 ) -> Result<BackupResult> {
@@ -50,6 +50,7 @@ pub(super) fn commit(
         tags: head.tags,
         tree,
         parent: head.parent,
+        original: None,
         excludes: a.excludes.patterns().to_vec(),
         program_version: program_version(),
         summary,
@@ -83,7 +84,7 @@ pub(super) fn commit(
 /// `index/`, the usual case — none of them can be gone. If one was replaced, the
 /// index was rewritten under this backup by a process that took its lock for
 /// stale: then every pack the loaded index names must still be stored.
-pub(super) fn verify_relied_on(repo: &Repository, index: &crate::index::Index) -> Result<()> {
+pub(crate) fn verify_relied_on(repo: &Repository, index: &crate::index::Index) -> Result<()> {
     use crate::backend::FileType;
     let names = |t| -> Result<std::collections::HashSet<String>> {
         Ok(repo

@@ -9,11 +9,11 @@
 //! larger files (and `stream` standard input), `saver` packs and writes, and
 //! `commit` checks what the snapshot will name and writes it.
 
-mod adopt;
-mod commit;
+pub(crate) mod adopt;
+pub(crate) mod commit;
 pub mod exclude;
 pub mod node;
-mod read;
+pub(crate) mod read;
 pub mod saver;
 mod small;
 mod source;

@@ -5,15 +5,19 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rayon::prelude::*;
 
+use super::saver::Saver;
 use super::{Archiver, Status, node};
 use crate::chunker::{Chunk, ChunkReader};
 use crate::error::{Error, Result};
 use crate::format;
 use crate::id::BlobId;
 use crate::pack::BlobKind;
+use crate::progress::Progress;
+use crate::repository::Repository;
 use crate::tree::Node;
 
 /// Chunks processed in parallel per batch: bounds memory while keeping every core
@@ -124,82 +128,115 @@ impl Archiver<'_> {
         Ok(true)
     }
 
-    /// Chunks a stream; ids and compression run in parallel per batch of chunks,
-    /// while a reader thread reads and cuts the next batch.
+    /// Chunks a stream into the repository (see [`chunk_into`]).
     pub(super) fn read_content(
         &mut self,
         reader: impl Read + Send,
         size_hint: u64,
     ) -> std::result::Result<(Vec<BlobId>, u64), ReadError> {
-        let mut chunks = ChunkReader::new(self.repo.chunker(), reader);
-        chunks.size_hint(size_hint);
-        let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<Chunk>>>(0);
-        std::thread::scope(|scope| {
-            scope.spawn(move || {
-                loop {
-                    let mut batch = Vec::new();
-                    let mut bytes = 0;
-                    while bytes < BATCH_BYTES {
-                        match chunks.next_chunk() {
-                            Ok(Some(c)) => {
-                                bytes += c.len();
-                                batch.push(c);
-                            }
-                            Ok(None) => break,
-                            Err(e) => {
-                                let _ = tx.send(Err(e));
-                                return;
-                            }
+        let to = ChunkTarget {
+            repo: &self.repo,
+            saver: &mut self.saver,
+            level: self.level,
+            progress: &self.progress,
+            interrupt: self.interrupt,
+        };
+        chunk_into(to, reader, size_hint)
+    }
+}
+
+/// Where [`chunk_into`] stores a stream's chunks.
+pub(crate) struct ChunkTarget<'a> {
+    pub repo: &'a Repository,
+    pub saver: &'a mut Saver,
+    /// zstd level of new blobs.
+    pub level: i32,
+    /// Bytes are counted as done as they are chunked.
+    pub progress: &'a Progress,
+    pub interrupt: &'a AtomicBool,
+}
+
+/// Chunks a stream with the repository's chunker and stores the chunks it lacks;
+/// returns the stream's blob ids, in order, and its length. Ids and compression
+/// run in parallel per batch of chunks, while a reader thread reads and cuts the
+/// next batch: memory holds about two batches, whatever the stream's length.
+/// Backup reads files and standard input this way, and `copy` the contents of
+/// files it re-chunks, so that both cut the same bytes into the same blobs.
+pub(crate) fn chunk_into(
+    to: ChunkTarget,
+    reader: impl Read + Send,
+    size_hint: u64,
+) -> std::result::Result<(Vec<BlobId>, u64), ReadError> {
+    let mut chunks = ChunkReader::new(to.repo.chunker(), reader);
+    chunks.size_hint(size_hint);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<Chunk>>>(0);
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            loop {
+                let mut batch = Vec::new();
+                let mut bytes = 0;
+                while bytes < BATCH_BYTES {
+                    match chunks.next_chunk() {
+                        Ok(Some(c)) => {
+                            bytes += c.len();
+                            batch.push(c);
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                            return;
                         }
                     }
-                    let last = bytes < BATCH_BYTES;
-                    // A closed channel means the consumer stopped: so do we.
-                    if tx.send(Ok(batch)).is_err() || last {
-                        return;
-                    }
                 }
-            });
-            // Dropping `rx` on an early return stops the reader thread.
-            self.store_batches(rx)
-        })
-    }
-
-    fn store_batches(
-        &mut self,
-        rx: std::sync::mpsc::Receiver<io::Result<Vec<Chunk>>>,
-    ) -> std::result::Result<(Vec<BlobId>, u64), ReadError> {
-        let mut content = Vec::new();
-        let mut total = 0u64;
-        let level = self.level;
-        for batch in rx {
-            self.check_interrupt().map_err(ReadError::Repo)?;
-            let batch = batch.map_err(ReadError::Io)?;
-            let bytes: usize = batch.iter().map(Chunk::len).sum();
-            total += bytes as u64;
-            self.progress.done(0, bytes as u64);
-            let key = self.repo.key();
-            let saver = &self.saver;
-            let done: Vec<(BlobId, usize, Option<Vec<u8>>)> = batch
-                .into_par_iter()
-                .map(|c| {
-                    let id = key.blob_id(c.data());
-                    let len = c.len();
-                    let payload =
-                        (!saver.known(BlobKind::Data, &id)).then(|| format::encode_chunk(c, level));
-                    (id, len, payload)
-                })
-                .collect();
-            for (id, len, payload) in done {
-                if let Some(p) = payload {
-                    self.saver
-                        .add(BlobKind::Data, id, p, len)
-                        .map_err(ReadError::Repo)?;
+                let last = bytes < BATCH_BYTES;
+                // A closed channel means the consumer stopped: so do we.
+                if tx.send(Ok(batch)).is_err() || last {
+                    return;
                 }
-                content.push(id);
             }
+        });
+        // Dropping `rx` on an early return stops the reader thread.
+        store_batches(to, rx)
+    })
+}
+
+fn store_batches(
+    to: ChunkTarget,
+    rx: std::sync::mpsc::Receiver<io::Result<Vec<Chunk>>>,
+) -> std::result::Result<(Vec<BlobId>, u64), ReadError> {
+    let mut content = Vec::new();
+    let mut total = 0u64;
+    let level = to.level;
+    for batch in rx {
+        if to.interrupt.load(Ordering::Relaxed) {
+            return Err(ReadError::Repo(Error::Interrupted));
         }
-        Ok((content, total))
+        let batch = batch.map_err(ReadError::Io)?;
+        let bytes: usize = batch.iter().map(Chunk::len).sum();
+        total += bytes as u64;
+        to.progress.done(0, bytes as u64);
+        let key = to.repo.key();
+        let saver = &*to.saver;
+        let done: Vec<(BlobId, usize, Option<Vec<u8>>)> = batch
+            .into_par_iter()
+            .map(|c| {
+                let id = key.blob_id(c.data());
+                let len = c.len();
+                let payload =
+                    (!saver.known(BlobKind::Data, &id)).then(|| format::encode_chunk(c, level));
+                (id, len, payload)
+            })
+            .collect();
+        for (id, len, payload) in done {
+            if let Some(p) = payload {
+                to.saver
+                    .add(BlobKind::Data, id, p, len)
+                    .map_err(ReadError::Repo)?;
+            }
+            content.push(id);
+        }
     }
+    Ok((content, total))
 }
 
 pub(super) const CHANGED_WHILE_READ: &str =
@@ -218,7 +255,7 @@ pub(super) fn changed_while_read(
         || read != before.len()
 }
 
-pub(super) enum ReadError {
+pub(crate) enum ReadError {
     /// Reading the source failed: the file is skipped and reported.
     Io(io::Error),
     /// Writing to the repository failed, or the run was interrupted: the backup stops.

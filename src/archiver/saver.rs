@@ -76,6 +76,8 @@ pub struct Saver {
     /// [`Saver::verify_written`].
     written_packs: Vec<(PackId, u64)>,
     written_index_files: Vec<(IndexId, u64)>,
+    /// How many of those [`Saver::verify_written`] has already found stored.
+    verified: (usize, usize),
     /// zstd level of tree blobs.
     level: i32,
 }
@@ -83,47 +85,8 @@ pub struct Saver {
 impl Saver {
     pub fn new(repo: Arc<Repository>, index: Arc<Index>) -> Self {
         let repo_level = repo.config().compression;
-        let (tx, rx) = sync_channel::<PackBuilder>(WRITE_QUEUE);
         let written = Arc::new(Mutex::new(Written::default()));
-        let rx = Arc::new(Mutex::new(rx));
-        // Sealing (on the rayon pool), hashing and writing packs overlap with the
-        // reading and compressing of the next ones; several writers so that one
-        // pack's fsync does not hold up the next pack's write.
-        let writers = (0..WRITERS)
-            .map(|_| {
-                let repo = Arc::clone(&repo);
-                let written = Arc::clone(&written);
-                let rx = Arc::clone(&rx);
-                std::thread::spawn(move || {
-                    loop {
-                        let Ok(next) = rx.lock().map(|r| r.recv()) else {
-                            return;
-                        };
-                        let Ok(builder) = next else { return };
-                        let result = builder
-                            .finish(repo.repo_id())
-                            .and_then(|pack| repo.write_pack(&pack).map(|()| pack));
-                        let Ok(mut w) = written.lock() else { return };
-                        match result {
-                            Ok(pack) => {
-                                w.bytes += pack.len();
-                                w.packs.push(IndexPack {
-                                    id: pack.id,
-                                    size: pack.len(),
-                                    blobs: pack.entries,
-                                });
-                            }
-                            Err(e) => {
-                                // ENOSPC and permission errors are permanent: stop, and let
-                                // the main thread report it.
-                                w.error.get_or_insert(e);
-                                return;
-                            }
-                        }
-                    }
-                })
-            })
-            .collect();
+        let (tx, writers) = spawn_writers(&repo, &written);
         Self {
             repo,
             index,
@@ -133,6 +96,7 @@ impl Saver {
             tx: Some(tx),
             writers,
             written,
+            verified: (0, 0),
             unindexed_blobs: 0,
             unindexed_packs: 0,
             last_index: Instant::now(),
@@ -313,7 +277,10 @@ impl Saver {
     /// after [`Saver::finish`] and before writing its snapshot: a prune that took
     /// this backup's lock for stale (a host clock far off, a machine that slept)
     /// may have deleted them, and a snapshot must never name missing data.
-    pub fn verify_written(&self) -> Result<()> {
+    ///
+    /// Each file is checked once: a run that commits several snapshots (`copy`)
+    /// checks, before each, what it wrote since the last.
+    pub fn verify_written(&mut self) -> Result<()> {
         use crate::backend::FileType;
         use rayon::prelude::*;
         let backend = self.repo.backend();
@@ -327,13 +294,13 @@ impl Saver {
                 Err(e) => Err(e),
             }
         };
-        let packs = self
-            .written_packs
+        let (packs_from, index_from) = self.verified;
+        let packs = self.written_packs[packs_from.min(self.written_packs.len())..]
             .par_iter()
             .map(|(id, size)| probe(FileType::Pack, id.to_hex(), *size))
             .collect::<Result<Vec<_>>>()?;
-        let index_files = self
-            .written_index_files
+        let index_files = self.written_index_files
+            [index_from.min(self.written_index_files.len())..]
             .iter()
             .map(|(id, size)| probe(FileType::Index, id.to_hex(), *size))
             .collect::<Result<Vec<_>>>()?;
@@ -342,7 +309,10 @@ impl Saver {
         let first = match (gone_packs.first(), gone_index.first()) {
             (Some(p), _) => format!("pack {p}"),
             (None, Some(i)) => format!("index {i}"),
-            (None, None) => return Ok(()),
+            (None, None) => {
+                self.verified = (self.written_packs.len(), self.written_index_files.len());
+                return Ok(());
+            }
         };
         Err(Error::WrittenFilesGone {
             packs: gone_packs.len(),
@@ -370,12 +340,73 @@ impl Saver {
         // Index whatever did get written, even after an error, so that a re-run
         // reuses it instead of writing it again.
         let indexed = self.write_index();
-        self.stats.bytes_written += self.written.lock().map(|w| w.bytes).unwrap_or(0);
+        self.stats.bytes_written += self
+            .written
+            .lock()
+            .map(|mut w| std::mem::take(&mut w.bytes))
+            .unwrap_or(0);
         match first_err {
             Some(e) => Err(e),
             None => indexed,
         }
     }
+
+    /// [`Saver::finish`], then ready for more blobs: what was stored so far is
+    /// in durable packs named by durable index files, so a snapshot may name it.
+    pub fn flush(&mut self) -> Result<()> {
+        self.finish()?;
+        let (tx, writers) = spawn_writers(&self.repo, &self.written);
+        self.tx = Some(tx);
+        self.writers = writers;
+        Ok(())
+    }
+}
+
+/// Sealing (on the rayon pool), hashing and writing packs overlap with the
+/// reading and compressing of the next ones; several writers so that one pack's
+/// fsync does not hold up the next pack's write.
+fn spawn_writers(
+    repo: &Arc<Repository>,
+    written: &Arc<Mutex<Written>>,
+) -> (SyncSender<PackBuilder>, Vec<JoinHandle<()>>) {
+    let (tx, rx) = sync_channel::<PackBuilder>(WRITE_QUEUE);
+    let rx = Arc::new(Mutex::new(rx));
+    let writers = (0..WRITERS)
+        .map(|_| {
+            let repo = Arc::clone(repo);
+            let written = Arc::clone(written);
+            let rx = Arc::clone(&rx);
+            std::thread::spawn(move || {
+                loop {
+                    let Ok(next) = rx.lock().map(|r| r.recv()) else {
+                        return;
+                    };
+                    let Ok(builder) = next else { return };
+                    let result = builder
+                        .finish(repo.repo_id())
+                        .and_then(|pack| repo.write_pack(&pack).map(|()| pack));
+                    let Ok(mut w) = written.lock() else { return };
+                    match result {
+                        Ok(pack) => {
+                            w.bytes += pack.len();
+                            w.packs.push(IndexPack {
+                                id: pack.id,
+                                size: pack.len(),
+                                blobs: pack.entries,
+                            });
+                        }
+                        Err(e) => {
+                            // ENOSPC and permission errors are permanent: stop, and
+                            // let the main thread report it.
+                            w.error.get_or_insert(e);
+                            return;
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    (tx, writers)
 }
 
 impl Drop for Saver {

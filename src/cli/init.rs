@@ -6,14 +6,16 @@ use clap::Args;
 
 use cairn::backend::LocalBackend;
 use cairn::config::ChunkerParams;
+use cairn::crypto::MasterKey;
 use cairn::repository::{InitOptions, Repository};
 
-use super::{GlobalArgs, KdfArgs, output, password, repo_path};
+use super::{FromRepoArgs, GlobalArgs, KdfArgs, open_source, output, password, repo_path};
 
 #[derive(Args)]
 pub struct InitArgs {
-    /// Chunk sizes MIN,AVG,MAX in bytes or with K/M suffixes [default: 512K,1M,8M]
-    #[arg(long, value_name = "MIN,AVG,MAX")]
+    /// Chunk sizes MIN,AVG,MAX in bytes or with K/M suffixes [default: 512K,1M,8M,
+    /// or with --from-repo that repository's]
+    #[arg(long, value_name = "MIN,AVG,MAX", conflicts_with = "from_repo")]
     chunker_params: Option<String>,
     /// zstd level for new data: 0 stores raw, 1-22 trade speed for size
     #[arg(long, value_name = "N", default_value_t = cairn::config::DEFAULT_COMPRESSION)]
@@ -23,6 +25,8 @@ pub struct InitArgs {
     pack_size: u32,
     #[command(flatten)]
     kdf: KdfArgs,
+    #[command(flatten)]
+    from: FromRepoArgs,
 }
 
 pub fn run(g: &GlobalArgs, a: InitArgs) -> Result<ExitCode> {
@@ -43,13 +47,27 @@ pub fn run(g: &GlobalArgs, a: InitArgs) -> Result<ExitCode> {
             return Err(cairn::Error::RepositoryExists(path.display().to_string()).into());
         }
     }
+    // The other repository is only read, its config and a key file: no lock, and
+    // no cache to fill.
+    let from = match &a.from.from_repo {
+        Some(_) => {
+            let uncached = GlobalArgs {
+                no_cache: true,
+                ..g.clone()
+            };
+            Some(open_source(&uncached, &a.from)?)
+        }
+        None => None,
+    };
     let pw = password::get(g, true)?;
     let opts = InitOptions {
-        chunker,
+        chunker: from.as_ref().map_or(chunker, |f| f.config().chunker),
         compression: a.compression,
         pack_size,
         kdf: Some(kdf),
-        share_ids_with: None,
+        share_ids_with: from
+            .as_ref()
+            .map(|f| MasterKey::from_bytes(&f.key().to_bytes())),
     };
     let repo = Repository::init(backend, &pw, opts)
         .with_context(|| format!("creating repository {}", path.display()))?;
@@ -58,6 +76,7 @@ pub fn run(g: &GlobalArgs, a: InitArgs) -> Result<ExitCode> {
             "message_type": "initialized",
             "repository": path.display().to_string(),
             "id": repo.repo_id().to_hex(),
+            "shares_ids_with": from.as_ref().map(|f| f.repo_id().to_hex()),
         }))?;
     } else if !g.quiet {
         let c = repo.config();
@@ -71,6 +90,14 @@ pub fn run(g: &GlobalArgs, a: InitArgs) -> Result<ExitCode> {
             c.compression,
             output::bytes(u64::from(c.pack_size)),
         );
+        if let (Some(f), Some(p)) = (&from, &a.from.from_repo) {
+            println!(
+                "  shares blob ids and chunking with repository {} at {}: copies between \
+                 the two move blobs as they are",
+                f.repo_id().short(),
+                p.display()
+            );
+        }
         println!("  keep the password safe: without it the data can't be read back");
     }
     Ok(ExitCode::SUCCESS)

@@ -4,6 +4,7 @@
 mod backup;
 mod cat;
 mod check;
+mod copy;
 mod drill;
 mod forget;
 mod init;
@@ -92,6 +93,8 @@ enum Cmd {
     Ls(ls::LsArgs),
     /// Restore a snapshot, a sub-tree or a file
     Restore(restore::RestoreArgs),
+    /// Copy snapshots from another repository (--from-repo) into this one
+    Copy(copy::CopyArgs),
     /// Print a stored object (for inspection and debugging)
     Cat(cat::CatArgs),
     /// Verify the repository: structure, and with --read-data every byte
@@ -168,6 +171,30 @@ impl FilterArgs {
     }
 }
 
+/// The other repository of `copy` (which reads from it) and `init --from-repo`
+/// (which shares its blob ids and chunking), with its own password sources,
+/// chosen as the main password's are.
+#[derive(Args, Clone, Default)]
+pub struct FromRepoArgs {
+    /// The other repository: copy reads snapshots from it; init shares its blob
+    /// ids and chunking, so that copies between the two move blobs as they are
+    #[arg(long = "from-repo", value_name = "DIR")]
+    pub from_repo: Option<PathBuf>,
+    /// Read the --from-repo password from this file. Overrides the
+    /// CAIRN_FROM_PASSWORD* variables
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with = "from_password_command",
+        requires = "from_repo"
+    )]
+    pub from_password_file: Option<PathBuf>,
+    /// Run this shell command and use its output as the --from-repo password.
+    /// Overrides the CAIRN_FROM_PASSWORD* variables
+    #[arg(long, value_name = "COMMAND", requires = "from_repo")]
+    pub from_password_command: Option<String>,
+}
+
 /// Argon2id cost of a new password key (`init`, `key add`). The defaults are
 /// RFC 9106's second recommended option; existing keys keep the parameters
 /// stored in them.
@@ -227,6 +254,7 @@ pub fn run() -> Result<ExitCode> {
         Cmd::Snapshots(a) => snapshots::run(g, a),
         Cmd::Ls(a) => ls::run(g, a),
         Cmd::Restore(a) => restore::run(g, a),
+        Cmd::Copy(a) => copy::run(g, a),
         Cmd::Cat(a) => cat::run(g, a),
         Cmd::Check(a) => check::run(g, a),
         Cmd::Drill(a) => drill::run(g, a),
@@ -276,6 +304,29 @@ fn open_with(g: &GlobalArgs, cached: bool) -> Result<Arc<Repository>> {
     let pw = password::get(g, false)?;
     let mut repo = Repository::open(backend, &pw)?;
     if cached {
+        if let Some(base) = cairn::cache::base_dir() {
+            repo.enable_cache(&base);
+        }
+    }
+    Ok(Arc::new(repo))
+}
+
+/// Opens the repository `--from-repo` names, with its own password, for
+/// reading (with the local cache unless --no-cache).
+pub fn open_source(g: &GlobalArgs, f: &FromRepoArgs) -> Result<Arc<Repository>> {
+    let path = f
+        .from_repo
+        .clone()
+        .ok_or_else(|| usage("no source repository given: use --from-repo"))?;
+    let backend = Arc::new(LocalBackend::new(&path));
+    if !cairn::backend::Backend::is_repository(&*backend)? {
+        return Err(cairn::Error::NotARepository(path.display().to_string()))
+            .with_context(|| "--from-repo".to_string());
+    }
+    let pw = password::get_from(f, g.quiet)?;
+    let mut repo = Repository::open(backend, &pw)
+        .with_context(|| format!("opening the source repository {}", path.display()))?;
+    if !g.no_cache {
         if let Some(base) = cairn::cache::base_dir() {
             repo.enable_cache(&base);
         }

@@ -1,6 +1,7 @@
 //! Where the password comes from: --password-file or --password-command, else one
 //! of CAIRN_PASSWORD_FILE, CAIRN_PASSWORD_COMMAND and CAIRN_PASSWORD, else a
-//! prompt on the terminal (no echo).
+//! prompt on the terminal (no echo). The source repository of `copy` and
+//! `init --from-repo` has the same with `from-password` and CAIRN_FROM_PASSWORD.
 
 use std::io::IsTerminal;
 use std::os::unix::ffi::OsStringExt;
@@ -11,7 +12,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 use zeroize::Zeroizing;
 
-use super::{GlobalArgs, usage};
+use super::{FromRepoArgs, GlobalArgs, usage};
 
 fn strip_newline(mut s: Vec<u8>) -> Vec<u8> {
     if s.last() == Some(&b'\n') {
@@ -48,19 +49,21 @@ fn warn_if_readable_by_others(path: &Path) {
     }
 }
 
-/// How the password command is named in errors: never by its text, which may hold
-/// a secret (`pass show …`, a token on the command line).
-const COMMAND: &str = "the password command (--password-command / CAIRN_PASSWORD_COMMAND)";
-
-fn from_command(cmd: &str) -> Result<Zeroizing<Vec<u8>>> {
+fn from_command(cmd: &str, names: &Names) -> Result<Zeroizing<Vec<u8>>> {
+    // Named in errors by its flag, never by its text, which may hold a secret
+    // (`pass show …`, a token on the command line).
+    let label = format!(
+        "the {} command (--{}-command / {}_COMMAND)",
+        names.what, names.flag, names.var
+    );
     let out = Command::new("sh")
         .arg("-c")
         .arg(cmd)
         .stderr(std::process::Stdio::inherit())
         .output()
-        .with_context(|| format!("running {COMMAND}"))?;
+        .with_context(|| format!("running {label}"))?;
     if !out.status.success() {
-        bail!("{COMMAND} failed ({})", out.status);
+        bail!("{label} failed ({})", out.status);
     }
     Ok(Zeroizing::new(strip_newline(out.stdout)))
 }
@@ -86,9 +89,9 @@ fn can_prompt() -> bool {
     std::io::stdin().is_terminal() || std::io::stderr().is_terminal()
 }
 
-fn non_empty(pw: Zeroizing<Vec<u8>>) -> Result<Zeroizing<Vec<u8>>> {
+fn non_empty(pw: Zeroizing<Vec<u8>>, what: &str) -> Result<Zeroizing<Vec<u8>>> {
     if pw.is_empty() {
-        bail!("the password is empty");
+        bail!("the {what} is empty");
     }
     Ok(pw)
 }
@@ -113,25 +116,46 @@ enum Source {
     Prompt,
 }
 
-const VARIABLES: [&str; 3] = [
-    "CAIRN_PASSWORD_FILE",
-    "CAIRN_PASSWORD_COMMAND",
-    "CAIRN_PASSWORD",
-];
+/// How one repository's password sources are named: the flags
+/// `--{flag}-file` and `--{flag}-command`, the variables `{var}_FILE`,
+/// `{var}_COMMAND` and `{var}`.
+struct Names {
+    what: &'static str,
+    flag: &'static str,
+    var: &'static str,
+}
+
+const MAIN: Names = Names {
+    what: "password",
+    flag: "password",
+    var: "CAIRN_PASSWORD",
+};
+
+/// The repository `copy` reads from, or `init --from-repo` shares ids with.
+const FROM: Names = Names {
+    what: "source repository password",
+    flag: "from-password",
+    var: "CAIRN_FROM_PASSWORD",
+};
 
 /// Chooses the password source: a flag wins over the environment (clap refuses
 /// both flags at once), and two variables set at once are refused rather than one
 /// silently ignored: the one cairn picked might open the repository with another
 /// key than the user meant, or fail with a misleading "wrong password". Empty
 /// variables count as unset.
-fn source(g: &GlobalArgs) -> Result<Source> {
-    if let Some(f) = &g.password_file {
+fn source(file: Option<&PathBuf>, command: Option<&String>, names: &Names) -> Result<Source> {
+    if let Some(f) = file {
         return Ok(Source::File(f.clone()));
     }
-    if let Some(c) = &g.password_command {
+    if let Some(c) = command {
         return Ok(Source::Command(c.clone()));
     }
-    let set: Vec<(&str, std::ffi::OsString)> = VARIABLES
+    let (file_var, command_var) = (
+        format!("{}_FILE", names.var),
+        format!("{}_COMMAND", names.var),
+    );
+    let vars = [file_var.as_str(), command_var.as_str(), names.var];
+    let set: Vec<(&str, std::ffi::OsString)> = vars
         .iter()
         .filter_map(|k| {
             std::env::var_os(k)
@@ -139,44 +163,74 @@ fn source(g: &GlobalArgs) -> Result<Source> {
                 .map(|v| (*k, v))
         })
         .collect();
+    let flags = format!("--{0}-file or --{0}-command", names.flag);
     match set.as_slice() {
         [] if can_prompt() => Ok(Source::Prompt),
         [] => bail!(
-            "no password given: use --password-file, --password-command, CAIRN_PASSWORD_FILE, \
-             CAIRN_PASSWORD_COMMAND or CAIRN_PASSWORD (no terminal to ask on)"
+            "no {} given: use --{}-file, --{}-command, {}, {} or {} (no terminal to ask on)",
+            names.what,
+            names.flag,
+            names.flag,
+            vars[0],
+            vars[1],
+            vars[2]
         ),
-        [(k, v)] => Ok(match *k {
-            "CAIRN_PASSWORD_FILE" => Source::File(PathBuf::from(v)),
-            "CAIRN_PASSWORD_COMMAND" => Source::Command(v.to_string_lossy().into_owned()),
-            _ => Source::Value(Zeroizing::new(v.clone().into_vec())),
+        [(k, v)] => Ok(if *k == vars[0] {
+            Source::File(PathBuf::from(v))
+        } else if *k == vars[1] {
+            Source::Command(v.to_string_lossy().into_owned())
+        } else {
+            Source::Value(Zeroizing::new(v.clone().into_vec()))
         }),
         many => {
-            let names: Vec<&str> = many.iter().map(|(k, _)| *k).collect();
-            let (all, but) = if names.len() == 2 {
+            let list: Vec<&str> = many.iter().map(|(k, _)| *k).collect();
+            let (all, but) = if list.len() == 2 {
                 ("both", "one of them")
             } else {
                 ("all", "all but one")
             };
             Err(usage(format!(
-                "{} are {all} set, and cairn won't guess which password to use: unset \
-                 {but}, or give --password-file or --password-command (a flag overrides \
-                 the environment)",
-                names.join(" and ")
+                "{} are {all} set, and cairn won't guess which {} to use: unset \
+                 {but}, or give {flags} (a flag overrides the environment)",
+                list.join(" and "),
+                names.what
             )))
         }
     }
 }
 
+fn read(source: Source, names: &Names, quiet: bool, confirm: bool) -> Result<Zeroizing<Vec<u8>>> {
+    let pw = match source {
+        Source::File(f) => from_file(&f, quiet)?,
+        Source::Command(c) => from_command(&c, names)?,
+        Source::Value(v) => v,
+        Source::Prompt => prompt(
+            if names.flag == MAIN.flag {
+                "repository password"
+            } else {
+                names.what
+            },
+            confirm,
+        )?,
+    };
+    non_empty(pw, names.what)
+}
+
+/// The password of the repository `--from-repo` names.
+pub fn get_from(f: &FromRepoArgs, quiet: bool) -> Result<Zeroizing<Vec<u8>>> {
+    let s = source(
+        f.from_password_file.as_ref(),
+        f.from_password_command.as_ref(),
+        &FROM,
+    )?;
+    read(s, &FROM, quiet, false)
+}
+
 /// The repository password. `confirm` (a new repository's): ask twice on a
 /// terminal, and refuse one with a line break in it.
 pub fn get(g: &GlobalArgs, confirm: bool) -> Result<Zeroizing<Vec<u8>>> {
-    let pw = match source(g)? {
-        Source::File(f) => from_file(&f, g.quiet)?,
-        Source::Command(c) => from_command(&c)?,
-        Source::Value(v) => v,
-        Source::Prompt => prompt("repository password", confirm)?,
-    };
-    let pw = non_empty(pw)?;
+    let s = source(g.password_file.as_ref(), g.password_command.as_ref(), &MAIN)?;
+    let pw = read(s, &MAIN, g.quiet, confirm)?;
     if confirm { one_line(pw) } else { Ok(pw) }
 }
 
@@ -188,5 +242,5 @@ pub fn get_new(file: Option<&Path>, quiet: bool) -> Result<Zeroizing<Vec<u8>>> {
         None if can_prompt() => prompt("new password", true)?,
         None => bail!("no new password given: use --new-password-file (no terminal to ask on)"),
     };
-    one_line(non_empty(pw)?)
+    one_line(non_empty(pw, "new password")?)
 }

@@ -113,10 +113,11 @@ fn load(g: &GlobalArgs, flag: Option<PathBuf>) -> Result<Plan> {
             eprintln!("{}", problem_line(&shown, p));
         }
     }
+    let errors = report.errors();
     report.plan.ok_or_else(|| {
         anyhow!(
             "plan file {shown} has {}; `cairn plan validate` lists them",
-            count(report.errors(), "mistake", "mistakes")
+            count(errors, "mistake", "mistakes")
         )
     })
 }

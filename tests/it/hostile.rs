@@ -69,6 +69,7 @@ impl Forge {
             tags: vec![],
             tree: root,
             parent: None,
+            original: None,
             excludes: vec![],
             program_version: "forge".into(),
             summary: Summary {

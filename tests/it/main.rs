@@ -4,6 +4,7 @@ mod cache;
 mod cli;
 mod common;
 mod conformance;
+mod copy;
 mod dedup;
 mod drill;
 mod errors;

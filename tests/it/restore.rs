@@ -93,6 +93,7 @@ fn store_generated_snapshot(repo: &Arc<Repository>, dirs: usize, per_dir: usize)
         tags: Vec::new(),
         tree: root,
         parent: None,
+        original: None,
         excludes: Vec::new(),
         program_version: "test".into(),
         summary: Summary::default(),

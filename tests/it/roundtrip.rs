@@ -738,6 +738,7 @@ fn forge_snapshot(repo: &Arc<Repository>, nodes: Vec<Node>) {
         tags: Vec::new(),
         tree: root,
         parent: None,
+        original: None,
         excludes: Vec::new(),
         program_version: "forged".into(),
         summary: Summary::default(),

@@ -17,9 +17,10 @@ use cairn::chunker::Chunker;
 use cairn::config::ChunkerParams;
 use cairn::crypto::{KdfParams, MASTER_KEY_LEN, MasterKey, derive_wrapping_key, key_commitment};
 use cairn::format::{self, FileKind, SealKind};
-use cairn::id::{BlobId, RepoId};
+use cairn::id::{BlobId, RepoId, SnapshotId};
 use cairn::keyfile::KeyFile;
 use cairn::pack::{BlobKind, PackEntry};
+use cairn::snapshot::{Snapshot, Summary};
 use cairn::tree::{Node, NodeKind, Timestamp, Tree, Xattr};
 
 use crate::common;
@@ -416,6 +417,95 @@ const TREE_VECTOR: &str = concat!(
     "a56c696e6b7301",
     "a7636f6e74656e7491c420eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee",
     "a67861747472739182a46e616d65c406757365722e6ba576616c7565c40176"
+);
+
+/// §14: a copy's snapshot, with `parent` and `original`; `excludes`, `errors`
+/// and `warnings` are empty and so omitted.
+fn vector_snapshot() -> Snapshot {
+    Snapshot {
+        time: "2026-11-29T10:00:00.000000001+01:00".into(),
+        hostname: "h".into(),
+        username: "u".into(),
+        uid: 1000,
+        gid: 100,
+        paths: vec!["/d".into()],
+        tags: vec!["t".into()],
+        tree: BlobId([0x11; 32]),
+        parent: Some(SnapshotId([0x22; 32])),
+        original: Some(SnapshotId([0x33; 32])),
+        excludes: vec![],
+        program_version: "cairn 0.1.0".into(),
+        summary: Summary {
+            entries: 2,
+            total_bytes: 5,
+            started: "s".into(),
+            finished: "f".into(),
+            ..Summary::default()
+        },
+        errors: vec![],
+        warnings: vec![],
+    }
+}
+
+#[test]
+fn snapshot_encoding() {
+    let snap = vector_snapshot();
+    let bytes = format::to_msgpack(&snap);
+    assert_eq!(hex::encode(&bytes), SNAPSHOT_VECTOR);
+    let what = || "snapshot vector".to_string();
+    let back: Snapshot = format::from_msgpack(&bytes, &what).unwrap();
+    assert_eq!(back, snap);
+
+    // A key this version doesn't know (a later addition, §18) is ignored: the
+    // map gets one more entry, "zz": 42, at its end.
+    assert_eq!(bytes[0], 0x8c, "a map of 12 keys");
+    let mut unknown = vec![0x8d];
+    unknown.extend_from_slice(&bytes[1..]);
+    unknown.extend_from_slice(&[0xa2, b'z', b'z', 0x2a]);
+    let back: Snapshot = format::from_msgpack(&unknown, &what).unwrap();
+    assert_eq!(back, snap);
+
+    // A reader that predates `original` (one knowing only some keys, as the
+    // fixture's reader below) reads the copy too.
+    let old: SpecSnapshot = rmp_serde::from_slice(&bytes).unwrap();
+    assert_eq!(old.paths, ["/d"]);
+    assert_eq!(old.tree, [0x11; 32]);
+
+    // Without `original` the key is omitted, and the snapshot is not a copy.
+    let plain = Snapshot {
+        original: None,
+        ..snap
+    };
+    let bytes = format::to_msgpack(&plain);
+    assert_eq!(bytes[0], 0x8b);
+    assert!(!bytes.windows(9).any(|w| w == b"\xa8original"));
+    let back: Snapshot = format::from_msgpack(&bytes, &what).unwrap();
+    assert_eq!(back.original, None);
+}
+
+/// `{"time": "2026-11-29T10:00:00.000000001+01:00", "hostname": "h", "username":
+/// "u", "uid": 1000, "gid": 100, "paths": ["/d"], "tags": ["t"], "tree": bin 11…,
+/// "parent": bin 22…, "original": bin 33…, "program_version": "cairn 0.1.0",
+/// "summary": {15 counters and times, in §14's order}}`.
+const SNAPSHOT_VECTOR: &str = concat!(
+    "8c",
+    "a474696d65d923323032362d31312d32395431303a30303a30302e3030303030303030312b30313a3030",
+    "a8686f73746e616d65a168",
+    "a8757365726e616d65a175",
+    "a3756964cd03e8",
+    "a367696464",
+    "a5706174687391a22f64",
+    "a47461677391a174",
+    "a474726565c4201111111111111111111111111111111111111111111111111111111111111111",
+    "a6706172656e74c4202222222222222222222222222222222222222222222222222222222222222222",
+    "a86f726967696e616cc4203333333333333333333333333333333333333333333333333333333333333333",
+    "af70726f6772616d5f76657273696f6eab636169726e20302e312e30",
+    "a773756d6d6172798f",
+    "a966696c65735f6e657700ad66696c65735f6368616e67656400af66696c65735f756e6368616e67656400",
+    "a8646972735f6e657700ac646972735f6368616e67656400ae646972735f756e6368616e67656400",
+    "a7656e747269657302ab746f74616c5f627974657305aa62797465735f7265616400a962797465735f6e657700",
+    "ab62797465735f616464656400ae646174615f626c6f62735f6e657700ae747265655f626c6f62735f6e657700",
+    "a773746172746564a173a866696e6973686564a166",
 );
 
 // ---------------------------------------------------------------------------------
