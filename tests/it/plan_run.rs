@@ -22,9 +22,8 @@ impl Site {
         let env = Env::new();
         write_private(&env.path("pw"), "plan secret\n");
         for repo in ["hot", "cold"] {
-            let out = env
-                .bare_cmd()
-                .args(["-r"])
+            let out = cairn(&env)
+                .arg("-r")
                 .arg(env.path(repo))
                 .arg("--password-file")
                 .arg(env.path("pw"))
@@ -47,7 +46,7 @@ impl Site {
 
     /// `cairn plan ARGS --plan FILE` at simulated time `now`.
     fn plan_cmd(&self, now: Option<DateTime<FixedOffset>>, args: &[&str]) -> Command {
-        let mut c = self.env.bare_cmd();
+        let mut c = cairn(&self.env);
         c.env("HOME", self.path("home"));
         if let Some(t) = now {
             c.env("CAIRN_NOW", t.to_rfc3339());
@@ -62,8 +61,7 @@ impl Site {
 
     /// `cairn -r REPO ARGS` with the plan's password.
     fn repo(&self, repo: &str, args: &[&str]) -> Output {
-        self.env
-            .bare_cmd()
+        cairn(&self.env)
             .arg("-r")
             .arg(self.path(repo))
             .arg("--password-file")
@@ -114,6 +112,20 @@ impl Site {
         d.sort();
         d
     }
+}
+
+/// `cairn` with no CAIRN_* variables inherited and the cache in the scratch
+/// directory.
+fn cairn(env: &Env) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_cairn"));
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("CAIRN_") {
+            c.env_remove(k);
+        }
+    }
+    c.env("CAIRN_CACHE_DIR", env.path("cache"));
+    c.stdin(std::process::Stdio::null());
+    c
 }
 
 /// `snapshots --json` prints one array, or one object per line: both read.
