@@ -144,13 +144,30 @@ fn run_plan(g: &GlobalArgs, flag: Option<PathBuf>, a: RunArgs) -> Result<ExitCod
         lock_dir,
     };
     let (json, quiet) = (g.json, g.quiet);
-    let report = move |e: Event| match e {
-        Event::Class(c) => {
-            if !json && !quiet {
+    // A class's heading is printed with its first step, so that a class with
+    // nothing due takes one line.
+    let headed = std::sync::atomic::AtomicBool::new(false);
+    let heading = |c: &Class| {
+        if !headed.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            println!(
+                "class {} ({}):",
+                output::printable(&c.name),
+                output::printable(&c.repository)
+            );
+        }
+    };
+    let report = |e: Event| match e {
+        Event::Class(_) => headed.store(false, std::sync::atomic::Ordering::Relaxed),
+        Event::ClassDone(c, r) => {
+            if !json && !quiet && r.outcome == ClassOutcome::NotDue {
                 println!(
-                    "class {} ({}):",
+                    "class {} ({}): nothing due{}",
                     output::printable(&c.name),
-                    output::printable(&c.repository)
+                    output::printable(&c.repository),
+                    r.next_backup
+                        .as_ref()
+                        .map(|t| format!("; next backup {}", output::local_time(t)))
+                        .unwrap_or_default()
                 );
             }
         }
@@ -163,6 +180,7 @@ fn run_plan(g: &GlobalArgs, flag: Option<PathBuf>, a: RunArgs) -> Result<ExitCod
                 }
                 let _ = output::print_json(&v);
             } else if !quiet || s.status == StepStatus::Failed {
+                heading(c);
                 println!("  {}", step_line(s));
             }
         }
@@ -203,18 +221,6 @@ fn run_plan(g: &GlobalArgs, flag: Option<PathBuf>, a: RunArgs) -> Result<ExitCod
             "failed": failed.iter().map(|r| r.class.clone()).collect::<Vec<_>>(),
         }))?;
     } else if !quiet {
-        for r in &reports {
-            if r.outcome == ClassOutcome::NotDue {
-                println!(
-                    "  {} nothing due{}",
-                    output::printable(&r.class),
-                    r.next_backup
-                        .as_ref()
-                        .map(|t| format!("; next backup {}", output::local_time(t)))
-                        .unwrap_or_default()
-                );
-            }
-        }
         println!(
             "plan run{}: {}: {} done, {} not due, {} busy, {} failed",
             if a.dry_run { " (dry run)" } else { "" },

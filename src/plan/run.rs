@@ -125,6 +125,8 @@ pub enum Event<'a> {
     Step(&'a Class, &'a StepReport),
     /// A backup could not read a source (`error`) or saw it change.
     Source(&'a Class, bool, &'a SourceProblem),
+    /// A class is done.
+    ClassDone(&'a Class, &'a ClassReport),
 }
 
 /// Runs the plan (or one class of it). A class that fails doesn't stop the
@@ -160,7 +162,9 @@ pub fn run(
             return Err(Error::Interrupted);
         }
         report(Event::Class(class));
-        reports.push(runner.class(class)?);
+        let r = runner.class(class)?;
+        report(Event::ClassDone(class, &r));
+        reports.push(r);
     }
     Ok(reports)
 }
@@ -516,14 +520,16 @@ impl<'a> Runner<'a> {
                 .into_iter()
                 .filter(|(_, s)| s.tags.contains(&tag))
                 .collect();
-            forget::plan(mine, keep, group_by)
+            let total = mine.len();
+            let remove = forget::plan(mine, keep, group_by)
                 .into_iter()
                 .flat_map(|g| g.decisions)
                 .filter(|d| !d.keep())
                 .map(|d| d.id)
-                .collect::<Vec<SnapshotId>>()
+                .collect::<Vec<SnapshotId>>();
+            (total, remove)
         });
-        let remove = match chosen {
+        let (total, remove) = match chosen {
             Ok(r) => r,
             Err(e) => {
                 steps.add("forget", rname, StepStatus::Failed, e.to_string());
@@ -531,6 +537,7 @@ impl<'a> Runner<'a> {
             }
         };
         let ids: Vec<String> = remove.iter().map(|i| i.to_hex()).collect();
+        let kept = total - remove.len();
         let Some(lock) = lock else {
             let status = StepStatus::Planned;
             steps.push(StepReport {
@@ -538,8 +545,9 @@ impl<'a> Runner<'a> {
                 repository: rname.to_string(),
                 status,
                 message: format!(
-                    "would forget {}",
-                    crate::text::count(remove.len(), "snapshot", "snapshots")
+                    "would keep {}, forget {}",
+                    crate::text::count(kept, "snapshot", "snapshots"),
+                    remove.len()
                 ),
                 snapshot: None,
                 snapshots: ids,
@@ -569,8 +577,9 @@ impl<'a> Runner<'a> {
             repository: rname.to_string(),
             status: StepStatus::Ok,
             message: format!(
-                "forgot {}",
-                crate::text::count(remove.len(), "snapshot", "snapshots")
+                "kept {}, forgot {}",
+                crate::text::count(kept, "snapshot", "snapshots"),
+                remove.len()
             ),
             snapshot: None,
             snapshots: ids,

@@ -40,9 +40,15 @@ pub struct Row {
     /// Stored (compressed, encrypted) size of the blobs the class's snapshots
     /// use, each counted once.
     pub stored_bytes: u64,
-    /// `logical_bytes / stored_bytes`.
+    /// Plaintext size of the data blobs the class's snapshots use, each
+    /// counted once: what deduplication left to store before compression.
+    pub unique_bytes: u64,
+    /// `logical_bytes / unique_bytes`: what deduplication saves.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dedup_ratio: Option<f64>,
+    /// `logical_bytes / stored_bytes`: deduplication and compression together.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_ratio: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_check: Option<RecordSummary>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -135,9 +141,14 @@ fn fill(row: &mut Row, class: &Class, repo: &Repository, now: DateTime<FixedOffs
         .map(|(_, s)| s.summary.total_bytes)
         .sum();
     let index = repo.load_index(&mut |_, _| {})?;
-    row.stored_bytes = stored_bytes(repo, &index, st.snapshots.iter().map(|(_, s)| s.tree))?;
-    if row.stored_bytes > 0 {
-        row.dedup_ratio = Some(row.logical_bytes as f64 / row.stored_bytes as f64);
+    let sizes = sizes(repo, &index, st.snapshots.iter().map(|(_, s)| s.tree))?;
+    row.stored_bytes = sizes.stored;
+    row.unique_bytes = sizes.unique;
+    if sizes.unique > 0 {
+        row.dedup_ratio = Some(row.logical_bytes as f64 / sizes.unique as f64);
+    }
+    if sizes.stored > 0 {
+        row.total_ratio = Some(row.logical_bytes as f64 / sizes.stored as f64);
     }
     if let Some((id, r)) = &st.last_check {
         row.last_check = Some(RecordSummary::of(id.to_hex(), r));
@@ -159,17 +170,21 @@ fn fill(row: &mut Row, class: &Class, repo: &Repository, now: DateTime<FixedOffs
     Ok(())
 }
 
-/// Stored bytes of the tree and data blobs reachable from `roots`, each blob
-/// counted once. Trees shared between snapshots are read once.
-fn stored_bytes(
-    repo: &Repository,
-    index: &Index,
-    roots: impl Iterator<Item = BlobId>,
-) -> Result<u64> {
+struct Sizes {
+    /// Stored bytes of the tree and data blobs.
+    stored: u64,
+    /// Plaintext bytes of the data blobs.
+    unique: u64,
+}
+
+/// Sizes of the tree and data blobs reachable from `roots`, each blob counted
+/// once. Trees shared between snapshots are read once.
+fn sizes(repo: &Repository, index: &Index, roots: impl Iterator<Item = BlobId>) -> Result<Sizes> {
     let mut seen_trees: HashSet<BlobId> = HashSet::new();
     let mut seen_data: HashSet<BlobId> = HashSet::new();
     let mut todo: Vec<BlobId> = roots.collect();
     let mut total = 0u64;
+    let mut unique = 0u64;
     while let Some(id) = todo.pop() {
         if !seen_trees.insert(id) {
             continue;
@@ -183,6 +198,7 @@ fn stored_bytes(
                 if seen_data.insert(b) {
                     if let Some((_, e)) = index.get(BlobKind::Data, &b) {
                         total += u64::from(e.length);
+                        unique += u64::from(e.raw_length);
                     }
                 }
             }
@@ -191,5 +207,8 @@ fn stored_bytes(
             }
         }
     }
-    Ok(total)
+    Ok(Sizes {
+        stored: total,
+        unique,
+    })
 }
