@@ -708,12 +708,11 @@ impl<'a> Runner<'a> {
         if class.check.is_none() && class.drill.is_none() {
             return Ok(false);
         }
-        let repo = match self.repo(name) {
-            Ok(r) => r,
+        let Ok(cached) = self.repo(name) else {
             // Already reported by the step that needed it first.
-            Err(_) => return Ok(false),
+            return Ok(false);
         };
-        let st = match ClassState::load(&repo, &class.name) {
+        let st = match ClassState::load(&cached, &class.name) {
             Ok(s) => s,
             Err(e) => {
                 steps.add("check", name, StepStatus::Failed, e.to_string());
@@ -721,16 +720,40 @@ impl<'a> Runner<'a> {
             }
         };
         let now = self.opts.now;
-        let mut acted = false;
-        if let Some(c) = &class.check {
-            if state::is_due(st.last_check_time(), c.every, now) {
-                acted = true;
-                self.check(class, name, c.read_data, steps)?;
-            }
+        let check_due = class
+            .check
+            .as_ref()
+            .is_some_and(|c| state::is_due(st.last_check_time(), c.every, now));
+        let drill_due = class
+            .drill
+            .as_ref()
+            .is_some_and(|d| state::is_due(st.last_drill_time(), d.every, now));
+        if !check_due && !drill_due {
+            return Ok(false);
         }
-        if let Some(d) = &class.drill {
-            if state::is_due(st.last_drill_time(), d.every, now) {
-                acted = true;
+        // Checks and drills read the repository's own bytes, not the local
+        // cache: a drill rehearses a restore on a machine that has lost it.
+        let repo = if self.opts.dry_run {
+            cached
+        } else {
+            match self.spec(name).and_then(|s| super::open::open(s, None)) {
+                Ok(r) => r,
+                Err(e) => {
+                    steps.add(
+                        "check",
+                        name,
+                        StepStatus::Failed,
+                        format!("repository {name} can't be opened: {e}"),
+                    );
+                    return Ok(true);
+                }
+            }
+        };
+        if let Some(c) = class.check.as_ref().filter(|_| check_due) {
+            self.check(class, name, &repo, c.read_data, steps)?;
+        }
+        if let Some(d) = class.drill.as_ref().filter(|_| drill_due) {
+            {
                 match st.last() {
                     None => steps.add(
                         "drill",
@@ -742,13 +765,14 @@ impl<'a> Runner<'a> {
                 }
             }
         }
-        Ok(acted)
+        Ok(true)
     }
 
     fn check(
         &self,
         class: &Class,
         name: &str,
+        repo: &Arc<Repository>,
         read_data: ReadData,
         steps: &mut Steps<'a>,
     ) -> Result<()> {
@@ -766,18 +790,10 @@ impl<'a> Runner<'a> {
             );
             return Ok(());
         }
-        // Checks read the repository's own bytes, not the cache.
-        let repo = match self.spec(name).and_then(|s| super::open::open(s, None)) {
-            Ok(r) => r,
-            Err(e) => {
-                steps.add("check", name, StepStatus::Failed, e.to_string());
-                return Ok(());
-            }
-        };
         let started = crate::clock::now_rfc3339();
         let clock = Instant::now();
         let problems = std::sync::Mutex::new(Vec::new());
-        let result = check::check(&repo, read_data, self.interrupt, &|p| {
+        let result = check::check(repo, read_data, self.interrupt, &|p| {
             if p.severity == check::Severity::Error {
                 if let Ok(mut v) = problems.lock() {
                     if v.len() < record::MAX_PROBLEMS {
@@ -805,7 +821,7 @@ impl<'a> Runner<'a> {
         rec.bytes = summary.bytes_read;
         rec.seconds = clock.elapsed().as_secs_f64();
         rec.detail = detail.clone();
-        let saved = crate::lock::acquire(&repo, false).and_then(|_lock| record::save(&repo, &rec));
+        let saved = crate::lock::acquire(repo, false).and_then(|_lock| record::save(repo, &rec));
         let mut message = if ok {
             format!("no errors ({detail})")
         } else {

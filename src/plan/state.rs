@@ -29,7 +29,7 @@ impl ClassState {
         let (all, unreadable) = repo.list_snapshots_lenient()?;
         let snapshots = all
             .into_iter()
-            .filter(|(_, s)| s.tags.iter().any(|t| *t == tag))
+            .filter(|(_, s)| s.tags.contains(&tag))
             .collect();
         let (records, bad_records) = record::load_all(repo)?;
         let newest = |kind: RecordKind| {

@@ -502,7 +502,7 @@ before = ["touch {started}; i=0; while [ ! -e {go} ] && [ $i -lt 600 ]; do sleep
     )
     .expect("plan");
     std::fs::write(site.path("critical/a"), "a").expect("write");
-    let mut first = site
+    let first = site
         .plan_cmd(None, &["run", "--json"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
