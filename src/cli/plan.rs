@@ -43,9 +43,9 @@ enum PlanSub {
     /// kept, stored size and dedup ratio, last check and drill, and the
     /// estimated time to restore. Exits 1 if anything is overdue or failed
     Status(StatusArgs),
-    /// Print a systemd service and timer (or, with --cron, a crontab line)
-    /// that starts `plan run` often enough for the plan's shortest interval;
-    /// --install writes and enables it
+    /// Print a systemd service and timer (or, with --cron or without systemd,
+    /// a crontab line) that starts `plan run` often enough for the plan's
+    /// shortest interval; --install writes and enables the systemd units
     Schedule(ScheduleArgs),
 }
 
@@ -68,11 +68,11 @@ struct StatusArgs {
 
 #[derive(Args)]
 struct ScheduleArgs {
-    /// Write the units (or the crontab line) and enable them
+    /// Write the systemd units and enable the timer
     #[arg(long)]
     install: bool,
     /// A crontab line instead of systemd units [default when systemd is not running]
-    #[arg(long, conflicts_with = "systemd")]
+    #[arg(long, conflicts_with_all = ["systemd", "install"])]
     cron: bool,
     /// systemd units even when systemd does not seem to be running
     #[arg(long)]
@@ -496,11 +496,10 @@ fn schedule(g: &GlobalArgs, flag: Option<PathBuf>, a: ScheduleArgs) -> Result<Ex
             println!("{line}");
             return Ok(ExitCode::SUCCESS);
         }
-        install_crontab(&line, &plan.file)?;
-        if !g.quiet {
-            println!("added to the crontab: {line}");
-        }
-        return Ok(ExitCode::SUCCESS);
+        return Err(anyhow!(
+            "--install writes systemd units, and systemd is not running here (--systemd \
+             writes them anyway); or add this line to the crontab with `crontab -e`:\n{line}"
+        ));
     }
     let user = !root;
     let units = schedule::systemd_units(&exe, &plan.file, period, user);
@@ -575,58 +574,6 @@ fn schedule(g: &GlobalArgs, flag: Option<PathBuf>, a: ScheduleArgs) -> Result<Ex
 
 /// The units' name.
 const UNIT: &str = "cairn-plan";
-
-/// Adds `line` to the user's crontab, replacing an earlier line of cairn's for
-/// the same plan file.
-fn install_crontab(line: &str, plan_file: &Path) -> Result<()> {
-    let marker = format!("# cairn plan {}", plan_file.display());
-    let current = std::process::Command::new("crontab")
-        .arg("-l")
-        .stderr(std::process::Stdio::null())
-        .output()
-        .context("running `crontab -l` (is cron installed? without it, use systemd or add the line printed by `cairn plan schedule --cron` yourself)")?;
-    let old = if current.status.success() {
-        String::from_utf8_lossy(&current.stdout).into_owned()
-    } else {
-        String::new()
-    };
-    let mut lines: Vec<&str> = Vec::new();
-    let mut skip_next = false;
-    for l in old.lines() {
-        if skip_next {
-            skip_next = false;
-            continue;
-        }
-        if l == marker {
-            skip_next = true;
-            continue;
-        }
-        lines.push(l);
-    }
-    let mut new = lines.join("\n");
-    if !new.is_empty() {
-        new.push('\n');
-    }
-    new.push_str(&format!("{marker}\n{line}\n"));
-    let mut child = std::process::Command::new("crontab")
-        .arg("-")
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .context("running `crontab -`")?;
-    if let Some(mut stdin) = child.stdin.take() {
-        use std::io::Write;
-        stdin
-            .write_all(new.as_bytes())
-            .context("writing to `crontab -`")?;
-    }
-    let status = child.wait().context("waiting for `crontab -`")?;
-    if !status.success() {
-        return Err(anyhow!(
-            "`crontab -` failed ({status}); the crontab is unchanged"
-        ));
-    }
-    Ok(())
-}
 
 fn validate(g: &GlobalArgs, flag: Option<PathBuf>) -> Result<ExitCode> {
     let (path, origin) = locate(flag)?;

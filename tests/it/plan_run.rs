@@ -161,8 +161,8 @@ repository = "hot"
 copy_to = ["cold"]
 check = {{ every = "7d", read_data_subset = "50%" }}
 drill = {{ every = "30d", files = 3 }}
-before = ["echo before >> {log}"]
-after = ["echo after $CAIRN_BACKUP_OK >> {log}"]
+before = ["echo $CAIRN_PLAN_STEP $CAIRN_CLASS >> {log}"]
+after = ["echo $CAIRN_PLAN_STEP $CAIRN_CLASS $CAIRN_BACKUP_OK >> {log}"]
 
 [class.db]
 command = "cat {db}"
@@ -290,8 +290,8 @@ fn ninety_days_of_a_three_class_plan() {
     }
     // The hooks ran around every critical backup, `after` told it succeeded.
     let log = std::fs::read_to_string(site.path("hooks.log")).expect("hooks log");
-    assert_eq!(log.matches("before").count(), 90);
-    assert_eq!(log.matches("after 1").count(), 90);
+    assert_eq!(log.matches("before critical\n").count(), 90);
+    assert_eq!(log.matches("after critical 1\n").count(), 90);
 
     // Status, the same evening: nothing overdue, the last check and drill
     // passed, and a restore time estimated from the drill's throughput.
@@ -403,6 +403,89 @@ fn a_class_whose_repository_is_unreachable_fails_alone() {
     let out = site.plan(None, &["run", "--json"]);
     let s = last_json(&stdout(&out), "summary");
     assert_eq!(s["failed"], serde_json::json!(["lost", "fine"]));
+
+    // The disk is plugged in: the next run, with no backup due, copies what
+    // the copy target missed.
+    let usb = site.path("unplugged-usb");
+    let out = site.repo(
+        usb.to_str().expect("utf-8"),
+        &["init", "--kdf-memory", "1024", "--kdf-iterations", "1"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = site.plan(None, &["run", "--class", "fine", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let c = last_json(&stdout(&out), "plan_class");
+    assert_eq!(c["backup_due"], false);
+    assert_eq!(
+        site.snapshots(usb.to_str().expect("utf-8"), "fine").len(),
+        1
+    );
+}
+
+/// A backup running beside the plan holds a shared lock: the class's backup
+/// goes ahead, its retention waits for the next run, and neither is a failure.
+#[test]
+fn retention_is_postponed_while_another_process_holds_the_repository() {
+    let site = Site::new("");
+    std::fs::write(
+        &site.plan,
+        r#"[repository.hot]
+path = "hot"
+password_file = "pw"
+
+[class.general]
+paths = ["general"]
+every = "1h"
+keep = { last = 1 }
+repository = "hot"
+"#,
+    )
+    .expect("plan");
+    std::fs::write(site.path("general/a"), "a").expect("write");
+    let first = t("2026-03-01T10:00:00+00:00");
+    let out = site.plan(Some(first), &["run"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // A backup of a stream that stays open holds its lock until we close it.
+    let mut held = cairn(&site.env)
+        .arg("-r")
+        .arg(site.path("hot"))
+        .arg("--password-file")
+        .arg(site.path("pw"))
+        .args(["backup", "--stdin", "--stdin-filename", "held"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let locks = site.path("hot/locks");
+    let mut waited = 0;
+    while std::fs::read_dir(&locks).map_or(0, |d| d.count()) == 0 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        waited += 1;
+        assert!(waited < 1500, "the holding backup never took its lock");
+    }
+    let out = site.plan(Some(first + Duration::hours(1)), &["run", "--json"]);
+    drop(held.stdin.take());
+    let _ = held.wait();
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    let forget = stdout(&out)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["step"] == "forget")
+        .expect("a forget step");
+    assert_eq!(forget["status"], "skipped", "{forget}");
+    assert!(
+        forget["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("postponed"),
+        "{forget}"
+    );
+    assert_eq!(site.snapshots("hot", "general").len(), 2);
+    // The next run, with the repository free, applies it.
+    let out = site.plan(Some(first + Duration::hours(2)), &["run"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(site.snapshots("hot", "general").len(), 1);
 }
 
 #[test]
