@@ -558,6 +558,16 @@ fn dry_run_changes_nothing_and_a_second_run_finds_nothing_due() {
     let c = last_json(&stdout(&out), "plan_class");
     assert_eq!(c["outcome"], "not_due");
     assert_eq!(site.snapshots("hot", "fine").len(), 1);
+    // Another machine (nothing local: another cache, another home) sees the
+    // same state, from the repository alone.
+    let out = site
+        .plan_cmd(None, &["run", "--json"])
+        .env("CAIRN_CACHE_DIR", site.path("other-machine/cache"))
+        .env("HOME", site.path("other-machine"))
+        .output()
+        .expect("running cairn");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(last_json(&stdout(&out), "plan_class")["outcome"], "not_due");
 }
 
 /// Two runs at once: the second skips the class the first is running, and
