@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The README's quick start: build cairn, back up this project's sources into a new
 # repository, add a key file, change a file, back up again with the key file,
-# restore with verification, and compare.
+# restore with verification, and compare; then run a backup plan that backs the
+# sources up into that repository, copies them to a second (cold) one, checks
+# both and rehearses a restore from each.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -44,3 +46,31 @@ echo "== cairn restore latest --verify"
 diff -r "$work/data" "$work/restored"
 echo
 echo "restored tree is identical to the source"
+echo
+echo "== cairn plan run (a plan: the sources hourly, copied to a cold repository)"
+printf 'cold copy password\n' > "$work/cold.pw"
+chmod 600 "$work/cold.pw"
+env -u CAIRN_PASSWORD "$cairn" -r "$work/cold" --password-file "$work/cold.pw" init --quiet
+cat > "$work/cairn.toml" <<'PLAN'
+[repository.hot]
+path = "repo"
+password_file = "repo.key"
+
+[repository.cold]
+path = "cold"
+password_file = "cold.pw"
+
+[class.sources]
+paths = ["data"]
+every = "1h"
+keep = { hourly = 24, daily = 7 }
+repository = "hot"
+copy_to = ["cold"]
+check = { every = "1d", read_data_subset = "10%" }
+drill = { every = "7d", files = 20 }
+PLAN
+"$cairn" plan validate --plan "$work/cairn.toml"
+"$cairn" plan run --plan "$work/cairn.toml"
+echo
+echo "== cairn plan status"
+"$cairn" plan status --plan "$work/cairn.toml"
