@@ -314,7 +314,50 @@ pub fn load(path: &Path) -> Result<Report> {
     let base = file
         .parent()
         .map_or_else(|| PathBuf::from("/"), Path::to_path_buf);
-    Ok(check_text(&text, &file, &base))
+    let mut report = check_text(&text, &file, &base);
+    let unsafe_file = ownership_problems(&text, &file, &base);
+    if !unsafe_file.is_empty() {
+        report.problems.extend(unsafe_file);
+        report.problems.sort();
+        report.plan = None;
+    }
+    Ok(report)
+}
+
+/// A plan runs commands (`before`, `after`, `command`, `password_command`)
+/// and backups as whoever runs it, often root: a plan file, or a directory
+/// holding it, that someone else can change is refused. A directory with the
+/// sticky bit (like /tmp) is fine: others can't replace a file they don't own.
+fn ownership_problems(text: &str, file: &Path, dir: &Path) -> Vec<Problem> {
+    use std::os::unix::fs::MetadataExt;
+    let me = nix::unistd::geteuid().as_raw();
+    let mut out = Vec::new();
+    for (what, p) in [("plan file", file), ("the plan file's directory", dir)] {
+        let Ok(meta) = std::fs::metadata(p) else {
+            continue;
+        };
+        let mode = meta.mode() & 0o7777;
+        let sticky_dir = meta.is_dir() && mode & 0o1000 != 0;
+        let why = if meta.uid() != me && meta.uid() != 0 {
+            Some(format!("is owned by another user (uid {})", meta.uid()))
+        } else if mode & 0o022 != 0 && !sticky_dir {
+            Some(format!("can be changed by other users (mode {mode:04o})"))
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            out.push(Problem::error_at(
+                text,
+                None,
+                format!(
+                    "{what} {} {why}: whoever can change the plan runs its commands and \
+                     backups as you; make it yours (or root's) and `chmod go-w` it",
+                    p.display()
+                ),
+            ));
+        }
+    }
+    out
 }
 
 /// [`load`] on text already read; `base` is where relative paths start.

@@ -640,3 +640,44 @@ fn warnings_are_reported_at_their_place_and_do_not_fail_validation() {
     }
     assert!(!err.contains(": error: "), "{err}");
 }
+
+/// A plan runs commands as whoever runs it: a plan file others can change is
+/// refused by every plan command, naming the file and its mode.
+#[test]
+fn a_plan_file_others_can_change_is_refused() {
+    let env = env();
+    let file = env.path("cairn.toml");
+    std::fs::write(&file, BASE).expect("write plan");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+    for args in [&["validate"][..], &["run", "--dry-run"][..]] {
+        let out = cairn(&env)
+            .args(args)
+            .arg("--plan")
+            .arg(&file)
+            .output()
+            .expect("running cairn");
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains("can be changed by other users (mode 0666)") && err.contains("cairn.toml"),
+            "{args:?}: {err}"
+        );
+    }
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    // Its directory too, unless sticky (as /tmp is).
+    std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o777))
+        .expect("chmod");
+    let out = validate(&env, BASE);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("the plan file's directory"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o1777))
+        .expect("chmod");
+    let out = validate(&env, BASE);
+    assert!(out.status.success(), "{}", stderr(&out));
+    std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o700))
+        .expect("chmod");
+}
