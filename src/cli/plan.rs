@@ -126,8 +126,23 @@ fn now() -> Result<chrono::DateTime<chrono::FixedOffset>> {
     Ok(cairn::clock::now()?)
 }
 
+/// A `--class` the plan doesn't have is a usage error.
+fn known_class(plan: &Plan, class: Option<&str>) -> Result<()> {
+    match class {
+        Some(c) if !plan.classes.iter().any(|k| k.name == c) => {
+            let known: Vec<&str> = plan.classes.iter().map(|k| k.name.as_str()).collect();
+            Err(usage(format!(
+                "the plan has no class {c:?} (its classes: {})",
+                known.join(", ")
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
 fn run_plan(g: &GlobalArgs, flag: Option<PathBuf>, a: RunArgs) -> Result<ExitCode> {
     let plan = load(g, flag)?;
+    known_class(&plan, a.class.as_deref())?;
     let cache_base = if g.no_cache {
         None
     } else {
@@ -261,11 +276,7 @@ fn step_line(s: &StepReport) -> String {
 
 fn status(g: &GlobalArgs, flag: Option<PathBuf>, a: StatusArgs) -> Result<ExitCode> {
     let plan = load(g, flag)?;
-    if let Some(c) = &a.class {
-        if !plan.classes.iter().any(|k| k.name == *c) {
-            return Err(usage(format!("the plan has no class {c:?}")));
-        }
-    }
+    known_class(&plan, a.class.as_deref())?;
     let now = now()?;
     let cache_base = if g.no_cache {
         None

@@ -316,7 +316,15 @@ fn ninety_days_of_a_three_class_plan() {
     assert_eq!(hot["last_check"]["ok"], true);
     assert_eq!(hot["last_drill"]["ok"], true);
     assert!(hot["restore_bytes_per_second"].as_f64().unwrap_or(0.0) > 0.0);
-    assert!(hot["estimated_restore_seconds"].is_number(), "{hot}");
+    // The restore estimate is the newest snapshot's size at the drill's rate.
+    let size = hot["size_bytes"].as_f64().unwrap_or(0.0);
+    let rate = hot["restore_bytes_per_second"].as_f64().unwrap_or(0.0);
+    let estimate = hot["estimated_restore_seconds"].as_f64().unwrap_or(-1.0);
+    assert!(size > 20_000.0, "{hot}");
+    assert!(
+        (estimate - size / rate).abs() < 1e-9 * estimate.max(1.0),
+        "{hot}"
+    );
     assert!(hot["stored_bytes"].as_u64().unwrap_or(0) > 0);
     // Eleven snapshots of ~20 kB of random data each, stored once each: the
     // ratio is about 1, not 11.
@@ -346,6 +354,16 @@ fn ninety_days_of_a_three_class_plan() {
         "{table}"
     );
     // And a run then makes the backups it missed, one per class.
+    // A class the plan doesn't have is a usage error, for run and status.
+    for cmd in ["run", "status"] {
+        let out = site.plan(Some(later), &[cmd, "--class", "nope"]);
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("critical, db, general"),
+            "{}",
+            stderr(&out)
+        );
+    }
     let out = site.plan(Some(later), &["run", "--dry-run", "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let planned = stdout(&out)
