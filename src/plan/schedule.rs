@@ -93,7 +93,6 @@ pub fn systemd_units(exe: &Path, plan_file: &Path, period: u64, user: bool) -> U
     let service = format!(
         "[Unit]\n\
          Description=cairn backup plan {plan}\n\
-         Documentation=man:cairn(1)\n\
          After=network-online.target local-fs.target\n\
          Wants=network-online.target\n\
          \n\
