@@ -128,7 +128,9 @@ fn now() -> Result<chrono::DateTime<chrono::FixedOffset>> {
 
 fn run_plan(g: &GlobalArgs, flag: Option<PathBuf>, a: RunArgs) -> Result<ExitCode> {
     let plan = load(g, flag)?;
-    let cache_base = if g.no_cache {
+    // A dry run changes nothing, the local cache included: opening a
+    // repository with its cache creates it, fills it and sweeps old ones.
+    let cache_base = if g.no_cache || a.dry_run {
         None
     } else {
         cairn::cache::base_dir()

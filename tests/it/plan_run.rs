@@ -671,3 +671,65 @@ fn schedule_prints_a_persistent_randomized_timer_for_the_shortest_interval() {
         assert!(e.contains("the unit files are written"), "{e}");
     }
 }
+
+/// Every directory and file under `dir`, with the files' bytes.
+fn everything_under(dir: &Path) -> std::collections::BTreeMap<PathBuf, Option<Vec<u8>>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("read_dir") {
+            let e = e.expect("entry");
+            let t = e.file_type().expect("file type");
+            if t.is_dir() {
+                stack.push(e.path());
+                out.insert(e.path(), None);
+            } else {
+                out.insert(e.path(), Some(std::fs::read(e.path()).unwrap_or_default()));
+            }
+        }
+    }
+    out
+}
+
+/// A dry run with backups, retention, a check and a drill due leaves every
+/// file where it was: no snapshot, lock, record or class lock, and no local
+/// cache (which opening a repository with its cache would create, fill and
+/// sweep).
+#[test]
+fn dry_run_writes_nothing_not_even_the_local_cache() {
+    let site = Site::new("");
+    std::fs::write(&site.plan, three_classes(site.env.dir.path())).expect("write plan");
+    std::fs::write(site.path("critical/a"), "a").expect("write");
+    std::fs::write(site.path("db.sql"), "insert;\n").expect("write");
+    let start = t("2026-01-01T02:00:00+00:00");
+    let out = site.plan(Some(start), &["run"]);
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    std::fs::write(site.path("critical/b"), "b").expect("write");
+    let before = everything_under(site.env.dir.path());
+    let later = start + Duration::days(40);
+    let out = site
+        .plan_cmd(Some(later), &["run", "--dry-run", "--json"])
+        .env("CAIRN_CACHE_DIR", site.path("dry-cache"))
+        .output()
+        .expect("running cairn");
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    let o = stdout(&out);
+    for step in ["backup", "check", "drill"] {
+        assert!(
+            o.contains(&format!("\"step\":\"{step}\"")),
+            "no planned {step}: {o}"
+        );
+    }
+    assert!(
+        !site.path("dry-cache").exists(),
+        "the dry run made a cache directory"
+    );
+    let after = everything_under(site.env.dir.path());
+    let changed: Vec<_> = after
+        .iter()
+        .filter(|(p, c)| before.get(*p) != Some(c))
+        .map(|(p, _)| p.clone())
+        .chain(before.keys().filter(|p| !after.contains_key(*p)).cloned())
+        .collect();
+    assert!(changed.is_empty(), "the dry run changed {changed:?}");
+}
