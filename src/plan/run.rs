@@ -14,7 +14,7 @@
 //! machine (the second skips the class and says so); the repository locks keep
 //! everything else consistent.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::AsFd;
@@ -490,11 +490,6 @@ impl<'a> Runner<'a> {
         steps: &mut Steps<'a>,
     ) {
         let tag = class.tag();
-        let group_by = GroupBy {
-            host: true,
-            paths: false,
-            tags: false,
-        };
         let lock = if self.opts.dry_run {
             None
         } else {
@@ -521,13 +516,7 @@ impl<'a> Runner<'a> {
                 .filter(|(_, s)| s.tags.contains(&tag))
                 .collect();
             let total = mine.len();
-            let remove = forget::plan(mine, keep, group_by)
-                .into_iter()
-                .flat_map(|g| g.decisions)
-                .filter(|d| !d.keep())
-                .map(|d| d.id)
-                .collect::<Vec<SnapshotId>>();
-            (total, remove)
+            (total, forgotten(mine, keep))
         });
         let (total, remove) = match chosen {
             Ok(r) => r,
@@ -639,6 +628,20 @@ impl<'a> Runner<'a> {
                 steps.add("copy", target, StepStatus::Failed, e.to_string());
                 return false;
             }
+        };
+        // Only what the class's retention keeps: the target applies the same
+        // retention, and would forget again at once (and prune) a snapshot the
+        // source still has only because its own retention was postponed.
+        let wanted = match &class.keep {
+            Some(keep) => {
+                let gone: HashSet<SnapshotId> =
+                    forgotten(wanted.clone(), keep).into_iter().collect();
+                wanted
+                    .into_iter()
+                    .filter(|(id, _)| !gone.contains(id))
+                    .collect()
+            }
+            None => wanted,
         };
         let missing = match crate::copy::missing(&dst, &wanted) {
             Ok(m) => m,
@@ -927,6 +930,24 @@ impl<'a> Runner<'a> {
         });
         Ok(())
     }
+}
+
+/// Which of a class's snapshots its retention forgets (grouped by host).
+fn forgotten(
+    snapshots: Vec<(SnapshotId, snapshot::Snapshot)>,
+    keep: &forget::KeepPolicy,
+) -> Vec<SnapshotId> {
+    let group_by = GroupBy {
+        host: true,
+        paths: false,
+        tags: false,
+    };
+    forget::plan(snapshots, keep, group_by)
+        .into_iter()
+        .flat_map(|g| g.decisions)
+        .filter(|d| !d.keep())
+        .map(|d| d.id)
+        .collect()
 }
 
 /// Records of checks and drills kept per class and kind; older ones are

@@ -733,3 +733,87 @@ fn dry_run_writes_nothing_not_even_the_local_cache() {
         .collect();
     assert!(changed.is_empty(), "the dry run changed {changed:?}");
 }
+
+/// `cairn backup --stdin` into `repo`, holding its shared lock until the
+/// returned child's standard input is closed.
+fn hold_lock(site: &Site, repo: &str) -> std::process::Child {
+    let held = cairn(&site.env)
+        .arg("-r")
+        .arg(site.path(repo))
+        .arg("--password-file")
+        .arg(site.path("pw"))
+        .args(["backup", "--stdin", "--stdin-filename", "held"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let locks = site.path(&format!("{repo}/locks"));
+    let mut waited = 0;
+    while std::fs::read_dir(&locks).map_or(0, |d| d.count()) == 0 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        waited += 1;
+        assert!(waited < 1500, "the holding backup never took its lock");
+    }
+    held
+}
+
+fn steps_named(out: &Output, step: &str) -> Vec<serde_json::Value> {
+    stdout(out)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["message_type"] == "plan_step" && v["step"] == step)
+        .collect()
+}
+
+/// While the class's retention is postponed in its repository, the copy
+/// target (which applied the same retention) must not be sent again, at every
+/// run, the snapshots it has already forgotten.
+#[test]
+fn a_copy_target_is_not_sent_again_what_its_retention_forgot() {
+    let site = Site::new("");
+    std::fs::write(
+        &site.plan,
+        r#"[repository.hot]
+path = "hot"
+password_file = "pw"
+
+[repository.cold]
+path = "cold"
+password_file = "pw"
+
+[class.general]
+paths = ["general"]
+every = "1h"
+keep = { last = 1 }
+repository = "hot"
+copy_to = ["cold"]
+"#,
+    )
+    .expect("plan");
+    std::fs::write(site.path("general/a"), "a").expect("write");
+    let first = t("2026-03-01T10:00:00+00:00");
+    let out = site.plan(Some(first), &["run"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(site.snapshots("cold", "general").len(), 1);
+
+    let mut held = hold_lock(&site, "hot");
+    std::fs::write(site.path("general/b"), "b").expect("write");
+    let second = site.plan(Some(first + Duration::hours(1)), &["run", "--json"]);
+    // Not due: ten minutes later, the hot repository still held.
+    let third = site.plan(
+        Some(first + Duration::hours(1) + Duration::minutes(10)),
+        &["run", "--json"],
+    );
+    drop(held.stdin.take());
+    let _ = held.wait();
+    assert!(second.status.success(), "{}", stderr(&second));
+    assert!(third.status.success(), "{}", stderr(&third));
+    assert_eq!(steps_named(&second, "forget")[0]["status"], "skipped");
+    // The new snapshot went to the cold copy, whose retention kept it alone.
+    assert_eq!(steps_named(&second, "copy").len(), 1, "{}", stdout(&second));
+    assert_eq!(site.snapshots("cold", "general").len(), 1);
+    // The next run has nothing to copy.
+    assert!(steps_named(&third, "copy").is_empty(), "{}", stdout(&third));
+    assert_eq!(site.snapshots("cold", "general").len(), 1);
+}
