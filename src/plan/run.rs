@@ -3,7 +3,8 @@
 //! Per class, in order: the backup if the class's interval has passed since its
 //! last snapshot without errors (`before` commands, the backup tagged
 //! `class=NAME`, `after` commands also when something failed), the class's
-//! retention on its own snapshots (and a prune when it forgot any), copies of
+//! retention on its own snapshots (and a prune when it forgot any; without a
+//! backup, only when a postponed retention left something to forget), copies of
 //! its snapshots to each `copy_to` repository that lacks them (with the same
 //! retention there), then a check and a restore drill of each of those
 //! repositories when theirs are due. Each step's failure is recorded and the
@@ -306,7 +307,12 @@ impl<'a> Runner<'a> {
             }
         }
         if let Some(keep) = &class.keep {
-            if out.backup_due {
+            // Without a backup, only when there is something to forget: a
+            // retention postponed (the repository was locked) or failed
+            // before is applied at the next run, due or not.
+            let pending = !out.backup_due && !forgotten(st.snapshots.clone(), keep).is_empty();
+            if out.backup_due || pending {
+                acted |= pending;
                 self.retention(class, keep, &class.repository, &repo, &mut steps);
             }
         }

@@ -816,4 +816,32 @@ copy_to = ["cold"]
     // The next run has nothing to copy.
     assert!(steps_named(&third, "copy").is_empty(), "{}", stdout(&third));
     assert_eq!(site.snapshots("cold", "general").len(), 1);
+    assert_eq!(site.snapshots("hot", "general").len(), 2);
+
+    // Postponed means to the next run, even one with no backup due: with the
+    // repository free again, the retention it missed is applied.
+    let fourth = site.plan(
+        Some(first + Duration::hours(1) + Duration::minutes(20)),
+        &["run", "--json"],
+    );
+    assert!(fourth.status.success(), "{}", stderr(&fourth));
+    assert_eq!(
+        last_json(&stdout(&fourth), "plan_class")["backup_due"],
+        false
+    );
+    assert_eq!(
+        site.snapshots("hot", "general").len(),
+        1,
+        "{}",
+        stdout(&fourth)
+    );
+    // And a run after that has nothing left to forget: no step at all.
+    let fifth = site.plan(
+        Some(first + Duration::hours(1) + Duration::minutes(30)),
+        &["run", "--json"],
+    );
+    assert_eq!(
+        last_json(&stdout(&fifth), "plan_class")["outcome"],
+        "not_due"
+    );
 }
