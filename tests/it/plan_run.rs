@@ -845,3 +845,49 @@ copy_to = ["cold"]
         "not_due"
     );
 }
+
+/// A class's `compression` is the zstd level its backups store new blobs at:
+/// level 0 stores a compressible file as it is, the repository's level shrinks it.
+#[test]
+fn a_class_compression_level_is_the_one_its_blobs_are_stored_at() {
+    let site = Site::new("");
+    std::fs::write(
+        &site.plan,
+        r#"[repository.hot]
+path = "hot"
+password_file = "pw"
+
+[class.critical]
+paths = ["critical"]
+every = "1h"
+repository = "hot"
+
+[class.general]
+paths = ["general"]
+every = "1h"
+repository = "hot"
+compression = 0
+"#,
+    )
+    .expect("plan");
+    // The same size of text in each, different content so nothing dedups.
+    for (d, word) in [("critical", "alpha "), ("general", "omega ")] {
+        std::fs::write(site.path(&format!("{d}/log.txt")), word.repeat(200_000)).expect("write");
+    }
+    let out = site.plan(None, &["run"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = site.plan(None, &["status", "--json"]);
+    let rows: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["message_type"] == "plan_status")
+        .collect();
+    let stored = |class: &str| {
+        rows.iter()
+            .find(|r| r["class"] == class)
+            .and_then(|r| r["stored_bytes"].as_u64())
+            .unwrap_or_else(|| panic!("no stored size for {class}: {rows:?}"))
+    };
+    assert!(stored("general") >= 1_200_000, "{rows:?}");
+    assert!(stored("critical") < 100_000, "{rows:?}");
+}
