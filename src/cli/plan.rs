@@ -143,7 +143,9 @@ fn known_class(plan: &Plan, class: Option<&str>) -> Result<()> {
 fn run_plan(g: &GlobalArgs, flag: Option<PathBuf>, a: RunArgs) -> Result<ExitCode> {
     let plan = load(g, flag)?;
     known_class(&plan, a.class.as_deref())?;
-    let cache_base = if g.no_cache {
+    // A dry run changes nothing, the local cache included: opening a
+    // repository with its cache creates it, fills it and sweeps old ones.
+    let cache_base = if g.no_cache || a.dry_run {
         None
     } else {
         cairn::cache::base_dir()

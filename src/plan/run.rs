@@ -3,7 +3,8 @@
 //! Per class, in order: the backup if the class's interval has passed since its
 //! last snapshot without errors (`before` commands, the backup tagged
 //! `class=NAME`, `after` commands also when something failed), the class's
-//! retention on its own snapshots (and a prune when it forgot any), copies of
+//! retention on its own snapshots (and a prune when it forgot any; without a
+//! backup, only when a postponed retention left something to forget), copies of
 //! its snapshots to each `copy_to` repository that lacks them (with the same
 //! retention there), then a check and a restore drill of each of those
 //! repositories when theirs are due. Each step's failure is recorded and the
@@ -14,7 +15,7 @@
 //! machine (the second skips the class and says so); the repository locks keep
 //! everything else consistent.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::AsFd;
@@ -306,7 +307,12 @@ impl<'a> Runner<'a> {
             }
         }
         if let Some(keep) = &class.keep {
-            if out.backup_due {
+            // Without a backup, only when there is something to forget: a
+            // retention postponed (the repository was locked) or failed
+            // before is applied at the next run, due or not.
+            let pending = !out.backup_due && !forgotten(st.snapshots.clone(), keep).is_empty();
+            if out.backup_due || pending {
+                acted |= pending;
                 self.retention(class, keep, &class.repository, &repo, &mut steps);
             }
         }
@@ -490,11 +496,6 @@ impl<'a> Runner<'a> {
         steps: &mut Steps<'a>,
     ) {
         let tag = class.tag();
-        let group_by = GroupBy {
-            host: true,
-            paths: false,
-            tags: false,
-        };
         let lock = if self.opts.dry_run {
             None
         } else {
@@ -521,13 +522,7 @@ impl<'a> Runner<'a> {
                 .filter(|(_, s)| s.tags.contains(&tag))
                 .collect();
             let total = mine.len();
-            let remove = forget::plan(mine, keep, group_by)
-                .into_iter()
-                .flat_map(|g| g.decisions)
-                .filter(|d| !d.keep())
-                .map(|d| d.id)
-                .collect::<Vec<SnapshotId>>();
-            (total, remove)
+            (total, forgotten(mine, keep))
         });
         let (total, remove) = match chosen {
             Ok(r) => r,
@@ -639,6 +634,20 @@ impl<'a> Runner<'a> {
                 steps.add("copy", target, StepStatus::Failed, e.to_string());
                 return false;
             }
+        };
+        // Only what the class's retention keeps: the target applies the same
+        // retention, and would forget again at once (and prune) a snapshot the
+        // source still has only because its own retention was postponed.
+        let wanted = match &class.keep {
+            Some(keep) => {
+                let gone: HashSet<SnapshotId> =
+                    forgotten(wanted.clone(), keep).into_iter().collect();
+                wanted
+                    .into_iter()
+                    .filter(|(id, _)| !gone.contains(id))
+                    .collect()
+            }
+            None => wanted,
         };
         let missing = match crate::copy::missing(&dst, &wanted) {
             Ok(m) => m,
@@ -927,6 +936,24 @@ impl<'a> Runner<'a> {
         });
         Ok(())
     }
+}
+
+/// Which of a class's snapshots its retention forgets (grouped by host).
+fn forgotten(
+    snapshots: Vec<(SnapshotId, snapshot::Snapshot)>,
+    keep: &forget::KeepPolicy,
+) -> Vec<SnapshotId> {
+    let group_by = GroupBy {
+        host: true,
+        paths: false,
+        tags: false,
+    };
+    forget::plan(snapshots, keep, group_by)
+        .into_iter()
+        .flat_map(|g| g.decisions)
+        .filter(|d| !d.keep())
+        .map(|d| d.id)
+        .collect()
 }
 
 /// Records of checks and drills kept per class and kind; older ones are

@@ -703,3 +703,223 @@ fn schedule_prints_a_persistent_randomized_timer_for_the_shortest_interval() {
         Err(e) => eprintln!("skipped systemd-analyze verify: {e}"),
     }
 }
+
+/// Every directory and file under `dir`, with the files' bytes.
+fn everything_under(dir: &Path) -> std::collections::BTreeMap<PathBuf, Option<Vec<u8>>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("read_dir") {
+            let e = e.expect("entry");
+            let t = e.file_type().expect("file type");
+            if t.is_dir() {
+                stack.push(e.path());
+                out.insert(e.path(), None);
+            } else {
+                out.insert(e.path(), Some(std::fs::read(e.path()).unwrap_or_default()));
+            }
+        }
+    }
+    out
+}
+
+/// A dry run with backups, retention, a check and a drill due leaves every
+/// file where it was: no snapshot, lock, record or class lock, and no local
+/// cache (which opening a repository with its cache would create, fill and
+/// sweep).
+#[test]
+fn dry_run_writes_nothing_not_even_the_local_cache() {
+    let site = Site::new("");
+    std::fs::write(&site.plan, three_classes(site.env.dir.path())).expect("write plan");
+    std::fs::write(site.path("critical/a"), "a").expect("write");
+    std::fs::write(site.path("db.sql"), "insert;\n").expect("write");
+    let start = t("2026-01-01T02:00:00+00:00");
+    let out = site.plan(Some(start), &["run"]);
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    std::fs::write(site.path("critical/b"), "b").expect("write");
+    let before = everything_under(site.env.dir.path());
+    let later = start + Duration::days(40);
+    let out = site
+        .plan_cmd(Some(later), &["run", "--dry-run", "--json"])
+        .env("CAIRN_CACHE_DIR", site.path("dry-cache"))
+        .output()
+        .expect("running cairn");
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    let o = stdout(&out);
+    for step in ["backup", "check", "drill"] {
+        assert!(
+            o.contains(&format!("\"step\":\"{step}\"")),
+            "no planned {step}: {o}"
+        );
+    }
+    assert!(
+        !site.path("dry-cache").exists(),
+        "the dry run made a cache directory"
+    );
+    let after = everything_under(site.env.dir.path());
+    let changed: Vec<_> = after
+        .iter()
+        .filter(|(p, c)| before.get(*p) != Some(c))
+        .map(|(p, _)| p.clone())
+        .chain(before.keys().filter(|p| !after.contains_key(*p)).cloned())
+        .collect();
+    assert!(changed.is_empty(), "the dry run changed {changed:?}");
+}
+
+/// `cairn backup --stdin` into `repo`, holding its shared lock until the
+/// returned child's standard input is closed.
+fn hold_lock(site: &Site, repo: &str) -> std::process::Child {
+    let held = cairn(&site.env)
+        .arg("-r")
+        .arg(site.path(repo))
+        .arg("--password-file")
+        .arg(site.path("pw"))
+        .args(["backup", "--stdin", "--stdin-filename", "held"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let locks = site.path(&format!("{repo}/locks"));
+    let mut waited = 0;
+    while std::fs::read_dir(&locks).map_or(0, |d| d.count()) == 0 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        waited += 1;
+        assert!(waited < 1500, "the holding backup never took its lock");
+    }
+    held
+}
+
+fn steps_named(out: &Output, step: &str) -> Vec<serde_json::Value> {
+    stdout(out)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["message_type"] == "plan_step" && v["step"] == step)
+        .collect()
+}
+
+/// While the class's retention is postponed in its repository, the copy
+/// target (which applied the same retention) must not be sent again, at every
+/// run, the snapshots it has already forgotten.
+#[test]
+fn a_copy_target_is_not_sent_again_what_its_retention_forgot() {
+    let site = Site::new("");
+    std::fs::write(
+        &site.plan,
+        r#"[repository.hot]
+path = "hot"
+password_file = "pw"
+
+[repository.cold]
+path = "cold"
+password_file = "pw"
+
+[class.general]
+paths = ["general"]
+every = "1h"
+keep = { last = 1 }
+repository = "hot"
+copy_to = ["cold"]
+"#,
+    )
+    .expect("plan");
+    std::fs::write(site.path("general/a"), "a").expect("write");
+    let first = t("2026-03-01T10:00:00+00:00");
+    let out = site.plan(Some(first), &["run"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(site.snapshots("cold", "general").len(), 1);
+
+    let mut held = hold_lock(&site, "hot");
+    std::fs::write(site.path("general/b"), "b").expect("write");
+    let second = site.plan(Some(first + Duration::hours(1)), &["run", "--json"]);
+    // Not due: ten minutes later, the hot repository still held.
+    let third = site.plan(
+        Some(first + Duration::hours(1) + Duration::minutes(10)),
+        &["run", "--json"],
+    );
+    drop(held.stdin.take());
+    let _ = held.wait();
+    assert!(second.status.success(), "{}", stderr(&second));
+    assert!(third.status.success(), "{}", stderr(&third));
+    assert_eq!(steps_named(&second, "forget")[0]["status"], "skipped");
+    // The new snapshot went to the cold copy, whose retention kept it alone.
+    assert_eq!(steps_named(&second, "copy").len(), 1, "{}", stdout(&second));
+    assert_eq!(site.snapshots("cold", "general").len(), 1);
+    // The next run has nothing to copy.
+    assert!(steps_named(&third, "copy").is_empty(), "{}", stdout(&third));
+    assert_eq!(site.snapshots("cold", "general").len(), 1);
+    assert_eq!(site.snapshots("hot", "general").len(), 2);
+
+    // Postponed means to the next run, even one with no backup due: with the
+    // repository free again, the retention it missed is applied.
+    let fourth = site.plan(
+        Some(first + Duration::hours(1) + Duration::minutes(20)),
+        &["run", "--json"],
+    );
+    assert!(fourth.status.success(), "{}", stderr(&fourth));
+    assert_eq!(
+        last_json(&stdout(&fourth), "plan_class")["backup_due"],
+        false
+    );
+    assert_eq!(
+        site.snapshots("hot", "general").len(),
+        1,
+        "{}",
+        stdout(&fourth)
+    );
+    // And a run after that has nothing left to forget: no step at all.
+    let fifth = site.plan(
+        Some(first + Duration::hours(1) + Duration::minutes(30)),
+        &["run", "--json"],
+    );
+    assert_eq!(
+        last_json(&stdout(&fifth), "plan_class")["outcome"],
+        "not_due"
+    );
+}
+
+/// A class's `compression` is the zstd level its backups store new blobs at:
+/// level 0 stores a compressible file as it is, the repository's level shrinks it.
+#[test]
+fn a_class_compression_level_is_the_one_its_blobs_are_stored_at() {
+    let site = Site::new("");
+    std::fs::write(
+        &site.plan,
+        r#"[repository.hot]
+path = "hot"
+password_file = "pw"
+
+[class.critical]
+paths = ["critical"]
+every = "1h"
+repository = "hot"
+
+[class.general]
+paths = ["general"]
+every = "1h"
+repository = "hot"
+compression = 0
+"#,
+    )
+    .expect("plan");
+    // The same size of text in each, different content so nothing dedups.
+    for (d, word) in [("critical", "alpha "), ("general", "omega ")] {
+        std::fs::write(site.path(&format!("{d}/log.txt")), word.repeat(200_000)).expect("write");
+    }
+    let out = site.plan(None, &["run"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = site.plan(None, &["status", "--json"]);
+    let rows: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["message_type"] == "plan_status")
+        .collect();
+    let stored = |class: &str| {
+        rows.iter()
+            .find(|r| r["class"] == class)
+            .and_then(|r| r["stored_bytes"].as_u64())
+            .unwrap_or_else(|| panic!("no stored size for {class}: {rows:?}"))
+    };
+    assert!(stored("general") >= 1_200_000, "{rows:?}");
+    assert!(stored("critical") < 100_000, "{rows:?}");
+}
