@@ -52,6 +52,11 @@ pub struct Lock {
     /// sharing a hostname and a kernel differ here. Optional, like `boot_id`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid_ns: Option<u64>,
+    /// A claim on a backup plan's class (`plan run`): the holder is running
+    /// that class. Claims keep two plan runs off one class; they don't
+    /// conflict with other locks (the operations of the run take their own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_class: Option<String>,
 }
 
 /// Where a process runs, as far as telling its pids apart goes: a pid means the
@@ -132,6 +137,7 @@ impl Lock {
             exclusive,
             boot_id: here.boot_id.clone(),
             pid_ns: here.pid_ns,
+            plan_class: None,
         }
     }
 
@@ -429,8 +435,9 @@ impl LockGuard {
     }
 }
 
-fn write_lock(repo: &Repository, exclusive: bool) -> Result<LockId> {
-    let lock = Lock::for_this_process(exclusive);
+fn write_lock(repo: &Repository, exclusive: bool, class: Option<&str>) -> Result<LockId> {
+    let mut lock = Lock::for_this_process(exclusive);
+    lock.plan_class = class.map(str::to_string);
     let (name, _) = repo.save_sealed(
         FileKind::Lock,
         SealKind::Lock,
@@ -444,13 +451,14 @@ fn refresh_loop(
     repo: Arc<Repository>,
     held: Arc<Mutex<Held>>,
     exclusive: bool,
+    class: Option<String>,
     stop: mpsc::Receiver<()>,
 ) {
     while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(REFRESH_EVERY) {
         // The new lock is written before the old one is removed, so there is no
         // moment without a lock. A failed write keeps the old time, and
         // `still_valid` notices once it is too old.
-        if let Ok(new_id) = write_lock(&repo, exclusive) {
+        if let Ok(new_id) = write_lock(&repo, exclusive, class.as_deref()) {
             if let Some(old) = record_refresh(&held, new_id, SystemTime::now()) {
                 let _ = repo.backend().remove(FileType::Lock, &old.to_hex());
             }
@@ -494,24 +502,8 @@ impl Drop for LockGuard {
 /// processes racing for conflicting locks can't both see "no conflict". Locks of
 /// processes provably gone from this host are removed on the way.
 pub fn acquire(repo: &Arc<Repository>, exclusive: bool) -> Result<LockGuard> {
-    let id = write_lock(repo, exclusive)?;
-    let held = Arc::new(Mutex::new(Held {
-        id,
-        refreshed: SystemTime::now(),
-    }));
-    let (tx, rx) = mpsc::channel();
-    let refresher = {
-        let repo = Arc::clone(repo);
-        let held = Arc::clone(&held);
-        std::thread::spawn(move || refresh_loop(repo, held, exclusive, rx))
-    };
-    let guard = LockGuard {
-        repo: Arc::clone(repo),
-        held,
-        stop: Some(tx),
-        refresher: Some(refresher),
-    };
-    let own = id.to_hex();
+    let guard = hold(repo, exclusive, None)?;
+    let own = guard.id().to_hex();
     for other in list_locks(repo)? {
         if other.name == own {
             continue;
@@ -520,6 +512,8 @@ pub fn acquire(repo: &Arc<Repository>, exclusive: bool) -> Result<LockGuard> {
             Ok(l) if l.process_gone() => {
                 let _ = repo.backend().remove(FileType::Lock, &other.name);
             }
+            // A plan run's claim on a class guards nothing stored.
+            Ok(l) if l.plan_class.is_some() => {}
             Ok(l) => {
                 if (exclusive || l.exclusive) && !l.is_stale(other.modified) {
                     return Err(Error::Locked(format!(
@@ -547,6 +541,60 @@ pub fn acquire(repo: &Arc<Repository>, exclusive: bool) -> Result<LockGuard> {
         }
     }
     Ok(guard)
+}
+
+/// Writes a lock and starts refreshing it; the caller looks for conflicts.
+fn hold(repo: &Arc<Repository>, exclusive: bool, class: Option<&str>) -> Result<LockGuard> {
+    let id = write_lock(repo, exclusive, class)?;
+    let held = Arc::new(Mutex::new(Held {
+        id,
+        refreshed: SystemTime::now(),
+    }));
+    let (tx, rx) = mpsc::channel();
+    let refresher = {
+        let repo = Arc::clone(repo);
+        let held = Arc::clone(&held);
+        let class = class.map(str::to_string);
+        std::thread::spawn(move || refresh_loop(repo, held, exclusive, class, rx))
+    };
+    Ok(LockGuard {
+        repo: Arc::clone(repo),
+        held,
+        stop: Some(tx),
+        refresher: Some(refresher),
+    })
+}
+
+/// What [`claim_class`] found.
+pub enum Claim {
+    /// This process runs the class until the guard is dropped.
+    Held(LockGuard),
+    /// Another live claim on the class: who holds it.
+    Busy(String),
+}
+
+/// Claims plan class `class` for this process, across every machine that uses
+/// the repository: writes a claim, then lists `locks/`; if another live claim
+/// on the class exists, this one is withdrawn and the class is busy. Two runs
+/// that claim at the same moment may both withdraw (the class then waits for
+/// the next run); they never both go on.
+pub fn claim_class(repo: &Arc<Repository>, class: &str) -> Result<Claim> {
+    let guard = hold(repo, false, Some(class))?;
+    let own = guard.id().to_hex();
+    for other in list_locks(repo)? {
+        if other.name == own {
+            continue;
+        }
+        if let Ok(l) = &other.lock {
+            if l.plan_class.as_deref() == Some(class)
+                && !l.process_gone()
+                && !l.is_stale(other.modified)
+            {
+                return Ok(Claim::Busy(l.describe(&other.id)));
+            }
+        }
+    }
+    Ok(Claim::Held(guard))
 }
 
 /// What `unlock` did with one lock file.

@@ -12,8 +12,9 @@
 //! target that was away gets what it missed when it comes back.
 //!
 //! Two runs of the same class at once are kept apart by a lock file on this
-//! machine (the second skips the class and says so); the repository locks keep
-//! everything else consistent.
+//! machine and by a claim in the class's repository (a lock naming the class,
+//! format-spec §15), which other machines see: the second skips the class and
+//! says so. The repository locks keep everything else consistent.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -280,7 +281,40 @@ impl<'a> Runner<'a> {
                 }
             }
         };
-        // Read after the class lock is held: a run that just finished is seen.
+        // The same across machines, through a claim in the repository.
+        let _claim = if self.opts.dry_run {
+            None
+        } else {
+            match crate::lock::claim_class(&repo, &class.name) {
+                Ok(crate::lock::Claim::Held(g)) => Some(g),
+                Ok(crate::lock::Claim::Busy(who)) => {
+                    steps.add(
+                        "backup",
+                        &class.repository,
+                        StepStatus::Skipped,
+                        format!(
+                            "another `cairn plan run` is running class {}: {who}",
+                            class.name
+                        ),
+                    );
+                    out.outcome = ClassOutcome::Busy;
+                    out.steps = steps.list;
+                    return Ok(out);
+                }
+                Err(e) => {
+                    steps.add(
+                        "backup",
+                        &class.repository,
+                        StepStatus::Failed,
+                        format!("claiming the class in {}: {e}", class.repository),
+                    );
+                    out.outcome = ClassOutcome::Failed;
+                    out.steps = steps.list;
+                    return Ok(out);
+                }
+            }
+        };
+        // Read once the class is held: a run that just finished is seen.
         let st = match ClassState::load(&repo, &class.name) {
             Ok(s) => s,
             Err(e) => {

@@ -923,3 +923,59 @@ compression = 0
     assert!(stored("general") >= 1_200_000, "{rows:?}");
     assert!(stored("critical") < 100_000, "{rows:?}");
 }
+
+/// Another machine running the class is seen through its claim in the
+/// repository (here: this test process's claim, which the plan run can't tell
+/// from another machine's, as it holds no local lock file).
+#[test]
+fn a_class_claimed_in_the_repository_by_another_run_is_busy() {
+    let site = Site::new("");
+    std::fs::write(
+        &site.plan,
+        r#"[repository.hot]
+path = "hot"
+password_file = "pw"
+
+[class.critical]
+paths = ["critical"]
+every = "1h"
+repository = "hot"
+"#,
+    )
+    .expect("plan");
+    std::fs::write(site.path("critical/a"), "a").expect("write");
+    let backend = std::sync::Arc::new(cairn::backend::LocalBackend::new(&site.path("hot")));
+    let repo = std::sync::Arc::new(
+        cairn::repository::Repository::open(backend, b"plan secret").expect("open"),
+    );
+    let claim = match cairn::lock::claim_class(&repo, "critical").expect("claim") {
+        cairn::lock::Claim::Held(g) => g,
+        cairn::lock::Claim::Busy(who) => panic!("busy: {who}"),
+    };
+    let out = site.plan(None, &["run", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let step = stdout(&out)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["message_type"] == "plan_step")
+        .expect("a step");
+    assert_eq!(step["status"], "skipped", "{step}");
+    let pid = format!("(pid {})", std::process::id());
+    assert!(
+        step["message"].as_str().unwrap_or("").contains(&pid),
+        "{step}"
+    );
+    assert_eq!(last_json(&stdout(&out), "plan_class")["outcome"], "busy");
+    assert!(site.snapshots("hot", "critical").is_empty());
+    // The claim guards no data: a prune runs beside it.
+    site.repo_ok("hot", &["prune"]);
+    // Released, the class runs, and its own claim is gone afterwards.
+    drop(claim);
+    let out = site.plan(None, &["run", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(site.snapshots("hot", "critical").len(), 1);
+    assert_eq!(
+        std::fs::read_dir(site.path("hot/locks")).map_or(0, |d| d.count()),
+        0
+    );
+}
