@@ -888,6 +888,7 @@ pub(crate) mod tests {
             exclusive: false,
             boot_id: p.boot_id.clone(),
             pid_ns: p.pid_ns,
+            plan_class: None,
         }
     }
 
