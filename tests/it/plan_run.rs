@@ -944,7 +944,7 @@ repository = "hot"
     )
     .expect("plan");
     std::fs::write(site.path("critical/a"), "a").expect("write");
-    let backend = std::sync::Arc::new(cairn::backend::LocalBackend::new(&site.path("hot")));
+    let backend = std::sync::Arc::new(cairn::backend::LocalBackend::new(site.path("hot")));
     let repo = std::sync::Arc::new(
         cairn::repository::Repository::open(backend, b"plan secret").expect("open"),
     );
