@@ -597,16 +597,17 @@ impl<'a> Runner<'a> {
                 })
                 .collect::<Vec<_>>()
         });
-        if let Ok(old) = trimmed {
-            let _ = record::remove(repo, &lock, &old);
-        }
+        let trim_note = match trimmed.and_then(|old| record::remove(repo, &lock, &old)) {
+            Ok(()) => String::new(),
+            Err(e) => format!("; old check and drill records were left: {e}"),
+        };
         drop(lock);
         steps.push(StepReport {
             step: "forget",
             repository: rname.to_string(),
             status: StepStatus::Ok,
             message: format!(
-                "kept {}, forgot {}",
+                "kept {}, forgot {}{trim_note}",
                 crate::text::count(kept, "snapshot", "snapshots"),
                 remove.len()
             ),
@@ -734,8 +735,10 @@ impl<'a> Runner<'a> {
                     snapshots: r.copied.iter().map(|(_, new)| new.to_hex()).collect(),
                 });
             }
+            Err(Error::Interrupted) => return true,
             Err(e) => {
-                steps.add("copy", target, StepStatus::Failed, e.to_string());
+                let (status, msg) = postponed_if_locked(e);
+                steps.add("copy", target, status, msg);
                 return true;
             }
         }
@@ -850,7 +853,8 @@ impl<'a> Runner<'a> {
             Ok(s) => s,
             Err(Error::Interrupted) => return Err(Error::Interrupted),
             Err(e) => {
-                steps.add("check", name, StepStatus::Failed, e.to_string());
+                let (status, msg) = postponed_if_locked(e);
+                steps.add("check", name, status, msg);
                 return Ok(());
             }
         };
@@ -932,7 +936,19 @@ impl<'a> Runner<'a> {
                 } else {
                     "-".into()
                 };
-                if r.mismatches.is_empty() {
+                if r.mismatches.is_empty() && r.record.is_none() {
+                    // Unrecorded, the drill is due again at every run and
+                    // status never shows it: not a success.
+                    (
+                        StepStatus::Failed,
+                        format!(
+                            "restored and verified {} at {rate}, but the result could not be \
+                             recorded: {}",
+                            crate::text::count(r.files, "file", "files"),
+                            r.warnings.join("; ")
+                        ),
+                    )
+                } else if r.mismatches.is_empty() {
                     (
                         StepStatus::Ok,
                         format!(
@@ -958,7 +974,7 @@ impl<'a> Runner<'a> {
                 }
             }
             Err(Error::Interrupted) => return Err(Error::Interrupted),
-            Err(e) => (StepStatus::Failed, e.to_string()),
+            Err(e) => postponed_if_locked(e),
         };
         steps.push(StepReport {
             step: "drill",
@@ -988,6 +1004,18 @@ fn forgotten(
         .filter(|d| !d.keep())
         .map(|d| d.id)
         .collect()
+}
+
+/// A step that met another process's lock waits for the next run (what it
+/// would have done stays due); anything else is a failure.
+fn postponed_if_locked(e: Error) -> (StepStatus, String) {
+    match e {
+        Error::Locked(who) => (
+            StepStatus::Skipped,
+            format!("postponed to the next run: the repository is locked: {who}"),
+        ),
+        e => (StepStatus::Failed, e.to_string()),
+    }
 }
 
 /// Records of checks and drills kept per class and kind; older ones are

@@ -148,4 +148,19 @@ mod tests {
         assert_eq!(quoted(Path::new("/a b/c")), "\"/a b/c\"");
         assert_eq!(quoted(Path::new("/usr/bin/cairn")), "/usr/bin/cairn");
     }
+
+    #[test]
+    fn randomized_delay_is_a_quarter_period_at_most_five_minutes() {
+        let delay = |period| {
+            let u = systemd_units(Path::new("/c"), Path::new("/p"), period, false);
+            u.timer
+                .lines()
+                .find_map(|l| l.strip_prefix("RandomizedDelaySec="))
+                .map(str::to_string)
+        };
+        assert_eq!(delay(1).as_deref(), Some("15"));
+        assert_eq!(delay(15).as_deref(), Some("225"));
+        assert_eq!(delay(20).as_deref(), Some("300"));
+        assert_eq!(delay(360).as_deref(), Some("300"));
+    }
 }

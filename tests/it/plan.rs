@@ -138,6 +138,18 @@ fn example_plan_validates() {
     assert!(out.status.success());
     let v = last_json(&stdout(&out), "summary");
     assert_eq!(v["errors"], 0);
+    // The README: its shortest interval is an hour, so a timer every 15 minutes.
+    let out = cairn(&env)
+        .args(["schedule", "--systemd", "--plan"])
+        .arg(&file)
+        .output()
+        .expect("running cairn");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("OnCalendar=*-*-* *:00/15:00"),
+        "{}",
+        stdout(&out)
+    );
     assert_eq!(v["classes"].as_array().map(Vec::len), Some(3));
     assert_eq!(v["classes"][0]["name"], "critical");
     assert_eq!(v["classes"][0]["every_seconds"], 3600);

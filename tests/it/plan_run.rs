@@ -421,6 +421,17 @@ fn a_class_whose_repository_is_unreachable_fails_alone() {
     let out = site.plan(None, &["run", "--json"]);
     let s = last_json(&stdout(&out), "summary");
     assert_eq!(s["failed"], serde_json::json!(["lost", "fine"]));
+    // Status shows the repository as unreadable, says why, and exits 1.
+    let out = site.plan(None, &["status"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stdout(&out)
+            .lines()
+            .any(|l| l.starts_with("lost") && l.contains("UNREADABLE")),
+        "{}",
+        stdout(&out)
+    );
+    assert!(stderr(&out).contains("unplugged-usb"), "{}", stderr(&out));
 
     // The disk is plugged in: the next run, with no backup due, copies what
     // the copy target missed.
@@ -737,6 +748,17 @@ fn dry_run_writes_nothing_not_even_the_local_cache() {
     let out = site.plan(Some(start), &["run"]);
     assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
     std::fs::write(site.path("critical/b"), "b").expect("write");
+    // A snapshot of the class the cold copy lacks: the dry run plans its copy.
+    let critical = site.path("critical");
+    site.repo_ok(
+        "hot",
+        &[
+            "backup",
+            "--tag",
+            "class=critical",
+            critical.to_str().expect("utf-8"),
+        ],
+    );
     let before = everything_under(site.env.dir.path());
     let later = start + Duration::days(40);
     let out = site
@@ -746,9 +768,11 @@ fn dry_run_writes_nothing_not_even_the_local_cache() {
         .expect("running cairn");
     assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
     let o = stdout(&out);
-    for step in ["backup", "check", "drill"] {
+    for step in ["backup", "forget", "copy", "check", "drill"] {
         assert!(
-            o.contains(&format!("\"step\":\"{step}\"")),
+            o.lines()
+                .any(|l| l.contains(&format!("\"step\":\"{step}\""))
+                    && l.contains("\"status\":\"planned\"")),
             "no planned {step}: {o}"
         );
     }
@@ -978,4 +1002,52 @@ repository = "hot"
         std::fs::read_dir(site.path("hot/locks")).map_or(0, |d| d.count()),
         0
     );
+}
+
+/// Retention groups a class's snapshots by host: one host's snapshots never
+/// make another's go.
+#[test]
+fn retention_keeps_each_hosts_snapshots_of_a_class() {
+    let site = Site::new("");
+    std::fs::write(
+        &site.plan,
+        r#"[repository.hot]
+path = "hot"
+password_file = "pw"
+
+[class.general]
+paths = ["general"]
+every = "1h"
+keep = { last = 1 }
+repository = "hot"
+"#,
+    )
+    .expect("plan");
+    std::fs::write(site.path("general/a"), "a").expect("write");
+    let general = site.path("general");
+    let general = general.to_str().expect("utf-8");
+    // Another host's snapshot of the same class, older than ours.
+    site.repo_ok(
+        "hot",
+        &[
+            "backup",
+            "--host",
+            "other-host",
+            "--tag",
+            "class=general",
+            general,
+        ],
+    );
+    let start = t("2030-01-01T00:00:00+00:00");
+    for hour in 0..3 {
+        let out = site.plan(Some(start + Duration::hours(hour)), &["run"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let snaps = site.snapshots("hot", "general");
+    let hosts: Vec<&str> = snaps
+        .iter()
+        .filter_map(|s| s["hostname"].as_str())
+        .collect();
+    assert_eq!(hosts.len(), 2, "{snaps:?}");
+    assert!(hosts.contains(&"other-host"), "{hosts:?}");
 }
