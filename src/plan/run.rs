@@ -601,7 +601,6 @@ impl<'a> Runner<'a> {
             Ok(()) => String::new(),
             Err(e) => format!("; old check and drill records were left: {e}"),
         };
-        drop(lock);
         steps.push(StepReport {
             step: "forget",
             repository: rname.to_string(),
@@ -617,7 +616,17 @@ impl<'a> Runner<'a> {
         if remove.is_empty() {
             return;
         }
-        match prune::prune(repo, &PruneOptions::default(), self.interrupt, &|_| {}) {
+        // Under the same lock: nothing can come between the forget and the
+        // prune that frees what it forgot.
+        let pruned = prune::prune_locked(
+            repo,
+            &lock,
+            &PruneOptions::default(),
+            self.interrupt,
+            &|_| {},
+        );
+        drop(lock);
+        match pruned {
             Ok(s) => steps.add(
                 "prune",
                 rname,

@@ -99,6 +99,18 @@ pub fn prune(
     report: &(dyn Fn(&str) + Sync),
 ) -> Result<PruneSummary> {
     let lock = crate::lock::acquire(repo, true)?;
+    prune_locked(repo, &lock, opts, interrupt, report)
+}
+
+/// [`prune`] under an exclusive lock the caller already holds (a plan's
+/// retention forgets and prunes under one lock, so nothing can come between).
+pub fn prune_locked(
+    repo: &Arc<Repository>,
+    lock: &crate::lock::LockGuard,
+    opts: &PruneOptions,
+    interrupt: &AtomicBool,
+    report: &(dyn Fn(&str) + Sync),
+) -> Result<PruneSummary> {
     let mut s = PruneSummary {
         dry_run: opts.dry_run,
         ..Default::default()
@@ -106,7 +118,7 @@ pub fn prune(
     let plan = make_plan(repo, opts, &mut s, report)?;
     // Leftover temporary files first: they are never data, and on a full disk
     // they may be the room the rest needs.
-    remove_leftovers(repo, &lock, opts.dry_run, &mut s, report)?;
+    remove_leftovers(repo, lock, opts.dry_run, &mut s, report)?;
     if plan.is_noop() {
         s.nothing_to_do = true;
         return Ok(s);
