@@ -17,7 +17,22 @@ struct Site {
     plan: PathBuf,
 }
 
+/// The repositories every test site has, as a plan names them.
+const REPOSITORIES: &str = r#"[repository.hot]
+path = "hot"
+password_file = "pw"
+
+[repository.cold]
+path = "cold"
+password_file = "pw"
+"#;
+
 impl Site {
+    /// A site whose plan is [`REPOSITORIES`] and `classes`.
+    fn with_classes(classes: &str) -> Self {
+        Self::new(&format!("{REPOSITORIES}\n{classes}"))
+    }
+
     fn new(plan_text: &str) -> Self {
         let env = Env::new();
         write_private(&env.path("pw"), "plan secret\n");
@@ -455,21 +470,14 @@ fn a_class_whose_repository_is_unreachable_fails_alone() {
 /// goes ahead, its retention waits for the next run, and neither is a failure.
 #[test]
 fn retention_is_postponed_while_another_process_holds_the_repository() {
-    let site = Site::new("");
-    std::fs::write(
-        &site.plan,
-        r#"[repository.hot]
-path = "hot"
-password_file = "pw"
-
-[class.general]
+    let site = Site::with_classes(
+        r#"[class.general]
 paths = ["general"]
 every = "1h"
 keep = { last = 1 }
 repository = "hot"
 "#,
-    )
-    .expect("plan");
+    );
     std::fs::write(site.path("general/a"), "a").expect("write");
     let first = t("2026-03-01T10:00:00+00:00");
     let out = site.plan(Some(first), &["run"]);
@@ -827,26 +835,15 @@ fn steps_named(out: &Output, step: &str) -> Vec<serde_json::Value> {
 /// run, the snapshots it has already forgotten.
 #[test]
 fn a_copy_target_is_not_sent_again_what_its_retention_forgot() {
-    let site = Site::new("");
-    std::fs::write(
-        &site.plan,
-        r#"[repository.hot]
-path = "hot"
-password_file = "pw"
-
-[repository.cold]
-path = "cold"
-password_file = "pw"
-
-[class.general]
+    let site = Site::with_classes(
+        r#"[class.general]
 paths = ["general"]
 every = "1h"
 keep = { last = 1 }
 repository = "hot"
 copy_to = ["cold"]
 "#,
-    )
-    .expect("plan");
+    );
     std::fs::write(site.path("general/a"), "a").expect("write");
     let first = t("2026-03-01T10:00:00+00:00");
     let out = site.plan(Some(first), &["run"]);
@@ -906,14 +903,8 @@ copy_to = ["cold"]
 /// level 0 stores a compressible file as it is, the repository's level shrinks it.
 #[test]
 fn a_class_compression_level_is_the_one_its_blobs_are_stored_at() {
-    let site = Site::new("");
-    std::fs::write(
-        &site.plan,
-        r#"[repository.hot]
-path = "hot"
-password_file = "pw"
-
-[class.critical]
+    let site = Site::with_classes(
+        r#"[class.critical]
 paths = ["critical"]
 every = "1h"
 repository = "hot"
@@ -924,8 +915,7 @@ every = "1h"
 repository = "hot"
 compression = 0
 "#,
-    )
-    .expect("plan");
+    );
     // The same size of text in each, different content so nothing dedups.
     for (d, word) in [("critical", "alpha "), ("general", "omega ")] {
         std::fs::write(site.path(&format!("{d}/log.txt")), word.repeat(200_000)).expect("write");
@@ -953,20 +943,13 @@ compression = 0
 /// from another machine's, as it holds no local lock file).
 #[test]
 fn a_class_claimed_in_the_repository_by_another_run_is_busy() {
-    let site = Site::new("");
-    std::fs::write(
-        &site.plan,
-        r#"[repository.hot]
-path = "hot"
-password_file = "pw"
-
-[class.critical]
+    let site = Site::with_classes(
+        r#"[class.critical]
 paths = ["critical"]
 every = "1h"
 repository = "hot"
 "#,
-    )
-    .expect("plan");
+    );
     std::fs::write(site.path("critical/a"), "a").expect("write");
     let backend = std::sync::Arc::new(cairn::backend::LocalBackend::new(site.path("hot")));
     let repo = std::sync::Arc::new(
@@ -1008,21 +991,14 @@ repository = "hot"
 /// make another's go.
 #[test]
 fn retention_keeps_each_hosts_snapshots_of_a_class() {
-    let site = Site::new("");
-    std::fs::write(
-        &site.plan,
-        r#"[repository.hot]
-path = "hot"
-password_file = "pw"
-
-[class.general]
+    let site = Site::with_classes(
+        r#"[class.general]
 paths = ["general"]
 every = "1h"
 keep = { last = 1 }
 repository = "hot"
 "#,
-    )
-    .expect("plan");
+    );
     std::fs::write(site.path("general/a"), "a").expect("write");
     let general = site.path("general");
     let general = general.to_str().expect("utf-8");
