@@ -33,6 +33,11 @@ impl Site {
         Self::new(&format!("{REPOSITORIES}\n{classes}"))
     }
 
+    /// Makes the plan [`REPOSITORIES`] and `classes`.
+    fn set_classes(&self, classes: &str) {
+        std::fs::write(&self.plan, format!("{REPOSITORIES}\n{classes}")).expect("write plan");
+    }
+
     fn new(plan_text: &str) -> Self {
         let env = Env::new();
         write_private(&env.path("pw"), "plan secret\n");
@@ -529,14 +534,8 @@ repository = "hot"
 fn failing_before_command_skips_the_backup_and_after_still_runs() {
     let site = Site::new("");
     let dir = site.env.dir.path();
-    std::fs::write(
-        &site.plan,
-        format!(
-            r#"[repository.hot]
-path = "hot"
-password_file = "pw"
-
-[class.critical]
+    site.set_classes(&format!(
+        r#"[class.critical]
 paths = ["critical"]
 every = "1h"
 repository = "hot"
@@ -549,10 +548,8 @@ stdin_filename = "app.sql"
 every = "1h"
 repository = "hot"
 "#,
-            log = dir.join("after.log").display()
-        ),
-    )
-    .expect("plan");
+        log = dir.join("after.log").display()
+    ));
     let out = site.plan(None, &["run"]);
     let e = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{e}");
@@ -613,14 +610,8 @@ fn dry_run_changes_nothing_and_a_second_run_finds_nothing_due() {
 fn two_plan_runs_at_once_do_not_double_run_a_class() {
     let site = Site::new("");
     let dir = site.env.dir.path();
-    std::fs::write(
-        &site.plan,
-        format!(
-            r#"[repository.hot]
-path = "hot"
-password_file = "pw"
-
-[class.critical]
+    site.set_classes(&format!(
+            r#"[class.critical]
 paths = ["critical"]
 every = "1h"
 repository = "hot"
@@ -628,9 +619,7 @@ before = ["touch {started}; i=0; while [ ! -e {go} ] && [ $i -lt 600 ]; do sleep
 "#,
             started = dir.join("started").display(),
             go = dir.join("go").display()
-        ),
-    )
-    .expect("plan");
+    ));
     std::fs::write(site.path("critical/a"), "a").expect("write");
     let first = site
         .plan_cmd(None, &["run", "--json"])
