@@ -275,7 +275,7 @@ pub fn remove_snapshots(
     lock: &crate::lock::LockGuard,
     ids: &[SnapshotId],
 ) -> Result<()> {
-    lock.still_valid()?;
+    crate::record::note_removal(repo, lock, "forget", ids, &[])?;
     for id in ids {
         repo.backend()
             .remove(crate::backend::FileType::Snapshot, &id.to_hex())?;

@@ -33,6 +33,7 @@ pub mod repair;
 pub mod repair_packs;
 pub mod repository;
 pub mod restorer;
+pub mod seen;
 pub mod select;
 pub mod snapshot;
 pub mod text;

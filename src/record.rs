@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::backend::FileType;
 use crate::error::{Error, Result};
 use crate::format::{self, FileKind, SealKind};
-use crate::id::{RecordId, SnapshotId};
+use crate::id::{IndexId, RecordId, SnapshotId};
 use crate::lock::LockGuard;
 use crate::repository::Repository;
 
@@ -46,6 +46,10 @@ pub enum RecordKind {
     Check,
     /// `cairn drill`: a restore rehearsal.
     Drill,
+    /// Snapshot or index files a cairn command removed (`forget`, `prune`,
+    /// `repair`), written before it removes them: what tells a legitimate
+    /// removal from a storage that lost or rolled back files (`crate::seen`).
+    Removal,
 }
 
 impl RecordKind {
@@ -53,6 +57,7 @@ impl RecordKind {
         match self {
             RecordKind::Check => "check",
             RecordKind::Drill => "drill",
+            RecordKind::Removal => "removal",
         }
     }
 
@@ -60,6 +65,7 @@ impl RecordKind {
         match s {
             "check" => Some(RecordKind::Check),
             "drill" => Some(RecordKind::Drill),
+            "removal" => Some(RecordKind::Removal),
             _ => None,
         }
     }
@@ -97,6 +103,12 @@ pub struct Record {
     /// What was done, e.g. "read-data-subset 5%" or "50 files".
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub detail: String,
+    /// Removal: the snapshot files removed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed_snapshots: Vec<SnapshotId>,
+    /// Removal: the index files removed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed_index: Vec<IndexId>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -125,6 +137,8 @@ impl Record {
             bytes: 0,
             seconds: 0.0,
             detail: String::new(),
+            removed_snapshots: Vec::new(),
+            removed_index: Vec::new(),
         }
     }
 
@@ -261,12 +275,51 @@ pub fn remove(repo: &Repository, lock: &LockGuard, ids: &[RecordId]) -> Result<(
     Ok(())
 }
 
+/// Ids a removal record lists at most: 10,000 ids of 34 bytes keep it far
+/// below [`RECORD_MAX_LEN`].
+pub const REMOVAL_IDS_PER_RECORD: usize = 10_000;
+
+/// Writes the removal records for `snapshots` and `index` files that the
+/// caller (holding the exclusive lock) is about to remove: before removing
+/// them, so that no file is ever gone without its record. `what` says which
+/// command removes them.
+pub fn note_removal(
+    repo: &Repository,
+    lock: &LockGuard,
+    what: &str,
+    snapshots: &[SnapshotId],
+    index: &[IndexId],
+) -> Result<()> {
+    if snapshots.is_empty() && index.is_empty() {
+        return Ok(());
+    }
+    lock.still_valid()?;
+    let mut s = snapshots.chunks(REMOVAL_IDS_PER_RECORD);
+    let mut i = index.chunks(REMOVAL_IDS_PER_RECORD);
+    loop {
+        let (a, b) = (s.next(), i.next());
+        if a.is_none() && b.is_none() {
+            return Ok(());
+        }
+        let mut r = Record::new(RecordKind::Removal);
+        r.ok = true;
+        r.detail = what.to_string();
+        r.removed_snapshots = a.unwrap_or_default().to_vec();
+        r.removed_index = b.unwrap_or_default().to_vec();
+        save(repo, &r)?;
+    }
+}
+
 /// Which of `records` (oldest first, as [`load_all`] gives them) to remove so
 /// that only the newest `keep` of each (kind, class) remain.
 pub fn trim_plan(records: &[(RecordId, Record)], keep: usize) -> Vec<RecordId> {
     type Group<'a> = (RecordKind, Option<&'a str>);
     let mut groups: HashMap<Group, Vec<(i64, RecordId)>> = HashMap::new();
-    for (id, r) in records {
+    // Removal records are what rollback detection reads: never trimmed.
+    for (id, r) in records
+        .iter()
+        .filter(|(_, r)| r.kind != RecordKind::Removal)
+    {
         groups
             .entry((r.kind, r.class.as_deref()))
             .or_default()

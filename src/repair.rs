@@ -121,6 +121,7 @@ fn repair_index_locked(
         s.index_files_written += 1;
     }
     lock.still_valid()?;
+    crate::record::note_removal(repo, lock, "repair index", &[], &old_files)?;
     for id in &old_files {
         repo.backend().remove(FileType::Index, &id.to_hex())?;
         s.index_files_removed += 1;
@@ -433,6 +434,11 @@ fn repair_snapshots_locked(
     }
     if dry_run {
         return Ok(s);
+    }
+    if forget_damaged {
+        let mut gone: Vec<crate::id::SnapshotId> = damaged.clone();
+        gone.extend(new_snapshots.iter().map(|(old, _)| *old));
+        crate::record::note_removal(repo, lock, "repair snapshots --forget", &gone, &[])?;
     }
     if forget_damaged {
         for id in &damaged {

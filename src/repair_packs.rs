@@ -746,6 +746,12 @@ fn commit(
     }
     s.index_files_written = written.len() as u64;
     lock.still_valid()?;
+    let replaced: Vec<IndexId> = affected
+        .iter()
+        .filter(|f| !written.contains(f))
+        .copied()
+        .collect();
+    crate::record::note_removal(repo, lock, "repair packs", &[], &replaced)?;
     for f in affected.iter().filter(|f| !written.contains(f)) {
         repo.backend().remove(FileType::Index, &f.to_hex())?;
         s.index_files_removed += 1;

@@ -115,6 +115,9 @@ pub fn run(g: &GlobalArgs, a: BackupArgs) -> Result<ExitCode> {
     let result = archiver::backup(&repo, opts, &signals::INTERRUPTED, &report);
     drop(display);
     let result = result.context("backup failed")?;
+    if let Some(base) = cairn::cache::base_dir() {
+        let _ = cairn::seen::note_written(&repo, &base, &[result.id]);
+    }
     let elapsed = start.elapsed();
     print_summary(g, &result, elapsed.as_secs_f64())?;
     if !result.snapshot.errors.is_empty() {

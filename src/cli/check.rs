@@ -7,7 +7,7 @@ use clap::Args;
 use cairn::check::{self, Problem, ReadData, Severity};
 
 use super::output::count;
-use super::{GlobalArgs, open_uncached, output, signals};
+use super::{GlobalArgs, open_for_check, output, signals};
 
 #[derive(Args)]
 pub struct CheckArgs {
@@ -17,6 +17,12 @@ pub struct CheckArgs {
     /// Read only part of the packs: `n/m` (group n of m, for rotating audits) or `X%`
     #[arg(long, value_name = "n/m|X%", conflicts_with = "read_data")]
     read_data_subset: Option<String>,
+    /// Accept that snapshot or index files this user saw in the repository
+    /// are gone with no cairn command having removed them (they were
+    /// deleted, or the repository was put back to an older state): stop
+    /// reporting them
+    #[arg(long)]
+    accept_missing: bool,
 }
 
 pub fn run(g: &GlobalArgs, a: CheckArgs) -> Result<ExitCode> {
@@ -25,7 +31,31 @@ pub fn run(g: &GlobalArgs, a: CheckArgs) -> Result<ExitCode> {
         (None, true) => ReadData::All,
         (None, false) => ReadData::None,
     };
-    let repo = open_uncached(g)?;
+    let repo = open_for_check(g)?;
+    let location = super::repo_path(g)?.display().to_string();
+    // Files this user saw that are gone with no record of cairn removing them.
+    let lost = match (cairn::cache::base_dir(), a.accept_missing) {
+        (Some(base), true) => {
+            let accepted = cairn::seen::accept_missing(&repo, &base)?;
+            if accepted.anything_missing() && !g.quiet && !g.json {
+                println!(
+                    "accepted the loss: {}",
+                    output::printable(&accepted.describe(&location))
+                );
+            }
+            None
+        }
+        (Some(_), false) => super::observe(g, &repo).filter(|o| o.anything_missing()),
+        (None, accept) => {
+            if accept {
+                bail!(
+                    "--accept-missing: there is no cache directory, where what this user saw \
+                     is kept (set CAIRN_CACHE_DIR, XDG_CACHE_HOME or HOME)"
+                );
+            }
+            None
+        }
+    };
     let json = g.json;
     let quiet = g.quiet;
     let report = move |p: &Problem| {
@@ -48,8 +78,24 @@ pub fn run(g: &GlobalArgs, a: CheckArgs) -> Result<ExitCode> {
             );
         }
     };
+    if let Some(o) = &lost {
+        report(&Problem {
+            severity: Severity::Error,
+            object: "repository".into(),
+            message: o.describe(&location),
+        });
+    }
     let start = Instant::now();
-    let s = check::check(&repo, how, &signals::INTERRUPTED, &report)?;
+    let mut s = check::check(&repo, how, &signals::INTERRUPTED, &report)?;
+    if lost.is_some() {
+        s.errors += 1;
+        s.next_steps.push(cairn::remedy::NextStep::new(
+            "cairn check --accept-missing",
+            "snapshot or index files this user saw are gone, and no cairn command removed \
+             them: put them back from a copy of the repository if you can (then check again); \
+             otherwise accept the loss",
+        ));
+    }
     let secs = start.elapsed().as_secs_f64();
     if json {
         let mut v = serde_json::to_value(&s)?;

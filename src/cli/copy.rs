@@ -110,6 +110,10 @@ pub fn run(g: &GlobalArgs, a: CopyArgs) -> Result<ExitCode> {
     let result = copy::copy(&src, &dst, &ids, &opts, &signals::INTERRUPTED, &report);
     drop(display);
     let r = result.context("copy failed")?;
+    if let Some(base) = cairn::cache::base_dir() {
+        let made: Vec<_> = r.copied.iter().map(|(_, new)| *new).collect();
+        let _ = cairn::seen::note_written(&dst, &base, &made);
+    }
     print_summary(g, &r, start.elapsed().as_secs_f64())?;
     if !r.failed.is_empty() {
         eprintln!(

@@ -275,13 +275,62 @@ pub fn repo_path(g: &GlobalArgs) -> Result<PathBuf> {
 
 /// Opens the repository with the local cache, for commands that read it.
 pub fn open(g: &GlobalArgs) -> Result<Arc<Repository>> {
-    open_with(g, !g.no_cache)
+    let repo = open_with(g, !g.no_cache)?;
+    warn_if_missing(g, &repo, &repo_path(g)?);
+    Ok(repo)
 }
 
 /// Opens the repository without the cache, for commands that audit or rewrite it
 /// (`check`, `prune`, `repair`, `forget`, `cat`): they must see its own bytes.
 pub fn open_uncached(g: &GlobalArgs) -> Result<Arc<Repository>> {
+    let repo = open_with(g, false)?;
+    warn_if_missing(g, &repo, &repo_path(g)?);
+    Ok(repo)
+}
+
+/// [`open_uncached`] without the comparison with what this user saw before:
+/// for `check`, which makes it itself.
+pub fn open_for_check(g: &GlobalArgs) -> Result<Arc<Repository>> {
     open_with(g, false)
+}
+
+/// Compares the repository with what this user's cairn saw there before
+/// (`cairn::seen`); `None` where there is no cache directory to keep that in.
+pub fn observe(g: &GlobalArgs, repo: &Repository) -> Option<cairn::seen::Observation> {
+    let base = cairn::cache::base_dir()?;
+    match cairn::seen::observe(repo, &base) {
+        Ok(o) => {
+            if let (Some(why), false) = (&o.reset, g.quiet) {
+                eprintln!(
+                    "warning: the record of what this user saw in the repository could not be \
+                     read ({}); it starts afresh",
+                    output::printable(why)
+                );
+            }
+            Some(o)
+        }
+        Err(e) => {
+            eprintln!(
+                "warning: could not compare the repository with what this user saw there \
+                 before: {}",
+                output::printable(&e.to_string())
+            );
+            None
+        }
+    }
+}
+
+/// Warns (even with --quiet: it is about data gone) when snapshot or index
+/// files this user saw are gone and no cairn command recorded removing them.
+pub fn warn_if_missing(g: &GlobalArgs, repo: &Repository, location: &std::path::Path) {
+    if let Some(o) = observe(g, repo) {
+        if o.anything_missing() {
+            eprintln!(
+                "warning: {}",
+                output::printable(&o.describe(&location.display().to_string()))
+            );
+        }
+    }
 }
 
 fn open_with(g: &GlobalArgs, cached: bool) -> Result<Arc<Repository>> {
@@ -331,6 +380,7 @@ pub fn open_source(g: &GlobalArgs, f: &FromRepoArgs) -> Result<Arc<Repository>> 
             repo.enable_cache(&base);
         }
     }
+    warn_if_missing(g, &repo, &path);
     Ok(Arc::new(repo))
 }
 

@@ -153,12 +153,18 @@ fn run_plan(g: &GlobalArgs, flag: Option<PathBuf>, a: RunArgs) -> Result<ExitCod
     let lock_dir = cairn::cache::base_dir()
         .unwrap_or_else(std::env::temp_dir)
         .join("plan-locks");
+    let seen_base = if a.dry_run {
+        None
+    } else {
+        cairn::cache::base_dir()
+    };
     let opts = RunOptions {
         class: a.class,
         dry_run: a.dry_run,
         now: now()?,
         cache_base,
         lock_dir,
+        seen_base,
     };
     let (json, quiet) = (g.json, g.quiet);
     // A class's heading is printed with its first step, so that a class with
@@ -286,6 +292,7 @@ fn status(g: &GlobalArgs, flag: Option<PathBuf>, a: StatusArgs) -> Result<ExitCo
         cairn::cache::base_dir()
     };
     let mut opened: HashMap<String, std::result::Result<Arc<Repository>, String>> = HashMap::new();
+    let mut lost: HashMap<String, String> = HashMap::new();
     let mut open = |name: &str| {
         opened
             .entry(name.to_string())
@@ -295,16 +302,26 @@ fn status(g: &GlobalArgs, flag: Option<PathBuf>, a: StatusArgs) -> Result<ExitCo
                     .iter()
                     .find(|r| r.name == name)
                     .ok_or_else(|| format!("the plan has no repository {name:?}"))?;
-                plan::open::open(spec, cache_base.as_deref()).map_err(|e| {
+                let repo = plan::open::open(spec, cache_base.as_deref()).map_err(|e| {
                     format!(
                         "repository {name} ({}) can't be opened: {e}",
                         spec.path.display()
                     )
-                })
+                })?;
+                if let Some(o) = super::observe(g, &repo).filter(|o| o.anything_missing()) {
+                    lost.insert(
+                        name.to_string(),
+                        o.describe(&spec.path.display().to_string()),
+                    );
+                }
+                Ok(repo)
             })
             .clone()
     };
-    let rows = cairn::plan::status::rows(&plan, a.class.as_deref(), now, &mut open);
+    let mut rows = cairn::plan::status::rows(&plan, a.class.as_deref(), now, &mut open);
+    for r in &mut rows {
+        r.lost = lost.get(&r.repository).cloned();
+    }
     let attention = rows.iter().filter(|r| needs_attention(r)).count();
     if g.json {
         for r in &rows {
@@ -335,6 +352,7 @@ fn status(g: &GlobalArgs, flag: Option<PathBuf>, a: StatusArgs) -> Result<ExitCo
 
 fn needs_attention(r: &Row) -> bool {
     r.error.is_some()
+        || r.lost.is_some()
         || r.overdue
         || r.check_overdue
         || r.drill_overdue
@@ -409,7 +427,16 @@ fn print_status(rows: &[Row], now: chrono::DateTime<chrono::FixedOffset>) {
             table.push(row);
             continue;
         }
-        let state = if r.overdue { "OVERDUE" } else { "ok" };
+        if let Some(l) = &r.lost {
+            errors.push(format!("{} in {}: {l}", r.class, r.repository));
+        }
+        let state = if r.lost.is_some() {
+            "LOST FILES"
+        } else if r.overdue {
+            "OVERDUE"
+        } else {
+            "ok"
+        };
         let check = r.last_check.as_ref().map_or_else(
             || {
                 if r.check_overdue {

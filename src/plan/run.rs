@@ -52,6 +52,9 @@ pub struct RunOptions {
     pub cache_base: Option<PathBuf>,
     /// Where the per-class lock files go.
     pub lock_dir: PathBuf,
+    /// Where what this user saw of each repository is kept (`crate::seen`);
+    /// `None`: no comparison (a dry run writes nothing there either).
+    pub seen_base: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -154,6 +157,7 @@ pub fn run(
         interrupt,
         report,
         open: HashMap::new(),
+        lost: HashMap::new(),
     };
     let mut reports = Vec::new();
     for class in &plan.classes {
@@ -179,6 +183,8 @@ struct Runner<'a> {
     /// Repositories opened so far, or why one could not be: a second class on
     /// an unreachable repository fails at once with the same message.
     open: HashMap<String, std::result::Result<Arc<Repository>, String>>,
+    /// Repositories that lost files this user saw, with what was lost.
+    lost: HashMap<String, String>,
 }
 
 /// A step's result being built.
@@ -233,8 +239,34 @@ impl<'a> Runner<'a> {
                     .unwrap_or_default();
                 format!("repository {name} ({path}) can't be opened: {e}")
             });
+        if let (Ok(repo), Some(base)) = (&opened, &self.opts.seen_base) {
+            let path = self
+                .spec(name)
+                .map(|s| s.path.display().to_string())
+                .unwrap_or_default();
+            match crate::seen::observe(repo, base) {
+                Ok(o) if o.anything_missing() => {
+                    self.lost.insert(name.to_string(), o.describe(&path));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    self.lost.insert(
+                        name.to_string(),
+                        format!("could not compare {path} with what this user saw there: {e}"),
+                    );
+                }
+            }
+        }
         self.open.insert(name.to_string(), opened.clone());
         opened
+    }
+
+    /// A failed `integrity` step when repository `name` lost files this user
+    /// saw: the class goes on, and fails, until the loss is accepted.
+    fn report_lost(&self, name: &str, steps: &mut Steps<'a>) {
+        if let Some(msg) = self.lost.get(name) {
+            steps.add("integrity", name, StepStatus::Failed, msg.clone());
+        }
     }
 
     fn class(&mut self, class: &'a Class) -> Result<ClassReport> {
@@ -314,6 +346,7 @@ impl<'a> Runner<'a> {
                 }
             }
         };
+        self.report_lost(&class.repository, &mut steps);
         // Read once the class is held: a run that just finished is seen.
         let st = match ClassState::load(&repo, &class.name) {
             Ok(s) => s,
@@ -515,6 +548,9 @@ impl<'a> Runner<'a> {
             archiver::Event::Error(p) => report(Event::Source(class, true, p)),
             archiver::Event::Warning(p) => report(Event::Source(class, false, p)),
         })?;
+        if let Some(base) = &self.opts.seen_base {
+            let _ = crate::seen::note_written(repo, base, &[r.id]);
+        }
         Ok((r.id, r.snapshot))
     }
 
@@ -668,6 +704,7 @@ impl<'a> Runner<'a> {
                 return false;
             }
         };
+        self.report_lost(target, steps);
         let tag = class.tag();
         let wanted = match src.list_snapshots_lenient() {
             Ok((all, _)) => all
@@ -720,6 +757,10 @@ impl<'a> Runner<'a> {
         let opts = crate::copy::CopyOptions::default();
         match crate::copy::copy(src, &dst, &missing, &opts, self.interrupt, &|_| {}) {
             Ok(r) => {
+                if let Some(base) = &self.opts.seen_base {
+                    let made: Vec<SnapshotId> = r.copied.iter().map(|(_, new)| *new).collect();
+                    let _ = crate::seen::note_written(&dst, base, &made);
+                }
                 let failed = !r.failed.is_empty();
                 steps.push(StepReport {
                     step: "copy",

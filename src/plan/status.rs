@@ -24,6 +24,10 @@ pub struct Row {
     /// Why the repository could not be read; the other fields are then empty.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Snapshot or index files this user saw there that are gone, with no
+    /// cairn command having removed them (`crate::seen`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lost: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_snapshot: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -208,6 +208,7 @@ pub fn prune_locked(
     }
     // 3. Old index files. Deleting is a commit point: check the lock again.
     lock.still_valid()?;
+    crate::record::note_removal(repo, lock, "prune", &[], &plan.index_files)?;
     for id in &plan.index_files {
         repo.backend().remove(FileType::Index, &id.to_hex())?;
         s.index_files_replaced += 1;

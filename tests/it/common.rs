@@ -391,3 +391,13 @@ pub fn bind_file(from: &Path, at: &Path) -> Result<Mount, String> {
         Err(e) => Err(format!("cannot run mount ({e})")),
     }
 }
+
+/// Forgets what this user's cairn saw in the repository (`cairn::seen`), as a
+/// machine that never opened it: for tests that remove repository files by
+/// hand to stage what another cairn, or damage, would leave.
+pub fn unsee(env: &Env) {
+    let dir = env.dir.path().join("cache").join("seen");
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).expect("removing the seen state");
+    }
+}

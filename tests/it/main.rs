@@ -20,6 +20,7 @@ mod prune;
 mod repair_packs;
 mod restore;
 mod resume;
+mod rollback;
 mod roundtrip;
 mod sources;
 mod vectors;

@@ -1016,3 +1016,40 @@ repository = "hot"
     assert_eq!(hosts.len(), 2, "{snaps:?}");
     assert!(hosts.contains(&"other-host"), "{hosts:?}");
 }
+
+/// A class's repository that lost a snapshot behind cairn's back fails the
+/// class at every run (an `integrity` step) until the loss is accepted.
+#[test]
+fn a_repository_that_lost_snapshots_fails_its_classes_until_accepted() {
+    let site = Site::with_classes(
+        r#"[class.general]
+paths = ["general"]
+every = "1h"
+repository = "hot"
+"#,
+    );
+    std::fs::write(site.path("general/a"), "a").expect("write");
+    let start = t("2030-01-01T00:00:00+00:00");
+    let mut made = Vec::new();
+    for hour in 0..2 {
+        let out = site.plan(Some(start + Duration::hours(hour)), &["run", "--json"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let backup = steps_named(&out, "backup");
+        made.push(backup[0]["snapshot"].as_str().expect("id").to_string());
+    }
+    // The newest one: written by the last run, and listed by no command since.
+    std::fs::remove_file(site.path("hot/snapshots").join(&made[1])).expect("rm");
+    for hour in 2..4 {
+        let out = site.plan(Some(start + Duration::hours(hour)), &["run", "--json"]);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        let integrity = steps_named(&out, "integrity");
+        assert_eq!(integrity.len(), 1, "{}", stdout(&out));
+        assert_eq!(integrity[0]["status"], "failed");
+    }
+    let out = site.plan(Some(start + Duration::hours(4)), &["status"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).contains("LOST FILES"), "{}", stdout(&out));
+    site.repo_ok("hot", &["check", "--accept-missing"]);
+    let out = site.plan(Some(start + Duration::hours(5)), &["run"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}

@@ -847,6 +847,8 @@ fn vector_record() -> cairn::record::Record {
         bytes: 10,
         seconds: 0.5,
         detail: "2 files".into(),
+        removed_snapshots: vec![],
+        removed_index: vec![],
     }
 }
 
@@ -945,3 +947,40 @@ fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
         }
     }
 }
+
+/// A removal record (§20): the ids it lists, as msgpack `bin` in arrays.
+#[test]
+fn removal_record_encoding() {
+    use cairn::record::{Record, RecordKind};
+    let mut r = Record::new(RecordKind::Removal);
+    r.time = "2026-11-29T00:00:00+00:00".into();
+    r.hostname = "h".into();
+    r.username = "u".into();
+    r.program_version = "cairn 0.1.0".into();
+    r.ok = true;
+    r.detail = "forget".into();
+    r.removed_snapshots = vec![cairn::id::SnapshotId([0x11; 32])];
+    r.removed_index = vec![cairn::id::IndexId([0x22; 32])];
+    let bytes = cairn::record::encode(&r);
+    assert_eq!(hex::encode(&bytes), REMOVAL_VECTOR);
+    let what = || "vector".to_string();
+    assert_eq!(cairn::record::decode(&bytes, &what).unwrap(), r);
+}
+
+/// `{"kind": "removal", "time": "2026-11-29T00:00:00+00:00", "hostname": "h",
+/// "username": "u", "program_version": "cairn 0.1.0", "ok": true, "detail":
+/// "forget", "removed_snapshots": [bin 11…], "removed_index": [bin 22…]}`.
+const REMOVAL_VECTOR: &str = concat!(
+    "89",
+    "a46b696e64a772656d6f76616c",
+    "a474696d65b9323032362d31312d32395430303a30303a30302b30303a3030",
+    "a8686f73746e616d65a168",
+    "a8757365726e616d65a175",
+    "af70726f6772616d5f76657273696f6eab636169726e20302e312e30",
+    "a26f6bc3",
+    "a664657461696ca6666f72676574",
+    "b172656d6f7665645f736e617073686f747391c420",
+    "1111111111111111111111111111111111111111111111111111111111111111",
+    "ad72656d6f7665645f696e64657891c420",
+    "2222222222222222222222222222222222222222222222222222222222222222",
+);
