@@ -310,11 +310,13 @@ pub fn observe(g: &GlobalArgs, repo: &Repository) -> Option<cairn::seen::Observa
             Some(o)
         }
         Err(e) => {
-            eprintln!(
-                "warning: could not compare the repository with what this user saw there \
-                 before: {}",
-                output::printable(&e.to_string())
-            );
+            if !g.quiet {
+                eprintln!(
+                    "warning: could not compare the repository with what this user saw there \
+                     before: {}",
+                    output::printable(&e.to_string())
+                );
+            }
             None
         }
     }
