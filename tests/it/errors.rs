@@ -567,3 +567,32 @@ fn password_from_command_env_or_nowhere() {
         stderr(&out)
     );
 }
+
+/// A snapshot that can't be read may have been the parent: the backup then
+/// reads again every file it had unchanged. It said nothing; it must say which
+/// snapshot it could not read.
+#[test]
+fn backup_names_an_unreadable_snapshot_it_could_not_consider_as_parent() {
+    let env = Env::with_repo(&[]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).expect("mkdir");
+    fs::write(src.join("a"), "a").expect("write");
+    let src_s = src.to_str().expect("utf-8");
+    let first = env.backup_json(&[src_s])["snapshot_id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let f = env.repo.join("snapshots").join(&first);
+    let mut bytes = fs::read(&f).expect("read");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 1;
+    fs::write(&f, bytes).expect("write");
+    let out = env.run(&["backup", "--json", src_s]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let warning = common::last_json(&common::stdout(&out), "warning");
+    assert!(
+        warning.to_string().contains(&first[..8])
+            && warning.to_string().contains("not considered as the parent"),
+        "{warning}"
+    );
+}

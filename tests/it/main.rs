@@ -8,6 +8,8 @@ mod copy;
 mod dedup;
 mod drill;
 mod errors;
+mod faults;
+mod faulty;
 mod fixture;
 mod health;
 mod hostile;
