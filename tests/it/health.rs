@@ -4,6 +4,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Output;
+use std::sync::atomic::Ordering;
 
 use crate::common::{self, Env, stderr};
 
@@ -477,11 +478,35 @@ fn blobs_stored_twice_are_noted_and_prune_keeps_one_copy() {
         .expect("write");
     }
     let s = src.to_str().expect("utf-8").to_string();
-    // Two backups of the same data at once can't see each other's new blobs.
-    let a = env.cmd().args(["backup", "-q", &s]).spawn().expect("spawn");
-    let b = env.cmd().args(["backup", "-q", &s]).spawn().expect("spawn");
-    assert!(a.wait_with_output().expect("wait").status.success());
-    assert!(b.wait_with_output().expect("wait").status.success());
+    // Two backups of the same data at once can't see each other's new blobs. To
+    // have them overlap every time, the second runs to its end from inside the
+    // first, just before the first writes its first pack (its index was loaded
+    // before, so it stores every blob again).
+    let second_ran = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ran = std::sync::Arc::clone(&second_ran);
+    let mut second = env.cmd();
+    second.args(["backup", "-q", &s]);
+    let second = std::sync::Mutex::new(Some(second));
+    let backend = common::HookedBackend::new(
+        &env.repo,
+        move |inner: &cairn::backend::LocalBackend, t, name: &str, data: &[u8]| {
+            use cairn::backend::{Backend, FileType};
+            if t == FileType::Pack {
+                if let Some(mut cmd) = second.lock().expect("lock").take() {
+                    let out = cmd.output().expect("second backup");
+                    assert!(out.status.success(), "{}", stderr(&out));
+                    ran.store(true, Ordering::SeqCst);
+                }
+            }
+            inner.write(t, name, data)
+        },
+    );
+    common::backup_through(std::sync::Arc::new(backend), &src).expect("first backup");
+    assert!(
+        second_ran.load(Ordering::SeqCst),
+        "the second backup never ran"
+    );
+    assert_eq!(common::all_files(&env.repo.join("snapshots")).len(), 2);
     let out = env.run(&["check", "--read-data"]);
     assert!(
         out.status.success(),
@@ -489,6 +514,7 @@ fn blobs_stored_twice_are_noted_and_prune_keeps_one_copy() {
         stderr(&out)
     );
     let noted = stderr(&out).contains("more than once");
+    assert!(noted, "duplicates not noted: {}", stderr(&out));
     env.ok(&["forget", "--keep-last", "1"]);
     env.ok(&["prune", "--max-unused", "0"]);
     let out = env.run(&["check", "--read-data"]);
