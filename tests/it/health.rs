@@ -414,9 +414,14 @@ fn forget_and_prune_shrink_and_kept_snapshots_restore() {
     }
 }
 
+/// prune SIGKILLed at each of its steps (format-spec §16): once a new pack is
+/// written, once a new index file is, once an old index file is deleted, once an
+/// old pack is. It is stepped with SIGSTOP until the step shows in the
+/// repository, so each kill lands there, mid-prune (its lock still held). After
+/// each, the kept snapshot restores and a prune run again finishes the job.
 #[test]
 fn prune_killed_at_many_points_then_rerun_loses_nothing() {
-    let (env, src) = populated();
+    let (pristine, src) = populated();
     let mut rng = common::rng(51);
     let s = src.to_str().expect("utf-8").to_string();
     for round in 0..3 {
@@ -425,28 +430,64 @@ fn prune_killed_at_many_points_then_rerun_loses_nothing() {
             common::random_bytes(&mut rng, 600_000),
         )
         .expect("write");
-        env.ok(&["backup", &s]);
+        pristine.ok(&["backup", &s]);
     }
-    env.ok(&["forget", "--keep-last", "1"]);
-    for delay_ms in [1u64, 10, 30, 60, 120] {
+    pristine.ok(&["forget", "--keep-last", "1"]);
+    let names = |dir: &Path| -> std::collections::BTreeSet<String> {
+        common::all_files(dir)
+            .iter()
+            .map(|p| name_of(p))
+            .filter(|n| !n.starts_with(".tmp-"))
+            .collect()
+    };
+    let packs0 = common::pack_names(&pristine.repo);
+    let index0 = names(&pristine.repo.join("index"));
+    type Step =
+        fn(&Path, &std::collections::BTreeSet<String>, &std::collections::BTreeSet<String>) -> bool;
+    let steps: [(&str, Step); 4] = [
+        ("a new pack is written", |repo, packs0, _| {
+            common::pack_names(repo).iter().any(|p| !packs0.contains(p))
+        }),
+        ("a new index file is written", |repo, _, index0| {
+            common::all_files(&repo.join("index"))
+                .iter()
+                .map(|p| name_of(p))
+                .any(|n| !n.starts_with(".tmp-") && !index0.contains(&n))
+        }),
+        ("an old index file is deleted", |repo, _, index0| {
+            index0.iter().any(|n| !repo.join("index").join(n).exists())
+        }),
+        ("an old pack is deleted", |repo, packs0, _| {
+            let now = common::pack_names(repo);
+            packs0.iter().any(|p| !now.contains(p))
+        }),
+    ];
+    for (what, reached) in steps {
+        let env = Env::new();
+        copy_dir(&pristine.repo, &env.repo);
         let mut child = env
             .cmd()
             .args(["prune", "-q", "--max-unused", "0"])
             .spawn()
             .expect("spawn");
-        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
-        let _ = child.kill();
-        let _ = child.wait();
+        common::stop_when(&mut child, what, || reached(&env.repo, &packs0, &index0));
+        assert!(
+            !common::all_files(&env.repo.join("locks")).is_empty(),
+            "{what}: stopped mid-prune, its lock is there"
+        );
+        child.kill().expect("SIGKILL");
+        child.wait().expect("wait");
         // Whatever state the kill left: the kept snapshot restores.
         common::restore_matches(&env, "latest", &src);
+        env.ok(&["prune", "--max-unused", "0"]);
+        check_clean(&env);
+        common::restore_matches(&env, "latest", &src);
+        // A backup after all that works too.
+        fs::write(src.join("after.txt"), what).expect("write");
+        env.ok(&["backup", &s]);
+        common::restore_matches(&env, "latest", &src);
+        fs::remove_file(src.join("after.txt")).expect("rm");
     }
-    env.ok(&["prune", "--max-unused", "0"]);
-    check_clean(&env);
-    common::restore_matches(&env, "latest", &src);
-    // A backup after all that works too.
-    fs::write(src.join("after.txt"), "after").expect("write");
-    env.ok(&["backup", &s]);
-    common::restore_matches(&env, "latest", &src);
 }
 
 #[test]
