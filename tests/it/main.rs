@@ -11,6 +11,7 @@ mod errors;
 mod faults;
 mod faulty;
 mod fixture;
+mod full_disk;
 mod health;
 mod hostile;
 mod keys;
