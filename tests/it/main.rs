@@ -24,5 +24,6 @@ mod repair_packs;
 mod restore;
 mod resume;
 mod roundtrip;
+mod source_trouble;
 mod sources;
 mod vectors;
