@@ -890,13 +890,18 @@ mod tests {
         let all: Vec<PackId> = (0..200u8)
             .map(|i| PackId([i.wrapping_mul(37); 32]))
             .collect();
-        let mut seen = 0;
+        // Every pack in exactly one of the subsets: counts alone would let
+        // overlapping subsets that miss some packs pass.
+        let mut owner: HashMap<PackId, u32> = HashMap::new();
         for n in 1..=5 {
-            seen += select_packs(&all, ReadData::Subset { n, m: 5 })
-                .unwrap()
-                .len();
+            for id in select_packs(&all, ReadData::Subset { n, m: 5 }).unwrap() {
+                if let Some(first) = owner.insert(id, n) {
+                    panic!("pack {id} is in subsets {first} and {n}");
+                }
+            }
         }
-        assert_eq!(seen, all.len());
+        let missed: Vec<&PackId> = all.iter().filter(|id| !owner.contains_key(id)).collect();
+        assert!(missed.is_empty(), "in no subset: {missed:?}");
         assert_eq!(
             select_packs(&all, ReadData::Percent(10.0)).unwrap().len(),
             20

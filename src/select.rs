@@ -170,22 +170,24 @@ fn pick(mut all: Vec<(SnapshotId, Snapshot)>, spec: &str) -> Result<(SnapshotId,
 }
 
 /// The latest snapshot with this host and the same set of paths: the default parent.
+/// Snapshots that could not be read, with why.
+pub type Unreadable = Vec<(SnapshotId, Error)>;
+
+/// The latest snapshot of `host` with exactly `paths`, and the snapshots that
+/// could not be read on the way (any of them may have been the one).
 pub fn find_parent(
     repo: &Repository,
     host: &str,
     paths: &[String],
-) -> Result<Option<(SnapshotId, Snapshot)>> {
+) -> Result<(Option<(SnapshotId, Snapshot)>, Unreadable)> {
     let mut want: Vec<&String> = paths.iter().collect();
     want.sort();
     // An unreadable snapshot can't serve as a parent; the others still can.
-    Ok(repo
-        .list_snapshots_lenient()?
-        .0
-        .into_iter()
-        .rev()
-        .find(|(_, s)| {
-            let mut have: Vec<&String> = s.paths.iter().collect();
-            have.sort();
-            s.hostname == host && have == want
-        }))
+    let (all, skipped) = repo.list_snapshots_lenient()?;
+    let found = all.into_iter().rev().find(|(_, s)| {
+        let mut have: Vec<&String> = s.paths.iter().collect();
+        have.sort();
+        s.hostname == host && have == want
+    });
+    Ok((found, skipped))
 }

@@ -137,7 +137,21 @@ pub fn backup(
     let parent = match opts.parent {
         Some(id) => Some((id, repo.load_snapshot(&id)?)),
         None if opts.force => None,
-        None => crate::select::find_parent(repo, &host, &path_strings)?,
+        None => {
+            let (found, skipped) = crate::select::find_parent(repo, &host, &path_strings)?;
+            // The newest of them may have been the parent: then files it has
+            // unchanged are read again. Say why.
+            for (id, e) in skipped {
+                report(Event::Warning(&SourceProblem {
+                    path: format!("snapshot {}", id.short()),
+                    error: format!(
+                        "unreadable, not considered as the parent ({e}); files it may have \
+                         had unchanged are read again. `cairn check` reports it"
+                    ),
+                }));
+            }
+            found
+        }
     };
     // A parent whose tree can't be read only costs re-reading every file; that is
     // also how a backup heals a repository that lost blobs.

@@ -23,8 +23,20 @@ const PROBE_BATCH: usize = 256;
 impl Archiver<'_> {
     fn parent_subtree(&mut self, parent: Option<&Node>) -> Option<Tree> {
         let id = parent.filter(|n| n.kind == NodeKind::Dir)?.subtree?;
-        // A damaged parent only costs re-reading: carry on without it.
-        self.repo.load_tree(self.saver.index(), &id).ok()
+        // A damaged parent only costs re-reading: carry on without it, saying so.
+        match self.repo.load_tree(self.saver.index(), &id) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                (self.report)(super::Event::Warning(&crate::snapshot::SourceProblem {
+                    path: format!("parent tree {}", id.short()),
+                    error: format!(
+                        "unreadable, reading the files under it instead: {e}; \
+                         `cairn check` reports it"
+                    ),
+                }));
+                None
+            }
+        }
     }
 
     pub(super) fn backup_roots(

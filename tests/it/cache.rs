@@ -5,14 +5,19 @@ use std::fs;
 
 use crate::common::{self, Env};
 
+/// The names in `dir`, sorted. A directory that can't be read is a failure, not
+/// an empty list: two missing directories would otherwise compare equal, and a
+/// loop over a missing one would check nothing.
 fn names(dir: &std::path::Path) -> Vec<String> {
     let mut v: Vec<String> = fs::read_dir(dir)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| {
+            e.unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
         })
-        .unwrap_or_default();
+        .collect();
     v.sort();
     v
 }
@@ -102,7 +107,9 @@ fn cache_forgets_what_the_repository_forgot() {
         .iter()
         .map(|p| p.file_name().expect("name").to_string_lossy().into_owned())
         .collect();
-    for p in names(&cache.join("tree-packs")) {
+    let cached = names(&cache.join("tree-packs"));
+    assert!(!cached.is_empty(), "the restore cached no tree pack");
+    for p in cached {
         assert!(packs.contains(&p), "cached tree pack {p} was pruned");
     }
 }

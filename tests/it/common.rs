@@ -401,3 +401,35 @@ pub fn unsee(env: &Env) {
         std::fs::remove_dir_all(&dir).expect("removing the seen state");
     }
 }
+
+/// Steps `child` with SIGSTOP and SIGCONT until `reached()` holds, and leaves it
+/// stopped there (waited for as stopped, so it is not still running on another
+/// core): whatever the caller does next, a kill say, lands while the child is
+/// mid-operation at that point, however fast the machine. Panics if the child
+/// exits first.
+pub fn stop_when(child: &mut std::process::Child, what: &str, reached: impl Fn() -> bool) {
+    use nix::sys::signal::{Signal, kill};
+    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    loop {
+        kill(pid, Signal::SIGSTOP).expect("SIGSTOP");
+        match waitpid(pid, Some(WaitPidFlag::WUNTRACED)).expect("waitpid") {
+            WaitStatus::Stopped(..) => {}
+            other => panic!("the child ended ({other:?}) before {what}"),
+        }
+        if reached() {
+            return;
+        }
+        kill(pid, Signal::SIGCONT).expect("SIGCONT");
+        std::thread::sleep(std::time::Duration::from_micros(500));
+    }
+}
+
+/// The pack files under `repo`.
+pub fn pack_names(repo: &Path) -> std::collections::BTreeSet<String> {
+    all_files(&repo.join("data"))
+        .iter()
+        .map(|p| p.file_name().expect("name").to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with(".tmp-"))
+        .collect()
+}

@@ -317,8 +317,10 @@ fn full_disk_mid_backup_keeps_repository_consistent_and_rerun_reuses_packs() {
     }
 }
 
-/// SIGKILL at arbitrary moments of a backup: earlier snapshots always restore, and
-/// a later backup completes and restores.
+/// SIGKILL in the middle of a backup, after 1, 3 and 6 of its packs are
+/// written (the backup is stepped with SIGSTOP until then, so each kill lands
+/// mid-backup however fast the machine): no snapshot is written, the earlier
+/// one restores, and the next backup reuses what the killed ones stored.
 #[test]
 fn backup_killed_at_any_moment_leaves_a_usable_repository() {
     let env = Env::with_repo(&["--pack-size", "1"]);
@@ -335,16 +337,28 @@ fn backup_killed_at_any_moment_leaves_a_usable_repository() {
         )
         .expect("write");
     }
-    for delay_ms in [5u64, 40, 120, 300] {
+    for after in [1usize, 3, 6] {
+        let before = common::pack_names(&env.repo).len();
         let mut child = env
             .cmd()
             .args(["backup", "-q", src_s])
             .spawn()
             .expect("spawn");
-        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
-        let _ = child.kill();
-        let _ = child.wait();
-        let out = env.path(&format!("out-{delay_ms}"));
+        common::stop_when(&mut child, &format!("{after} new packs"), || {
+            common::pack_names(&env.repo).len() >= before + after
+        });
+        assert!(
+            !common::all_files(&env.repo.join("locks")).is_empty(),
+            "stopped mid-backup, its lock is there"
+        );
+        child.kill().expect("SIGKILL");
+        child.wait().expect("wait");
+        assert_eq!(
+            common::all_files(&env.repo.join("snapshots")).len(),
+            1,
+            "a backup killed after {after} packs wrote a snapshot"
+        );
+        let out = env.path(&format!("out-{after}"));
         env.ok(&[
             "restore",
             "latest",
@@ -354,7 +368,17 @@ fn backup_killed_at_any_moment_leaves_a_usable_repository() {
         ]);
         // Locks of killed processes on this host are provably stale: not blocking.
     }
-    env.ok(&["backup", src_s]);
+    // Each killed run adopted the packs of the one before; the last one's six
+    // are adopted now, and nothing the killed runs stored is stored again.
+    let s = env.backup_json(&[src_s]);
+    assert!(
+        s["packs_adopted"].as_u64() >= Some(6),
+        "the packs of the killed backups were not reused: {s}"
+    );
+    assert!(
+        s["bytes_new"].as_u64().expect("bytes_new") < 12 << 20,
+        "the packs of the killed backups were stored again: {s}"
+    );
     let out = env.path("final");
     env.ok(&[
         "restore",
@@ -372,7 +396,9 @@ fn backup_killed_at_any_moment_leaves_a_usable_repository() {
     }
 }
 
-/// SIGINT stops the backup with exit code 130 and commits no snapshot.
+/// SIGINT stops the backup with exit code 130 and commits no snapshot. The
+/// backup is stepped with SIGSTOP until it has written two packs, so the
+/// signal lands mid-backup, never after it finished.
 #[test]
 fn interrupted_backup_exits_130_without_a_snapshot() {
     let env = Env::with_repo(&["--pack-size", "1"]);
@@ -386,25 +412,23 @@ fn interrupted_backup_exits_130_without_a_snapshot() {
         )
         .expect("write");
     }
-    let child = env
+    let mut child = env
         .cmd()
         .args(["backup", "-q", src.to_str().expect("utf-8")])
         .spawn()
         .expect("spawn");
-    std::thread::sleep(std::time::Duration::from_millis(150));
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .expect("kill");
+    common::stop_when(&mut child, "two packs", || {
+        common::pack_names(&env.repo).len() >= 2
+    });
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("SIGINT");
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).expect("SIGCONT");
     let out = child.wait_with_output().expect("wait");
-    let snaps = common::all_files(&env.repo.join("snapshots")).len();
-    match out.status.code() {
-        Some(130) => assert_eq!(snaps, 0, "an interrupted backup committed a snapshot"),
-        // The machine was fast enough to finish first.
-        Some(0) => assert_eq!(snaps, 1),
-        other => panic!("unexpected exit {other:?}: {}", stderr(&out)),
-    }
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert!(
+        common::all_files(&env.repo.join("snapshots")).is_empty(),
+        "an interrupted backup committed a snapshot"
+    );
     assert!(
         common::all_files(&env.repo.join("locks")).is_empty(),
         "lock left behind"
@@ -565,5 +589,34 @@ fn password_from_command_env_or_nowhere() {
         stderr(&out).contains("no password given"),
         "{}",
         stderr(&out)
+    );
+}
+
+/// A snapshot that can't be read may have been the parent: the backup then
+/// reads again every file it had unchanged. It said nothing; it must say which
+/// snapshot it could not read.
+#[test]
+fn backup_names_an_unreadable_snapshot_it_could_not_consider_as_parent() {
+    let env = Env::with_repo(&[]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).expect("mkdir");
+    fs::write(src.join("a"), "a").expect("write");
+    let src_s = src.to_str().expect("utf-8");
+    let first = env.backup_json(&[src_s])["snapshot_id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let f = env.repo.join("snapshots").join(&first);
+    let mut bytes = fs::read(&f).expect("read");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 1;
+    fs::write(&f, bytes).expect("write");
+    let out = env.run(&["backup", "--json", src_s]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let warning = common::last_json(&common::stdout(&out), "warning");
+    assert!(
+        warning.to_string().contains(&first[..8])
+            && warning.to_string().contains("not considered as the parent"),
+        "{warning}"
     );
 }

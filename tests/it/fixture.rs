@@ -124,10 +124,81 @@ fn v1_fixture_repository_stays_readable() {
     assert_eq!(mode("train.log"), 0o640);
     assert_eq!(mode("sub"), 0o750);
 
-    // Blobs of the duplicated file are stored once: the fixture's single data pack
-    // holds the chunks of one copy.
+    assert_duplicate_stored_once(&env, &source);
     let listing = env.ok(&["ls", "-q", "--long", "latest"]);
     assert!(listing.contains("caf\u{FFFD}.txt"), "{listing}");
+}
+
+/// Blobs of the duplicated file are stored once: `sub/dup.bin` names the same
+/// chunks as `random.bin`, no data blob is in two places, and the data blobs
+/// hold no more bytes than the source without the copy.
+fn assert_duplicate_stored_once(env: &Env, source: &str) {
+    let content = |dir: &str, name: &str| -> serde_json::Value {
+        let tree: serde_json::Value =
+            serde_json::from_str(&env.ok(&["cat", "tree", &format!("latest:{dir}")]))
+                .expect("json");
+        tree["nodes"]
+            .as_array()
+            .expect("nodes")
+            .iter()
+            .find(|n| n["name"] == name)
+            .unwrap_or_else(|| panic!("{name} in {tree}"))["content"]
+            .clone()
+    };
+    let original = content(source, "random.bin");
+    assert!(
+        original.as_array().is_some_and(|c| c.len() > 1),
+        "{original}"
+    );
+    assert_eq!(content(&format!("{source}/sub"), "dup.bin"), original);
+    let mut seen = std::collections::HashSet::new();
+    let mut raw = 0;
+    for pack in common::all_files(&env.repo.join("data")) {
+        let name = pack
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
+        let listing: serde_json::Value =
+            serde_json::from_str(&env.ok(&["cat", "pack", &name])).expect("json");
+        for b in listing["blobs"].as_array().expect("blobs") {
+            if b["type"] == "data" {
+                assert!(seen.insert(b["id"].clone()), "{} stored twice", b["id"]);
+                raw += b["raw_length"].as_u64().expect("raw_length");
+            }
+        }
+    }
+    let without_copy: u64 = expected_files()
+        .iter()
+        .filter(|(rel, _)| rel.as_slice() != b"sub/dup.bin")
+        .map(|(_, c)| c.len() as u64)
+        .sum();
+    assert!(
+        raw <= without_copy,
+        "{raw} bytes of data blobs, {without_copy} without the copy"
+    );
+}
+
+/// What the fixture says of the duplicated file holds for a repository this
+/// cairn writes the way the fixture was written.
+#[test]
+fn a_repository_written_like_the_fixture_stores_the_duplicate_once() {
+    let env = Env::new();
+    env.ok(&[
+        "init",
+        "--kdf-memory",
+        "1024",
+        "--kdf-iterations",
+        "1",
+        "--chunker-params",
+        "64,256,1024",
+        "--pack-size",
+        "1",
+    ]);
+    let src = env.path("fixture-src");
+    fixture_source(&src);
+    env.ok(&["backup", "-q", src.to_str().expect("utf-8")]);
+    assert_duplicate_stored_once(&env, src.to_str().expect("utf-8"));
 }
 
 /// The fixture predates records (format-spec §20): it has no `records/`, checks

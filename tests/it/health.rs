@@ -4,6 +4,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Output;
+use std::sync::atomic::Ordering;
 
 use crate::common::{self, Env, stderr};
 
@@ -414,9 +415,14 @@ fn forget_and_prune_shrink_and_kept_snapshots_restore() {
     }
 }
 
+/// prune SIGKILLed at each of its steps (format-spec §16): once a new pack is
+/// written, once a new index file is, once an old index file is deleted, once an
+/// old pack is. It is stepped with SIGSTOP until the step shows in the
+/// repository, so each kill lands there, mid-prune (its lock still held). After
+/// each, the kept snapshot restores and a prune run again finishes the job.
 #[test]
 fn prune_killed_at_many_points_then_rerun_loses_nothing() {
-    let (env, src) = populated();
+    let (pristine, src) = populated();
     let mut rng = common::rng(51);
     let s = src.to_str().expect("utf-8").to_string();
     for round in 0..3 {
@@ -425,28 +431,64 @@ fn prune_killed_at_many_points_then_rerun_loses_nothing() {
             common::random_bytes(&mut rng, 600_000),
         )
         .expect("write");
-        env.ok(&["backup", &s]);
+        pristine.ok(&["backup", &s]);
     }
-    env.ok(&["forget", "--keep-last", "1"]);
-    for delay_ms in [1u64, 10, 30, 60, 120] {
+    pristine.ok(&["forget", "--keep-last", "1"]);
+    let names = |dir: &Path| -> std::collections::BTreeSet<String> {
+        common::all_files(dir)
+            .iter()
+            .map(|p| name_of(p))
+            .filter(|n| !n.starts_with(".tmp-"))
+            .collect()
+    };
+    let packs0 = common::pack_names(&pristine.repo);
+    let index0 = names(&pristine.repo.join("index"));
+    type Step =
+        fn(&Path, &std::collections::BTreeSet<String>, &std::collections::BTreeSet<String>) -> bool;
+    let steps: [(&str, Step); 4] = [
+        ("a new pack is written", |repo, packs0, _| {
+            common::pack_names(repo).iter().any(|p| !packs0.contains(p))
+        }),
+        ("a new index file is written", |repo, _, index0| {
+            common::all_files(&repo.join("index"))
+                .iter()
+                .map(|p| name_of(p))
+                .any(|n| !n.starts_with(".tmp-") && !index0.contains(&n))
+        }),
+        ("an old index file is deleted", |repo, _, index0| {
+            index0.iter().any(|n| !repo.join("index").join(n).exists())
+        }),
+        ("an old pack is deleted", |repo, packs0, _| {
+            let now = common::pack_names(repo);
+            packs0.iter().any(|p| !now.contains(p))
+        }),
+    ];
+    for (what, reached) in steps {
+        let env = Env::new();
+        copy_dir(&pristine.repo, &env.repo);
         let mut child = env
             .cmd()
             .args(["prune", "-q", "--max-unused", "0"])
             .spawn()
             .expect("spawn");
-        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
-        let _ = child.kill();
-        let _ = child.wait();
+        common::stop_when(&mut child, what, || reached(&env.repo, &packs0, &index0));
+        assert!(
+            !common::all_files(&env.repo.join("locks")).is_empty(),
+            "{what}: stopped mid-prune, its lock is there"
+        );
+        child.kill().expect("SIGKILL");
+        child.wait().expect("wait");
         // Whatever state the kill left: the kept snapshot restores.
         common::restore_matches(&env, "latest", &src);
+        env.ok(&["prune", "--max-unused", "0"]);
+        check_clean(&env);
+        common::restore_matches(&env, "latest", &src);
+        // A backup after all that works too.
+        fs::write(src.join("after.txt"), what).expect("write");
+        env.ok(&["backup", &s]);
+        common::restore_matches(&env, "latest", &src);
+        fs::remove_file(src.join("after.txt")).expect("rm");
     }
-    env.ok(&["prune", "--max-unused", "0"]);
-    check_clean(&env);
-    common::restore_matches(&env, "latest", &src);
-    // A backup after all that works too.
-    fs::write(src.join("after.txt"), "after").expect("write");
-    env.ok(&["backup", &s]);
-    common::restore_matches(&env, "latest", &src);
 }
 
 #[test]
@@ -478,11 +520,35 @@ fn blobs_stored_twice_are_noted_and_prune_keeps_one_copy() {
         .expect("write");
     }
     let s = src.to_str().expect("utf-8").to_string();
-    // Two backups of the same data at once can't see each other's new blobs.
-    let a = env.cmd().args(["backup", "-q", &s]).spawn().expect("spawn");
-    let b = env.cmd().args(["backup", "-q", &s]).spawn().expect("spawn");
-    assert!(a.wait_with_output().expect("wait").status.success());
-    assert!(b.wait_with_output().expect("wait").status.success());
+    // Two backups of the same data at once can't see each other's new blobs. To
+    // have them overlap every time, the second runs to its end from inside the
+    // first, just before the first writes its first pack (its index was loaded
+    // before, so it stores every blob again).
+    let second_ran = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ran = std::sync::Arc::clone(&second_ran);
+    let mut second = env.cmd();
+    second.args(["backup", "-q", &s]);
+    let second = std::sync::Mutex::new(Some(second));
+    let backend = common::HookedBackend::new(
+        &env.repo,
+        move |inner: &cairn::backend::LocalBackend, t, name: &str, data: &[u8]| {
+            use cairn::backend::{Backend, FileType};
+            if t == FileType::Pack {
+                if let Some(mut cmd) = second.lock().expect("lock").take() {
+                    let out = cmd.output().expect("second backup");
+                    assert!(out.status.success(), "{}", stderr(&out));
+                    ran.store(true, Ordering::SeqCst);
+                }
+            }
+            inner.write(t, name, data)
+        },
+    );
+    common::backup_through(std::sync::Arc::new(backend), &src).expect("first backup");
+    assert!(
+        second_ran.load(Ordering::SeqCst),
+        "the second backup never ran"
+    );
+    assert_eq!(common::all_files(&env.repo.join("snapshots")).len(), 2);
     let out = env.run(&["check", "--read-data"]);
     assert!(
         out.status.success(),
@@ -490,6 +556,7 @@ fn blobs_stored_twice_are_noted_and_prune_keeps_one_copy() {
         stderr(&out)
     );
     let noted = stderr(&out).contains("more than once");
+    assert!(noted, "duplicates not noted: {}", stderr(&out));
     env.ok(&["forget", "--keep-last", "1"]);
     env.ok(&["prune", "--max-unused", "0"]);
     let out = env.run(&["check", "--read-data"]);

@@ -420,9 +420,37 @@ fn every_kind_of_entry_round_trips_with_its_metadata() {
     // Nothing more than the source (listing now: the metadata was taken already).
     assert_eq!(list(&restored), rels);
 
-    // The snapshot's own listing names the non-UTF-8 entries losslessly in JSON.
+    // The snapshot's own listing names the non-UTF-8 entries losslessly in JSON:
+    // `path_bytes` holds the exact path, and `name` the name's bytes.
     let ls = env.ok(&["ls", "--json", &format!("latest:{}", src.display())]);
-    assert!(ls.contains("deep.txt"), "{ls}");
+    let nodes: Vec<serde_json::Value> = ls
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    let bytes_of = |v: &serde_json::Value| -> Option<Vec<u8>> {
+        v.as_array()?
+            .iter()
+            .map(|b| b.as_u64().and_then(|b| u8::try_from(b).ok()))
+            .collect()
+    };
+    let non_utf8: Vec<&Vec<u8>> = rels
+        .iter()
+        .filter(|r| std::str::from_utf8(r).is_err())
+        .collect();
+    assert_eq!(non_utf8.len(), 3, "{non_utf8:?}");
+    for rel in non_utf8 {
+        let mut full = src.as_os_str().as_bytes().to_vec();
+        full.push(b'/');
+        full.extend_from_slice(rel);
+        let node = nodes
+            .iter()
+            .find(|n| bytes_of(&n["path_bytes"]).as_ref() == Some(&full))
+            .unwrap_or_else(|| panic!("no node with the exact path {full:?}:\n{ls}"));
+        let name = rel.rsplit(|&b| b == b'/').next().expect("name");
+        if std::str::from_utf8(name).is_err() {
+            assert_eq!(bytes_of(&node["name"]).as_deref(), Some(name), "{node}");
+        }
+    }
 }
 
 #[test]
