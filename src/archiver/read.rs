@@ -114,8 +114,8 @@ impl Archiver<'_> {
         };
         self.summary.bytes_read += read;
         if let Ok(after) = file.metadata() {
-            if changed_while_read(&before, &after, read) {
-                self.warning(path, CHANGED_WHILE_READ.into());
+            if let Some(why) = changed_while_read(&before, &after, read) {
+                self.warning(path, why.into());
             }
         }
         node.size = read;
@@ -239,20 +239,35 @@ fn store_batches(
     Ok((content, total))
 }
 
-pub(super) const CHANGED_WHILE_READ: &str =
-    "changed while being read; the stored copy may mix old and new content";
-
+/// What a backup records when a file changed while it was read: `None` when
+/// it didn't. The metadata compared are those of the open file, before and
+/// after the read.
 pub(super) fn changed_while_read(
     before: &std::fs::Metadata,
     after: &std::fs::Metadata,
     read: u64,
-) -> bool {
-    after.len() != before.len()
+) -> Option<&'static str> {
+    let content = after.len() != before.len()
         || after.mtime() != before.mtime()
         || after.mtime_nsec() != before.mtime_nsec()
-        || after.ctime() != before.ctime()
-        || after.ctime_nsec() != before.ctime_nsec()
-        || read != before.len()
+        || read != before.len();
+    if content {
+        Some("changed while being read; the stored copy may mix old and new content")
+    } else if after.nlink() == 0 {
+        // Unlinked (deleted, or replaced by a rename) while open: what was
+        // read is the whole of the file that was there.
+        Some(
+            "was deleted or replaced while being read; the stored copy is the whole file \
+             as it was before",
+        )
+    } else if after.ctime() != before.ctime() || after.ctime_nsec() != before.ctime_nsec() {
+        Some(
+            "its metadata (owner, mode, links) changed while it was read; the content \
+             stored was not changed meanwhile",
+        )
+    } else {
+        None
+    }
 }
 
 pub(crate) enum ReadError {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
-use super::read::{CHANGED_WHILE_READ, changed_while_read, open_for_backup};
+use super::read::{changed_while_read, open_for_backup};
 use super::{Archiver, Status};
 use crate::chunker::Chunk;
 use crate::error::Result;
@@ -74,8 +74,8 @@ impl Archiver<'_> {
                         content.push(id);
                     }
                     self.summary.bytes_read += read;
-                    if changed {
-                        self.warning(&d.path, CHANGED_WHILE_READ.into());
+                    if let Some(why) = changed {
+                        self.warning(&d.path, why.into());
                     }
                     d.node.size = read;
                     d.node.content = content;
@@ -106,7 +106,8 @@ enum SmallRead {
         /// Each chunk's id and length, with its encoded payload unless known.
         chunks: Vec<(BlobId, usize, Option<Vec<u8>>)>,
         read: u64,
-        changed: bool,
+        /// Why the file counts as changed while read, if it does.
+        changed: Option<&'static str>,
     },
 }
 
@@ -148,7 +149,8 @@ fn read_small(
     }
     let changed = file
         .metadata()
-        .is_ok_and(|after| changed_while_read(&before, &after, read));
+        .ok()
+        .and_then(|after| changed_while_read(&before, &after, read));
     let data = buf.get(1..).unwrap_or_default();
     let cuts = chunker.cuts(data);
     let chunks = match cuts.as_slice() {
