@@ -212,6 +212,90 @@ fn a_million_files_restore_in_bounded_memory() {
     remove_in_parallel(&target);
 }
 
+/// A scratch directory in memory (tmpfs) where there is one: creating a
+/// million files on some disks costs minutes of file system time that says
+/// nothing about cairn.
+fn memory_scratch(prefix: &str) -> Option<tempfile::TempDir> {
+    let shm = Path::new("/dev/shm");
+    shm.is_dir()
+        .then(|| tempfile::Builder::new().prefix(prefix).tempdir_in(shm).ok())
+        .flatten()
+}
+
+/// `dirs` directories of `per_dir` empty files under `root`, created by
+/// several threads.
+fn empty_files(root: &Path, dirs: usize, per_dir: usize) {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                loop {
+                    let d = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if d >= dirs {
+                        return;
+                    }
+                    let dir = root.join(format!("d{d:05}"));
+                    fs::create_dir_all(&dir).expect("mkdir");
+                    for f in 0..per_dir {
+                        fs::File::create(dir.join(format!("f{f:05}"))).expect("create");
+                    }
+                }
+            });
+        }
+    });
+}
+
+/// Peak memory of a backup must not grow with the number of files: a million
+/// empty files take at most a few MiB more than a hundred thousand, and stay
+/// within a fixed bound.
+#[test]
+fn a_million_empty_files_back_up_in_flat_memory() {
+    let env = Env::with_repo(&[]);
+    let scratch = memory_scratch("cairn-backup-");
+    let base = scratch
+        .as_ref()
+        .map_or_else(|| env.path("sources"), |d| d.path().to_path_buf());
+    let mut peaks = Vec::new();
+    for (name, dirs) in [("small", 100), ("large", 1000)] {
+        let src = base.join(name);
+        empty_files(&src, dirs, 1000);
+        let started = std::time::Instant::now();
+        let (code, rss) = run_measured(&env, &["backup", "-q", src.to_str().expect("utf-8")]);
+        let stderr = fs::read_to_string(env.path("stderr.log")).unwrap_or_default();
+        assert_eq!(code, Some(0), "backup of {name} failed: {stderr}");
+        eprintln!(
+            "backup of {} files: peak RSS {:.1} MiB, {:.1} s",
+            dirs * 1000,
+            rss as f64 / (1 << 20) as f64,
+            started.elapsed().as_secs_f64()
+        );
+        peaks.push(rss);
+        remove_in_parallel(&src);
+    }
+    let listing = env.ok(&["ls", "-q", "latest"]);
+    let under = format!("{}/", base.join("large").display());
+    assert_eq!(
+        listing.lines().filter(|l| l.starts_with(&under)).count(),
+        1000 + 1_000_000,
+        "every directory and file listed"
+    );
+    let (small, large) = (peaks[0], peaks[1]);
+    assert!(
+        large < small + (16 << 20),
+        "a million files took {} MiB of peak RSS, 100,000 took {} MiB: memory grows with files",
+        large >> 20,
+        small >> 20
+    );
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let bound = (32 + 8 * cores as u64) << 20;
+    assert!(
+        large < bound,
+        "a million files took {} MiB of peak RSS, over {} MiB",
+        large >> 20,
+        bound >> 20
+    );
+}
+
 /// Removes a directory of many directories faster than one thread would.
 fn remove_in_parallel(dir: &Path) {
     let subdirs: Vec<PathBuf> = fs::read_dir(dir)
