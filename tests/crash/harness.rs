@@ -19,8 +19,8 @@ use nix::unistd::Pid;
 
 use crate::common::{self, Env, stderr, stdout};
 
-/// Kill points spread evenly over an operation's run.
-pub const SPREAD: usize = 32;
+/// Kill points spread evenly over an operation's run that land while it runs.
+pub const SPREAD: usize = 30;
 /// Further kill points, each right after one of the repository changes.
 pub const AT_CHANGES: usize = 10;
 
@@ -610,34 +610,46 @@ pub fn run(sc: &Scenario) {
         full.status
     );
 
-    let mut stops: Vec<Stop> = (0..SPREAD)
-        .map(|i| Stop::After(wall.mul_f64((i as f64 + 0.5) / SPREAD as f64)))
-        .collect();
+    // Kill points spread evenly over the run; where some of them came after the
+    // operation had ended (a busier machine measured it slower), more are
+    // spread over the time it ended within, until SPREAD of them landed while
+    // it ran (at most five rounds).
+    let (mut spread, mut mid_spread) = (0, 0);
+    let mut span = wall;
+    for _ in 0..5 {
+        let want = SPREAD - mid_spread;
+        let mut ended_within = span;
+        for i in 0..want {
+            let at = span.mul_f64((i as f64 + 0.5) / want as f64);
+            spread += 1;
+            if kill_point(sc, QUANTUM, Stop::After(at)) {
+                mid_spread += 1;
+            } else {
+                ended_within = ended_within.min(at);
+            }
+        }
+        if mid_spread >= SPREAD {
+            break;
+        }
+        span = ended_within;
+    }
     let changes = full.changes;
     let at_changes = AT_CHANGES.min(changes as usize);
-    stops.extend(
-        (0..at_changes)
-            .map(|j| Stop::AtChange(1 + (j as u32 * changes) / at_changes.max(1) as u32)),
-    );
-    let mut mid = 0;
-    let mut mid_spread = 0;
-    for (i, stop) in stops.iter().enumerate() {
-        if kill_point(sc, QUANTUM, *stop) {
-            mid += 1;
-            if i < SPREAD {
-                mid_spread += 1;
-            }
+    let mut mid_changes = 0;
+    for j in 0..at_changes {
+        let nth = 1 + (j as u32 * changes) / at_changes as u32;
+        if kill_point(sc, QUANTUM, Stop::AtChange(nth)) {
+            mid_changes += 1;
         }
     }
     println!(
-        "crash: {:<16} {:>2} kill points, {:>2} mid-operation: {mid_spread:>2} of {SPREAD} spread \
-         over the {} ms a run takes, {} of {at_changes} right after one of its {changes} \
-         changes to the repository ({:.0} s)",
+        "crash: {:<16} {:>2} kill points, {:>2} mid-operation: {mid_spread:>2} of {spread} spread \
+         over the {} ms a run takes, {mid_changes} of {at_changes} right after one of its \
+         {changes} changes to the repository ({:.0} s)",
         sc.name,
-        stops.len(),
-        mid,
+        spread + at_changes,
+        mid_spread + mid_changes,
         wall.as_millis(),
-        mid - mid_spread,
         started.elapsed().as_secs_f64()
     );
 }

@@ -67,6 +67,18 @@ pub fn base(scale: usize, seed: u64) -> Base {
             fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
             fs::write(&p, common::text_bytes(&mut rng, 40_000)).expect("write");
         }
+        // Many small files in many directories: trees to walk and rewrite.
+        for k in 0..2 * scale {
+            let dir = src.join(format!("d{d}/s{k}"));
+            fs::create_dir_all(&dir).expect("mkdir");
+            for i in 0..6 {
+                fs::write(
+                    dir.join(format!("{i}.txt")),
+                    common::text_bytes(&mut rng, 3_000),
+                )
+                .expect("write");
+            }
+        }
     }
     let mut manifests = HashMap::new();
     let mut index = Vec::new();
@@ -170,7 +182,7 @@ pub fn backup() -> Scenario {
 /// `prune` after the first snapshot was forgotten: packs wholly unused are
 /// deleted, packs partly used are repacked.
 pub fn prune() -> Scenario {
-    let base = base(4, 2);
+    let base = base(8, 2);
     base.env.ok(&["forget", &base.first]);
     let expect = expect_from(&base, false);
     assert!(expect.check_errors.is_empty() && expect.complete.is_empty());
@@ -180,7 +192,7 @@ pub fn prune() -> Scenario {
 
 /// `forget --keep-last 1 --prune`: the first snapshot goes, then its data.
 pub fn forget_prune() -> Scenario {
-    let base = base(4, 3);
+    let base = base(8, 3);
     let mut expect = expect_from(&base, false);
     assert!(expect.check_errors.is_empty() && expect.complete.is_empty());
     expect.may_go.insert(base.first.clone());
@@ -205,7 +217,7 @@ fn flip_at(file: &Path, at: usize) {
 /// `repair packs` of three packs whose headers were damaged on storage: every
 /// blob is salvaged through the index, so nothing is lost.
 pub fn repair_packs() -> Scenario {
-    let base = base(4, 4);
+    let base = base(8, 4);
     let packs = common::all_files(&base.env.repo.join("data"));
     for p in packs.iter().step_by(packs.len() / 3).take(3) {
         flip_header(p);
@@ -215,16 +227,17 @@ pub fn repair_packs() -> Scenario {
     scenario("repair packs", base, args, expect, Converge::Idempotent)
 }
 
-/// `repair index` after the second backup's index files were deleted and the
-/// third's damaged: until it runs, the second and third snapshots restore only
-/// what the first one's index reaches.
+/// `repair index` after the first backup's index files were damaged and the
+/// second's deleted: until it runs, the first two snapshots restore only what
+/// the third backup's index reaches, and every pack of the first two backups
+/// has its header read.
 pub fn repair_index() -> Scenario {
-    let base = base(4, 5);
+    let base = base(8, 5);
+    for f in &base.index_files[0] {
+        flip_at(f, fs::metadata(f).expect("meta").len() as usize / 2);
+    }
     for f in &base.index_files[1] {
         fs::remove_file(f).expect("remove index file");
-    }
-    for f in &base.index_files[2] {
-        flip_at(f, fs::metadata(f).expect("meta").len() as usize / 2);
     }
     let expect = expect_from(&base, false);
     assert!(
@@ -270,7 +283,7 @@ fn node<'a>(tree: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
 /// tree and a file's data (bytes flipped in their packs, which `repair packs`
 /// then took out of the index): it is replaced by a snapshot without them.
 pub fn repair_snapshots() -> Scenario {
-    let base = base(4, 6);
+    let base = base(8, 6);
     let env = &base.env;
     let root = |id: &str| -> serde_json::Value {
         serde_json::from_str(&env.ok(&["cat", "tree", &format!("{id}:{}", s(&base.src))]))
@@ -381,7 +394,7 @@ pub fn key_remove() -> Scenario {
 /// `copy` of the base's three snapshots into an unrelated repository (so they
 /// are re-chunked) that already holds a copy of the first.
 pub fn copy() -> Scenario {
-    let from = base(4, 9);
+    let from = base(6, 9);
     let to = harness::scratch_repo(&["--pack-size", "1"]);
     let from_args = [
         "--from-repo",
