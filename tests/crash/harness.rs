@@ -2,11 +2,12 @@
 //! judges what the kill left behind.
 //!
 //! Plain runs first measure how long the operation takes; the kill points are
-//! then spread evenly over that time. Beside them, the operation is run a step at
-//! a time (a short quantum, then SIGSTOP while the repository is listed, then
-//! SIGCONT) and killed, while stopped, right after one of a sample of the changes
-//! it makes to the repository (a pack renamed into place, an index file written,
-//! an old file deleted): the moments a wrong order of writes would show.
+//! then spread evenly over that time. Beside them, the operation is killed right
+//! after each of the writes and removals it makes in the repository (a pack
+//! renamed into place, an index file written, an old file deleted, a lock
+//! taken): the moments a wrong order of writes would show. For those, cairn runs
+//! with `CAIRN_TEST_STOP_AT_WRITES`, which makes it stop itself (SIGSTOP) once
+//! each is durable, and is killed while stopped after the n-th.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs;
@@ -21,8 +22,9 @@ use crate::common::{self, Env, stderr, stdout};
 
 /// Kill points spread evenly over an operation's run that land while it runs.
 pub const SPREAD: usize = 30;
-/// Further kill points, each right after one of the repository changes.
-pub const AT_CHANGES: usize = 10;
+/// Kill points right after a write or removal: after each of them, or after as
+/// many spread over them where a run makes more.
+pub const AT_WRITES: usize = 40;
 
 /// Files under a snapshot's path and the hashes of their contents.
 pub type Manifest = BTreeMap<PathBuf, blake3::Hash>;
@@ -122,9 +124,11 @@ pub struct Scenario {
     pub converge: Converge,
 }
 
-/// How a stepped run ended.
+/// How a run ended.
 pub struct Run {
-    pub changes: u32,
+    /// Writes and removals it made durable (counted with [`Stop::AtWrite`] and
+    /// [`Stop::Never`]).
+    pub writes: u32,
     /// Killed by us before it exited on its own.
     pub killed: bool,
     pub status: ExitStatus,
@@ -132,99 +136,63 @@ pub struct Run {
 
 #[derive(Clone, Copy, Debug)]
 pub enum Stop {
+    /// Run to the end, counting writes.
     Never,
     /// SIGKILL this long after the start.
     After(Duration),
-    /// SIGKILL as soon as this many changes to the repository's listing are seen.
-    AtChange(u32),
+    /// SIGKILL right after the n-th write or removal is durable.
+    AtWrite(u32),
 }
 
-/// Every file under `repo` (temporary files and locks included).
-fn listing(repo: &Path) -> BTreeSet<PathBuf> {
-    let mut out = BTreeSet::new();
-    let mut stack = vec![repo.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = fs::read_dir(&d) else { continue };
-        for e in rd.flatten() {
-            match e.file_type() {
-                Ok(t) if t.is_dir() => stack.push(e.path()),
-                Ok(_) => {
-                    out.insert(e.path());
-                }
-                Err(_) => {}
-            }
-        }
-    }
-    out
-}
-
-/// Waits until the process is stopped (or gone), so that the listing taken next
-/// sees what it had done, and a kill lands where it stands.
-fn wait_stopped(pid: u32) {
-    let stat = format!("/proc/{pid}/stat");
-    // It takes a while when the machine is busy: every thread must get a CPU
-    // to stop. Not spinning leaves them one.
-    for _ in 0..20_000 {
-        let Ok(s) = fs::read_to_string(&stat) else {
-            return;
-        };
-        match s
-            .rsplit_once(") ")
-            .and_then(|(_, rest)| rest.chars().next())
-        {
-            Some('T' | 't' | 'Z' | 'X') | None => return,
-            _ => std::thread::sleep(Duration::from_micros(20)),
-        }
-    }
-}
-
-fn ended(mut child: std::process::Child, changes: u32) -> Run {
+/// Runs `cmd` until it exits or `stop`.
+pub fn run_until(mut cmd: Command, stop: Stop) -> Run {
+    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
     use std::os::unix::process::ExitStatusExt;
-    let status = child.wait().expect("wait");
-    Run {
-        changes,
-        killed: status.signal() == Some(Signal::SIGKILL as i32),
-        status,
-    }
-}
-
-/// Runs `cmd` until it exits or `stop`: freely for [`Stop::After`], else a
-/// quantum at a time, watching `watch`.
-pub fn stepped(mut cmd: Command, watch: &Path, quantum: Duration, stop: Stop) -> Run {
-    let mut child = cmd.spawn().expect("spawn cairn");
     if let Stop::After(at) = stop {
+        let mut child = cmd.spawn().expect("spawn cairn");
         std::thread::sleep(at);
         // An exited child not yet waited for is still there to signal.
         child.kill().expect("SIGKILL");
-        return ended(child, 0);
+        let status = child.wait().expect("wait");
+        return Run {
+            writes: 0,
+            killed: status.signal() == Some(Signal::SIGKILL as i32),
+            status,
+        };
     }
+    cmd.env("CAIRN_TEST_STOP_AT_WRITES", "1");
+    let child = cmd.spawn().expect("spawn cairn");
     let pid = Pid::from_raw(child.id() as i32);
-    let mut seen = listing(watch);
-    let mut changes = 0u32;
-    // A hang guard, not a measurement: far beyond any run here.
-    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut writes = 0;
+    let mut killed = false;
+    // Waited for here, with WUNTRACED to see it stop, not through `child`.
     loop {
-        std::thread::sleep(quantum);
-        let _ = kill(pid, Signal::SIGSTOP);
-        wait_stopped(child.id());
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return Run {
-                changes,
-                killed: false,
-                status,
-            };
+        match waitpid(pid, Some(WaitPidFlag::WUNTRACED)).expect("waitpid") {
+            WaitStatus::Stopped(_, _) => {
+                writes += 1;
+                if matches!(stop, Stop::AtWrite(n) if writes >= n) {
+                    kill(pid, Signal::SIGKILL).expect("SIGKILL");
+                    killed = true;
+                } else {
+                    kill(pid, Signal::SIGCONT).expect("SIGCONT");
+                }
+            }
+            WaitStatus::Exited(_, code) => {
+                return Run {
+                    writes,
+                    killed: false,
+                    status: ExitStatus::from_raw(code << 8),
+                };
+            }
+            WaitStatus::Signaled(_, sig, _) => {
+                return Run {
+                    writes,
+                    killed: killed && sig == Signal::SIGKILL,
+                    status: ExitStatus::from_raw(sig as i32),
+                };
+            }
+            _ => {}
         }
-        let now = listing(watch);
-        if now != seen {
-            changes += 1;
-            seen = now;
-        }
-        assert!(Instant::now() < deadline, "cairn hangs");
-        if matches!(stop, Stop::AtChange(n) if changes >= n) {
-            child.kill().expect("SIGKILL");
-            return ended(child, changes);
-        }
-        let _ = kill(pid, Signal::SIGCONT);
     }
 }
 
@@ -511,18 +479,17 @@ fn read_only_state(sc: &Scenario) -> Option<BTreeMap<PathBuf, u64>> {
 
 /// One kill point: a fresh copy, the operation run to `stop` and killed
 /// there, the oracle, then the re-run and the second run.
-fn kill_point(sc: &Scenario, quantum: Duration, stop: Stop) -> bool {
+fn kill_point(sc: &Scenario, stop: Stop) -> bool {
     let env = fresh(sc);
     let keys_before = match sc.converge {
         Converge::KeyAdd { .. } => key_count(&env),
         _ => 0,
     };
     let ro = read_only_state(sc);
-    let run = stepped(op_cmd(sc, &env, true), &env.repo, quantum, stop);
+    let run = run_until(op_cmd(sc, &env, true), stop);
     let what = format!(
-        "{}, killed at {stop:?} (change {}, {})",
+        "{}, killed at {stop:?} ({})",
         sc.name,
-        run.changes,
         if run.killed {
             "mid-operation".to_string()
         } else {
@@ -541,11 +508,6 @@ fn kill_point(sc: &Scenario, quantum: Duration, stop: Stop) -> bool {
     );
     run.killed
 }
-
-/// The quantum of a stepped run. Stopping a process can take longer than this
-/// on a busy machine (each of its threads must get a CPU to stop): a step is
-/// then longer, and two changes may fall into one.
-const QUANTUM: Duration = Duration::from_micros(300);
 
 /// Measures the operation, checks a complete run, kills it at every kill point
 /// and judges each; prints what it did.
@@ -599,13 +561,12 @@ pub fn run(sc: &Scenario) {
     }
     walls.sort();
     let wall = walls[1];
-    // How many times a run changes the repository's listing, as a stepped run
-    // sees it.
+    // How many writes and removals a run makes.
     let env = fresh(sc);
-    let full = stepped(op_cmd(sc, &env, true), &env.repo, QUANTUM, Stop::Never);
+    let full = run_until(op_cmd(sc, &env, true), Stop::Never);
     assert!(
         !full.killed && full.status.success(),
-        "{}: stepped run: {}",
+        "{}: a run stopping at every write: {}",
         sc.name,
         full.status
     );
@@ -622,7 +583,7 @@ pub fn run(sc: &Scenario) {
         for i in 0..want {
             let at = span.mul_f64((i as f64 + 0.5) / want as f64);
             spread += 1;
-            if kill_point(sc, QUANTUM, Stop::After(at)) {
+            if kill_point(sc, Stop::After(at)) {
                 mid_spread += 1;
             } else {
                 ended_within = ended_within.min(at);
@@ -633,22 +594,22 @@ pub fn run(sc: &Scenario) {
         }
         span = ended_within;
     }
-    let changes = full.changes;
-    let at_changes = AT_CHANGES.min(changes as usize);
-    let mut mid_changes = 0;
-    for j in 0..at_changes {
-        let nth = 1 + (j as u32 * changes) / at_changes as u32;
-        if kill_point(sc, QUANTUM, Stop::AtChange(nth)) {
-            mid_changes += 1;
+    let writes = full.writes;
+    let at_writes = AT_WRITES.min(writes as usize);
+    let mut mid_writes = 0;
+    for j in 0..at_writes {
+        let nth = 1 + (j as u32 * writes) / at_writes as u32;
+        if kill_point(sc, Stop::AtWrite(nth)) {
+            mid_writes += 1;
         }
     }
     println!(
         "crash: {:<16} {:>2} kill points, {:>2} mid-operation: {mid_spread:>2} of {spread} spread \
-         over the {} ms a run takes, {mid_changes} of {at_changes} right after one of its \
-         {changes} changes to the repository ({:.0} s)",
+         over the {} ms a run takes, {mid_writes:>2} of {at_writes} right after one of its \
+         {writes} writes and removals ({:.0} s)",
         sc.name,
-        spread + at_changes,
-        mid_spread + mid_changes,
+        spread + at_writes,
+        mid_spread + mid_writes,
         wall.as_millis(),
         started.elapsed().as_secs_f64()
     );
