@@ -161,11 +161,14 @@ pub fn run_until(mut cmd: Command, stop: Stop) -> Run {
         };
     }
     cmd.env("CAIRN_TEST_STOP_AT_WRITES", "1");
+    #[allow(
+        clippy::zombie_processes,
+        reason = "reaped by the waitpid below, which also sees it stop"
+    )]
     let child = cmd.spawn().expect("spawn cairn");
     let pid = Pid::from_raw(child.id() as i32);
     let mut writes = 0;
     let mut killed = false;
-    // Waited for here, with WUNTRACED to see it stop, not through `child`.
     loop {
         match waitpid(pid, Some(WaitPidFlag::WUNTRACED)).expect("waitpid") {
             WaitStatus::Stopped(_, _) => {

@@ -120,6 +120,13 @@ fn strings(args: &[&str]) -> Vec<String> {
 /// restores before the operation runs must survive any kill. Damaged snapshots
 /// must restore in full once the operation has run, unless `partial_after`.
 fn expect_from(base: &Base, partial_after: bool) -> Expect {
+    // Every run starts with an empty cache, which the baseline must too: the
+    // cache still holds intact copies of index files damaged since, and restore
+    // would use them.
+    let cache = base.env.dir.path().join("cache");
+    if cache.exists() {
+        fs::remove_dir_all(&cache).expect("remove the cache");
+    }
     let mut e = Expect::default();
     for s in harness::snapshots(&base.env) {
         let id = s["id"].as_str().expect("id").to_string();
