@@ -56,6 +56,9 @@ fn repair_index_locked(
     // Packs index files describe differently: which one is right is unknown, so
     // their headers are read.
     let mut conflicting: HashSet<PackId> = HashSet::new();
+    // Anything that a rewrite would change: an unreadable index file, a pack
+    // named twice, or (below) a pack whose header must be read or that is gone.
+    let mut unsound = false;
     for id in &old_files {
         match repo.load_index_file(id) {
             Ok(f) => {
@@ -64,16 +67,19 @@ fn repair_index_locked(
                         None => {
                             known.insert(p.id, p);
                         }
-                        Some(k) if *k == p => {}
+                        Some(k) if *k == p => unsound = true,
                         Some(_) => {
                             conflicting.insert(p.id);
                         }
                     }
                 }
             }
-            Err(e) => report(&format!(
-                "index {id} is unreadable and will be replaced: {e}"
-            )),
+            Err(e) => {
+                unsound = true;
+                report(&format!(
+                    "index {id} is unreadable and will be replaced: {e}"
+                ));
+            }
         }
     }
     let mut packs = Vec::new();
@@ -110,7 +116,11 @@ fn repair_index_locked(
         ));
     }
     s.packs_indexed = packs.len() as u64;
-    if dry_run {
+    // Index files that all read, name every pack stored as it is stored, each
+    // once, and nothing else are what a rewrite would write again: leave them,
+    // so that a second run changes nothing.
+    let sound = !unsound && s.headers_read == 0 && known.is_empty();
+    if dry_run || sound {
         return Ok(s);
     }
     // Commit points (format-spec §15): stop rather than write or delete if
@@ -573,6 +583,11 @@ mod tests {
     #[test]
     fn repair_with_a_lock_gone_stale_changes_nothing() {
         let (_dir, repo) = damaged();
+        // An index to rebuild too: with the pack unindexed, `repair index` has
+        // something to write (a sound index it leaves alone).
+        for n in names(&repo, FileType::Index) {
+            repo.backend().remove(FileType::Index, &n).unwrap();
+        }
         let before: Vec<Vec<String>> = [FileType::Index, FileType::Snapshot, FileType::Pack]
             .iter()
             .map(|t| names(&repo, *t))

@@ -448,7 +448,7 @@ impl Backend for LocalBackend {
         if result.is_err() {
             let _ = fs::remove_file(&tmp);
         }
-        result
+        result.map(|()| stop_point())
     }
 
     fn list_temporary(&self) -> Result<Vec<Entry>> {
@@ -528,6 +528,7 @@ impl Backend for LocalBackend {
         if let Some(d) = p.parent() {
             sync_dir(d)?;
         }
+        stop_point();
         Ok(())
     }
 
@@ -550,7 +551,19 @@ impl Backend for LocalBackend {
         if let Some(dir) = p.parent() {
             sync_dir(dir)?;
         }
+        stop_point();
         Ok(())
+    }
+}
+
+/// With `CAIRN_TEST_STOP_AT_WRITES` set, the process stops itself (SIGSTOP)
+/// after each write or removal is durable, so that the crash harness
+/// (tests/crash) can SIGKILL it exactly between two of them, each in turn.
+/// Read once; unset, it costs nothing.
+fn stop_point() {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if *ON.get_or_init(|| std::env::var_os("CAIRN_TEST_STOP_AT_WRITES").is_some()) {
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGSTOP);
     }
 }
 

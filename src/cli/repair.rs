@@ -58,6 +58,11 @@ pub fn run(g: &GlobalArgs, a: RepairArgs) -> Result<ExitCode> {
             let s = cairn::repair::repair_index(&repo, dry_run, &report)?;
             if g.json {
                 print_summary(&s, "repair index")?;
+            } else if !g.quiet && !dry_run && s.index_files_written == 0 {
+                println!(
+                    "the index names each of the {} as stored: nothing to repair",
+                    count(s.packs, "pack", "packs")
+                );
             } else if !g.quiet {
                 let verb = if dry_run { "would index" } else { "indexed" };
                 println!(

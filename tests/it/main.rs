@@ -3,6 +3,7 @@
 mod cache;
 mod cli;
 mod common;
+mod concurrency;
 mod conformance;
 mod copy;
 mod dedup;
