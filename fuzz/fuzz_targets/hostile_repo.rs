@@ -37,7 +37,7 @@ use cairn::restorer::{Overwrite, RestoreOptions, restore};
 use cairn::snapshot::{Snapshot, Summary};
 use cairn::tree::{Node, NodeKind, Timestamp, Tree, Xattr};
 use cairn::walk;
-use cairn_fuzz::{cheap_kdf, scratch_base};
+use cairn_fuzz::{MemBackend, cheap_kdf, scratch_base};
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 
@@ -49,7 +49,10 @@ const MAX_ENTRIES: usize = 300;
 struct Place {
     _dir: tempfile::TempDir,
     base: PathBuf,
+    /// A repository on disk, emptied before each run that uses it...
     repo: PathBuf,
+    /// ...and one in memory (config and key file only), copied for the others.
+    template: MemBackend,
 }
 
 impl Place {
@@ -77,17 +80,35 @@ fn place() -> &'static Place {
             kdf: Some(cheap_kdf()),
             ..Default::default()
         };
-        Repository::init(Arc::new(LocalBackend::new(&repo)), PASSWORD, opts).expect("init");
+        let local = Repository::init(Arc::new(LocalBackend::new(&repo)), PASSWORD, opts).expect("init");
+        // The same repository in memory: its config and key file.
+        let template = MemBackend::new();
+        for t in [FileType::Config, FileType::Key] {
+            for e in local.backend().list(t).expect("list") {
+                let bytes = local.backend().read(t, &e.name, 1 << 20).expect("read");
+                template.put(t, &e.name, bytes);
+            }
+        }
         Place {
             _dir: dir,
             base,
             repo,
+            template,
         }
     })
 }
 
-/// Back to an empty repository and a fresh scratch area.
-fn reset(p: &Place, backend: &LocalBackend) {
+/// A fresh scratch area.
+fn reset_scratch(p: &Place) {
+    let _ = fs::remove_dir_all(p.scratch());
+    fs::create_dir_all(p.inside()).expect("mkdir");
+    fs::create_dir_all(p.outside()).expect("mkdir");
+    fs::write(p.inside().join("sibling"), b"sibling").expect("write");
+    fs::write(p.outside().join("keep"), b"keep").expect("write");
+}
+
+/// Back to an empty repository on disk.
+fn reset_local(backend: &LocalBackend) {
     for t in [
         FileType::Pack,
         FileType::Index,
@@ -102,11 +123,6 @@ fn reset(p: &Place, backend: &LocalBackend) {
     for e in backend.list_temporary().expect("list temporary") {
         backend.remove_temporary(&e.name).expect("remove temporary");
     }
-    let _ = fs::remove_dir_all(p.scratch());
-    fs::create_dir_all(p.inside()).expect("mkdir");
-    fs::create_dir_all(p.outside()).expect("mkdir");
-    fs::write(p.inside().join("sibling"), b"sibling").expect("write");
-    fs::write(p.outside().join("keep"), b"keep").expect("write");
 }
 
 /// What is under `dir` (not following symlinks): path → (kind bits, size, content
@@ -493,8 +509,16 @@ fn read_back(u: &mut Unstructured, p: &Place, repo: &Arc<Repository>) -> Result<
 }
 
 fn run(u: &mut Unstructured, p: &Place) -> Result<()> {
-    let backend = Arc::new(LocalBackend::new(&p.repo));
-    reset(p, &backend);
+    reset_scratch(p);
+    // Mostly in memory: on disk, the scans of the 256 pack directories by every
+    // listing made a run take ten times as long.
+    let backend: Arc<dyn Backend> = if u.ratio(1, 8)? {
+        let local = LocalBackend::new(&p.repo);
+        reset_local(&local);
+        Arc::new(local)
+    } else {
+        Arc::new(p.template.copy())
+    };
     let repo = Arc::new(Repository::open(backend, PASSWORD).expect("open"));
     let forged = forge(u, p, &repo);
     let before_outside = snapshot_of(&p.base, &p.target());

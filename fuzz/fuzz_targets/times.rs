@@ -53,6 +53,20 @@ fn time_text(u: &mut Unstructured) -> Result<String> {
     ))
 }
 
+/// A duration like `1y6m2w3d12h`, with numbers up to the largest that parse, or
+/// arbitrary text.
+fn duration_text(u: &mut Unstructured) -> Result<String> {
+    if u.ratio(1, 4)? {
+        return u.arbitrary();
+    }
+    let mut text = String::new();
+    for _ in 0..u.int_in_range(1..=5)? {
+        let n: u32 = if u.arbitrary()? { u.arbitrary()? } else { u.int_in_range(0..=100)? };
+        text.push_str(&format!("{n}{}", u.choose(&['y', 'm', 'w', 'd', 'h'])?));
+    }
+    Ok(text)
+}
+
 /// A system time anywhere the platform can represent, or near now.
 fn system_time(u: &mut Unstructured) -> Result<Option<SystemTime>> {
     let secs: u64 = u.arbitrary()?;
@@ -161,8 +175,7 @@ fn snapshots(u: &mut Unstructured) -> Result<()> {
         assert!(w[0].1.sort_key() <= w[1].1.sort_key());
     }
     let within = if u.arbitrary()? {
-        let text: String = u.arbitrary()?;
-        Within::parse(&text).ok()
+        Within::parse(&duration_text(u)?).ok()
     } else {
         None
     };
@@ -195,7 +208,7 @@ fn snapshots(u: &mut Unstructured) -> Result<()> {
 }
 
 fn schedules(u: &mut Unstructured) -> Result<()> {
-    let text: String = u.arbitrary()?;
+    let text = duration_text(u)?;
     let Ok(every) = Interval::parse(&text) else {
         return Ok(());
     };

@@ -56,6 +56,14 @@ impl MemBackend {
             .insert((t, name.to_string()), bytes);
     }
 
+    /// A backend holding copies of this one's files.
+    pub fn copy(&self) -> MemBackend {
+        let files = self.files.lock().expect("backend lock").clone();
+        MemBackend {
+            files: Mutex::new(files),
+        }
+    }
+
     pub fn clear(&self, t: FileType) {
         self.files
             .lock()
