@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 
 use cairn::backend::{Backend, FileType, LocalBackend};
 use cairn::id::is_file_name;
-use cairn_fuzz::scratch_base;
+use cairn_fuzz::{scratch_base, some_bytes};
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 
@@ -43,22 +43,36 @@ fn place() -> &'static Place {
 }
 
 const DIRS: [&str; 9] = [
-    "", "keys", "data", "data/00", "index", "snapshots", "locks", "records", "data/zz",
+    "",
+    "keys",
+    "data",
+    "data/00",
+    "index",
+    "snapshots",
+    "locks",
+    "records",
+    "data/zz",
 ];
 
 fn name(u: &mut Unstructured) -> Result<Vec<u8>> {
     let hex = b"0123456789abcdef";
     Ok(match u.int_in_range(0..=3)? {
-        0 => u.arbitrary()?,
+        0 => some_bytes(u, 80)?,
         1 => {
             let mut n = b".tmp-".to_vec();
             for _ in 0..u.int_in_range(0..=18)? {
-                n.push(if u.ratio(7, 8)? { *u.choose(hex)? } else { u.arbitrary()? });
+                n.push(if u.ratio(7, 8)? {
+                    *u.choose(hex)?
+                } else {
+                    u.arbitrary()?
+                });
             }
             n
         }
         _ => {
-            let mut n: Vec<u8> = (0..64).map(|_| u.choose(hex).copied()).collect::<Result<_>>()?;
+            let mut n: Vec<u8> = (0..64)
+                .map(|_| u.choose(hex).copied())
+                .collect::<Result<_>>()?;
             if u.arbitrary()? {
                 let i = u.choose_index(n.len())?;
                 n[i] = u.arbitrary()?;
@@ -72,7 +86,12 @@ fn name(u: &mut Unstructured) -> Result<Vec<u8>> {
 }
 
 fn creatable(n: &[u8]) -> bool {
-    !n.is_empty() && n.len() <= 255 && n != b"." && n != b".." && !n.contains(&b'/') && !n.contains(&0)
+    !n.is_empty()
+        && n.len() <= 255
+        && n != b"."
+        && n != b".."
+        && !n.contains(&b'/')
+        && !n.contains(&0)
 }
 
 /// The file type whose listing covers `dir`, if any.
@@ -122,7 +141,9 @@ fn run(u: &mut Unstructured, p: &Place, made: &mut Vec<PathBuf>) -> Result<()> {
         let listed = p.backend.list(t).expect("list");
         let expected: BTreeSet<&[u8]> = files
             .iter()
-            .filter(|(d, n)| type_of(d) == Some(t) && std::str::from_utf8(n).is_ok() && !n.starts_with(b".tmp-"))
+            .filter(|(d, n)| {
+                type_of(d) == Some(t) && std::str::from_utf8(n).is_ok() && !n.starts_with(b".tmp-")
+            })
             .map(|(_, n)| n.as_slice())
             .collect();
         let got: BTreeSet<&[u8]> = listed.iter().map(|e| e.name.as_bytes()).collect();
@@ -142,12 +163,18 @@ fn run(u: &mut Unstructured, p: &Place, made: &mut Vec<PathBuf>) -> Result<()> {
     let expected: BTreeSet<String> = files
         .iter()
         .filter(|(d, n)| {
-            *d != "data/zz" && n.len() == 21 && n.starts_with(b".tmp-")
+            *d != "data/zz"
+                && n.len() == 21
+                && n.starts_with(b".tmp-")
                 && n[5..].iter().all(|b| b"0123456789abcdef".contains(b))
         })
         .map(|(d, n)| {
             let n = String::from_utf8_lossy(n);
-            if d.is_empty() { n.into_owned() } else { format!("{d}/{n}") }
+            if d.is_empty() {
+                n.into_owned()
+            } else {
+                format!("{d}/{n}")
+            }
         })
         .collect();
     let got: BTreeSet<String> = temps.iter().map(|e| e.name.clone()).collect();
@@ -155,7 +182,11 @@ fn run(u: &mut Unstructured, p: &Place, made: &mut Vec<PathBuf>) -> Result<()> {
     // Removing by any other name is refused.
     for _ in 0..u.int_in_range(0..=3)? {
         let n = String::from_utf8_lossy(&name(u)?).into_owned();
-        let n = if u.arbitrary()? { format!("{}/{n}", u.choose(&DIRS)?) } else { n };
+        let n = if u.arbitrary()? {
+            format!("{}/{n}", u.choose(&DIRS)?)
+        } else {
+            n
+        };
         let r = p.backend.remove_temporary(&n);
         if !got.contains(&n) {
             assert!(r.is_err(), "removed {n:?}");

@@ -37,7 +37,7 @@ use cairn::restorer::{Overwrite, RestoreOptions, restore};
 use cairn::snapshot::{Snapshot, Summary};
 use cairn::tree::{Node, NodeKind, Timestamp, Tree, Xattr};
 use cairn::walk;
-use cairn_fuzz::{MemBackend, cheap_kdf, scratch_base};
+use cairn_fuzz::{MemBackend, cheap_kdf, scratch_base, some_bytes, some_text};
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 
@@ -80,7 +80,8 @@ fn place() -> &'static Place {
             kdf: Some(cheap_kdf()),
             ..Default::default()
         };
-        let local = Repository::init(Arc::new(LocalBackend::new(&repo)), PASSWORD, opts).expect("init");
+        let local =
+            Repository::init(Arc::new(LocalBackend::new(&repo)), PASSWORD, opts).expect("init");
         // The same repository in memory: its config and key file.
         let template = MemBackend::new();
         for t in [FileType::Config, FileType::Key] {
@@ -125,8 +126,8 @@ fn reset_local(backend: &LocalBackend) {
     }
 }
 
-/// What is under `dir` (not following symlinks): path → (kind bits, size, content
-/// of files).
+/// What is under `dir` but `skip` (not following symlinks): path → (kind bits,
+/// size and content of files).
 fn snapshot_of(dir: &Path, skip: &Path) -> BTreeMap<PathBuf, (u32, u64, Vec<u8>)> {
     let mut out = BTreeMap::new();
     let mut todo = vec![dir.to_path_buf()];
@@ -148,7 +149,10 @@ fn snapshot_of(dir: &Path, skip: &Path) -> BTreeMap<PathBuf, (u32, u64, Vec<u8>)
             if m.is_dir() {
                 todo.push(path.clone());
             }
-            out.insert(path, (m.mode() & 0o170000, m.len(), content));
+            // A directory's size changes with its entries (the target appears
+            // in its parent): only a file's is compared.
+            let size = if m.is_file() { m.len() } else { 0 };
+            out.insert(path, (m.mode() & 0o170000, size, content));
         }
     }
     out
@@ -165,11 +169,25 @@ enum Ref {
     Missing,
 }
 
-fn a_ref(u: &mut Unstructured, data: usize, trees: usize) -> Result<Ref> {
-    Ok(match u.int_in_range(0..=5)? {
-        0 | 1 if data > 0 => Ref::Data(u.choose_index(data)?),
-        2..=4 if trees > 0 => Ref::Tree(u.choose_index(trees)?),
-        5 => Ref::Missing,
+/// True one time in `n`, and false once the input is used up: what is hostile
+/// must be chosen, so that a short input still builds a repository to read.
+fn rarely(u: &mut Unstructured, n: u32) -> Result<bool> {
+    Ok(u.int_in_range(1..=n)? == n)
+}
+
+/// A reference of the expected kind, mostly; now and then one that isn't.
+fn a_ref(u: &mut Unstructured, want: BlobKind, data: usize, trees: usize) -> Result<Ref> {
+    if u.ratio(7, 8)? {
+        match want {
+            BlobKind::Data if data > 0 => return Ok(Ref::Data(u.choose_index(data)?)),
+            BlobKind::Tree if trees > 0 => return Ok(Ref::Tree(u.choose_index(trees)?)),
+            _ => {}
+        }
+    }
+    Ok(match u.int_in_range(0..=3)? {
+        0 if data > 0 => Ref::Data(u.choose_index(data)?),
+        1 if trees > 0 => Ref::Tree(u.choose_index(trees)?),
+        2 => Ref::Missing,
         _ => Ref::Ahead(trees + u.int_in_range(0..=2)?),
     })
 }
@@ -190,16 +208,42 @@ impl Store {
             Ref::Missing => BlobId([0x5a; 32]),
         }
     }
+
+    /// The true size of a file of these blobs, as far as the store knows them.
+    fn size_of(&self, content: &[BlobId]) -> u64 {
+        content
+            .iter()
+            .filter_map(|id| {
+                self.blobs
+                    .iter()
+                    .find(|(k, b, _)| *k == BlobKind::Data && b == id)
+            })
+            .map(|(_, _, plain)| plain.len() as u64)
+            .sum()
+    }
 }
 
+/// Mostly a name a restore can create (so that trees decode and get restored),
+/// now and then one it must refuse.
 fn a_name(u: &mut Unstructured) -> Result<Vec<u8>> {
-    const NAMES: [&[u8]; 10] = [
-        b"a", b"b", b"c", b"..", b".", b"", b"x/y", b"n\0ul", b"\xff\xfe", b"-",
+    const SAFE: [&[u8]; 10] = [
+        b"a",
+        b"b",
+        b"c",
+        b"d",
+        b"e",
+        b"f",
+        b"\xff\xfe",
+        b"-",
+        b" ",
+        b"\n",
     ];
-    Ok(match u.int_in_range(0..=3)? {
-        0 => u.arbitrary::<Vec<u8>>()?.into_iter().take(40).collect(),
-        1 => vec![b'l'; 256],
-        _ => u.choose(&NAMES)?.to_vec(),
+    const UNSAFE: [&[u8]; 5] = [b"..", b".", b"", b"x/y", b"n\0ul"];
+    Ok(match u.int_in_range(0..=15)? {
+        13 => some_bytes(u, 40)?,
+        14 => vec![b'l'; 255 + usize::from(u.int_in_range(0..=1u8)?)],
+        15 => u.choose(&UNSAFE)?.to_vec(),
+        _ => u.choose(&SAFE)?.to_vec(),
     })
 }
 
@@ -214,15 +258,15 @@ fn a_link_target(u: &mut Unstructured, p: &Place) -> Result<Vec<u8>> {
         4 => abs(p.base.clone()),
         5 => b"..".to_vec(),
         6 => b"/".to_vec(),
-        _ => u.arbitrary::<Vec<u8>>()?.into_iter().take(40).collect(),
+        _ => some_bytes(u, 40)?,
     })
 }
 
 fn a_time(u: &mut Unstructured) -> Result<Timestamp> {
-    Ok(match u.int_in_range(0..=2)? {
-        0 => Timestamp(1_700_000_000, 0),
-        1 => Timestamp(u.arbitrary()?, u.int_in_range(0..=999_999_999)?),
-        _ => Timestamp(u.arbitrary()?, u.arbitrary()?),
+    Ok(match u.int_in_range(0..=15)? {
+        15 => Timestamp(u.arbitrary()?, u.arbitrary()?),
+        11..=14 => Timestamp(u.arbitrary()?, u.int_in_range(0..=999_999_999)?),
+        _ => Timestamp(1_700_000_000, 0),
     })
 }
 
@@ -248,17 +292,17 @@ fn a_node(
     match kind {
         NodeKind::File => {
             for _ in 0..u.int_in_range(0..=3)? {
-                content.push(store.id(a_ref(u, data, trees)?, key));
+                content.push(store.id(a_ref(u, BlobKind::Data, data, trees)?, key));
             }
         }
-        NodeKind::Dir => subtree = Some(store.id(a_ref(u, data, trees)?, key)),
+        NodeKind::Dir => subtree = Some(store.id(a_ref(u, BlobKind::Tree, data, trees)?, key)),
         _ => {}
     }
     // Now and then, fields that don't fit the kind.
-    if u.ratio(1, 8)? {
-        subtree = Some(store.id(a_ref(u, data, trees)?, key));
+    if rarely(u, 16)? {
+        subtree = Some(store.id(a_ref(u, BlobKind::Tree, data, trees)?, key));
     }
-    let sizes: u64 = content.len() as u64;
+    let true_size = store.size_of(&content);
     Ok(Node {
         name: a_name(u)?,
         kind,
@@ -269,8 +313,8 @@ fn a_node(
         },
         uid: u.arbitrary()?,
         gid: u.arbitrary()?,
-        user: if u.ratio(1, 4)? {
-            Some(u.arbitrary()?)
+        user: if rarely(u, 4)? {
+            Some(some_text(u, 16)?)
         } else {
             None
         },
@@ -279,7 +323,7 @@ fn a_node(
         atime: a_time(u)?,
         ctime: a_time(u)?,
         size: match u.int_in_range(0..=2)? {
-            0 => sizes,
+            0 => true_size,
             1 => u.arbitrary()?,
             _ => u.int_in_range(0..=200)?,
         },
@@ -289,7 +333,7 @@ fn a_node(
         // Only /dev/null, /dev/zero or nothing: a restore that wrote into a
         // device instead of replacing it must not reach a real one.
         rdev: *u.choose(&[0u64, libc_makedev(1, 3), libc_makedev(1, 5)])?,
-        link_target: if kind == NodeKind::Symlink || u.ratio(1, 8)? {
+        link_target: if kind == NodeKind::Symlink || rarely(u, 16)? {
             Some(a_link_target(u, p)?)
         } else {
             None
@@ -302,7 +346,7 @@ fn a_node(
                     name: u
                         .choose(&[&b"user.fuzz"[..], b"trusted.fuzz", b"", b"bogus"])?
                         .to_vec(),
-                    value: u.arbitrary::<Vec<u8>>()?.into_iter().take(16).collect(),
+                    value: some_bytes(u, 16)?,
                 })
             })
             .collect::<Result<_>>()?,
@@ -322,7 +366,7 @@ fn forge(u: &mut Unstructured, p: &Place, repo: &Repository) -> Result<()> {
         blobs: Vec::new(),
     };
     for _ in 0..u.int_in_range(0..=3)? {
-        let plain: Vec<u8> = u.arbitrary::<Vec<u8>>()?.into_iter().take(64).collect();
+        let plain: Vec<u8> = some_bytes(u, 64)?;
         let id = key.blob_id(&plain);
         store.data.push(id);
         store.blobs.push((BlobKind::Data, id, plain));
@@ -332,21 +376,24 @@ fn forge(u: &mut Unstructured, p: &Place, repo: &Repository) -> Result<()> {
         for _ in 0..u.int_in_range(0..=4)? {
             tree.nodes.push(a_node(u, p, &store, key)?);
         }
-        if u.ratio(3, 4)? {
+        if u.ratio(7, 8)? {
             tree.nodes.sort_by(|a, b| a.name.cmp(&b.name));
+            if u.ratio(3, 4)? {
+                tree.nodes.dedup_by(|a, b| a.name == b.name);
+            }
         }
         let bytes = format::to_msgpack(&tree);
         let id = key.blob_id(&bytes);
         store.trees.push(id);
-        match u.int_in_range(0..=7)? {
+        match u.int_in_range(0..=15)? {
             // Stored as data only, or as both kinds.
-            0 => store.blobs.push((BlobKind::Data, id, bytes)),
-            1 => {
+            13 => store.blobs.push((BlobKind::Data, id, bytes)),
+            14 => {
                 store.blobs.push((BlobKind::Data, id, bytes.clone()));
                 store.blobs.push((BlobKind::Tree, id, bytes));
             }
             // Not stored at all.
-            2 => {}
+            15 => {}
             _ => store.blobs.push((BlobKind::Tree, id, bytes)),
         }
     }
@@ -359,7 +406,7 @@ fn forge(u: &mut Unstructured, p: &Place, repo: &Repository) -> Result<()> {
     for (kind, id, plain) in &store.blobs {
         let b = u.choose_index(npacks)?;
         let mut id = *id;
-        if u.ratio(1, 16)? {
+        if rarely(u, 32)? {
             if let Some((_, other, _)) = store.blobs.first() {
                 id = *other;
             }
@@ -374,10 +421,10 @@ fn forge(u: &mut Unstructured, p: &Place, repo: &Repository) -> Result<()> {
             continue;
         }
         let pack = b.finish(repo.repo_id()).expect("finish pack");
-        if !u.ratio(1, 16)? {
+        if !rarely(u, 16)? {
             repo.write_pack(&pack).expect("write pack");
         }
-        if u.ratio(1, 16)? {
+        if rarely(u, 16)? {
             continue; // an unindexed pack
         }
         index.packs.push(IndexPack {
@@ -386,8 +433,13 @@ fn forge(u: &mut Unstructured, p: &Place, repo: &Repository) -> Result<()> {
             blobs: pack.entries.clone(),
         });
     }
-    // Index entries that lie.
-    for _ in 0..u.int_in_range(0..=3)? {
+    // Index entries that lie (in one run in four).
+    let lies = if rarely(u, 4)? {
+        u.int_in_range(1..=3)?
+    } else {
+        0
+    };
+    for _ in 0..lies {
         if index.packs.is_empty() {
             break;
         }
@@ -424,7 +476,7 @@ fn forge(u: &mut Unstructured, p: &Place, repo: &Repository) -> Result<()> {
         }
     }
     if !index.packs.is_empty() {
-        if u.ratio(1, 4)? && index.packs.len() > 1 {
+        if rarely(u, 4)? && index.packs.len() > 1 {
             let second = IndexFile {
                 packs: index.packs.split_off(1),
             };
@@ -433,9 +485,16 @@ fn forge(u: &mut Unstructured, p: &Place, repo: &Repository) -> Result<()> {
         repo.save_index(&index).expect("save index");
     }
     for _ in 0..u.int_in_range(1..=2)? {
-        let root = store.id(a_ref(u, store.data.len(), store.trees.len())?, key);
-        let time = if u.ratio(1, 4)? {
-            u.arbitrary()?
+        // Mostly the last tree written, which may name all the others.
+        let root = match store.trees.last() {
+            Some(&last) if u.ratio(3, 4)? => last,
+            _ => store.id(
+                a_ref(u, BlobKind::Tree, store.data.len(), store.trees.len())?,
+                key,
+            ),
+        };
+        let time = if rarely(u, 4)? {
+            some_text(u, 40)?
         } else {
             "2026-01-01T00:00:00Z".to_string()
         };
@@ -464,7 +523,9 @@ fn forge(u: &mut Unstructured, p: &Place, repo: &Repository) -> Result<()> {
 fn errors_of_check(repo: &Arc<Repository>, read_data: ReadData) -> Option<u64> {
     let interrupt = AtomicBool::new(false);
     let report = |_: &cairn::check::Problem| {};
-    check(repo, read_data, &interrupt, &report).ok().map(|s| s.errors)
+    check(repo, read_data, &interrupt, &report)
+        .ok()
+        .map(|s| s.errors)
 }
 
 fn read_back(u: &mut Unstructured, p: &Place, repo: &Arc<Repository>) -> Result<()> {
@@ -512,7 +573,7 @@ fn run(u: &mut Unstructured, p: &Place) -> Result<()> {
     reset_scratch(p);
     // Mostly in memory: on disk, the scans of the 256 pack directories by every
     // listing made a run take ten times as long.
-    let backend: Arc<dyn Backend> = if u.ratio(1, 8)? {
+    let backend: Arc<dyn Backend> = if rarely(u, 8)? {
         let local = LocalBackend::new(&p.repo);
         reset_local(&local);
         Arc::new(local)
@@ -540,7 +601,12 @@ fn run(u: &mut Unstructured, p: &Place) -> Result<()> {
     );
     for (path, before) in &before_outside {
         if !path.starts_with(&p.repo) {
-            assert_eq!(Some(before), after_outside.get(path), "{} changed", path.display());
+            assert_eq!(
+                Some(before),
+                after_outside.get(path),
+                "{} changed",
+                path.display()
+            );
         }
     }
     read?;

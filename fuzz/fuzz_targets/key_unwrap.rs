@@ -9,7 +9,7 @@
 use cairn::crypto::{KDF_MAX_COST, MASTER_KEY_LEN, MasterKey};
 use cairn::id::{KeyId, RepoId};
 use cairn::keyfile::KeyFile;
-use cairn_fuzz::cheap_kdf;
+use cairn_fuzz::{cheap_kdf, some_bytes};
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 
@@ -40,7 +40,7 @@ fn stored(data: &[u8]) {
 fn made(u: &mut Unstructured) -> Result<()> {
     let master: [u8; MASTER_KEY_LEN] = u.arbitrary()?;
     let key = MasterKey::from_bytes(&master);
-    let password: Vec<u8> = u.arbitrary()?;
+    let password = some_bytes(u, 32)?;
     let repo = RepoId(u.arbitrary()?);
     let kf = KeyFile::create(&key, repo, &password, cheap_kdf()).expect("create");
     let mut altered = kf.clone();
@@ -62,7 +62,7 @@ fn made(u: &mut Unstructured) -> Result<()> {
                 let i = u.choose_index(altered.kdf.salt.len())?;
                 altered.kdf.salt[i] ^= 1;
             }
-            4 => tried = u.arbitrary()?,
+            4 => tried = some_bytes(u, 32)?,
             _ => other_repo = RepoId(u.arbitrary()?),
         }
     }

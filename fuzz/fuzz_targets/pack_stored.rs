@@ -31,7 +31,11 @@ fuzz_target!(|data: &[u8]| {
         pack.extend_from_slice(area);
         let sealed = key
             .session(&session_id)
-            .seal_with_nonce(&[1; 12], &format::aad(&repo, SealKind::PackHeader, None), header)
+            .seal_with_nonce(
+                &[1; 12],
+                &format::aad(&repo, SealKind::PackHeader, None),
+                header,
+            )
             .expect("seal");
         pack.extend_from_slice(&sealed);
         let trailer = if mode & 2 == 0 {

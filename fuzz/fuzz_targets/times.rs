@@ -13,6 +13,7 @@ use cairn::lock::{Listed, Lock, STALE_AFTER};
 use cairn::plan::Interval;
 use cairn::plan::state::{is_due, next_due};
 use cairn::snapshot::{Snapshot, Summary, sort_oldest_first};
+use cairn_fuzz::some_text;
 use chrono::{DateTime, FixedOffset};
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
@@ -21,7 +22,7 @@ use libfuzzer_sys::fuzz_target;
 /// not), or arbitrary text.
 fn time_text(u: &mut Unstructured) -> Result<String> {
     if u.ratio(1, 4)? {
-        return u.arbitrary();
+        return some_text(u, 40);
     }
     let year: u16 = u.arbitrary()?;
     let fields: [u8; 5] = u.arbitrary()?;
@@ -57,11 +58,15 @@ fn time_text(u: &mut Unstructured) -> Result<String> {
 /// arbitrary text.
 fn duration_text(u: &mut Unstructured) -> Result<String> {
     if u.ratio(1, 4)? {
-        return u.arbitrary();
+        return some_text(u, 40);
     }
     let mut text = String::new();
     for _ in 0..u.int_in_range(1..=5)? {
-        let n: u32 = if u.arbitrary()? { u.arbitrary()? } else { u.int_in_range(0..=100)? };
+        let n: u32 = if u.arbitrary()? {
+            u.arbitrary()?
+        } else {
+            u.int_in_range(0..=100)?
+        };
         text.push_str(&format!("{n}{}", u.choose(&['y', 'm', 'w', 'd', 'h'])?));
     }
     Ok(text)
@@ -90,12 +95,16 @@ fn locks(u: &mut Unstructured) -> Result<()> {
         time: time_text(u)?,
         // Never this host: staleness goes by time alone.
         hostname: "fuzz.invalid".into(),
-        username: u.arbitrary()?,
+        username: some_text(u, 16)?,
         pid: u.arbitrary()?,
         exclusive: u.arbitrary()?,
         boot_id: None,
         pid_ns: u.arbitrary()?,
-        plan_class: u.arbitrary()?,
+        plan_class: if u.arbitrary()? {
+            Some(some_text(u, 16)?)
+        } else {
+            None
+        },
     };
     let file_time = system_time(u)?;
     let stale = lock.stale_reason(file_time);
@@ -111,7 +120,8 @@ fn locks(u: &mut Unstructured) -> Result<()> {
     // Margins keep the clock's progress during the run out of the verdicts.
     let now = SystemTime::now();
     let margin = Duration::from_secs(3600);
-    let file_fresh = file_time.is_none_or(|t| now.checked_sub(STALE_AFTER / 2).is_some_and(|n| t > n));
+    let file_fresh =
+        file_time.is_none_or(|t| now.checked_sub(STALE_AFTER / 2).is_some_and(|n| t > n));
     if file_fresh {
         assert!(!unreadable_stale);
     }
@@ -122,7 +132,10 @@ fn locks(u: &mut Unstructured) -> Result<()> {
             assert!(stale.is_none(), "a lock dated ahead is stale: {stale:?}")
         }
         // Dated long ago, with no file time to contradict it.
-        Some(t) if file_time.is_none() && now.checked_sub(STALE_AFTER + margin).is_some_and(|n| t < n) => {
+        Some(t)
+            if file_time.is_none()
+                && now.checked_sub(STALE_AFTER + margin).is_some_and(|n| t < n) =>
+        {
             assert!(stale.is_some(), "an old lock is not stale")
         }
         None if file_fresh => assert!(stale.is_none(), "unreadable time, fresh file: {stale:?}"),
@@ -147,7 +160,11 @@ fn snapshots(u: &mut Unstructured) -> Result<()> {
                 uid: 0,
                 gid: 0,
                 paths: vec![u.choose(&["/x", "/y"])?.to_string()],
-                tags: if u.arbitrary()? { vec!["t".into()] } else { vec![] },
+                tags: if u.arbitrary()? {
+                    vec!["t".into()]
+                } else {
+                    vec![]
+                },
                 tree: BlobId([0; 32]),
                 parent: None,
                 original: None,
@@ -187,7 +204,11 @@ fn snapshots(u: &mut Unstructured) -> Result<()> {
         monthly: u.int_in_range(0..=3)?,
         yearly: u.int_in_range(0..=3)?,
         within,
-        tags: if u.arbitrary()? { vec!["t".into()] } else { vec![] },
+        tags: if u.arbitrary()? {
+            vec!["t".into()]
+        } else {
+            vec![]
+        },
     };
     let group_by = GroupBy {
         host: u.arbitrary()?,

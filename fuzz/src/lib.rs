@@ -126,9 +126,11 @@ impl Backend for MemBackend {
 
     fn read_range(&self, t: FileType, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
         let bytes = self.get(t, name)?;
-        let range = usize::try_from(offset)
-            .ok()
-            .zip(offset.checked_add(len).and_then(|e| usize::try_from(e).ok()));
+        let range = usize::try_from(offset).ok().zip(
+            offset
+                .checked_add(len)
+                .and_then(|e| usize::try_from(e).ok()),
+        );
         range
             .and_then(|(start, end)| bytes.get(start..end))
             .map(<[u8]>::to_vec)
@@ -147,4 +149,22 @@ impl Backend for MemBackend {
             .remove(&(t, name.to_string()));
         Ok(())
     }
+}
+
+/// Up to `max` bytes of the input. (`Vec<u8>`'s `Arbitrary` may take all that
+/// is left, leaving every later choice at its default.)
+pub fn some_bytes(
+    u: &mut libfuzzer_sys::arbitrary::Unstructured,
+    max: usize,
+) -> libfuzzer_sys::arbitrary::Result<Vec<u8>> {
+    let n = u.int_in_range(0..=max)?.min(u.len());
+    Ok(u.bytes(n)?.to_vec())
+}
+
+/// [`some_bytes`] as text, lossily.
+pub fn some_text(
+    u: &mut libfuzzer_sys::arbitrary::Unstructured,
+    max: usize,
+) -> libfuzzer_sys::arbitrary::Result<String> {
+    Ok(String::from_utf8_lossy(&some_bytes(u, max)?).into_owned())
 }
