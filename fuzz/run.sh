@@ -58,8 +58,9 @@ run() {
         echo "  input: fuzz/$artifact"
         echo "  reproduce: cargo +nightly fuzz run -O $t fuzz/$artifact"
     fi
-    echo "  log: fuzz/$log; its end:"
-    grep -v '^#\|^INFO\|^\s*$' "$log" | tail -25 | sed 's/^/    /'
+    echo "  log: fuzz/$log; the message:"
+    grep -A4 -m1 'panicked at\|^==[0-9]*==ERROR' "$log" | sed 's/^/    /' || true
+    grep -m1 -A2 'SUMMARY' "$log" | sed 's/^/    /' || true
     return 1
 }
 
