@@ -10,6 +10,8 @@
 # toolchain and cargo-fuzz (.ci/run installs both).
 set -euo pipefail
 cd "$(dirname "$0")"
+# The fuzz build has its own directory whatever the caller's CARGO_TARGET_DIR.
+export CARGO_TARGET_DIR="$PWD/target"
 secs="${1:-30}"
 shift || true
 jobs="${FUZZ_JOBS:-2}"
