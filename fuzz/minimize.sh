@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Folds what fuzzing found (the local corpus/<target>) into the committed corpus
-# (minimized/<target>) with `cargo fuzz cmin`: the smallest set of inputs that
-# keeps all the coverage of both. Usage: bash fuzz/minimize.sh [TARGET...]
+# (minimized/<target>) with `cargo fuzz cmin`: a subset of both that keeps all
+# their edge coverage. Usage: bash fuzz/minimize.sh [TARGET...]
 # Then check the size (`du -sb fuzz/minimized`: keep it under about 2 MB) and
 # commit fuzz/minimized.
 set -euo pipefail
 cd "$(dirname "$0")"
+export CARGO_TARGET_DIR="$PWD/target"
 targets="${*:-$(cargo +nightly fuzz list)}"
 cargo +nightly fuzz build -O
 for t in $targets; do
