@@ -68,9 +68,14 @@ impl Within {
                         .ok_or_else(bad)?
                 }
                 'm' => w.months = w.months.checked_add(n).ok_or_else(bad)?,
-                'w' => w.hours += i64::from(n) * 24 * 7,
-                'd' => w.hours += i64::from(n) * 24,
-                'h' => w.hours += i64::from(n),
+                'w' | 'd' | 'h' => {
+                    let per = match c {
+                        'w' => 24 * 7,
+                        'd' => 24,
+                        _ => 1,
+                    };
+                    w.hours = w.hours.checked_add(i64::from(n) * per).ok_or_else(bad)?
+                }
                 _ => return Err(bad()),
             }
         }
@@ -80,10 +85,12 @@ impl Within {
         Ok(w)
     }
 
+    /// The oldest time kept; `None` when the duration reaches back past the
+    /// earliest time there is (then everything is kept).
     fn cutoff(&self, newest: DateTime<FixedOffset>) -> Option<DateTime<FixedOffset>> {
         newest
             .checked_sub_months(Months::new(self.months))?
-            .checked_sub_signed(chrono::Duration::hours(self.hours))
+            .checked_sub_signed(chrono::Duration::try_hours(self.hours)?)
     }
 }
 
@@ -249,11 +256,10 @@ fn apply(ds: &mut [Decision], policy: &KeepPolicy) {
     }
     if let Some(w) = policy.within {
         if let Some(newest) = times.iter().flatten().max().copied() {
-            if let Some(cutoff) = w.cutoff(newest) {
-                for (d, t) in ds.iter_mut().zip(&times) {
-                    if t.is_some_and(|t| t >= cutoff) {
-                        d.reasons.push("within".into());
-                    }
+            let cutoff = w.cutoff(newest);
+            for (d, t) in ds.iter_mut().zip(&times) {
+                if t.is_some_and(|t| cutoff.is_none_or(|c| t >= c)) {
+                    d.reasons.push("within".into());
                 }
             }
         }
@@ -393,6 +399,26 @@ mod tests {
         );
         for bad in ["", "5", "3x", "d", "99999999999y"] {
             assert!(Within::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// A `--keep-within` of more hours than chrono's durations hold (four times
+    /// 4294967295 weeks) panicked in `chrono::Duration::hours`; one reaching back
+    /// past the earliest date chrono has (4294967295 months) kept nothing at all.
+    /// Both keep everything now.
+    #[test]
+    fn keep_within_longer_than_time_itself_keeps_everything_without_panicking() {
+        for huge in ["4294967295w".repeat(4), "4294967295m".into()] {
+            let policy = KeepPolicy {
+                within: Some(Within::parse(&huge).unwrap()),
+                ..Default::default()
+            };
+            let s = vec![
+                (ids(1), snap("2026-01-01T00:00:00+00:00", "h", &[])),
+                (ids(2), snap("1970-01-01T00:00:00+00:00", "h", &[])),
+            ];
+            let groups = plan(s, &policy, GroupBy::default());
+            assert_eq!(kept(&groups).len(), 2, "{huge}");
         }
     }
 }

@@ -23,7 +23,11 @@ fuzz_target!(|data: &[u8]| {
     pack.extend_from_slice(&session_id);
     pack.extend_from_slice(area);
     let sealed = session
-        .seal_with_nonce(&[1; 12], &format::aad(&repo, SealKind::PackHeader, None), header)
+        .seal_with_nonce(
+            &[1; 12],
+            &format::aad(&repo, SealKind::PackHeader, None),
+            header,
+        )
         .expect("seal");
     pack.extend_from_slice(&sealed);
     pack.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
@@ -32,7 +36,9 @@ fuzz_target!(|data: &[u8]| {
         for e in entries {
             let start = e.offset as usize;
             let end = start + e.length as usize;
-            let blob = pack.get(start..end).expect("validated entries lie inside the pack");
+            let blob = pack
+                .get(start..end)
+                .expect("validated entries lie inside the pack");
             let _ = open_blob(&key, &session, &repo, &e, blob, &id);
         }
     }

@@ -108,7 +108,8 @@ pub fn is_due(
 ) -> bool {
     match next_due(last, every) {
         None => true,
-        Some(due) => now + slack(every) >= due,
+        // A `now` at the end of time is past everything.
+        Some(due) => now.checked_add_signed(slack(every)).is_none_or(|n| n >= due),
     }
 }
 
