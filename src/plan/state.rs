@@ -109,7 +109,9 @@ pub fn is_due(
     match next_due(last, every) {
         None => true,
         // A `now` at the end of time is past everything.
-        Some(due) => now.checked_add_signed(slack(every)).is_none_or(|n| n >= due),
+        Some(due) => now
+            .checked_add_signed(slack(every))
+            .is_none_or(|n| n >= due),
     }
 }
 
