@@ -165,14 +165,7 @@ fn t(s: &str) -> DateTime<FixedOffset> {
 
 fn three_classes(dir: &Path) -> String {
     format!(
-        r#"[repository.hot]
-path = "hot"
-password_file = "pw"
-
-[repository.cold]
-path = "cold"
-password_file = "pw"
-
+        r#"{REPOSITORIES}
 [class.critical]
 paths = ["critical"]
 every = "1d"
