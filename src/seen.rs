@@ -241,8 +241,13 @@ pub fn observe(repo: &Repository, base: &Path) -> Result<Observation> {
             out.missing_index = gone_i.into_iter().collect();
         }
     }
-    file.write(&state)?;
-    Ok(out)
+    match file.write(&state) {
+        Ok(()) => Ok(out),
+        // A loss found is reported even if the new state can't be saved: the
+        // old one, which still lists the lost files, stays.
+        Err(_) if out.anything_missing() => Ok(out),
+        Err(e) => Err(e),
+    }
 }
 
 /// Accepts every loss [`observe`] reports: the state becomes what the
