@@ -196,6 +196,12 @@ impl Locked {
 /// something is gone.
 pub fn observe(repo: &Repository, base: &Path) -> Result<Observation> {
     let file = Locked::open(state_path(base, repo))?;
+    observe_locked(repo, &file, false)
+}
+
+/// [`observe`] with the state file held; `accept` records what the repository
+/// holds now, without the losses found (which are still returned).
+fn observe_locked(repo: &Repository, file: &Locked, accept: bool) -> Result<Observation> {
     let mut out = Observation::default();
     let old = match file.read() {
         Ok(s) => s,
@@ -235,28 +241,30 @@ pub fn observe(repo: &Repository, base: &Path) -> Result<Observation> {
             }
             // Unexplained losses stay listed: the warning repeats until
             // the loss is accepted.
-            state.snapshots.extend(gone_s.iter().cloned());
-            state.index.extend(gone_i.iter().cloned());
+            if !accept {
+                state.snapshots.extend(gone_s.iter().cloned());
+                state.index.extend(gone_i.iter().cloned());
+            }
             out.missing_snapshots = gone_s.into_iter().collect();
             out.missing_index = gone_i.into_iter().collect();
         }
     }
-    file.write(&state)?;
-    Ok(out)
+    match file.write(&state) {
+        Ok(()) => Ok(out),
+        // A loss found is reported even if the new state can't be saved: the
+        // old one, which still lists the lost files, stays.
+        Err(_) if out.anything_missing() && !accept => Ok(out),
+        Err(e) => Err(e),
+    }
 }
 
 /// Accepts every loss [`observe`] reports: the state becomes what the
 /// repository holds now. Returns what was accepted.
 pub fn accept_missing(repo: &Repository, base: &Path) -> Result<Observation> {
-    let seen = observe(repo, base)?;
+    // One look, under one hold of the state file: a file that goes between
+    // two listings must not be accepted unseen.
     let file = Locked::open(state_path(base, repo))?;
-    file.write(&State {
-        version: STATE_VERSION,
-        updated: crate::snapshot::now_rfc3339(),
-        snapshots: names(repo, FileType::Snapshot)?,
-        index: names(repo, FileType::Index)?,
-    })?;
-    Ok(seen)
+    observe_locked(repo, &file, true)
 }
 
 /// Adds snapshots this process just wrote to what this user saw, so that one
@@ -276,4 +284,80 @@ pub fn note_written(
         .snapshots
         .extend(snapshots.iter().map(|id| id.to_hex()));
     file.write(&state)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::backend::local::LocalBackend;
+    use crate::backend::{Backend, Entry};
+
+    /// Removes snapshot `victim` just before the `at`-th listing of snapshots.
+    struct DeletesAtListing {
+        inner: LocalBackend,
+        victim: String,
+        at: usize,
+        lists: AtomicUsize,
+    }
+
+    impl Backend for DeletesAtListing {
+        fn location(&self) -> String {
+            self.inner.location()
+        }
+        fn create(&self) -> Result<()> {
+            self.inner.create()
+        }
+        fn is_repository(&self) -> Result<bool> {
+            self.inner.is_repository()
+        }
+        fn list(&self, t: FileType) -> Result<Vec<Entry>> {
+            if t == FileType::Snapshot && self.lists.fetch_add(1, Ordering::SeqCst) + 1 == self.at {
+                self.inner.remove(t, &self.victim)?;
+            }
+            self.inner.list(t)
+        }
+        fn read(&self, t: FileType, name: &str, max: u64) -> Result<Vec<u8>> {
+            self.inner.read(t, name, max)
+        }
+        fn read_range(&self, t: FileType, name: &str, off: u64, len: u64) -> Result<Vec<u8>> {
+            self.inner.read_range(t, name, off, len)
+        }
+        fn write(&self, t: FileType, name: &str, data: &[u8]) -> Result<()> {
+            self.inner.write(t, name, data)
+        }
+        fn remove(&self, t: FileType, name: &str) -> Result<()> {
+            self.inner.remove(t, name)
+        }
+    }
+
+    /// A snapshot that goes while `accept_missing` looks is either among the
+    /// losses it accepted (and shows) or found missing next time: never
+    /// accepted unseen.
+    #[test]
+    fn accept_missing_accepts_only_what_it_saw() {
+        let (dir, repo) = crate::lock::tests::repo();
+        let victim = "ab".repeat(32);
+        repo.backend()
+            .write(FileType::Snapshot, &victim, b"x")
+            .unwrap();
+        let backend = Arc::new(DeletesAtListing {
+            inner: LocalBackend::new(dir.path().join("r")),
+            victim: victim.clone(),
+            at: 3,
+            lists: AtomicUsize::new(0),
+        });
+        let repo = Repository::open(backend, b"pw").unwrap();
+        let base = dir.path().join("cache");
+        assert!(observe(&repo, &base).unwrap().first_look);
+        let accepted = accept_missing(&repo, &base).unwrap();
+        let next = observe(&repo, &base).unwrap();
+        assert!(
+            accepted.missing_snapshots.contains(&victim)
+                || next.missing_snapshots.contains(&victim),
+            "accepted {accepted:?}, then {next:?}"
+        );
+    }
 }

@@ -565,6 +565,20 @@ impl<'a> Runner<'a> {
         repo: &Arc<Repository>,
         steps: &mut Steps<'a>,
     ) {
+        // A repository that lost files behind cairn's back keeps what it has
+        // until the loss is accepted: a prune would delete the packs of the
+        // lost snapshots, which putting them back from a copy would need.
+        if self.lost.contains_key(rname) {
+            steps.add(
+                "forget",
+                rname,
+                StepStatus::Skipped,
+                "postponed until the lost files are put back or the loss is accepted \
+                 (`cairn check --accept-missing`)"
+                    .to_string(),
+            );
+            return;
+        }
         let tag = class.tag();
         let lock = if self.opts.dry_run {
             None

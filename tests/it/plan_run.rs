@@ -1046,3 +1046,50 @@ repository = "hot"
     let out = site.plan(Some(start + Duration::hours(5)), &["run"]);
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+/// While a repository shows files lost behind cairn's back, its classes'
+/// retention waits: a prune would delete the packs of the lost snapshots (no
+/// index names them any more), the data that putting the lost files back
+/// from a copy would need.
+#[test]
+fn retention_waits_while_a_repository_shows_a_loss() {
+    let site = Site::with_classes(
+        r#"[class.general]
+paths = ["general"]
+every = "1h"
+keep = { last = 2 }
+repository = "hot"
+"#,
+    );
+    let start = t("2030-01-01T00:00:00+00:00");
+    let index = || crate::common::all_files(&site.path("hot/index"));
+    let mut made = Vec::new();
+    let mut index_before = Vec::new();
+    for hour in 0..2 {
+        crate::common::random_files(&site.path("general"), 40 + hour as u64, 1, 200_000, |_| {
+            "a".into()
+        });
+        index_before = index();
+        let out = site.plan(Some(start + Duration::hours(hour)), &["run", "--json"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let backup = steps_named(&out, "backup");
+        made.push(backup[0]["snapshot"].as_str().expect("id").to_string());
+    }
+    // The repository put back to before the second backup.
+    std::fs::remove_file(site.path("hot/snapshots").join(&made[1])).expect("rm");
+    for f in index().into_iter().filter(|f| !index_before.contains(f)) {
+        std::fs::remove_file(f).expect("rm");
+    }
+    let packs = crate::common::all_files(&site.path("hot/data"));
+    for hour in 2..4 {
+        crate::common::random_files(&site.path("general"), 40 + hour as u64, 1, 200_000, |_| {
+            "a".into()
+        });
+        let out = site.plan(Some(start + Duration::hours(hour)), &["run", "--json"]);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    }
+    let now = crate::common::all_files(&site.path("hot/data"));
+    for p in &packs {
+        assert!(now.contains(p), "{} was deleted", p.display());
+    }
+}

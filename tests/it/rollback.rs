@@ -174,3 +174,26 @@ fn a_first_look_warns_about_nothing() {
     assert!(out.status.success());
     assert!(!stderr(&out).contains(LOST), "{}", stderr(&out));
 }
+
+/// A loss found must be reported even when the record of what this user saw
+/// can't be rewritten (a full or read-only cache directory): the loss was
+/// found, and the old record, which still lists the files, stays.
+#[test]
+fn a_loss_is_reported_even_when_the_seen_state_cant_be_saved() {
+    let (env, _) = two_snapshots();
+    let seen = env.path("cache").join("seen");
+    let state = common::all_files(&seen)
+        .into_iter()
+        .find(|p| p.extension().is_some_and(|e| e == "json"))
+        .expect("a state file");
+    // The state's temporary file can't be created: every save fails.
+    std::fs::create_dir(state.with_extension("json.tmp")).expect("mkdir");
+    let victim = snapshot_files(&env).remove(0);
+    std::fs::remove_file(&victim).expect("rm");
+    let short = &name(&victim)[..8];
+    let out = env.run(&["snapshots", "--quiet"]);
+    assert!(stderr(&out).contains(short), "{}", stderr(&out));
+    let out = env.run(&["check", "--quiet"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains(short), "{}", stderr(&out));
+}
