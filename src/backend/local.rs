@@ -556,16 +556,23 @@ impl Backend for LocalBackend {
     }
 }
 
-/// With `CAIRN_TEST_STOP_AT_WRITES` set, the process stops itself (SIGSTOP)
+/// Built with the `test-hooks` feature and run with `CAIRN_TEST_STOP_AT_WRITES`
+/// set, the process stops itself (SIGSTOP)
 /// after each write or removal is durable, so that the crash harness
 /// (tests/crash) can SIGKILL it exactly between two of them, each in turn.
 /// Read once; unset, it costs nothing.
+#[cfg(feature = "test-hooks")]
 fn stop_point() {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     if *ON.get_or_init(|| std::env::var_os("CAIRN_TEST_STOP_AT_WRITES").is_some()) {
         let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGSTOP);
     }
 }
+
+/// Without the `test-hooks` feature (every build but the crash harness's),
+/// nothing.
+#[cfg(not(feature = "test-hooks"))]
+fn stop_point() {}
 
 #[cfg(test)]
 mod tests {

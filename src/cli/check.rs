@@ -37,11 +37,19 @@ pub fn run(g: &GlobalArgs, a: CheckArgs) -> Result<ExitCode> {
     let lost = match (cairn::cache::base_dir(), a.accept_missing) {
         (Some(base), true) => {
             let accepted = cairn::seen::accept_missing(&repo, &base)?;
-            if accepted.anything_missing() && !g.quiet && !g.json {
-                println!(
-                    "accepted the loss: {}",
-                    output::printable(&accepted.describe(&location))
-                );
+            if accepted.anything_missing() {
+                if g.json {
+                    output::print_json(&serde_json::json!({
+                        "message_type": "accepted_missing",
+                        "snapshots": accepted.missing_snapshots,
+                        "index_files": accepted.missing_index,
+                    }))?;
+                } else if !g.quiet {
+                    println!(
+                        "accepted the loss: {}",
+                        output::printable(&accepted.describe(&location))
+                    );
+                }
             }
             None
         }

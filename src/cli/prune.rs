@@ -73,6 +73,18 @@ pub fn run_with(
     dry_run: bool,
 ) -> Result<()> {
     let opts = a.options(dry_run)?;
+    // Packs of snapshots lost behind cairn's back may be all that is left of
+    // them: nothing is deleted until the loss is accepted.
+    if !dry_run {
+        if let Some(o) = super::observe(g, repo).filter(|o| o.anything_missing()) {
+            anyhow::bail!(
+                "prune refuses to delete anything: {}. Their data may still be in packs \
+                 that prune would delete: put the files back from a copy of the repository, \
+                 or accept the loss with `cairn check --accept-missing`, then prune",
+                o.describe(&super::repo_path(g)?.display().to_string())
+            );
+        }
+    }
     let quiet = g.quiet || g.json;
     let report = move |m: &str| {
         if !quiet {

@@ -9,7 +9,7 @@
 //! it alone, in release:
 //!
 //! ```sh
-//! cargo test --release --test crash -- --ignored --nocapture
+//! cargo test --release --features test-hooks --test crash -- --ignored --nocapture
 //! ```
 //!
 //! Each test prints one line: its kill points, how many landed while the
@@ -21,55 +21,55 @@ mod harness;
 mod scenarios;
 
 #[test]
-#[ignore = "the crash harness; run it in release: cargo test --release --test crash -- --ignored"]
+#[ignore = "the crash harness; run it in release: cargo test --release --features test-hooks --test crash -- --ignored"]
 fn backup() {
     harness::run(&scenarios::backup());
 }
 
 #[test]
-#[ignore = "the crash harness; run it in release: cargo test --release --test crash -- --ignored"]
+#[ignore = "the crash harness; run it in release: cargo test --release --features test-hooks --test crash -- --ignored"]
 fn prune() {
     harness::run(&scenarios::prune());
 }
 
 #[test]
-#[ignore = "the crash harness; run it in release: cargo test --release --test crash -- --ignored"]
+#[ignore = "the crash harness; run it in release: cargo test --release --features test-hooks --test crash -- --ignored"]
 fn forget_prune() {
     harness::run(&scenarios::forget_prune());
 }
 
 #[test]
-#[ignore = "the crash harness; run it in release: cargo test --release --test crash -- --ignored"]
+#[ignore = "the crash harness; run it in release: cargo test --release --features test-hooks --test crash -- --ignored"]
 fn repair_packs() {
     harness::run(&scenarios::repair_packs());
 }
 
 #[test]
-#[ignore = "the crash harness; run it in release: cargo test --release --test crash -- --ignored"]
+#[ignore = "the crash harness; run it in release: cargo test --release --features test-hooks --test crash -- --ignored"]
 fn repair_index() {
     harness::run(&scenarios::repair_index());
 }
 
 #[test]
-#[ignore = "the crash harness; run it in release: cargo test --release --test crash -- --ignored"]
+#[ignore = "the crash harness; run it in release: cargo test --release --features test-hooks --test crash -- --ignored"]
 fn repair_snapshots() {
     harness::run(&scenarios::repair_snapshots());
 }
 
 #[test]
-#[ignore = "the crash harness; run it in release: cargo test --release --test crash -- --ignored"]
+#[ignore = "the crash harness; run it in release: cargo test --release --features test-hooks --test crash -- --ignored"]
 fn key_add() {
     harness::run(&scenarios::key_add());
 }
 
 #[test]
-#[ignore = "the crash harness; run it in release: cargo test --release --test crash -- --ignored"]
+#[ignore = "the crash harness; run it in release: cargo test --release --features test-hooks --test crash -- --ignored"]
 fn key_remove() {
     harness::run(&scenarios::key_remove());
 }
 
 #[test]
-#[ignore = "the crash harness; run it in release: cargo test --release --test crash -- --ignored"]
+#[ignore = "the crash harness; run it in release: cargo test --release --features test-hooks --test crash -- --ignored"]
 fn copy() {
     harness::run(&scenarios::copy());
 }

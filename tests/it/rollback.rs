@@ -72,13 +72,14 @@ fn a_snapshot_deleted_behind_cairns_back_is_reported_until_accepted() {
     let out = env.run(&["check", "--json"]);
     let summary = common::last_json(&stdout(&out), "summary");
     assert!(summary["errors"].as_u64().unwrap_or(0) >= 1, "{summary}");
-    // Accepted: silence, and check is clean.
-    let out = env.run(&["check", "--accept-missing"]);
+    // Accepted: silence, and check is clean; --json names what was accepted.
+    let out = env.run(&["check", "--accept-missing", "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(
-        stdout(&out).contains("accepted the loss"),
-        "{}",
-        stdout(&out)
+    let accepted = common::last_json(&stdout(&out), "accepted_missing");
+    assert_eq!(
+        accepted["snapshots"],
+        serde_json::json!([name(&victim)]),
+        "{accepted}"
     );
     let out = env.run(&["snapshots"]);
     assert!(!stderr(&out).contains(LOST), "{}", stderr(&out));
@@ -196,4 +197,29 @@ fn a_loss_is_reported_even_when_the_seen_state_cant_be_saved() {
     let out = env.run(&["check", "--quiet"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains(short), "{}", stderr(&out));
+}
+
+/// Prune deletes nothing while a loss is unaccepted: the lost snapshots' data
+/// may be in packs only they used.
+#[test]
+fn prune_refuses_while_a_loss_is_unaccepted() {
+    let (env, _) = two_snapshots();
+    let victim = snapshot_files(&env).remove(0);
+    std::fs::remove_file(&victim).expect("rm");
+    let packs = common::all_files(&env.repo.join("data"));
+    for args in [
+        &["prune"][..],
+        &["forget", "--keep-last", "1", "--prune"][..],
+    ] {
+        let out = env.run(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("prune refuses to delete anything"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+        assert_eq!(common::all_files(&env.repo.join("data")), packs, "{args:?}");
+    }
+    env.ok(&["check", "--accept-missing"]);
+    env.ok(&["prune"]);
 }
