@@ -21,6 +21,8 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 export CAIRN_REPOSITORY="$work/repo"
 export CAIRN_PASSWORD="quick start password"
+# The cache (and what cairn remembers of each repository) in the scratch dir too.
+export CAIRN_CACHE_DIR="$work/cache"
 
 echo "== cairn init ($CAIRN_REPOSITORY)"
 "$cairn" init
