@@ -12,17 +12,9 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 use zeroize::Zeroizing;
 
-use super::{FromRepoArgs, GlobalArgs, usage};
+use cairn::plan::open::strip_newline;
 
-fn strip_newline(mut s: Vec<u8>) -> Vec<u8> {
-    if s.last() == Some(&b'\n') {
-        s.pop();
-        if s.last() == Some(&b'\r') {
-            s.pop();
-        }
-    }
-    s
-}
+use super::{FromRepoArgs, GlobalArgs, usage};
 
 fn from_file(path: &Path, quiet: bool) -> Result<Zeroizing<Vec<u8>>> {
     let bytes =
