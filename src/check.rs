@@ -653,10 +653,12 @@ fn read_packs(
     all.sort();
     let chosen = select_packs(&all, how)?;
     let mut bytes = 0u64;
-    // A reader thread fetches pack k+1 while pack k is verified on all cores.
+    // Reader threads fetch the next packs while pack k is verified on all cores
+    // (one reader on a local disk, several on object storage).
     crate::readahead::read_ahead(
         &chosen,
         0,
+        repo.backend().concurrency(),
         interrupt,
         |id| {
             let max = u64::from(crate::config::MAX_PACK_SIZE) * 2;

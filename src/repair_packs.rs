@@ -344,6 +344,7 @@ fn find_damaged(
     crate::readahead::read_ahead(
         targets,
         0,
+        repo.backend().concurrency(),
         interrupt,
         |id| {
             repo.backend()

@@ -36,7 +36,8 @@ const INDEX_FLUSH_INTERVAL: Duration = Duration::from_secs(120);
 /// next fills. With O_DIRECT writes, a queue slot measured no faster and cost a
 /// pack's worth of memory.
 const WRITE_QUEUE: usize = 0;
-/// Threads that seal and write packs.
+/// Threads that seal and write packs: at least this many, or as many requests
+/// as the storage wants in flight (object storage), if more.
 const WRITERS: usize = 2;
 
 #[derive(Default)]
@@ -371,7 +372,7 @@ fn spawn_writers(
 ) -> (SyncSender<PackBuilder>, Vec<JoinHandle<()>>) {
     let (tx, rx) = sync_channel::<PackBuilder>(WRITE_QUEUE);
     let rx = Arc::new(Mutex::new(rx));
-    let writers = (0..WRITERS)
+    let writers = (0..WRITERS.max(repo.backend().concurrency()))
         .map(|_| {
             let repo = Arc::clone(repo);
             let written = Arc::clone(written);

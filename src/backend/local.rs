@@ -69,7 +69,7 @@ impl LocalBackend {
     /// The key files and config that users other than the owner may read (left by
     /// an older cairn, or copied with another umask): each is offline
     /// password-guessing material, so the CLI warns about them.
-    pub fn exposed_secrets(&self) -> Vec<(PathBuf, u32)> {
+    fn exposed(&self) -> Vec<(PathBuf, u32)> {
         let mut paths = vec![self.root.join("config")];
         if let Ok(rd) = fs::read_dir(self.root.join("keys")) {
             paths.extend(
@@ -291,6 +291,10 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
 }
 
 impl Backend for LocalBackend {
+    fn exposed_secrets(&self) -> Vec<(PathBuf, u32)> {
+        self.exposed()
+    }
+
     fn location(&self) -> String {
         self.root.display().to_string()
     }

@@ -3,12 +3,32 @@
 //! fault injection in tests — is layered on top.
 
 pub mod local;
+pub mod s3;
 
 use std::time::SystemTime;
 
 use crate::error::Result;
 
 pub use local::LocalBackend;
+pub use s3::{S3Backend, S3Location};
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The backend for a repository location as users write it: `s3:…` is object
+/// storage ([`S3Location::parse`]), anything else a local directory (write
+/// `./s3:x` for a directory of that name).
+pub fn open(location: &Path) -> Result<Arc<dyn Backend>> {
+    match location.to_str().filter(|s| S3Location::is_s3(s)) {
+        Some(s) => Ok(Arc::new(S3Backend::new(S3Location::parse(s)?)?)),
+        None => Ok(Arc::new(LocalBackend::new(location))),
+    }
+}
+
+/// Whether a location names object storage.
+pub fn is_remote(location: &Path) -> bool {
+    location.to_str().is_some_and(S3Location::is_s3)
+}
 
 /// The kinds of stored file, each in its own directory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -107,6 +127,20 @@ pub trait Backend: Send + Sync {
             "{name:?}: {} keeps no temporary files",
             self.location()
         )))
+    }
+
+    /// How many requests the pipelines should keep in flight (pack uploads and
+    /// pack reads): 1 where each costs no round trip (a local disk), more where
+    /// latency, not bandwidth, bounds one stream (object storage).
+    fn concurrency(&self) -> usize {
+        1
+    }
+
+    /// Key files and config that users other than the owner may read, with
+    /// their modes: offline password-guessing material, warned about. Storage
+    /// without file modes has none.
+    fn exposed_secrets(&self) -> Vec<(PathBuf, u32)> {
+        Vec::new()
     }
 
     /// Bytes the storage can still take, where it can tell: prune checks it before

@@ -1,10 +1,8 @@
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Args;
 
-use cairn::backend::LocalBackend;
 use cairn::config::ChunkerParams;
 use cairn::crypto::MasterKey;
 use cairn::repository::{InitOptions, Repository};
@@ -40,9 +38,12 @@ pub fn run(g: &GlobalArgs, a: InitArgs) -> Result<ExitCode> {
         .checked_mul(1024 * 1024)
         .context("--pack-size is too large")?;
     let kdf = a.kdf.params()?;
-    let backend = Arc::new(LocalBackend::new(&path));
-    // Refuse a non-empty directory before asking for a password.
-    if let Ok(mut rd) = std::fs::read_dir(&path) {
+    let backend = cairn::backend::open(&path)?;
+    // Refuse a non-empty directory (or prefix in a bucket, or a bucket that
+    // can't be reached) before asking for a password.
+    if cairn::backend::is_remote(&path) {
+        backend.create()?;
+    } else if let Ok(mut rd) = std::fs::read_dir(&path) {
         if rd.next().is_some() {
             return Err(cairn::Error::RepositoryExists(path.display().to_string()).into());
         }

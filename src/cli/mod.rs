@@ -28,7 +28,6 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
-use cairn::backend::LocalBackend;
 use cairn::crypto::KdfParams;
 use cairn::repository::Repository;
 use cairn::select::SnapshotFilter;
@@ -58,7 +57,9 @@ struct Cli {
 
 #[derive(Args, Clone)]
 pub struct GlobalArgs {
-    /// Repository directory
+    /// Repository: a directory, or object storage as s3:http(s)://HOST[:PORT]/BUCKET/PREFIX
+    /// or s3:BUCKET/PREFIX (credentials, region and endpoint from the AWS_*
+    /// variables)
     #[arg(short = 'r', long = "repo", env = "CAIRN_REPOSITORY", global = true)]
     pub repo: Option<PathBuf>,
     /// Read the password from this file (all of it but a final newline).
@@ -337,9 +338,9 @@ pub fn warn_if_missing(g: &GlobalArgs, repo: &Repository, location: &std::path::
 
 fn open_with(g: &GlobalArgs, cached: bool) -> Result<Arc<Repository>> {
     let path = repo_path(g)?;
-    let backend = Arc::new(LocalBackend::new(&path));
+    let backend = cairn::backend::open(&path)?;
     // Check before asking for a password: no point prompting for a typo'd path.
-    if !cairn::backend::Backend::is_repository(&*backend)? {
+    if !backend.is_repository()? {
         return Err(cairn::Error::NotARepository(path.display().to_string()).into());
     }
     if !g.quiet {
@@ -369,8 +370,8 @@ pub fn open_source(g: &GlobalArgs, f: &FromRepoArgs) -> Result<Arc<Repository>> 
         .from_repo
         .clone()
         .ok_or_else(|| usage("no source repository given: use --from-repo"))?;
-    let backend = Arc::new(LocalBackend::new(&path));
-    if !cairn::backend::Backend::is_repository(&*backend)? {
+    let backend = cairn::backend::open(&path)?;
+    if !backend.is_repository()? {
         return Err(cairn::Error::NotARepository(path.display().to_string()))
             .with_context(|| "--from-repo".to_string());
     }

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use zeroize::Zeroizing;
 
 use super::{PasswordSource, RepositorySpec};
-use crate::backend::{Backend, LocalBackend};
 use crate::error::{Error, Result};
 use crate::repository::Repository;
 
@@ -63,7 +62,7 @@ pub fn password(spec: &RepositorySpec) -> Result<Zeroizing<Vec<u8>>> {
 /// Opens the plan's repository `spec`; with `cache_base`, with the local cache
 /// (for backups, copies and drills; checks open without it).
 pub fn open(spec: &RepositorySpec, cache_base: Option<&Path>) -> Result<Arc<Repository>> {
-    let backend = Arc::new(LocalBackend::new(&spec.path));
+    let backend = crate::backend::open(&spec.path)?;
     if !backend.is_repository()? {
         return Err(Error::NotARepository(spec.path.display().to_string()));
     }

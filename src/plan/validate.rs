@@ -214,6 +214,14 @@ fn repository(
 /// The repository's path, resolved; a warning when no repository is there yet
 /// (a NAS may be unmounted while the plan is written).
 fn repository_path(cx: &mut Ctx<'_>, name: &str, p: &Spanned<PathBuf>) -> PathBuf {
+    // Object storage is taken as written, and not reached while validating.
+    if crate::backend::is_remote(p.get_ref()) {
+        let text = p.get_ref().to_string_lossy();
+        if let Err(e) = crate::backend::S3Location::parse(&text) {
+            cx.error(p.span(), format!("repository {name:?}: {e}"));
+        }
+        return p.get_ref().clone();
+    }
     let path = cx.resolve(p.get_ref());
     if !path.join("config").is_file() {
         let why = if path.exists() {

@@ -35,7 +35,7 @@ use crate::backend::FileType;
 use crate::error::{Error, Result};
 use crate::id::PackId;
 use crate::index::IndexPack;
-use crate::pack::{self, BlobKind, PackBuilder};
+use crate::pack::{self, BlobKind, PackBuilder, PackEntry};
 use crate::repository::Repository;
 
 #[derive(Clone, Debug)]
@@ -320,15 +320,70 @@ fn write_repacked(
     s: &mut PruneSummary,
 ) -> Result<()> {
     let mut builders: HashMap<BlobKind, PackBuilder> = HashMap::new();
-    for id in &plan.repack {
-        if interrupt.load(Ordering::Relaxed) {
-            return Err(Error::Interrupted);
+    let repack: Vec<(&PackId, u64, &Vec<PackEntry>)> = plan
+        .repack
+        .iter()
+        .filter_map(|id| {
+            plan.packs
+                .get(id)
+                .map(|(size, entries)| (id, *size, entries))
+        })
+        .collect();
+    // Packs are fetched ahead (several at once from object storage) while the
+    // previous one's blobs are moved; `halt` stops the fetching on an error.
+    let halt = AtomicBool::new(false);
+    let mut failed: Option<Error> = None;
+    crate::readahead::read_ahead(
+        &repack,
+        0,
+        repo.backend().concurrency(),
+        &halt,
+        |(id, size, _)| repo.backend().read(FileType::Pack, &id.to_hex(), *size),
+        |(id, _, entries), bytes| {
+            if interrupt.load(Ordering::Relaxed) {
+                failed.get_or_insert(Error::Interrupted);
+            }
+            if failed.is_none() {
+                if let Err(e) = bytes.and_then(|bytes| {
+                    repack_one(repo, plan, id, entries, &bytes, &mut builders, new_packs, s)
+                }) {
+                    failed = Some(e);
+                }
+            }
+            if failed.is_some() {
+                halt.store(true, Ordering::Relaxed);
+            }
+        },
+    );
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    if interrupt.load(Ordering::Relaxed) {
+        return Err(Error::Interrupted);
+    }
+    for (_, b) in builders.drain() {
+        if !b.is_empty() {
+            new_packs.push(write_pack(repo, b, s)?);
         }
-        let Some((size, entries)) = plan.packs.get(id) else {
-            continue;
-        };
-        let bytes = repo.backend().read(FileType::Pack, &id.to_hex(), *size)?;
-        let session = repo.key().session(&pack::parse_session(&bytes, id)?);
+    }
+    Ok(())
+}
+
+/// Moves the blobs of one pack to repack, `bytes`, into `builders`, writing
+/// each builder that fills.
+#[allow(clippy::too_many_arguments)]
+fn repack_one(
+    repo: &Repository,
+    plan: &Plan,
+    id: &PackId,
+    entries: &[PackEntry],
+    bytes: &[u8],
+    builders: &mut HashMap<BlobKind, PackBuilder>,
+    new_packs: &mut Vec<IndexPack>,
+    s: &mut PruneSummary,
+) -> Result<()> {
+    {
+        let session = repo.key().session(&pack::parse_session(bytes, id)?);
         for e in entries
             .iter()
             .filter(|e| plan.home.get(&(e.kind, e.id)) == Some(id))
@@ -367,11 +422,6 @@ fn write_repacked(
                     new_packs.push(write_pack(repo, full, s)?);
                 }
             }
-        }
-    }
-    for (_, b) in builders.drain() {
-        if !b.is_empty() {
-            new_packs.push(write_pack(repo, b, s)?);
         }
     }
     Ok(())

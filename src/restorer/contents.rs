@@ -108,6 +108,7 @@ pub(super) fn write_contents(state: &State, files: &[&FileJob]) -> Vec<bool> {
     crate::readahead::read_ahead(
         &spans,
         SPANS_QUEUED,
+        state.repo.backend().concurrency(),
         state.interrupt,
         |span| {
             state.repo.backend().read_range(
