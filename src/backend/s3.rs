@@ -155,6 +155,15 @@ impl std::fmt::Display for S3Location {
     }
 }
 
+/// Settings given in code rather than taken from the environment (library
+/// users, tests). Unset fields fall back to the environment.
+#[derive(Clone, Default)]
+pub struct S3Settings {
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    pub region: Option<String>,
+}
+
 pub struct S3Backend {
     location: S3Location,
     op: Operator,
@@ -172,6 +181,12 @@ impl S3Backend {
     /// AWS_DEFAULT_REGION; the endpoint, when the location has none, from
     /// AWS_ENDPOINT_URL.
     pub fn new(location: S3Location) -> Result<Self> {
+        Self::with_settings(location, S3Settings::default())
+    }
+
+    /// [`Self::new`] with some settings given rather than read from the
+    /// environment.
+    pub fn with_settings(location: S3Location, settings: S3Settings) -> Result<Self> {
         // OpenDAL's HTTP client (reqwest); installing it again does nothing.
         opendal::install_default();
         let mut b = S3::default()
@@ -190,7 +205,12 @@ impl S3Backend {
         if let Some(e) = &endpoint {
             b = b.endpoint(e);
         }
-        if env("AWS_REGION").is_none() && env("AWS_DEFAULT_REGION").is_none() {
+        if let (Some(id), Some(secret)) = (&settings.access_key_id, &settings.secret_access_key) {
+            b = b.access_key_id(id).secret_access_key(secret);
+        }
+        if let Some(region) = &settings.region {
+            b = b.region(region);
+        } else if env("AWS_REGION").is_none() && env("AWS_DEFAULT_REGION").is_none() {
             if endpoint.is_none() {
                 return Err(Error::invalid(format!(
                     "{location}: no region: set AWS_DEFAULT_REGION (or AWS_REGION), or give \

@@ -222,6 +222,7 @@ pub fn scratch_env() -> Env {
         dir,
         repo,
         password_file,
+        vars: Vec::new(),
     }
 }
 

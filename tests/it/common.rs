@@ -16,8 +16,11 @@ pub const PASSWORD: &str = "correct horse battery staple";
 
 pub struct Env {
     pub dir: tempfile::TempDir,
+    /// A directory, or an `s3:` location (tests/it/garage.rs).
     pub repo: PathBuf,
     pub password_file: PathBuf,
+    /// Environment variables every command gets (object storage credentials).
+    pub vars: Vec<(String, String)>,
 }
 
 impl Env {
@@ -31,6 +34,7 @@ impl Env {
             dir,
             repo,
             password_file,
+            vars: Vec::new(),
         }
     }
 
@@ -77,10 +81,12 @@ impl Env {
             None => Command::new(cairn),
         };
         for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("CAIRN_") {
+            let k_text = k.to_string_lossy();
+            if k_text.starts_with("CAIRN_") || k_text.starts_with("AWS_") {
                 c.env_remove(k);
             }
         }
+        c.envs(self.vars.iter().map(|(k, v)| (k, v)));
         c.env("CAIRN_CACHE_DIR", self.dir.path().join("cache"));
         c.arg("-r").arg(&self.repo);
         c.stdin(Stdio::null());
