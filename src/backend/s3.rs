@@ -52,8 +52,9 @@ const PARTS_IN_FLIGHT: usize = 4;
 /// what they hold: about this many packs.
 pub const REQUESTS_IN_FLIGHT: usize = 8;
 
-/// Retries of a request that failed transiently, after the first attempt.
-const RETRIES: usize = 8;
+/// Retries of a request that failed transiently, after the first attempt; the
+/// environment variable `CAIRN_S3_RETRIES` overrides it.
+const DEFAULT_RETRIES: usize = 8;
 const RETRY_MIN_DELAY: Duration = Duration::from_millis(200);
 const RETRY_MAX_DELAY: Duration = Duration::from_secs(20);
 /// A request without progress for this long is abandoned (and retried); the
@@ -168,6 +169,7 @@ pub struct S3Backend {
     location: S3Location,
     op: Operator,
     rt: tokio::runtime::Runtime,
+    retries: usize,
 }
 
 fn env(name: &str) -> Option<String> {
@@ -226,6 +228,9 @@ impl S3Backend {
             .and_then(|v| v.parse::<f64>().ok())
             .filter(|s| s.is_finite() && *s > 0.0)
             .map_or(DEFAULT_TIMEOUT, Duration::from_secs_f64);
+        let retries = env("CAIRN_S3_RETRIES")
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(DEFAULT_RETRIES);
         let op = Operator::new(b)
             .map_err(|e| Error::invalid(format!("{location}: {e}")))?
             // Innermost: each attempt has its own time limit, and a timed-out
@@ -241,7 +246,7 @@ impl S3Backend {
                     .with_factor(2.0)
                     .with_min_delay(RETRY_MIN_DELAY)
                     .with_max_delay(RETRY_MAX_DELAY)
-                    .with_max_times(RETRIES),
+                    .with_max_times(retries),
             );
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -249,7 +254,12 @@ impl S3Backend {
             .enable_all()
             .build()
             .map_err(|e| Error::io(PathBuf::from(location.to_string()), e))?;
-        Ok(S3Backend { location, op, rt })
+        Ok(S3Backend {
+            location,
+            op,
+            rt,
+            retries,
+        })
     }
 
     /// The object key of a file, relative to the location's prefix.
@@ -307,7 +317,7 @@ impl S3Backend {
              region: set AWS_DEFAULT_REGION to the server's (Garage: its s3_region)"
                 .to_string()
         } else if e.is_temporary() {
-            format!(" — gave up after {RETRIES} retries")
+            format!(" — gave up after {} retries", self.retries)
         } else {
             String::new()
         };

@@ -32,7 +32,9 @@ pub fn garage_binary() -> Option<PathBuf> {
         }
     }
     let home = std::env::var_os("HOME").map(PathBuf::from)?;
-    let p = home.join(format!(".cache/cairn-ci/garage-{GARAGE_VERSION}/bin/garage"));
+    let p = home.join(format!(
+        ".cache/cairn-ci/garage-{GARAGE_VERSION}/bin/garage"
+    ));
     p.is_file().then_some(p)
 }
 
@@ -166,7 +168,14 @@ api_bind_addr = "127.0.0.1:{admin_port}"
         g.garage(
             0,
             &[
-                "bucket", "allow", "--read", "--write", "--owner", BUCKET, "--key", "cairn-test",
+                "bucket",
+                "allow",
+                "--read",
+                "--write",
+                "--owner",
+                BUCKET,
+                "--key",
+                "cairn-test",
             ],
         );
         Some(g)
@@ -194,7 +203,10 @@ api_bind_addr = "127.0.0.1:{admin_port}"
     fn wait_up(&self, i: usize) {
         let start = Instant::now();
         loop {
-            let out = self.command(i, &["status"]).output().expect("garage status");
+            let out = self
+                .command(i, &["status"])
+                .output()
+                .expect("garage status");
             if out.status.success() {
                 return;
             }
@@ -330,7 +342,11 @@ api_bind_addr = "127.0.0.1:{admin_port}"
 
     /// Node `i`'s data directory.
     pub fn data_dir(&self, i: usize) -> PathBuf {
-        self.nodes[i].config.parent().unwrap_or(Path::new("/")).join("data")
+        self.nodes[i]
+            .config
+            .parent()
+            .unwrap_or(Path::new("/"))
+            .join("data")
     }
 }
 

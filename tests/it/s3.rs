@@ -19,7 +19,9 @@ fn source(dir: &Path, seed: u64) {
         let text = common::text_bytes(&mut rng, 2000 + i * 97);
         fs::write(dir.join(format!("sub/note-{i}.txt")), text).expect("write");
     }
-    common::random_files(&dir.join("sub/deeper"), seed, 5, 300_000, |i| format!("r{i}.bin"));
+    common::random_files(&dir.join("sub/deeper"), seed, 5, 300_000, |i| {
+        format!("r{i}.bin")
+    });
     fs::write(dir.join("big.bin"), common::xorshift(seed, 3 << 20)).expect("write");
 }
 
@@ -52,7 +54,10 @@ fn a_bucket_repository_backs_up_restores_checks_and_prunes() {
         return;
     };
     // Small packs and chunks, so the data spans many objects.
-    let env = g.env_with_repo("hosts/one", &["--pack-size", "1", "--chunker-params", "64K,128K,512K"]);
+    let env = g.env_with_repo(
+        "hosts/one",
+        &["--pack-size", "1", "--chunker-params", "64K,128K,512K"],
+    );
     let src = env.path("src");
     source(&src, 1);
     let src_text = src.to_str().expect("utf-8");
@@ -67,10 +72,21 @@ fn a_bucket_repository_backs_up_restores_checks_and_prunes() {
     fs::remove_dir_all(src.join("sub/deeper")).expect("rm");
     let second = env.backup_json(&[src_text]);
     let second_id = second["snapshot_id"].as_str().expect("id").to_string();
-    let packs_before = g.backend(0, "hosts/one").list(FileType::Pack).expect("list").len();
+    let packs_before = g
+        .backend(0, "hosts/one")
+        .list(FileType::Pack)
+        .expect("list")
+        .len();
     env.ok(&["forget", "--keep-last", "1", "--prune"]);
-    let packs_after = g.backend(0, "hosts/one").list(FileType::Pack).expect("list").len();
-    assert!(packs_after < packs_before, "prune freed nothing: {packs_before} → {packs_after}");
+    let packs_after = g
+        .backend(0, "hosts/one")
+        .list(FileType::Pack)
+        .expect("list")
+        .len();
+    assert!(
+        packs_after < packs_before,
+        "prune freed nothing: {packs_before} → {packs_after}"
+    );
     assert_eq!(snapshot_ids(&env), vec![second_id.clone()]);
     restore_matches(&env, &second_id, &src);
     check_clean(&env);
