@@ -91,3 +91,245 @@ fn a_bucket_repository_backs_up_restores_checks_and_prunes() {
     restore_matches(&env, &second_id, &src);
     check_clean(&env);
 }
+
+#[test]
+fn keys_unlock_and_repair_work_on_a_bucket() {
+    let Some(g) = Garage::single("s3::keys_unlock_and_repair_work_on_a_bucket") else {
+        return;
+    };
+    let env = g.env_with_repo(
+        "maint",
+        &["--pack-size", "1", "--chunker-params", "64K,128K,512K"],
+    );
+    let src = env.path("src");
+    source(&src, 2);
+    let src_text = src.to_str().expect("utf-8");
+    let id = env.backup_json(&[src_text])["snapshot_id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+
+    // A second password, used, then removed.
+    let other = env.path("other-password");
+    common::write_private(&other, "another password\n");
+    env.ok(&[
+        "key",
+        "add",
+        "--new-password-file",
+        other.to_str().expect("utf-8"),
+        "--kdf-memory",
+        "1024",
+        "--kdf-iterations",
+        "1",
+    ]);
+    let listed: serde_json::Value =
+        serde_json::from_str(&env.ok_with(&other, &["key", "list", "--json"])).expect("json");
+    let keys = listed.as_array().expect("keys");
+    assert_eq!(keys.len(), 2, "{listed}");
+    let first = keys
+        .iter()
+        .find(|k| k["current"] == false)
+        .and_then(|k| k["id"].as_str())
+        .expect("the other key");
+    env.ok_with(&other, &["key", "remove", first]);
+    let out = env.run(&["snapshots"]);
+    assert_eq!(
+        out.status.code(),
+        Some(12),
+        "the first password no longer opens it"
+    );
+
+    // An index object lost behind cairn's back: check names it, repair index
+    // rebuilds it from the packs.
+    let backend = g.backend(0, "maint");
+    for e in backend.list(FileType::Index).expect("list") {
+        backend.remove(FileType::Index, &e.name).expect("remove");
+    }
+    common::unsee(&env);
+    let out = env.run_with(&other, &["check"]);
+    assert!(!out.status.success(), "check missed the lost index");
+    env.ok_with(&other, &["repair", "index"]);
+    let out = env.run_with(&other, &["check", "--read-data"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // A lock left by a backup SIGKILLed while it held it: `unlock` sees its
+    // process is gone and removes it, and prune runs.
+    let mut child = env
+        .cmd_with(&other)
+        .args(["backup", src_text])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    common::stop_when(&mut child, "its lock is written", || {
+        !backend.list(FileType::Lock).expect("list").is_empty()
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    env.ok_with(&other, &["unlock"]);
+    assert!(backend.list(FileType::Lock).expect("list").is_empty());
+    env.ok_with(&other, &["prune"]);
+
+    let mut tmp = Env::new();
+    tmp.repo = env.repo.clone();
+    tmp.vars = env.vars.clone();
+    tmp.password_file = other.clone();
+    restore_matches(&tmp, &id, &src);
+}
+
+/// A local repository and a bucket, copied both ways: unrelated keys (re-chunked)
+/// and, with `init --from-repo`, shared ids (blob for blob).
+#[test]
+fn snapshots_copy_between_a_directory_and_a_bucket_both_ways() {
+    let Some(g) = Garage::single("s3::snapshots_copy_between_a_directory_and_a_bucket_both_ways")
+    else {
+        return;
+    };
+    let local = Env::with_repo(&["--chunker-params", "64K,128K,512K"]);
+    let src = local.path("src");
+    source(&src, 3);
+    let src_text = src.to_str().expect("utf-8");
+    let id = local.backup_json(&[src_text])["snapshot_id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+
+    // Local → bucket (unrelated repository: re-chunked).
+    let cold = g.env_with_repo("cold", &[]);
+    let copy = |to: &Env, from: &Env| {
+        to.ok(&[
+            "copy",
+            "--from-repo",
+            from.repo.to_str().expect("utf-8"),
+            "--from-password-file",
+            from.password_file.to_str().expect("utf-8"),
+        ])
+    };
+    // The source's variables are the destination's here: one bucket.
+    copy(&cold, &local);
+    let copied = snapshot_ids(&cold);
+    assert_eq!(copied.len(), 1);
+    restore_matches(&cold, &copied[0], &src);
+    check_clean(&cold);
+    // Twice copies nothing.
+    copy(&cold, &local);
+    assert_eq!(snapshot_ids(&cold).len(), 1);
+
+    // Bucket → a new local repository sharing its ids: blob for blob.
+    let mut back = Env::new();
+    back.vars = g.vars();
+    back.ok(&[
+        "init",
+        "--kdf-memory",
+        "1024",
+        "--kdf-iterations",
+        "1",
+        "--from-repo",
+        cold.repo.to_str().expect("utf-8"),
+        "--from-password-file",
+        cold.password_file.to_str().expect("utf-8"),
+    ]);
+    copy(&back, &cold);
+    let ids = snapshot_ids(&back);
+    assert_eq!(ids.len(), 1);
+    restore_matches(&back, &ids[0], &src);
+    check_clean(&back);
+    // The copy back to where it came from is recognised: nothing new.
+    let mut local_again = Env::new();
+    local_again.repo = local.repo.clone();
+    local_again.password_file = local.password_file.clone();
+    local_again.vars = g.vars();
+    copy(&local_again, &cold);
+    assert_eq!(snapshot_ids(&local_again), vec![id]);
+}
+
+/// A plan whose cold copy is a bucket: backup to the local repository, copy to
+/// the bucket, check and drill it there, and `plan status` reads both.
+#[test]
+fn a_plan_copies_to_a_bucket_and_checks_and_drills_it() {
+    let Some(g) = Garage::single("s3::a_plan_copies_to_a_bucket_and_checks_and_drills_it") else {
+        return;
+    };
+    let hot = Env::with_repo(&[]);
+    let cold = g.env_with_repo("plan-cold", &[]);
+    let src = hot.path("src");
+    source(&src, 4);
+    let plan = hot.path("cairn.toml");
+    fs::write(
+        &plan,
+        format!(
+            r#"[repository.hot]
+path = "{hot}"
+password_file = "{hot_pw}"
+
+[repository.cold]
+path = "{cold}"
+password_file = "{cold_pw}"
+
+[class.data]
+paths = ["{src}"]
+every = "1d"
+repository = "hot"
+copy_to = ["cold"]
+check = {{ every = "1d", read_data_subset = "100%" }}
+drill = {{ every = "1d", files = 10 }}
+"#,
+            hot = hot.repo.display(),
+            hot_pw = hot.password_file.display(),
+            cold = cold.repo.display(),
+            cold_pw = cold.password_file.display(),
+            src = src.display(),
+        ),
+    )
+    .expect("plan");
+    let plan_cmd = |args: &[&str]| {
+        let mut c = hot.bare_cmd();
+        c.env("HOME", hot.path("home"));
+        c.envs(g.vars());
+        c.arg("plan").arg("--plan").arg(&plan).args(args);
+        c.output().expect("plan")
+    };
+    let out = plan_cmd(&["validate"]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        common::stdout(&out),
+        stderr(&out)
+    );
+    let out = plan_cmd(&["run", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        common::stdout(&out),
+        stderr(&out)
+    );
+    let text = common::stdout(&out);
+    for step in ["backup", "copy", "check", "drill"] {
+        assert!(
+            text.lines().any(|l| l.contains("\"plan_step\"")
+                && l.contains(&format!("\"step\":\"{step}\""))
+                && l.contains("\"status\":\"ok\"")),
+            "no successful {step} step:\n{text}"
+        );
+    }
+    let ids = snapshot_ids(&cold);
+    assert_eq!(ids.len(), 1);
+    restore_matches(&cold, &ids[0], &src);
+    let out = plan_cmd(&["status"]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        common::stdout(&out),
+        stderr(&out)
+    );
+    let table = common::stdout(&out);
+    let cold_row = table
+        .lines()
+        .find(|l| l.contains("cold (copy)"))
+        .unwrap_or_else(|| panic!("no row for the bucket:\n{table}"));
+    assert_eq!(
+        cold_row.matches(" ok ").count() + cold_row.matches("ok 0m").count() >= 3,
+        true,
+        "{table}"
+    );
+}
