@@ -328,17 +328,36 @@ fn vanished(e: &Error) -> bool {
 /// listing taken before the new one was written would miss a live holder. So a
 /// pass that saw a file vanish is done again, with a new listing, until one sees
 /// none vanish; after [`LIST_PASSES`] restless passes, taking a lock fails.
+///
+/// A name that vanished in the previous pass too is left out without making
+/// the pass restless: the file is gone and only the listing still shows it.
+/// Object storage does that for a while after an outage (a Garage node that
+/// missed a deletion while it was down lists the file until it catches up);
+/// what matters is that the new listing shows every lock written before it.
+/// Passes after a restless one wait a little longer each time (50 ms doubling).
 pub fn list_locks(repo: &Repository) -> Result<Vec<Listed>> {
-    for _ in 0..LIST_PASSES {
+    let mut gone: std::collections::HashSet<String> = std::collections::HashSet::new();
+    for pass in 0..LIST_PASSES {
+        if pass > 0 {
+            let wait = Duration::from_millis(50u64 << (pass - 1).min(5));
+            std::thread::sleep(wait);
+        }
         let mut out = Vec::new();
         let mut restless = false;
+        let mut gone_now = std::collections::HashSet::new();
         for e in repo.backend().list(FileType::Lock)? {
             let Ok(id) = LockId::from_name(&e.name) else {
                 continue;
             };
+            if gone.contains(&e.name) {
+                // Gone at the last pass: don't read it again.
+                gone_now.insert(e.name);
+                continue;
+            }
             let lock = load_lock_named(repo, &e.name);
             if lock.as_ref().err().is_some_and(vanished) {
                 restless = true;
+                gone_now.insert(e.name);
                 continue;
             }
             out.push(Listed {
@@ -351,10 +370,11 @@ pub fn list_locks(repo: &Repository) -> Result<Vec<Listed>> {
         if !restless {
             return Ok(out);
         }
+        gone.extend(gone_now);
     }
     Err(Error::Locked(format!(
-        "lock files kept disappearing while this process read them ({LIST_PASSES} times); \
-         another process is taking and releasing locks: try again"
+        "lock files kept disappearing while this process read them ({LIST_PASSES} times): \
+         another process is taking and releasing locks; try again"
     )))
 }
 
@@ -774,6 +794,69 @@ pub(crate) mod tests {
         fn remove(&self, t: FileType, name: &str) -> Result<()> {
             self.inner.remove(t, name)
         }
+    }
+
+    /// A local repository whose listing of `locks/` keeps showing a lock file
+    /// that is gone, as object storage does after an outage (a node that
+    /// missed the deletion lists it until it catches up).
+    struct PhantomLock {
+        inner: LocalBackend,
+        phantom: String,
+    }
+
+    impl crate::backend::Backend for PhantomLock {
+        fn location(&self) -> String {
+            self.inner.location()
+        }
+        fn create(&self) -> Result<()> {
+            self.inner.create()
+        }
+        fn is_repository(&self) -> Result<bool> {
+            self.inner.is_repository()
+        }
+        fn list(&self, t: FileType) -> Result<Vec<crate::backend::Entry>> {
+            let mut l = self.inner.list(t)?;
+            if t == FileType::Lock {
+                l.push(crate::backend::Entry {
+                    name: self.phantom.clone(),
+                    size: 100,
+                    modified: Some(SystemTime::now()),
+                });
+            }
+            Ok(l)
+        }
+        fn read(&self, t: FileType, name: &str, max: u64) -> Result<Vec<u8>> {
+            self.inner.read(t, name, max)
+        }
+        fn read_range(&self, t: FileType, name: &str, off: u64, len: u64) -> Result<Vec<u8>> {
+            self.inner.read_range(t, name, off, len)
+        }
+        fn write(&self, t: FileType, name: &str, data: &[u8]) -> Result<()> {
+            self.inner.write(t, name, data)
+        }
+        fn remove(&self, t: FileType, name: &str) -> Result<()> {
+            self.inner.remove(t, name)
+        }
+    }
+
+    /// A lock file that the listing shows but that reads as gone, pass after
+    /// pass, is gone: locks are taken (shared and exclusive) and a real
+    /// exclusive lock beside it is still seen.
+    #[test]
+    fn a_listed_lock_that_stays_gone_is_not_a_holder() {
+        let (dir, _repo) = repo();
+        let backend = Arc::new(PhantomLock {
+            inner: LocalBackend::new(dir.path().join("r")),
+            phantom: "ab".repeat(32),
+        });
+        let repo = Arc::new(Repository::open(backend, b"pw").unwrap());
+        drop(acquire(&repo, false).expect("shared lock beside a phantom"));
+        let held = acquire(&repo, true).expect("exclusive lock beside a phantom");
+        let err = acquire(&repo, false)
+            .err()
+            .expect("the real holder conflicts");
+        assert!(err.to_string().contains("exclusive lock"), "{err}");
+        drop(held);
     }
 
     /// A live exclusive lock refreshed between another process's listing and

@@ -9,6 +9,10 @@ fn main() -> ExitCode {
     cli::signals::install();
     match cli::run() {
         Ok(code) => code,
+        // Output into a pipe whose reader has gone: the reader's choice.
+        Err(err) if cli::is_broken_stdout(&err) => {
+            ExitCode::from(cli::signals::EXIT_BROKEN_PIPE as u8)
+        }
         Err(err) => {
             eprintln!("cairn: {}{}", cli::render_error(&err), cli::hint(&err));
             ExitCode::from(cli::exit_code(&err))

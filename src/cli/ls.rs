@@ -52,7 +52,7 @@ pub fn run(g: &GlobalArgs, a: LsArgs) -> Result<ExitCode> {
     let mut print = |p: &Path, n: &Node| -> cairn::Result<bool> {
         let r = if g.json {
             serde_json::to_writer(&mut out, &json_node(p, n))
-                .map_err(std::io::Error::other)
+                .map_err(std::io::Error::from)
                 .and_then(|()| writeln!(out))
         } else if a.long {
             writeln!(out, "{}", long_line(p, n))

@@ -416,6 +416,22 @@ pub fn warn_skipped(g: &GlobalArgs, skipped: &[(cairn::id::SnapshotId, cairn::Er
     }
 }
 
+/// Whether the command failed writing its output into a pipe whose reader has
+/// gone (`cairn ls ... | head`). Only standard output is written that way:
+/// storage errors are never of this kind (object storage's are mapped to
+/// others, naming the object).
+pub fn is_broken_stdout(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| match e.downcast_ref::<cairn::Error>() {
+        Some(cairn::Error::Io { path, source }) => {
+            path.as_os_str() == "standard output" && source.kind() == std::io::ErrorKind::BrokenPipe
+        }
+        Some(_) => false,
+        None => e
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe),
+    })
+}
+
 /// The library error inside an anyhow chain, if any.
 fn library_error(err: &anyhow::Error) -> Option<&cairn::Error> {
     err.chain().find_map(|e| e.downcast_ref::<cairn::Error>())

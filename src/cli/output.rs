@@ -48,9 +48,17 @@ pub fn local_time(rfc3339: &str) -> String {
 
 pub fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
     let mut out = std::io::stdout().lock();
-    serde_json::to_writer(&mut out, v)?;
-    writeln!(out)?;
-    Ok(())
+    let written = serde_json::to_writer(&mut out, v)
+        .map_err(std::io::Error::from)
+        .and_then(|()| writeln!(out));
+    match written {
+        // The reader of a pipe has gone (`cairn ... --json | head`): end
+        // quietly, as SIGPIPE would have.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            std::process::exit(super::signals::EXIT_BROKEN_PIPE)
+        }
+        r => Ok(r?),
+    }
 }
 
 /// `ls -l`-style mode string.

@@ -855,3 +855,36 @@ fn terminal_progress_is_a_spinner_until_the_total_is_known() {
     );
     assert_eq!(snapshot_count(&env), 1);
 }
+
+/// Output into a pipe whose reader has gone ends quietly with the status
+/// SIGPIPE would give (141), for plain and JSON output alike. SIGPIPE itself is
+/// ignored, so that a connection to object storage breaking mid-write is an
+/// error naming the object rather than a silent death (tests/it/s3_cluster.rs).
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    let env = Env::with_repo(&[]);
+    let src = env.path("src");
+    fs::create_dir(&src).expect("mkdir");
+    for i in 0..50 {
+        fs::write(src.join(format!("f{i}")), b"x").expect("write");
+    }
+    env.ok(&["backup", src.to_str().expect("utf-8")]);
+    for args in [
+        vec!["ls", "latest"],
+        vec!["ls", "latest", "--json"],
+        vec!["snapshots"],
+        vec!["snapshots", "--json"],
+    ] {
+        // The read end is closed before cairn starts: its first write fails.
+        let (read, write) = nix::unistd::pipe().expect("pipe");
+        drop(read);
+        let out = env
+            .cmd()
+            .args(&args)
+            .stdout(std::process::Stdio::from(write))
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(141), "{args:?}: {}", stderr(&out));
+        assert_eq!(stderr(&out), "", "{args:?}");
+    }
+}

@@ -338,6 +338,49 @@ api_bind_addr = "127.0.0.1:{admin_port}"
         self.spawn(&mut node);
         self.nodes[i] = node;
         self.wait_up(i);
+        // Reconnect at once rather than at the peers' next scheduled attempt
+        // (tens of seconds).
+        for j in 0..self.nodes.len() {
+            if j != i && self.nodes[j].child.is_some() {
+                let addr = format!("{}@127.0.0.1:{}", self.nodes[j].id, self.nodes[j].rpc_port);
+                let _ = self.command(i, &["node", "connect", &addr]).output();
+                let back = format!("{}@127.0.0.1:{}", self.nodes[i].id, self.nodes[i].rpc_port);
+                let _ = self.command(j, &["node", "connect", &back]).output();
+            }
+        }
+        self.wait_connected();
+    }
+
+    /// Waits until every running node lists every running node as healthy (a
+    /// restarted node has rejoined), for up to a minute.
+    pub fn wait_connected(&self) {
+        let live: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].child.is_some())
+            .collect();
+        let start = Instant::now();
+        loop {
+            let all = live.iter().all(|&i| {
+                let Ok(out) = self.command(i, &["status"]).output() else {
+                    return false;
+                };
+                let text = String::from_utf8_lossy(&out.stdout);
+                let healthy = text
+                    .split("==== HEALTHY NODES ====")
+                    .nth(1)
+                    .map(|s| s.split("====").next().unwrap_or(""))
+                    .unwrap_or("");
+                live.iter()
+                    .all(|&j| healthy.contains(self.nodes[j].id.get(..16).unwrap_or("?")))
+            });
+            if all {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "the nodes did not reconnect"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     /// Node `i`'s data directory.

@@ -28,6 +28,7 @@ mod resume;
 mod rollback;
 mod roundtrip;
 mod s3;
+mod s3_cluster;
 mod source_trouble;
 mod sources;
 mod vectors;
