@@ -28,6 +28,8 @@ mod resume;
 mod rollback;
 mod roundtrip;
 mod s3;
+mod s3_faults;
+mod s3proxy;
 mod source_trouble;
 mod sources;
 mod vectors;
