@@ -316,8 +316,12 @@ impl S3Backend {
             " — the server refused the request's signature scope; the usual cause is the \
              region: set AWS_DEFAULT_REGION to the server's (Garage: its s3_region)"
                 .to_string()
+<<<<<<< HEAD
         } else if e.is_temporary() || e.is_persistent() {
             // Persistent: transient, retried, and failed every time.
+=======
+        } else if gave_up(&e, &text, status) {
+>>>>>>> s3-faults
             format!(" — gave up after {} retries", self.retries)
         } else {
             String::new()
@@ -380,6 +384,27 @@ fn http_status(text: &str) -> Option<u16> {
         .take_while(char::is_ascii_digit)
         .collect();
     digits.parse().ok()
+}
+
+/// Whether `e` is a transient failure that the retries gave up on. The retry
+/// layer marks every error it returns persistent, retried or not, so
+/// `is_temporary` no longer tells; the failure itself does, as OpenDAL's S3
+/// service and HTTP client class them: answers 429, 499, 500, 502, 503 and
+/// 504 (throttling, server errors), requests that got no answer (not sent,
+/// response cut off) and timeouts.
+fn gave_up(e: &opendal::Error, text: &str, status: Option<u16>) -> bool {
+    e.is_temporary()
+        || e.kind() == ErrorKind::RateLimited
+        || match status {
+            Some(s) => matches!(s, 429 | 499 | 500 | 502 | 503 | 504),
+            None => [
+                "send http request",
+                "read data from http response",
+                "timeout reached",
+            ]
+            .iter()
+            .any(|m| text.contains(m)),
+        }
 }
 
 /// An OpenDAL error's text on one line, without its context block (request
@@ -626,6 +651,55 @@ mod tests {
             summary(text, status),
             "Unexpected (persistent) at stat => S3Error { code: \"X\" } [HeadObject, HTTP 400]"
         );
+    }
+
+    /// Regression: the retry layer marks every error it returns persistent,
+    /// so a failure that was retried until the retries ran out said nothing
+    /// of it (only errors still marked temporary did, and none were).
+    #[test]
+    fn failures_retried_to_the_end_say_so_and_others_do_not() {
+        let loc = S3Location::parse("s3:http://127.0.0.1:1/bucket/p").unwrap();
+        let backend = S3Backend::with_settings(
+            loc,
+            S3Settings {
+                access_key_id: Some("id".into()),
+                secret_access_key: Some("secret".into()),
+                region: Some("garage".into()),
+            },
+        )
+        .unwrap();
+        let answered = |kind, status: u16| {
+            opendal::Error::new(kind, "S3Error { code: \"X\" }")
+                .with_context("service_operation", "PutObject")
+                .with_context("response", format!("Parts {{ status: {status} }}"))
+                .set_persistent()
+        };
+        let unanswered = |what: &str| {
+            opendal::Error::new(ErrorKind::Unexpected, what.to_string()).set_persistent()
+        };
+        let message = |e| backend.error("data/ab/abcd", e).to_string();
+        for e in [
+            answered(ErrorKind::Unexpected, 503),
+            answered(ErrorKind::Unexpected, 500),
+            answered(ErrorKind::RateLimited, 429),
+            unanswered("send http request"),
+            unanswered("io operation timeout reached"),
+        ] {
+            let m = message(e);
+            assert!(
+                m.ends_with(&format!("gave up after {} retries", backend.retries)),
+                "{m}"
+            );
+        }
+        for e in [
+            answered(ErrorKind::PermissionDenied, 403),
+            answered(ErrorKind::Unexpected, 400),
+            answered(ErrorKind::Unexpected, 501),
+            unanswered("deserialize xml"),
+        ] {
+            let m = message(e);
+            assert!(!m.contains("gave up"), "{m}");
+        }
     }
 
     #[test]

@@ -29,6 +29,8 @@ mod rollback;
 mod roundtrip;
 mod s3;
 mod s3_cluster;
+mod s3_faults;
+mod s3proxy;
 mod source_trouble;
 mod sources;
 mod vectors;
