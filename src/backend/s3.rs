@@ -316,12 +316,7 @@ impl S3Backend {
             " — the server refused the request's signature scope; the usual cause is the \
              region: set AWS_DEFAULT_REGION to the server's (Garage: its s3_region)"
                 .to_string()
-<<<<<<< HEAD
-        } else if e.is_temporary() || e.is_persistent() {
-            // Persistent: transient, retried, and failed every time.
-=======
         } else if gave_up(&e, &text, status) {
->>>>>>> s3-faults
             format!(" — gave up after {} retries", self.retries)
         } else {
             String::new()
