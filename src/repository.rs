@@ -219,6 +219,15 @@ impl Repository {
         let bytes = format::seal_file(&self.key, self.repo_id(), file, seal, &payload)?;
         let name = hex::encode(blake3::hash(&bytes).as_bytes());
         self.backend.write(t, &name, &bytes)?;
+        // Written through to the cache: the next command would otherwise fetch
+        // back what this one just wrote (a round trip each on object storage).
+        if let Some(c) = self
+            .cache
+            .as_ref()
+            .filter(|_| matches!(t, FileType::Index | FileType::Snapshot))
+        {
+            c.put(t, &name, &bytes);
+        }
         Ok((name, bytes.len() as u64))
     }
 
@@ -389,8 +398,18 @@ impl Repository {
     }
 
     pub fn write_pack(&self, p: &FinishedPack) -> Result<()> {
+        let name = p.id.to_hex();
         self.backend
-            .write_parts(FileType::Pack, &p.id.to_hex(), &p.parts())
+            .write_parts(FileType::Pack, &name, &p.parts())?;
+        // Tree packs are cached whole when read (`read_cached_tree`); one just
+        // written goes there at once, so the next backup's walk of its parent
+        // reads nothing back.
+        if let Some(c) = &self.cache {
+            if p.entries.first().is_some_and(|e| e.kind == BlobKind::Tree) {
+                c.put(FileType::Pack, &name, &p.parts().concat());
+            }
+        }
+        Ok(())
     }
 
     pub(crate) fn pack_session(&self, pack: &PackId) -> Result<crate::crypto::SessionKey> {

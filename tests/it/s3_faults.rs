@@ -657,8 +657,8 @@ fn assert_unchanged_rebackup_is_cheap(what: &str, log: &[Logged], prefix: &str, 
 
 /// With the local cache warm, an unchanged re-backup of a few hundred files
 /// GETs no pack, index file, snapshot or tree: of objects, only the config,
-/// the key file and its own lock. The cache is warmed by `ls`, a reader,
-/// since writes don't fill it (see the next test); reading the parent's trees
+/// the key file and its own lock. The cache is warmed by `ls`, a reader
+/// (the next test shows a backup's own writes warm it too); reading the parent's trees
 /// through it also keeps the test independent of what this re-backup writes
 /// (new trees for the directories above the source when, say, /tmp changed).
 #[test]
@@ -681,13 +681,10 @@ fn an_unchanged_rebackup_with_a_warm_cache_gets_no_packs() {
     assert_unchanged_rebackup_is_cheap("re-backup", &proxy.log_since(mark), &rig.prefix, 0);
 }
 
-/// The first unchanged re-backup after a backup should be as cheap: the index
-/// files, snapshot and tree pack that backup wrote are what the next one
-/// reads. It is not yet: a write does not fill the local cache (only a read
-/// does), so this re-backup GETs them all back from the bucket.
+/// The first unchanged re-backup after a backup is as cheap: the index files,
+/// snapshot and tree packs that backup wrote are what the next one reads, and
+/// writes go through to the local cache, so none is fetched back.
 #[test]
-#[ignore = "finding: writes do not fill the local cache, so the first re-backup GETs the \
-            index files, parent snapshot and tree pack the backup before it wrote"]
 fn an_unchanged_rebackup_right_after_a_backup_gets_no_packs() {
     let Some(rig) = rig(
         "s3_faults::an_unchanged_rebackup_right_after_a_backup_gets_no_packs",
