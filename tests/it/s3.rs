@@ -194,6 +194,29 @@ fn snapshots_copy_between_a_directory_and_a_bucket_both_ways() {
         .expect("id")
         .to_string();
 
+    // Local → a bucket made with init --from-repo: blob for blob.
+    let twin = g.env("twin");
+    twin.ok(&[
+        "init",
+        "--kdf-memory",
+        "1024",
+        "--kdf-iterations",
+        "1",
+        "--from-repo",
+        local.repo.to_str().expect("utf-8"),
+        "--from-password-file",
+        local.password_file.to_str().expect("utf-8"),
+    ]);
+    twin.ok(&[
+        "copy",
+        "--from-repo",
+        local.repo.to_str().expect("utf-8"),
+        "--from-password-file",
+        local.password_file.to_str().expect("utf-8"),
+    ]);
+    restore_matches(&twin, &snapshot_ids(&twin)[0], &src);
+    check_clean(&twin);
+
     // Local → bucket (unrelated repository: re-chunked).
     let cold = g.env_with_repo("cold", &[]);
     let copy = |to: &Env, from: &Env| {
@@ -330,4 +353,50 @@ drill = {{ every = "1d", files = 10 }}
     // State, last check and last drill: all "ok".
     let oks = cold_row.split_whitespace().filter(|w| *w == "ok").count();
     assert_eq!(oks, 3, "{table}");
+}
+
+/// Mistakes in the connection settings are named, with what to do: a wrong
+/// region, a location with credentials in it (refused without echoing them),
+/// and a repository prefix that holds nothing.
+#[test]
+fn connection_mistakes_say_what_to_fix() {
+    let Some(g) = Garage::single("s3::connection_mistakes_say_what_to_fix") else {
+        return;
+    };
+    let env = g.env_with_repo("region", &[]);
+    let mut wrong = g.env("region");
+    wrong.password_file = env.password_file.clone();
+    for (k, v) in &mut wrong.vars {
+        if k == "AWS_DEFAULT_REGION" {
+            *v = "us-west-2".into();
+        }
+    }
+    let out = wrong.run(&["snapshots"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("set AWS_DEFAULT_REGION"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("/region/config"), "{}", stderr(&out));
+
+    let mut inline = g.env("x");
+    inline.repo = format!("s3:http://{}:{}@127.0.0.1:1/b/p", g.key_id, g.secret).into();
+    let out = inline.run(&["snapshots"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("credentials in it"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains(&g.secret), "the secret was echoed");
+
+    let empty = g.env("nothing-here");
+    let out = empty.run(&["snapshots"]);
+    assert_eq!(out.status.code(), Some(10), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not a cairn repository"),
+        "{}",
+        stderr(&out)
+    );
 }

@@ -653,6 +653,13 @@ fn assert_unchanged_rebackup_is_cheap(what: &str, log: &[Logged], prefix: &str, 
         others.len(),
         shown()
     );
+    // The README says "about 20 requests" (21 measured: listings, the config
+    // and key, its lock and its snapshot).
+    assert!(
+        log.len() <= 25 + snapshots,
+        "{what}: {} requests in all: {all:?}",
+        log.len()
+    );
 }
 
 /// With the local cache warm, an unchanged re-backup of a few hundred files
