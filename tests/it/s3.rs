@@ -152,6 +152,42 @@ fn keys_unlock_and_repair_work_on_a_bucket() {
     let out = env.run_with(&other, &["check", "--read-data"]);
     assert!(out.status.success(), "{}", stderr(&out));
 
+    // A byte flipped in the middle of the largest pack, behind cairn's back:
+    // check --read-data names it, repair packs salvages the rest of it and
+    // removes it, and a backup of the same data stores again what was lost.
+    let largest = backend
+        .list(FileType::Pack)
+        .expect("list")
+        .into_iter()
+        .max_by_key(|e| e.size)
+        .expect("a pack");
+    let mut bytes = backend
+        .read(FileType::Pack, &largest.name, largest.size)
+        .expect("read");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    backend
+        .write(FileType::Pack, &largest.name, &bytes)
+        .expect("overwrite");
+    let out = env.run_with(&other, &["check", "--read-data"]);
+    assert!(
+        !out.status.success(),
+        "check --read-data missed the flipped byte"
+    );
+    assert!(stderr(&out).contains(&largest.name), "{}", stderr(&out));
+    env.ok_with(&other, &["repair", "packs"]);
+    assert!(
+        !backend
+            .list(FileType::Pack)
+            .expect("list")
+            .iter()
+            .any(|e| e.name == largest.name),
+        "the damaged pack is still there"
+    );
+    env.ok_with(&other, &["backup", src_text]);
+    let out = env.run_with(&other, &["check", "--read-data"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
     // A lock left by a backup SIGKILLed while it held it: `unlock` sees its
     // process is gone and removes it, and prune runs.
     let mut child = env
