@@ -219,13 +219,11 @@ impl Repository {
         let bytes = format::seal_file(&self.key, self.repo_id(), file, seal, &payload)?;
         let name = hex::encode(blake3::hash(&bytes).as_bytes());
         self.backend.write(t, &name, &bytes)?;
-        // Written through to the cache: the next command would otherwise fetch
-        // back what this one just wrote (a round trip each on object storage).
-        if let Some(c) = self
-            .cache
-            .as_ref()
-            .filter(|_| matches!(t, FileType::Index | FileType::Snapshot))
-        {
+        // Written through to the cache on object storage: the next command
+        // would otherwise fetch back what this one just wrote, a round trip each.
+        if let Some(c) = self.cache.as_ref().filter(|_| {
+            matches!(t, FileType::Index | FileType::Snapshot) && self.backend.write_through_cache()
+        }) {
             c.put(t, &name, &bytes);
         }
         Ok((name, bytes.len() as u64))
@@ -404,7 +402,11 @@ impl Repository {
         // Tree packs are cached whole when read (`read_cached_tree`); one just
         // written goes there at once, so the next backup's walk of its parent
         // reads nothing back.
-        if let Some(c) = &self.cache {
+        if let Some(c) = self
+            .cache
+            .as_ref()
+            .filter(|_| self.backend.write_through_cache())
+        {
             if p.entries.first().is_some_and(|e| e.kind == BlobKind::Tree) {
                 c.put(FileType::Pack, &name, &p.parts().concat());
             }

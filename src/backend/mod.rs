@@ -136,6 +136,15 @@ pub trait Backend: Send + Sync {
         1
     }
 
+    /// Whether files a command writes should also go into the local cache (index
+    /// files, snapshots, tree packs), so the next command doesn't fetch them
+    /// back: where each read is a round trip (object storage). On a local disk
+    /// the cache fills on reads only, so a file damaged after it was written
+    /// is still noticed by the next command that reads it.
+    fn write_through_cache(&self) -> bool {
+        false
+    }
+
     /// Key files and config that users other than the owner may read, with
     /// their modes: offline password-guessing material, warned about. Storage
     /// without file modes has none.

@@ -590,6 +590,10 @@ impl Backend for S3Backend {
     fn concurrency(&self) -> usize {
         REQUESTS_IN_FLIGHT
     }
+
+    fn write_through_cache(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]
