@@ -357,6 +357,22 @@ impl S3Backend {
         Ok(out)
     }
 
+    /// The first object under the prefix, if any: one listing request of one
+    /// key (`list_with(..).limit(1)` would page through all of them).
+    fn first_object(&self) -> Result<Option<String>> {
+        use futures::TryStreamExt;
+        self.block_on(async {
+            let mut lister = self.op.lister_with("").recursive(true).limit(1).await?;
+            while let Some(e) = lister.try_next().await? {
+                if e.metadata().is_file() {
+                    return Ok(Some(e.path().to_string()));
+                }
+            }
+            Ok(None)
+        })
+        .map_err(|e| self.error("", e))
+    }
+
     fn get(&self, key: &str, range: Option<(u64, u64)>) -> Result<Vec<u8>> {
         let fut = self.op.read_with(key);
         let fut = match range {
@@ -448,10 +464,7 @@ impl Backend for S3Backend {
     fn create(&self) -> Result<()> {
         // Anything under the prefix, a repository or not, is refused; a
         // missing bucket or bad credentials fail here, before a password is set.
-        let found = self
-            .block_on(self.op.list_with("").recursive(true).limit(1))
-            .map_err(|e| self.error("", e))?;
-        if found.iter().any(|e| e.metadata().is_file()) {
+        if self.first_object()?.is_some() {
             return Err(Error::RepositoryExists(self.location()));
         }
         Ok(())
@@ -463,10 +476,7 @@ impl Backend for S3Backend {
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 // A missing bucket answers NotFound for every object: say so,
                 // rather than "not a repository".
-                match self.block_on(self.op.list_with("").limit(1)) {
-                    Err(e) => Err(self.error("", e)),
-                    Ok(_) => Ok(false),
-                }
+                self.first_object().map(|_| false)
             }
             Err(e) => Err(self.error("config", e)),
         }

@@ -393,7 +393,8 @@ drill = {{ every = "1d", files = 10 }}
 
 /// Mistakes in the connection settings are named, with what to do: a wrong
 /// region, a location with credentials in it (refused without echoing them),
-/// and a repository prefix that holds nothing.
+/// `init` where something is already stored, and a repository prefix that
+/// holds nothing.
 #[test]
 fn connection_mistakes_say_what_to_fix() {
     let Some(g) = Garage::single("s3::connection_mistakes_say_what_to_fix") else {
@@ -426,6 +427,11 @@ fn connection_mistakes_say_what_to_fix() {
         stderr(&out)
     );
     assert!(!stderr(&out).contains(&g.secret), "the secret was echoed");
+
+    // init refuses a prefix that holds anything (here: a repository).
+    let out = env.run(&["init", "--kdf-memory", "1024", "--kdf-iterations", "1"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("already exists"), "{}", stderr(&out));
 
     let empty = g.env("nothing-here");
     let out = empty.run(&["snapshots"]);
