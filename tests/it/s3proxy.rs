@@ -110,7 +110,8 @@ pub struct Logged {
     /// `None` when none was: a reset, a stalled request whose client hung up,
     /// or a failure talking to Garage.
     pub status: Option<u16>,
-    /// When the whole response had been written back to the client.
+    /// When the response was about to be written back to the client: the
+    /// client can't have seen it before this point.
     pub done: Option<u64>,
 }
 
@@ -546,9 +547,11 @@ fn serve(client: TcpStream, shared: &Shared) -> io::Result<()> {
         let (at, fault) = shared.arrived(request.clone());
         match fault {
             Some(Fault::Status(status)) => {
+                // Logged before the client can see it: a test that reads the
+                // log once the client is done finds every answer in it.
+                shared.answered(at, status);
                 to_client.write_all(&error_response(status, &request, at))?;
                 to_client.flush()?;
-                shared.answered(at, status);
                 if msg.closes() {
                     return Ok(());
                 }
@@ -567,9 +570,9 @@ fn serve(client: TcpStream, shared: &Shared) -> io::Result<()> {
             None => {}
         }
         let (response, status) = forward(&mut upstream, shared.upstream, &msg, &method)?;
+        shared.answered(at, status);
         to_client.write_all(&response.raw)?;
         to_client.flush()?;
-        shared.answered(at, status);
         if msg.closes() || response.closes() {
             return Ok(());
         }
