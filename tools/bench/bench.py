@@ -18,9 +18,15 @@ costs that much whatever the tool. Before every backup the source is read once, 
 that every tool sees the same page cache; before every restore and check the page
 cache is dropped (as root), so that every tool reads its repository from disk.
 
+With --garage, cairn and restic back up to, restore from and check repositories
+in a single-node Garage (tools/bench/garage.py) started on loopback for the run,
+each under its own prefix of one bucket, and the report is the "Object storage"
+section of the results file (the rest of the file is kept).
+
 Usage: python3 tools/bench/bench.py [--quick] [--runs N] [--workdir DIR]
                                     [--with-rustic] [--with-bupstash]
                                     [--only cairn,cairn-keyfile] [--out FILE]
+       python3 tools/bench/bench.py --garage [--quick] [--runs N] [--only ...]
 """
 
 import argparse
@@ -37,6 +43,11 @@ ROOT = Path(__file__).resolve().parents[2]
 # Where cargo puts the release build (CARGO_TARGET_DIR, as cargo itself reads it).
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target")
 PASSWORD = "bench password"
+# Variables every tool's commands get on top of the environment (--garage: the
+# bucket's credentials and region, and cache directories in the work directory).
+EXTRA_ENV = {}
+# User and system CPU seconds of the last command sh() ran.
+LAST_CPU = 0.0
 
 
 def sh(cmd, env=None, cwd=None, check=True):
@@ -45,17 +56,21 @@ def sh(cmd, env=None, cwd=None, check=True):
     Dirty pages are flushed first: on ext4, an fsync commits the journal and so
     writes out every other dirty file too, which would charge one tool for the
     restore that ran before it."""
+    global LAST_CPU
     os.sync()
-    full = ["/usr/bin/time", "-f", "%e %M", "-o", "/tmp/cairn-bench-time"] + cmd
+    full = ["/usr/bin/time", "-f", "%e %M %U %S", "-o", "/tmp/cairn-bench-time"] + cmd
     p = subprocess.run(full, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if check and p.returncode != 0:
         sys.exit(f"command failed ({p.returncode}): {' '.join(cmd)}\n{p.stderr[-2000:]}")
-    secs, rss = Path("/tmp/cairn-bench-time").read_text().split()[-2:]
+    secs, rss, user, system = Path("/tmp/cairn-bench-time").read_text().split()[-4:]
+    LAST_CPU = float(user) + float(system)
     return float(secs), int(rss), p.stdout
 
 
 def ensure_tools(args):
     others = [t for t in ("restic", "borg") if not args.only or t in args.only.split(",")]
+    if args.garage:
+        others = [t for t in others if t != "borg"]
     missing = [t for t in others if shutil.which(t) is None]
     if shutil.which("/usr/bin/time") is None or not Path("/usr/bin/time").exists():
         missing.append("time")
@@ -147,8 +162,12 @@ def du(path):
 class Tool:
     name = ""
 
-    def __init__(self, repo):
-        self.repo = Path(repo)
+    def __init__(self, repo, side=None):
+        # A path, or an s3: location (a string: Path would fold its "//").
+        self.repo = repo
+        # Where files beside the repository go (a key file): the repository's
+        # own path, or for an s3: location one in the work directory.
+        self.side = Path(side if side is not None else repo)
 
 
 class Cairn(Tool):
@@ -156,7 +175,7 @@ class Cairn(Tool):
     bin = str(TARGET / "release" / "cairn")
 
     def env(self):
-        return dict(os.environ, CAIRN_REPOSITORY=str(self.repo), CAIRN_PASSWORD=PASSWORD)
+        return dict(os.environ, **EXTRA_ENV, CAIRN_REPOSITORY=str(self.repo), CAIRN_PASSWORD=PASSWORD)
 
     def init(self):
         sh([self.bin, "init", "-q"], env=self.env())
@@ -179,15 +198,15 @@ class CairnKeyFile(Cairn):
     name = "cairn-keyfile"
 
     def key(self):
-        return Path(str(self.repo) + ".key")
+        return Path(str(self.side) + ".key")
 
     def env(self):
-        return dict(os.environ, CAIRN_REPOSITORY=str(self.repo), CAIRN_PASSWORD_FILE=str(self.key()))
+        return dict(os.environ, **EXTRA_ENV, CAIRN_REPOSITORY=str(self.repo), CAIRN_PASSWORD_FILE=str(self.key()))
 
     def init(self):
         if self.key().exists():
             self.key().unlink()  # left by an earlier run
-        setup = dict(os.environ, CAIRN_REPOSITORY=str(self.repo), CAIRN_PASSWORD=PASSWORD)
+        setup = dict(os.environ, **EXTRA_ENV, CAIRN_REPOSITORY=str(self.repo), CAIRN_PASSWORD=PASSWORD)
         sh([self.bin, "init", "-q"], env=setup)
         sh([self.bin, "key", "add", "-q", "--generate", str(self.key())], env=setup)
 
@@ -196,7 +215,7 @@ class Restic(Tool):
     name = "restic"
 
     def env(self):
-        return dict(os.environ, RESTIC_REPOSITORY=str(self.repo), RESTIC_PASSWORD=PASSWORD)
+        return dict(os.environ, **EXTRA_ENV, RESTIC_REPOSITORY=str(self.repo), RESTIC_PASSWORD=PASSWORD)
 
     def init(self):
         sh(["restic", "init", "-q"], env=self.env())
@@ -387,6 +406,108 @@ def run_dataset(tool_cls, name, data, work, results, run):
     shutil.rmtree(target)
 
 
+def settle(g):
+    """Waits (up to 20 s) until the Garage server is idle: background work
+    left by one command (metadata table updates) should not be charged to the
+    next one."""
+    deadline = time.monotonic() + 20
+    last = g.cpu_seconds()
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = g.cpu_seconds()
+        if now - last < 0.02:
+            return
+        last = now
+
+
+def run_garage_dataset(tool_cls, name, data, work, results, run, g, requests):
+    """run_dataset's steps against a prefix of the Garage bucket: first backup,
+    full restore and check --read-data, each with its wall time, peak RSS, the
+    client's and the server's CPU time and the S3 requests it made."""
+    prefix = f"{tool_cls.name}-{name}-{run}"
+    side = work / f"s3-{prefix}"
+    target = work / f"s3-restore-{prefix}"
+    caches = [work / "cache-cairn", work / "cache-restic"]
+    for p in [target] + caches:
+        if p.exists():
+            shutil.rmtree(p)
+    t = tool_cls(g.location(prefix), side)
+    t.init()
+    rec = lambda op, v: results.setdefault((name, op, tool_cls.name), []).append(v)
+
+    def measured(step, fn):
+        settle(g)
+        before_cpu, before_req = g.cpu_seconds(), g.s3_requests()
+        secs, rss, _ = fn()
+        after_cpu, after_req = g.cpu_seconds(), g.s3_requests()
+        made = {k: v - before_req.get(k, 0) for k, v in after_req.items() if v - before_req.get(k, 0)}
+        rec(f"{step} (s)", secs)
+        rec(f"peak RSS {step} (MiB)", rss / 1024)
+        rec(f"client CPU {step} (s)", LAST_CPU)
+        rec(f"Garage CPU {step} (s)", after_cpu - before_cpu)
+        rec(f"S3 requests {step}", sum(made.values()))
+        requests[(name, step, tool_cls.name)] = made
+
+    src = data / name if name != "checkpoint" else data / "checkpoint" / "v1"
+    warm(src)
+    measured("first backup", lambda: t.backup(src))
+    objects = g.list(prefix)
+    rec("repository size (MiB)", sum(size for _, size in objects) / (1 << 20))
+    rec("objects in repository", len(objects))
+    drop_caches()
+    measured("full restore", lambda: t.restore(src, target))
+    if du(target) != du(src):
+        print(f"WARNING: {tool_cls.name} restored {du(target)} bytes of {name}'s {du(src)}", flush=True)
+    drop_caches()
+    measured("check --read-data", t.check)
+    g.delete_prefix(prefix)
+    for p in [target, side.with_name(side.name + ".key")] + caches:
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
+
+
+def main_garage(args, data):
+    """--garage: one single-node Garage for the whole run; cairn (both ways of
+    opening) and restic on the same datasets, each under its own prefix."""
+    import garage
+    global EXTRA_ENV
+    if args.with_rustic or args.with_bupstash:
+        sys.exit("--garage runs cairn and restic only (borg, and bupstash, have no S3 backend)")
+    work = Path(args.workdir)
+    load_start = os.getloadavg()[0]
+    started = time.monotonic()
+    g = garage.Garage(work)
+    try:
+        EXTRA_ENV = dict(g.env(), CAIRN_CACHE_DIR=str(work / "cache-cairn"),
+                         RESTIC_CACHE_DIR=str(work / "cache-restic"))
+        tools = [Cairn, CairnKeyFile, Restic]
+        if args.only:
+            tools = [t for t in tools if t.name in args.only.split(",")]
+        results, requests = {}, {}
+        datasets = ["small", "checkpoint", "logs"]
+        for run in range(args.runs):
+            for name in datasets:
+                for tool in tools:
+                    print(f"run {run + 1}/{args.runs}: {name} with {tool.name} on Garage", flush=True)
+                    run_garage_dataset(tool, name, data, work, results, run, g, requests)
+                src = data / name if name != "checkpoint" else data / "checkpoint" / "v1"
+                warm(src)
+                results.setdefault((name, "first backup (s)", "limit"), []).append(limit(src))
+        setup = {"garage": g.version(), "db": garage.DB_ENGINE, "load": (load_start, os.getloadavg()[0]),
+                 "minutes": (time.monotonic() - started) / 60}
+    finally:
+        g.stop()
+        g.remove()
+    import json
+    raw = work / "garage-results.json"
+    raw.write_text(json.dumps([{"dataset": d, "measure": op, "tool": n, "runs": v}
+                               for (d, op, n), v in results.items()], indent=1))
+    print(f"every run's figures: {raw}", flush=True)
+    report_garage(results, requests, datasets, [t.name for t in tools], args, setup)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="small datasets, for a smoke run")
@@ -396,6 +517,8 @@ def main():
     ap.add_argument("--with-bupstash", action="store_true")
     ap.add_argument("--only", help="comma-separated tool names to run (e.g. cairn,cairn-keyfile); "
                     "the report then has no columns for the others")
+    ap.add_argument("--garage", action="store_true",
+                    help="cairn and restic against a single-node Garage on loopback (object storage)")
     ap.add_argument("--out", default=str(ROOT / "tools" / "bench" / "RESULTS.md"))
     args = ap.parse_args()
     ensure_tools(args)
@@ -405,6 +528,8 @@ def main():
     pristine = data / "checkpoint" / "v1-pristine.ckpt"
     if not pristine.exists():
         shutil.copyfile(data / "checkpoint" / "v1" / "model.ckpt", pristine)
+    if args.garage:
+        return main_garage(args, data)
     tools = [Cairn, CairnKeyFile, Restic, Borg]
     if args.with_rustic:
         tools.append(Rustic)
@@ -491,8 +616,144 @@ def report(results, datasets, names, args, rewritten):
                 row.append(f"{c / o:.2f}" if o else "")
             lines.append("| " + " | ".join(row) + " |")
     text = "\n".join(lines) + "\n"
-    Path(args.out).write_text(text)
+    # The object-storage section (--garage) is another run's: kept.
+    _, garage_section, _ = split_section(args.out, GARAGE_HEADING)
+    Path(args.out).write_text(text + ("\n" + garage_section if garage_section else ""))
     print(text)
+
+
+GARAGE_HEADING = "## Object storage (single-node Garage on loopback)"
+
+
+def split_section(path, heading):
+    """(before, section, after) of a file around the section under heading,
+    which runs to the next heading of its level; section is "" if absent."""
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        return "", "", ""
+    start = text.find("\n" + heading + "\n")
+    if start < 0:
+        return text, "", ""
+    start += 1
+    end = text.find("\n## ", start + len(heading))
+    end = len(text) if end < 0 else end + 1
+    return text[:start], text[start:end], text[end:]
+
+
+def report_garage(results, requests, datasets, names, args, setup):
+    med = {k: statistics.median(v) for k, v in results.items()}
+    peers = [n for n in names if not n.startswith("cairn")] + ["limit"]
+    head = names[0] if names else "cairn"
+    steps = ["first backup", "full restore", "check --read-data"]
+    main_ops = []
+    for step in steps:
+        main_ops += [f"{step} (s)", f"peak RSS {step} (MiB)"]
+        if step == "first backup":
+            main_ops += ["repository size (MiB)", "objects in repository"]
+    fmt = lambda op, v: f"{v:.0f}" if op.startswith(("objects", "S3 requests")) else f"{v:.2f}"
+    version = setup["garage"].split()[1].split(":")[-1] if len(setup["garage"].split()) > 1 else setup["garage"]
+    lines = [
+        GARAGE_HEADING,
+        "",
+        f"`python3 tools/bench/bench.py --garage{' --quick' if args.quick else ''}"
+        f"{' --only ' + args.only if args.only else ''} --runs {args.runs}` on "
+        f"{os.cpu_count()} cores; medians of {args.runs} runs. Ratios below 1 mean cairn is faster "
+        "(or smaller). Versions: "
+        + ", ".join([v for v in versions() if v.startswith("restic")] + [f"Garage {version}"]) + ".",
+        "",
+        f"Setup: one Garage {version} node started by the benchmark (replication factor 1, "
+        f"`db_engine = \"{setup['db']}\"`, block compression off since both tools send encrypted "
+        "data, Garage's other defaults: 1 MiB blocks, no fsync of data or metadata), its metadata "
+        "and data directories in the work directory, on the same disk as the sources and restores. "
+        "The tools reach it over loopback HTTP (`s3:http://127.0.0.1:PORT/bench/PREFIX`, path-style, "
+        "signature v4), each repository under its own prefix of one bucket, deleted after its run. "
+        "cairn keeps up to 8 requests in flight, restic its default 5 connections. Both keep their "
+        "local caches (index, snapshots, trees) in the work directory, emptied after each run. "
+        "No network latency or bandwidth limit is simulated: the client and the server share the "
+        f"machine's {os.cpu_count()} cores, so bulk transfers are bounded by CPU (the client's "
+        "hashing, compression and encryption plus the server's HTTP, checksums and block writes), "
+        "and sequences of small requests by loopback round trips. The `limit` column is the "
+        "client's share alone (read, chunk, hash, compress, encrypt on all cores).",
+        "",
+        f"The run took {setup['minutes']:.0f} minutes; the 1-minute load average was "
+        f"{setup['load'][0]:.1f} when it started and {setup['load'][1]:.1f} when it ended (other work on "
+        "the machine adds to the figures' spread).",
+        "",
+        ("The page cache was dropped before every restore and check, so each tool's repository "
+         "(Garage's block files) was read from disk." if DROPPED else
+         "The page cache could not be dropped (not root): Garage served restores and checks from "
+         "memory."),
+        "",
+        "| dataset | measure | " + " | ".join(names) + " | limit | "
+        + " | ".join(f"{head}/{o}" for o in peers) + " |",
+        "|---|---|" + "---|" * (len(names) + 1 + len(peers)),
+    ]
+    for d in datasets:
+        for op in main_ops:
+            if not any((d, op, n) in med for n in names):
+                continue
+            row = [d, op] + ["" if med.get((d, op, n)) is None else fmt(op, med[(d, op, n)])
+                             for n in names + ["limit"]]
+            c = med.get((d, op, head))
+            for other in peers:
+                o = med.get((d, op, other))
+                row.append(f"{c / o:.2f}" if c is not None and o else "")
+            lines.append("| " + " | ".join(row) + " |")
+    kf = CairnKeyFile.name
+    if kf in names and head != kf:
+        lines += [
+            "",
+            f"### {kf}: cairn opened with a generated key file",
+            "",
+            "The same steps with the repository opened by a key file from `cairn key add --generate` "
+            "(no Argon2id derivation), as an unattended backup would.",
+            "",
+            f"| dataset | measure | {kf} | " + " | ".join(f"{kf}/{o}" for o in peers) + " |",
+            "|---|---|---|" + "---|" * len(peers),
+        ]
+        for d in datasets:
+            for op in main_ops:
+                c = med.get((d, op, kf))
+                if c is None or op.startswith(("objects", "repository")):
+                    continue
+                row = [d, op, fmt(op, c)]
+                for other in peers:
+                    o = med.get((d, op, other))
+                    row.append(f"{c / o:.2f}" if o else "")
+                lines.append("| " + " | ".join(row) + " |")
+    lines += [
+        "",
+        "### Where the time goes",
+        "",
+        "Per step: wall time (median, and the fastest and slowest run), the client's CPU time "
+        "(user + system, GNU time) and the Garage server's over the same interval (from /proc), "
+        "medians, and the S3 requests the server counted (its metrics; the last run's, by kind). "
+        "Client plus server CPU time near twice the wall time means both cores were busy; well "
+        "below it, the step was waiting.",
+        "",
+        "| dataset | step | tool | wall (s) | wall min–max (s) | client CPU (s) | Garage CPU (s) | requests |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for d in datasets:
+        for step in steps:
+            for n in names:
+                if (d, f"{step} (s)", n) not in med:
+                    continue
+                made = requests.get((d, step, n), {})
+                kinds = ", ".join(f"{k} {v}" for k, v in sorted(made.items(), key=lambda kv: -kv[1]))
+                walls = results[(d, f"{step} (s)", n)]
+                lines.append(f"| {d} | {step} | {n} | {med[(d, f'{step} (s)', n)]:.2f} | "
+                             f"{min(walls):.2f}–{max(walls):.2f} | "
+                             f"{med[(d, f'client CPU {step} (s)', n)]:.2f} | "
+                             f"{med[(d, f'Garage CPU {step} (s)', n)]:.2f} | "
+                             f"{sum(made.values())}: {kinds} |")
+    section = "\n".join(lines) + "\n"
+    before, _, after = split_section(args.out, GARAGE_HEADING)
+    if before and not before.endswith("\n\n"):
+        before = before.rstrip("\n") + "\n\n"
+    Path(args.out).write_text(before + section + ("\n" + after if after else ""))
+    print(section)
 
 
 def versions():
