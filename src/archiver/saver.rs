@@ -296,15 +296,35 @@ impl Saver {
             }
         };
         let (packs_from, index_from) = self.verified;
-        let packs = self.written_packs[packs_from.min(self.written_packs.len())..]
-            .par_iter()
-            .map(|(id, size)| probe(FileType::Pack, id.to_hex(), *size))
-            .collect::<Result<Vec<_>>>()?;
-        let index_files = self.written_index_files
-            [index_from.min(self.written_index_files.len())..]
-            .iter()
-            .map(|(id, size)| probe(FileType::Index, id.to_hex(), *size))
-            .collect::<Result<Vec<_>>>()?;
+        // Per file: its name if it is gone.
+        type Gone = Vec<Option<String>>;
+        let check = || -> Result<(Gone, Gone)> {
+            let packs = self.written_packs[packs_from.min(self.written_packs.len())..]
+                .par_iter()
+                .map(|(id, size)| probe(FileType::Pack, id.to_hex(), *size))
+                .collect::<Result<Vec<_>>>()?;
+            let index_files = self.written_index_files
+                [index_from.min(self.written_index_files.len())..]
+                .par_iter()
+                .map(|(id, size)| probe(FileType::Index, id.to_hex(), *size))
+                .collect::<Result<Vec<_>>>()?;
+            Ok((packs, index_files))
+        };
+        // On object storage each probe is a round trip: as many at once as the
+        // storage wants in flight, not one per core.
+        let wanted = backend.concurrency();
+        let pool = (wanted > rayon::current_num_threads())
+            .then(|| {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(wanted)
+                    .build()
+                    .ok()
+            })
+            .flatten();
+        let (packs, index_files) = match pool {
+            Some(pool) => pool.install(check)?,
+            None => check()?,
+        };
         let gone_packs: Vec<String> = packs.into_iter().flatten().collect();
         let gone_index: Vec<String> = index_files.into_iter().flatten().collect();
         let first = match (gone_packs.first(), gone_index.first()) {

@@ -110,16 +110,21 @@ pub(super) fn write_contents(state: &State, files: &[&FileJob]) -> Vec<bool> {
         SPANS_QUEUED,
         state.repo.backend().concurrency(),
         state.interrupt,
+        // The pack's session key (its first bytes, one request the first time
+        // a pack is met) is fetched by the reader threads too, so that on
+        // object storage those requests overlap like the span reads.
         |span| {
-            state.repo.backend().read_range(
+            let session = state.repo.pack_session(&span.pack);
+            let bytes = state.repo.backend().read_range(
                 crate::backend::FileType::Pack,
                 &span.pack.to_hex(),
                 span.start,
                 span.len,
-            )
+            );
+            (session, bytes)
         },
-        |span, bytes| {
-            let session = match state.repo.pack_session(&span.pack) {
+        |span, (session, bytes)| {
+            let session = match session {
                 Ok(s) => s,
                 Err(e) => {
                     for blob in &span.blobs {

@@ -439,3 +439,27 @@ pub fn pack_names(repo: &Path) -> std::collections::BTreeSet<String> {
         .filter(|n| !n.starts_with(".tmp-"))
         .collect()
 }
+
+/// The ids of the repository's snapshots, oldest first (`snapshots --json`).
+pub fn snapshot_ids(env: &Env) -> Vec<String> {
+    let listed: serde_json::Value =
+        serde_json::from_str(&env.ok(&["snapshots", "--json"])).expect("snapshots --json");
+    listed
+        .as_array()
+        .expect("snapshots --json is an array")
+        .iter()
+        .map(|s| s["id"].as_str().expect("a snapshot has an id").to_string())
+        .collect()
+}
+
+/// `check --read-data` succeeds and reports nothing on stderr.
+pub fn check_clean(env: &Env) {
+    let out = env.run(&["check", "--read-data"]);
+    assert!(
+        out.status.success() && stderr(&out).is_empty(),
+        "check --read-data: {:?}\n{}\n{}",
+        out.status.code(),
+        stdout(&out),
+        stderr(&out)
+    );
+}

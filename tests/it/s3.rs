@@ -7,7 +7,7 @@ use std::path::Path;
 
 use cairn::backend::{Backend, FileType};
 
-use crate::common::{self, Env, restore_matches, stderr};
+use crate::common::{self, Env, check_clean, restore_matches, snapshot_ids, stderr};
 use crate::garage::Garage;
 
 /// Seeded sources: small text files, a few random ones, and one file larger
@@ -23,28 +23,6 @@ fn source(dir: &Path, seed: u64) {
         format!("r{i}.bin")
     });
     fs::write(dir.join("big.bin"), common::xorshift(seed, 3 << 20)).expect("write");
-}
-
-fn snapshot_ids(env: &Env) -> Vec<String> {
-    let listed: serde_json::Value =
-        serde_json::from_str(&env.ok(&["snapshots", "--json"])).expect("json");
-    listed
-        .as_array()
-        .expect("array")
-        .iter()
-        .map(|s| s["id"].as_str().expect("id").to_string())
-        .collect()
-}
-
-fn check_clean(env: &Env) {
-    let out = env.run(&["check", "--read-data"]);
-    assert!(
-        out.status.success() && stderr(&out).is_empty(),
-        "check --read-data: {:?}\n{}\n{}",
-        out.status.code(),
-        common::stdout(&out),
-        stderr(&out)
-    );
 }
 
 #[test]

@@ -12,7 +12,7 @@ use std::process::Output;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::common::{self, Env, restore_matches, stderr, stdout};
+use crate::common::{self, Env, check_clean, restore_matches, snapshot_ids, stderr, stdout};
 use crate::garage::Garage;
 use crate::s3proxy::{Fault, Logged, Proxy, Request, render};
 
@@ -71,29 +71,6 @@ fn backup_id(env: &Env, src: &Path) -> String {
         .as_str()
         .expect("the backup summary has a snapshot_id")
         .to_string()
-}
-
-fn snapshot_ids(env: &Env) -> Vec<String> {
-    let listed: serde_json::Value =
-        serde_json::from_str(&env.ok(&["snapshots", "--json"])).expect("snapshots --json");
-    listed
-        .as_array()
-        .expect("snapshots --json is an array")
-        .iter()
-        .map(|s| s["id"].as_str().expect("a snapshot has an id").to_string())
-        .collect()
-}
-
-/// `check --read-data` succeeds and reports nothing on stderr.
-fn check_clean(env: &Env) {
-    let out = env.run(&["check", "--read-data"]);
-    assert!(
-        out.status.success() && stderr(&out).is_empty(),
-        "check --read-data: {:?}\n{}\n{}",
-        out.status.code(),
-        stdout(&out),
-        stderr(&out)
-    );
 }
 
 fn is_pack(r: &Request) -> bool {
