@@ -3,14 +3,18 @@
 //! fault injection in tests — is layered on top.
 
 pub mod local;
+#[cfg(feature = "s3")]
 pub mod s3;
+pub mod s3location;
 
 use std::time::SystemTime;
 
 use crate::error::Result;
 
 pub use local::LocalBackend;
-pub use s3::{S3Backend, S3Location};
+#[cfg(feature = "s3")]
+pub use s3::S3Backend;
+pub use s3location::S3Location;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,7 +24,15 @@ use std::sync::Arc;
 /// `./s3:x` for a directory of that name).
 pub fn open(location: &Path) -> Result<Arc<dyn Backend>> {
     match location.to_str().filter(|s| S3Location::is_s3(s)) {
+        #[cfg(feature = "s3")]
         Some(s) => Ok(Arc::new(S3Backend::new(S3Location::parse(s)?)?)),
+        #[cfg(not(feature = "s3"))]
+        Some(s) => {
+            S3Location::parse(s)?;
+            Err(crate::error::Error::invalid(format!(
+                "{s}: this cairn was built without object storage (cargo feature `s3`)"
+            )))
+        }
         None => Ok(Arc::new(LocalBackend::new(location))),
     }
 }

@@ -13,6 +13,7 @@ mod faults;
 mod faulty;
 mod fixture;
 mod full_disk;
+#[cfg(feature = "s3")]
 mod garage;
 mod health;
 mod hostile;
@@ -27,9 +28,13 @@ mod restore;
 mod resume;
 mod rollback;
 mod roundtrip;
+#[cfg(feature = "s3")]
 mod s3;
+#[cfg(feature = "s3")]
 mod s3_cluster;
+#[cfg(feature = "s3")]
 mod s3_faults;
+#[cfg(feature = "s3")]
 mod s3proxy;
 mod source_trouble;
 mod sources;
