@@ -51,7 +51,18 @@ pub struct Repository {
     key_id: KeyId,
     sessions: Mutex<HashMap<PackId, [u8; SESSION_ID_LEN]>>,
     cache: Option<Cache>,
+    /// Without the cache, on object storage: the last few tree packs read
+    /// whole, so that walking trees costs a request per pack rather than per
+    /// tree ([`TREE_PACKS_HELD`] at most, each at most a pack).
+    tree_packs: Mutex<std::collections::VecDeque<(PackId, Arc<Vec<u8>>)>>,
 }
+
+/// Tree packs [`Repository`] keeps in memory when it reads object storage
+/// without the cache.
+const TREE_PACKS_HELD: usize = 4;
+/// Larger tree packs (a repository made with a large `--pack-size`) are read
+/// a blob at a time instead.
+const TREE_PACK_HELD_MAX: u64 = 64 << 20;
 
 impl Repository {
     /// Creates a repository in an empty or missing location. The config file is
@@ -155,6 +166,7 @@ impl Repository {
             key_id,
             sessions: Mutex::new(HashMap::new()),
             cache: None,
+            tree_packs: Mutex::new(std::collections::VecDeque::new()),
         }
     }
 
@@ -453,6 +465,9 @@ impl Repository {
             if let Some(plain) = self.read_cached_tree(index, &pack_id, &entry, &session) {
                 return Ok(plain);
             }
+            if let Some(plain) = self.read_held_tree(index, &pack_id, &entry, &session) {
+                return Ok(plain);
+            }
         }
         let sealed = self.backend.read_range(
             FileType::Pack,
@@ -533,6 +548,55 @@ impl Repository {
                 None
             }
         }
+    }
+
+    /// Without the cache, on storage where each request is a round trip: a tree
+    /// blob from its whole pack, read once and held in memory with the last few
+    /// read. `None` (read the blob alone instead, and report what is wrong with
+    /// it) when the cache is on, the storage is local, or the pack can't be
+    /// read whole or doesn't hash to its name: commands that audit (`check`)
+    /// still see exactly what is wrong with each blob.
+    fn read_held_tree(
+        &self,
+        index: &Index,
+        pack_id: &PackId,
+        entry: &crate::pack::PackEntry,
+        session: &crate::crypto::SessionKey,
+    ) -> Option<Vec<u8>> {
+        if self.cache.is_some() || self.backend.concurrency() <= 1 {
+            return None;
+        }
+        let held = self
+            .tree_packs
+            .lock()
+            .ok()?
+            .iter()
+            .find(|(p, _)| p == pack_id)
+            .map(|(_, b)| Arc::clone(b));
+        let bytes = match held {
+            Some(b) => b,
+            None => {
+                let name = pack_id.to_hex();
+                let size = index
+                    .pack_size_of(entry.kind, &entry.id)
+                    .filter(|s| *s <= TREE_PACK_HELD_MAX)?;
+                let bytes = self.backend.read(FileType::Pack, &name, size).ok()?;
+                check_name(&bytes, &name, "pack").ok()?;
+                let bytes = Arc::new(bytes);
+                let mut held = self.tree_packs.lock().ok()?;
+                if held.len() >= TREE_PACKS_HELD {
+                    held.pop_front();
+                }
+                held.push_back((*pack_id, Arc::clone(&bytes)));
+                bytes
+            }
+        };
+        let (start, len) = (
+            usize::try_from(entry.offset).ok()?,
+            usize::try_from(entry.length).ok()?,
+        );
+        let sealed = bytes.get(start..start.checked_add(len)?)?;
+        pack::open_blob(&self.key, session, self.repo_id(), entry, sealed, pack_id).ok()
     }
 
     pub fn load_tree(&self, index: &Index, id: &BlobId) -> Result<Tree> {

@@ -684,3 +684,41 @@ fn an_unchanged_rebackup_right_after_a_backup_gets_no_packs() {
     backup_id(env, &src);
     assert_unchanged_rebackup_is_cheap("re-backup", &proxy.log_since(mark), &rig.prefix, 1);
 }
+
+/// `check` (which reads a bucket without the local cache) walks the trees of
+/// a snapshot of 120 directories with a request per tree pack, not per tree:
+/// each tree pack is fetched whole, once, and verified; the trees are read
+/// from it.
+#[test]
+fn check_reads_each_tree_pack_once_not_each_tree() {
+    let Some(rig) = rig(
+        "s3_faults::check_reads_each_tree_pack_once_not_each_tree",
+        &[],
+    ) else {
+        return;
+    };
+    let (proxy, env) = (&rig.proxy, &rig.env);
+    let src = env.path("src");
+    for i in 0..120 {
+        let d = src.join(format!("d{i:03}"));
+        fs::create_dir_all(&d).expect("mkdir");
+        fs::write(d.join("f"), format!("file {i}")).expect("write");
+    }
+    backup_id(env, &src);
+    let mark = proxy.mark();
+    env.ok(&["check"]);
+    let log = proxy.log_since(mark);
+    let pack_gets: Vec<&Logged> = log
+        .iter()
+        .filter(|e| e.request.method == "GET" && is_pack(&e.request) && !e.request.is_list())
+        .collect();
+    let packs: HashSet<&str> = pack_gets.iter().map(|e| e.request.key()).collect();
+    // Per tree pack: its first bytes (the session key) and the whole pack.
+    assert!(
+        pack_gets.len() <= 2 * packs.len(),
+        "{} GETs of {} packs for 121 trees:\n{}",
+        pack_gets.len(),
+        packs.len(),
+        render(&log)
+    );
+}
