@@ -92,10 +92,15 @@ fn cache_forgets_what_the_repository_forgot() {
         "--target",
         env.path("out2").to_str().expect("utf-8"),
     ]);
+    // The repository's own cache directory, named by its id (beside `seen/`,
+    // whichever `read_dir` lists first).
     let cache = fs::read_dir(env.path("cache"))
         .expect("cache dir")
         .flatten()
-        .find(|e| e.path().is_dir())
+        .find(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            e.path().is_dir() && name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit())
+        })
         .expect("repository cache")
         .path();
     assert_eq!(
