@@ -528,6 +528,13 @@ impl Backend for LocalBackend {
             )));
         }
         let p = self.root.join(name);
+        // A symlink or directory of that name is not one of cairn's temporary
+        // files (`list_temporary` lists regular files only): left alone.
+        if !fs::symlink_metadata(&p).at(&p)?.is_file() {
+            return Err(Error::invalid(format!(
+                "{name:?} is not a temporary file of the repository (not a regular file)"
+            )));
+        }
         fs::remove_file(&p).at(&p)?;
         if let Some(d) = p.parent() {
             sync_dir(d)?;
@@ -581,6 +588,30 @@ fn stop_point() {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A symlink or a directory named like a temporary file is not one:
+    /// `remove_temporary` refuses it, and a symlink's target is untouched
+    /// (found by the `backend_names` fuzz target: a symlink was removed).
+    #[test]
+    fn remove_temporary_refuses_a_symlink_or_directory_of_a_temporary_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = LocalBackend::new(dir.path().join("r"));
+        b.create().unwrap();
+        let outside = dir.path().join("outside");
+        fs::write(&outside, b"keep").unwrap();
+        let link = "keys/.tmp-0123456789abcdef";
+        std::os::unix::fs::symlink(&outside, b.root().join(link)).unwrap();
+        let sub = "index/.tmp-fedcba9876543210";
+        fs::create_dir(b.root().join(sub)).unwrap();
+        assert!(b.list_temporary().unwrap().is_empty());
+        for name in [link, sub] {
+            let e = b.remove_temporary(name).unwrap_err().to_string();
+            assert!(e.contains("not a regular file"), "{e}");
+        }
+        assert!(fs::symlink_metadata(b.root().join(link)).is_ok());
+        assert!(b.root().join(sub).is_dir());
+        assert_eq!(fs::read(&outside).unwrap(), b"keep");
+    }
 
     #[test]
     fn write_read_list_remove() {

@@ -722,3 +722,55 @@ fn check_reads_each_tree_pack_once_not_each_tree() {
         render(&log)
     );
 }
+
+/// Packs larger than 32 MiB (a repository made with `--pack-size 40`) go up as
+/// multipart uploads (the log shows the upload created, its parts and its
+/// completion), and read back whole: restore and `check --read-data` are clean.
+#[test]
+fn a_large_pack_is_a_multipart_upload() {
+    use cairn::backend::Backend as _;
+    let Some(garage) = Garage::single("s3_faults::a_large_pack_is_a_multipart_upload") else {
+        return;
+    };
+    let proxy = Proxy::start(&garage.endpoint(0));
+    let mut env = garage.env("large");
+    env.repo = proxy.location("large");
+    env.ok(&[
+        "init",
+        "--kdf-memory",
+        "1024",
+        "--kdf-iterations",
+        "1",
+        "--pack-size",
+        "40",
+    ]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).expect("mkdir");
+    fs::write(src.join("big.bin"), common::xorshift(77, 45 << 20)).expect("write");
+    let id = backup_id(&env, &src);
+    let log = proxy.log();
+    let on_packs = |pred: &dyn Fn(&Request) -> bool| {
+        log.iter()
+            .filter(|e| is_pack(&e.request) && pred(&e.request) && e.succeeded())
+            .count()
+    };
+    let created = on_packs(&|r| r.method == "POST" && r.param("uploads").is_some());
+    let parts = on_packs(&|r| r.method == "PUT" && r.param("partNumber").is_some());
+    let completed = on_packs(&|r| r.method == "POST" && r.param("uploadId").is_some());
+    assert!(
+        created >= 1 && parts >= 2 * created && completed == created,
+        "{created} uploads created, {parts} parts, {completed} completed:\n{}",
+        render(&log)
+    );
+    let largest = garage
+        .backend(0, "large")
+        .list(cairn::backend::FileType::Pack)
+        .expect("list")
+        .iter()
+        .map(|e| e.size)
+        .max()
+        .unwrap_or(0);
+    assert!(largest > 32 << 20, "the largest pack has {largest} bytes");
+    restore_matches(&env, &id, &src);
+    check_clean(&env);
+}
