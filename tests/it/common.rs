@@ -427,7 +427,10 @@ pub fn stop_when(child: &mut std::process::Child, what: &str, reached: impl Fn()
             return;
         }
         kill(pid, Signal::SIGCONT).expect("SIGCONT");
-        std::thread::sleep(std::time::Duration::from_micros(500));
+        // Short steps: on a quiet machine the last stretch of a command (a
+        // prune's final deletions and its exit, say) can take well under a
+        // millisecond, and a state passed within one step is missed.
+        std::thread::sleep(std::time::Duration::from_micros(100));
     }
 }
 
