@@ -421,15 +421,18 @@ pub fn warn_skipped(g: &GlobalArgs, skipped: &[(cairn::id::SnapshotId, cairn::Er
 /// storage errors are never of this kind (object storage's are mapped to
 /// others, naming the object).
 pub fn is_broken_stdout(err: &anyhow::Error) -> bool {
-    err.chain().any(|e| match e.downcast_ref::<cairn::Error>() {
+    // A library error decides alone: its own source (a broken pipe to a
+    // command a plan runs, say) is not standard output.
+    match library_error(err) {
         Some(cairn::Error::Io { path, source }) => {
             path.as_os_str() == "standard output" && source.kind() == std::io::ErrorKind::BrokenPipe
         }
         Some(_) => false,
-        None => e
-            .downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe),
-    })
+        None => err.chain().any(|e| {
+            e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+        }),
+    }
 }
 
 /// The library error inside an anyhow chain, if any.
