@@ -39,23 +39,11 @@ fn packs(repo: &Path) -> usize {
 /// Steps `child` (SIGCONT, a moment, SIGSTOP) until `ready` holds, and leaves it
 /// stopped; panics if it exits first.
 fn step_until(child: &mut Child, what: &str, ready: impl Fn() -> bool) {
-    let pid = Pid::from_raw(child.id() as i32);
-    loop {
-        kill(pid, Signal::SIGSTOP).expect("SIGSTOP");
-        if ready() {
-            return;
-        }
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            let out = child.stderr.take().map(|mut e| {
-                let mut s = String::new();
-                std::io::Read::read_to_string(&mut e, &mut s).expect("stderr");
-                s
-            });
-            panic!("{what} exited ({status}) before it got there: {out:?}");
-        }
-        kill(pid, Signal::SIGCONT).expect("SIGCONT");
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    // common::stop_when waits until the child has stopped before looking: a
+    // SIGSTOP is delivered asynchronously, and a child still running for a
+    // moment after kill() returned wrote a file after the look (seen once in
+    // prune_beside_a_running_backup_is_refused_naming_its_host_and_pid).
+    common::stop_when(child, what, ready);
 }
 
 /// Continues a stopped `child` and waits for it: its output.
