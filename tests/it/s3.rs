@@ -208,31 +208,6 @@ fn snapshots_copy_between_a_directory_and_a_bucket_both_ways() {
         .expect("id")
         .to_string();
 
-    // Local → a bucket made with init --from-repo: blob for blob.
-    let twin = g.env("twin");
-    twin.ok(&[
-        "init",
-        "--kdf-memory",
-        "1024",
-        "--kdf-iterations",
-        "1",
-        "--from-repo",
-        local.repo.to_str().expect("utf-8"),
-        "--from-password-file",
-        local.password_file.to_str().expect("utf-8"),
-    ]);
-    twin.ok(&[
-        "copy",
-        "--from-repo",
-        local.repo.to_str().expect("utf-8"),
-        "--from-password-file",
-        local.password_file.to_str().expect("utf-8"),
-    ]);
-    restore_matches(&twin, &snapshot_ids(&twin)[0], &src);
-    check_clean(&twin);
-
-    // Local → bucket (unrelated repository: re-chunked).
-    let cold = g.env_with_repo("cold", &[]);
     let copy = |to: &Env, from: &Env| {
         to.ok(&[
             "copy",
@@ -242,6 +217,29 @@ fn snapshots_copy_between_a_directory_and_a_bucket_both_ways() {
             from.password_file.to_str().expect("utf-8"),
         ])
     };
+    let init_from = |to: &Env, from: &Env| {
+        to.ok(&[
+            "init",
+            "--kdf-memory",
+            "1024",
+            "--kdf-iterations",
+            "1",
+            "--from-repo",
+            from.repo.to_str().expect("utf-8"),
+            "--from-password-file",
+            from.password_file.to_str().expect("utf-8"),
+        ])
+    };
+
+    // Local → a bucket made with init --from-repo: blob for blob.
+    let twin = g.env("twin");
+    init_from(&twin, &local);
+    copy(&twin, &local);
+    restore_matches(&twin, &snapshot_ids(&twin)[0], &src);
+    check_clean(&twin);
+
+    // Local → bucket (unrelated repository: re-chunked).
+    let cold = g.env_with_repo("cold", &[]);
     // The source's variables are the destination's here: one bucket.
     copy(&cold, &local);
     let copied = snapshot_ids(&cold);
@@ -255,17 +253,7 @@ fn snapshots_copy_between_a_directory_and_a_bucket_both_ways() {
     // Bucket → a new local repository sharing its ids: blob for blob.
     let mut back = Env::new();
     back.vars = g.vars();
-    back.ok(&[
-        "init",
-        "--kdf-memory",
-        "1024",
-        "--kdf-iterations",
-        "1",
-        "--from-repo",
-        cold.repo.to_str().expect("utf-8"),
-        "--from-password-file",
-        cold.password_file.to_str().expect("utf-8"),
-    ]);
+    init_from(&back, &cold);
     copy(&back, &cold);
     let ids = snapshot_ids(&back);
     assert_eq!(ids.len(), 1);
