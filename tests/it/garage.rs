@@ -55,11 +55,45 @@ fn binary_or_skip(test: &str) -> Option<PathBuf> {
     }
 }
 
+/// A loopback port no other Garage of this test run was given and nothing
+/// listens on. Ports come from below the kernel's ephemeral range, so neither
+/// `bind(":0")` elsewhere (the fault proxy) nor an outgoing connection can be
+/// handed one between this check and Garage binding it; asking the kernel for
+/// port 0 here instead once gave one node's S3 port to another's admin API.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let (low, high) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| {
+            let mut it = t.split_whitespace().map(|v| v.parse::<u32>().ok());
+            Some((it.next()??, it.next()??))
+        })
+        .unwrap_or((32768, 60999));
+    // The window: below the ephemeral range if there is room, else above it.
+    let (start, len) = if low >= 11_000 {
+        (low - 10_000, 10_000)
+    } else if high <= 55_000 {
+        (high + 1, 10_000)
+    } else {
+        return std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free loopback port");
+    };
+    // Another test process starts elsewhere in the window.
+    let offset = std::process::id() % len;
+    for _ in 0..len {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = start + (offset + n) % len;
+        let Ok(port) = u16::try_from(port) else {
+            continue;
+        };
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {start}..{}", start + len)
 }
 
 pub struct Node {
@@ -207,7 +241,15 @@ api_bind_addr = "127.0.0.1:{admin_port}"
                 .command(i, &["status"])
                 .output()
                 .expect("garage status");
-            if out.status.success() {
+            let s3_listens =
+                std::net::TcpStream::connect(("127.0.0.1", self.nodes[i].s3_port)).is_ok();
+            if out.status.success() && s3_listens {
+                // A server that could not bind its port logs this and runs on.
+                let log = self.log(i);
+                assert!(
+                    !log.contains("exited with error"),
+                    "garage node {i} lost one of its servers:\n{log}"
+                );
                 return;
             }
             assert!(
