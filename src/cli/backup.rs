@@ -132,6 +132,7 @@ fn print_summary(g: &GlobalArgs, r: &archiver::BackupResult, secs: f64) -> Resul
     if g.json {
         return output::print_json(&serde_json::json!({
             "message_type": "summary",
+            "command": "backup",
             "snapshot_id": id.to_hex(),
             "files_new": m.files_new,
             "files_changed": m.files_changed,

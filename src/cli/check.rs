@@ -109,6 +109,7 @@ pub fn run(g: &GlobalArgs, a: CheckArgs) -> Result<ExitCode> {
         let mut v = serde_json::to_value(&s)?;
         if let Some(o) = v.as_object_mut() {
             o.insert("message_type".into(), "summary".into());
+            o.insert("command".into(), "check".into());
             o.insert("duration_seconds".into(), secs.into());
         }
         output::print_json(&v)?;

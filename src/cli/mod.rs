@@ -7,6 +7,7 @@ mod check;
 mod copy;
 mod drill;
 mod forget;
+mod generate;
 mod init;
 mod key;
 mod ls;
@@ -20,13 +21,14 @@ mod restore;
 pub mod signals;
 mod snapshots;
 mod unlock;
+mod version;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use cairn::crypto::KdfParams;
 use cairn::repository::Repository;
@@ -116,6 +118,10 @@ enum Cmd {
     Key(key::KeyCmd),
     /// Backup plans: classes of data with their own schedule, retention and copies
     Plan(plan::PlanCmd),
+    /// Print cairn's version and the repository format version it reads and writes
+    Version,
+    /// Write shell completions or man pages, generated from these definitions
+    Generate(generate::GenerateArgs),
 }
 
 /// Snapshot filters shared by commands that choose snapshots (as restic's): they
@@ -265,6 +271,8 @@ pub fn run() -> Result<ExitCode> {
         Cmd::Repair(a) => repair::run(g, a),
         Cmd::Key(c) => key::run(g, c),
         Cmd::Plan(a) => plan::run(g, a),
+        Cmd::Version => version::run(g),
+        Cmd::Generate(a) => generate::run(g, a, Cli::command()),
     }
 }
 

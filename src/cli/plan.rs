@@ -526,6 +526,16 @@ fn schedule(g: &GlobalArgs, flag: Option<PathBuf>, a: ScheduleArgs) -> Result<Ex
     let root = nix::unistd::geteuid().is_root();
     if use_cron {
         let line = schedule::crontab_line(&exe, &plan.file, period);
+        if !a.install && g.json {
+            output::print_json(&serde_json::json!({
+                "scheduler": "cron",
+                "plan": plan.file.display().to_string(),
+                "shortest_interval": shortest,
+                "period_minutes": period,
+                "crontab_line": line,
+            }))?;
+            return Ok(ExitCode::SUCCESS);
+        }
         if !a.install {
             if !g.quiet {
                 println!(
@@ -543,6 +553,18 @@ fn schedule(g: &GlobalArgs, flag: Option<PathBuf>, a: ScheduleArgs) -> Result<Ex
     }
     let user = !root;
     let units = schedule::systemd_units(&exe, &plan.file, period, user);
+    if !a.install && g.json {
+        output::print_json(&serde_json::json!({
+            "scheduler": "systemd",
+            "plan": plan.file.display().to_string(),
+            "shortest_interval": shortest,
+            "period_minutes": period,
+            "user_units": user,
+            "service": units.service,
+            "timer": units.timer,
+        }))?;
+        return Ok(ExitCode::SUCCESS);
+    }
     if !a.install {
         println!("# {UNIT}.service");
         print!("{}", units.service);
@@ -575,7 +597,7 @@ fn schedule(g: &GlobalArgs, flag: Option<PathBuf>, a: ScheduleArgs) -> Result<Ex
     std::fs::write(&service, &units.service)
         .with_context(|| format!("writing {}", service.display()))?;
     std::fs::write(&timer, &units.timer).with_context(|| format!("writing {}", timer.display()))?;
-    if !g.quiet {
+    if !g.quiet && !g.json {
         println!("wrote {} and {}", service.display(), timer.display());
     }
     let scope: &[&str] = if user { &["--user"] } else { &[] };
@@ -603,7 +625,16 @@ fn schedule(g: &GlobalArgs, flag: Option<PathBuf>, a: ScheduleArgs) -> Result<Ex
             ));
         }
     }
-    if !g.quiet {
+    if g.json {
+        output::print_json(&serde_json::json!({
+            "scheduler": "systemd",
+            "plan": plan.file.display().to_string(),
+            "shortest_interval": shortest,
+            "period_minutes": period,
+            "user_units": user,
+            "installed": [service.display().to_string(), timer.display().to_string()],
+        }))?;
+    } else if !g.quiet {
         println!(
             "enabled {UNIT}.timer: `systemctl {}list-timers {UNIT}.timer` shows the next run",
             if user { "--user " } else { "" }

@@ -120,6 +120,7 @@ pub fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<ExitCode> {
         let mut v = serde_json::to_value(&s)?;
         if let Some(o) = v.as_object_mut() {
             o.insert("message_type".into(), "summary".into());
+            o.insert("command".into(), "restore".into());
             o.insert("snapshot_id".into(), sel.id.to_hex().into());
             o.insert("duration_seconds".into(), secs.into());
             o.insert("dry_run".into(), a.dry_run.into());

@@ -31,7 +31,14 @@ pub fn run(g: &GlobalArgs, a: UnlockArgs) -> Result<ExitCode> {
             );
         }
     }
-    if !g.json && !g.quiet && done.is_empty() {
+    if g.json {
+        output::print_json(&serde_json::json!({
+            "message_type": "summary",
+            "command": "unlock",
+            "locks_seen": done.len(),
+            "locks_removed": done.iter().filter(|u| u.removed).count(),
+        }))?;
+    } else if !g.quiet && done.is_empty() {
         println!("no locks");
     }
     Ok(ExitCode::SUCCESS)
