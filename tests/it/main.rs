@@ -15,6 +15,7 @@ mod fixture;
 mod full_disk;
 #[cfg(feature = "s3")]
 mod garage;
+mod generate;
 mod health;
 mod hostile;
 mod json;
