@@ -8,6 +8,7 @@ mod copy;
 mod drill;
 mod forget;
 mod init;
+mod inspect;
 mod key;
 mod ls;
 mod output;
@@ -116,6 +117,8 @@ enum Cmd {
     Key(key::KeyCmd),
     /// Backup plans: classes of data with their own schedule, retention and copies
     Plan(plan::PlanCmd),
+    #[command(flatten)]
+    Inspect(inspect::InspectCmd),
 }
 
 /// Snapshot filters shared by commands that choose snapshots (as restic's): they
@@ -265,6 +268,7 @@ pub fn run() -> Result<ExitCode> {
         Cmd::Repair(a) => repair::run(g, a),
         Cmd::Key(c) => key::run(g, c),
         Cmd::Plan(a) => plan::run(g, a),
+        Cmd::Inspect(c) => inspect::run(g, c),
     }
 }
 
