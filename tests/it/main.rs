@@ -17,6 +17,7 @@ mod full_disk;
 mod garage;
 mod health;
 mod hostile;
+mod inspect;
 mod keys;
 mod locks;
 mod password;
