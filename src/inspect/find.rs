@@ -84,7 +84,7 @@ impl Wanted {
                 }
                 let hits: Vec<BlobId> = index
                     .blobs()
-                    .filter(|(_, e)| e.kind == kind && e.id.to_hex().starts_with(&p))
+                    .filter(|(_, e)| e.kind == kind && hex_prefix(&e.id.0, &p))
                     .map(|(_, e)| e.id)
                     .take(2)
                     .collect();
@@ -125,7 +125,7 @@ impl Wanted {
         let hits: Vec<PackId> = index
             .packs()
             .map(|(id, _)| id)
-            .filter(|id| id.to_hex().starts_with(&p))
+            .filter(|id| hex_prefix(&id.0, &p))
             .collect();
         let pack = match hits.as_slice() {
             [one] => *one,
@@ -195,5 +195,67 @@ impl Wanted {
             .into_iter()
             .filter_map(|(id, hit)| hit.then_some(id))
             .collect())
+    }
+}
+
+/// Whether the id's hex form starts with `prefix` (hex digits, any case),
+/// without formatting it: a prefix is matched against every blob the index
+/// lists.
+fn hex_prefix(id: &[u8; 32], prefix: &str) -> bool {
+    prefix.len() <= 64
+        && prefix.chars().enumerate().all(|(i, c)| {
+            let byte = id.get(i / 2).copied().unwrap_or(0);
+            let nibble = if i % 2 == 0 { byte >> 4 } else { byte & 0xf };
+            c.to_digit(16) == Some(u32::from(nibble))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_paths_depth_and_case() {
+        let p = |pats: &[&str], ci: bool| {
+            Patterns::new(&pats.iter().map(|s| s.to_string()).collect::<Vec<_>>(), ci).unwrap()
+        };
+        let m = |pats: &Patterns, path: &str| pats.matches(Path::new(path));
+        let names = p(&["*.txt"], false);
+        assert!(m(&names, "/a/b/c.txt"));
+        assert!(!m(&names, "/a/b/c.TXT"));
+        assert!(!m(&names, "/a/b.txt/c"));
+        assert!(m(&p(&["*.txt"], true), "/a/b/c.TXT"));
+        let rel = p(&["b/*.txt"], false);
+        assert!(m(&rel, "/a/b/c.txt"));
+        assert!(m(&rel, "/b/c.txt"));
+        assert!(!m(&rel, "/a/b/x/c.txt"), "* stays within a name");
+        let anchored = p(&["/b/*.txt"], false);
+        assert!(m(&anchored, "/b/c.txt"));
+        assert!(!m(&anchored, "/a/b/c.txt"));
+        assert!(m(&p(&["/a/**/c.txt"], false), "/a/b/x/c.txt"));
+        assert!(Patterns::new(&["[".into()], false).is_err());
+    }
+
+    #[test]
+    fn hex_prefixes_match_as_the_hex_form_would() {
+        let mut id = [0u8; 32];
+        id[0] = 0xab;
+        id[1] = 0x1f;
+        for (p, want) in [
+            ("a", true),
+            ("ab1", true),
+            ("AB1F", true),
+            ("ab2", false),
+            ("b", false),
+        ] {
+            assert_eq!(hex_prefix(&id, p), want, "{p}");
+            assert_eq!(
+                hex::encode(id).starts_with(&p.to_ascii_lowercase()),
+                want,
+                "{p}"
+            );
+        }
+        assert!(hex_prefix(&id, &hex::encode(id)));
+        assert!(!hex_prefix(&id, &format!("{}0", hex::encode(id))));
     }
 }

@@ -472,6 +472,20 @@ fn find_by_blob_tree_and_pack_agrees_with_the_trees_and_the_index() {
         "{paths:?}"
     );
 
+    // A blob only the second snapshot uses, looked for in the first.
+    let x = node(&cat_tree(&env, &format!("latest:{s}/three")), "x")["content"][0]
+        .as_str()
+        .expect("blob id")
+        .to_string();
+    let lines = json_lines(&env.ok(&["find", "--json", "-s", &ids[0], "--blob", &x]));
+    assert!(of_type(&lines, "match").is_empty());
+    let sum = of_type(&lines, "summary")[0];
+    assert_eq!(sum["unused"], serde_json::json!([x.as_str()]));
+    assert_eq!(
+        (&sum["snapshots"], &sum["matches"]),
+        (&Value::from(1), &Value::from(0))
+    );
+
     // Prefixes must name one blob; an unknown one is an error.
     let out = env.run(&["find", "--blob", "zz"]);
     assert_eq!(out.status.code(), Some(1));
@@ -808,5 +822,29 @@ fn dump_into_a_closed_pipe_ends_quietly() {
             common::stderr(&out)
         );
         assert_eq!(common::stderr(&out), "", "{spec}");
+    }
+    // The other three, whose read end is closed before they start.
+    for args in [
+        vec!["diff", "latest", "latest"],
+        vec!["find", "--json", "*"],
+        vec!["find", "*"],
+        vec!["stats"],
+        vec!["stats", "--json"],
+    ] {
+        let (read, write) = nix::unistd::pipe().expect("pipe");
+        drop(read);
+        let out = env
+            .cmd()
+            .args(&args)
+            .stdout(Stdio::from(write))
+            .output()
+            .expect("run");
+        assert_eq!(
+            out.status.code(),
+            Some(141),
+            "{args:?}: {}",
+            common::stderr(&out)
+        );
+        assert_eq!(common::stderr(&out), "", "{args:?}");
     }
 }
