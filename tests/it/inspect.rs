@@ -201,6 +201,7 @@ fn diff_reports_each_kind_of_change_and_counts_blobs_one_side_only() {
     assert_eq!(summary.len(), 1);
     let sum = summary[0];
     let ids = common::snapshot_ids(&env);
+    assert_eq!(sum["command"], "diff");
     assert_eq!(sum["old_snapshot"], ids[0].as_str());
     assert_eq!(sum["new_snapshot"], ids[1].as_str());
     for (side, files, dirs) in [("added", 3, 1), ("removed", 3, 1)] {
@@ -307,6 +308,7 @@ fn find_matches_patterns_in_every_snapshot_newest_first() {
     assert_eq!(m["blobs"], serde_json::json!([]));
     assert_eq!(m["tree"], Value::Null);
     let sum = of_type(&lines, "summary")[0];
+    assert_eq!(sum["command"], "find");
     assert_eq!(
         (
             &sum["snapshots"],
@@ -701,6 +703,7 @@ fn dump_writes_files_exactly_and_directories_as_tar() {
     );
     assert_eq!(fs::read(&target).expect("target"), tar.stdout);
     assert_eq!(fs::metadata(&target).expect("stat").mode() & 0o777, 0o600);
+    assert_eq!(sum["command"], "dump");
     assert_eq!(sum["target"], t);
     assert_eq!(sum["archive"], "tar");
     assert_eq!(

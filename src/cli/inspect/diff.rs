@@ -62,6 +62,7 @@ pub fn run(g: &GlobalArgs, a: DiffArgs) -> Result<ExitCode> {
         let mut v = serde_json::to_value(&summary).unwrap_or_default();
         if let Some(o) = v.as_object_mut() {
             o.insert("message_type".into(), "summary".into());
+            o.insert("command".into(), "diff".into());
             o.insert("old_snapshot".into(), old.id.to_hex().into());
             o.insert("new_snapshot".into(), new.id.to_hex().into());
         }

@@ -158,6 +158,7 @@ fn report(g: &GlobalArgs, t: &Path, done: &Done) -> Result<()> {
     if g.json {
         let mut v = serde_json::json!({
             "message_type": "summary",
+            "command": "dump",
             "target": t.display().to_string(),
         });
         match done {

@@ -171,6 +171,7 @@ pub fn run(g: &GlobalArgs, a: FindArgs) -> Result<ExitCode> {
     if g.json {
         out.json(&serde_json::json!({
             "message_type": "summary",
+            "command": "find",
             "snapshots": snapshots.len(),
             "snapshots_matched": found.snapshots_matched,
             "matches": found.matches,
