@@ -403,6 +403,25 @@ impl Index {
         self.data.len() + self.trees.len()
     }
 
+    /// Every blob and the pack it is read from, data blobs first, each kind in
+    /// id order. A blob stored in several packs appears once, with the copy
+    /// reads use.
+    pub fn blobs(&self) -> impl Iterator<Item = (PackId, PackEntry)> + '_ {
+        self.data.iter().chain(&self.trees).filter_map(|e| {
+            let (pack, _) = *self.packs.get(e.pack as usize)?;
+            Some((
+                pack,
+                PackEntry {
+                    kind: kind_of(e),
+                    id: BlobId(e.id),
+                    offset: e.offset,
+                    length: e.length,
+                    raw_length: e.raw_and_kind & !TREE_BIT,
+                },
+            ))
+        })
+    }
+
     pub fn pack_count(&self) -> usize {
         self.packs.len()
     }

@@ -18,6 +18,7 @@ pub mod forget;
 pub mod format;
 pub mod id;
 pub mod index;
+pub mod inspect;
 pub mod keyfile;
 pub mod keys;
 pub mod leftovers;

@@ -9,6 +9,7 @@ mod drill;
 mod forget;
 mod generate;
 mod init;
+mod inspect;
 mod key;
 mod ls;
 mod output;
@@ -118,6 +119,8 @@ enum Cmd {
     Key(key::KeyCmd),
     /// Backup plans: classes of data with their own schedule, retention and copies
     Plan(plan::PlanCmd),
+    #[command(flatten)]
+    Inspect(inspect::InspectCmd),
     /// Print cairn's version and the repository format version it reads and writes
     Version,
     /// Write shell completions or man pages, generated from these definitions
@@ -271,6 +274,7 @@ pub fn run() -> Result<ExitCode> {
         Cmd::Repair(a) => repair::run(g, a),
         Cmd::Key(c) => key::run(g, c),
         Cmd::Plan(a) => plan::run(g, a),
+        Cmd::Inspect(c) => inspect::run(g, c),
         Cmd::Version => version::run(g),
         Cmd::Generate(a) => generate::run(g, a, Cli::command()),
     }

@@ -42,7 +42,7 @@ fn documented() -> BTreeMap<(String, String), Fields> {
             }
             let mut cells = line.split('|').map(str::trim).collect::<Vec<_>>();
             cells.retain(|c| !c.is_empty());
-            let optional = cells.get(1).is_some_and(|m| m.starts_with("optional:"));
+            let optional = cells.get(1).is_some_and(|m| m.starts_with("optional:") || m.starts_with("optional ("));
             for name in ticked(cells[0]) {
                 for k in &current {
                     specs
@@ -516,4 +516,47 @@ fn generate_lines_and_summary() {
     assert_eq!(types(&lines), ["generated", "summary"]);
     assert_eq!(lines[1]["files"], 1);
     assert!(dir.join("cairn.bash").is_file());
+}
+
+#[test]
+fn diff_find_stats_and_dump() {
+    let (env, src) = two_snapshots();
+    let diff = json(
+        &env,
+        0,
+        "diff",
+        &["diff", "--metadata", "latest~1", "latest"],
+    );
+    assert!(types(&diff).contains(&"change"), "{diff:?}");
+    assert_eq!(diff.last().expect("summary")["modified"], 1);
+    let found = json(&env, 0, "find", &["find", "*.txt"]);
+    assert_eq!(types(&found), ["match", "match", "summary"]);
+    // A data blob of f0.bin, from the tree, found by id.
+    let tree: Value =
+        serde_json::from_str(&env.ok(&["cat", "tree", &format!("latest:{}", src.display())]))
+            .expect("tree");
+    let blob = tree["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .find(|n| n["name"] == "f0.bin")
+        .and_then(|n| n["content"][0].as_str())
+        .expect("a blob of f0.bin")
+        .to_string();
+    let by_blob = json(&env, 0, "find", &["find", "--blob", &blob]);
+    assert!(types(&by_blob).contains(&"match"), "{by_blob:?}");
+    for mode in ["restore-size", "files-by-contents", "raw-data"] {
+        let s = json(&env, 0, "stats", &["stats", "--mode", mode]);
+        assert_eq!(s[0]["mode"], mode);
+    }
+    let target = env.path("dump.tar");
+    let sub = format!("latest:{}/sub", src.display());
+    let dumped = json(
+        &env,
+        0,
+        "dump",
+        &["dump", &sub, "--target", target.to_str().expect("utf-8")],
+    );
+    assert_eq!(dumped[0]["archive"], "tar");
+    assert!(target.is_file());
 }

@@ -18,6 +18,7 @@ mod garage;
 mod generate;
 mod health;
 mod hostile;
+mod inspect;
 mod json;
 mod keys;
 mod locks;
