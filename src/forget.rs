@@ -305,6 +305,7 @@ mod tests {
             tree: crate::id::BlobId([0; 32]),
             parent: None,
             original: None,
+            replaces: None,
             excludes: vec![],
             program_version: String::new(),
             summary: Default::default(),

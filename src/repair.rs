@@ -421,6 +421,7 @@ fn repair_snapshots_locked(
         let mut fixed = snap.clone();
         fixed.tree = new_tree;
         fixed.parent = Some(id);
+        fixed.replaces = Some(id);
         if !fixed.tags.iter().any(|t| t == "repaired") {
             fixed.tags.push("repaired".into());
         }
@@ -568,6 +569,7 @@ mod tests {
             tree: root,
             parent: None,
             original: None,
+            replaces: None,
             excludes: vec![],
             program_version: "test".into(),
             summary: Summary::default(),

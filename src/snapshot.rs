@@ -108,6 +108,10 @@ pub struct Snapshot {
     /// first one). Format-spec §14.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub original: Option<SnapshotId>,
+    /// For a snapshot `cairn tag` or `cairn rewrite` made from another: that
+    /// one's id. Format-spec §14.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<SnapshotId>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub excludes: Vec<String>,
     pub program_version: String,
@@ -134,24 +138,30 @@ impl Snapshot {
 }
 
 /// Sorts snapshots oldest first: by time; among equal times, a snapshot after the
-/// one it replaces (`repair snapshots` keeps the original's time and names it as
-/// `parent`, so the repaired one is the latest, not the damaged original); then by
-/// id.
+/// one it replaces (`tag`, `rewrite` and `repair snapshots` keep the original's
+/// time and name it as `replaces`; `repair snapshots` also as `parent`, which is
+/// all an older one recorded), so the replacement is the latest, not the
+/// original; then by id.
 pub fn sort_oldest_first(list: &mut [(SnapshotId, Snapshot)]) {
-    let known: std::collections::HashMap<SnapshotId, (i64, Option<SnapshotId>)> = list
+    let known: std::collections::HashMap<SnapshotId, (i64, [Option<SnapshotId>; 2])> = list
         .iter()
-        .map(|(id, s)| (*id, (s.sort_key(), s.parent)))
+        .map(|(id, s)| (*id, (s.sort_key(), [s.replaces, s.parent])))
         .collect();
-    // How many replacements deep: steps back through parents of the same time.
-    // Bounded by the list's length, though ids are hashes and can't form a loop.
+    // How many replacements deep: steps back through the snapshots of the same
+    // time each one replaces. Bounded by the list's length, though ids are
+    // hashes and can't form a loop.
     let generation = |id: &SnapshotId| {
         let mut n = 0usize;
         let mut at = *id;
-        while let Some((time, Some(parent))) = known.get(&at) {
-            match known.get(parent) {
-                Some((t, _)) if t == time && n < known.len() => {
+        while let Some((time, before)) = known.get(&at) {
+            let same_time = before
+                .iter()
+                .flatten()
+                .find(|b| known.get(b).is_some_and(|(t, _)| t == time));
+            match same_time {
+                Some(b) if n < known.len() => {
                     n += 1;
-                    at = *parent;
+                    at = *b;
                 }
                 _ => break,
             }
@@ -199,6 +209,7 @@ mod tests {
             tree: BlobId([0; 32]),
             parent,
             original: None,
+            replaces: None,
             excludes: vec![],
             program_version: String::new(),
             summary: Summary::default(),
@@ -225,6 +236,12 @@ mod tests {
         sort_oldest_first(&mut list);
         let ids: Vec<SnapshotId> = list.iter().map(|(id, _)| *id).collect();
         assert_eq!(ids, [older, original, repaired, again]);
+        // `replaces` orders the same way, whatever `parent` says.
+        let mut tagged = at(t, Some(older));
+        tagged.replaces = Some(original);
+        let mut list = vec![(again, tagged), (original, at(t, Some(older)))];
+        sort_oldest_first(&mut list);
+        assert_eq!(list[1].0, again);
         // Unrelated snapshots of equal time still go by id.
         let mut list = vec![(original, at(t, None)), (repaired, at(t, None))];
         sort_oldest_first(&mut list);

@@ -509,6 +509,7 @@ fn forge(u: &mut Unstructured, p: &Place, repo: &Repository) -> Result<()> {
             tree: root,
             parent: None,
             original: None,
+            replaces: None,
             excludes: vec![],
             program_version: "fuzz".into(),
             summary: Summary::default(),

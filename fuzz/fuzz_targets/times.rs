@@ -168,6 +168,7 @@ fn snapshots(u: &mut Unstructured) -> Result<()> {
                 tree: BlobId([0; 32]),
                 parent: None,
                 original: None,
+                replaces: None,
                 excludes: vec![],
                 program_version: String::new(),
                 summary: Summary::default(),

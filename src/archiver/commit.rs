@@ -51,6 +51,7 @@ pub(super) fn commit(
         tree,
         parent: head.parent,
         original: None,
+        replaces: None,
         excludes: a.excludes.patterns().to_vec(),
         program_version: program_version(),
         summary,

@@ -242,6 +242,8 @@ pub fn copy(
                 tree,
                 parent,
                 original: Some(original),
+                // It names a snapshot of the source repository, not of this one.
+                replaces: None,
                 program_version: if out.rechunked {
                     crate::archiver::program_version()
                 } else {

@@ -70,6 +70,7 @@ impl Forge {
             tree: root,
             parent: None,
             original: None,
+            replaces: None,
             excludes: vec![],
             program_version: "forge".into(),
             summary: Summary {

@@ -94,6 +94,7 @@ fn store_generated_snapshot(repo: &Arc<Repository>, dirs: usize, per_dir: usize)
         tree: root,
         parent: None,
         original: None,
+        replaces: None,
         excludes: Vec::new(),
         program_version: "test".into(),
         summary: Summary::default(),

@@ -767,6 +767,7 @@ fn forge_snapshot(repo: &Arc<Repository>, nodes: Vec<Node>) {
         tree: root,
         parent: None,
         original: None,
+        replaces: None,
         excludes: Vec::new(),
         program_version: "forged".into(),
         summary: Summary::default(),

@@ -433,6 +433,7 @@ fn vector_snapshot() -> Snapshot {
         tree: BlobId([0x11; 32]),
         parent: Some(SnapshotId([0x22; 32])),
         original: Some(SnapshotId([0x33; 32])),
+        replaces: None,
         excludes: vec![],
         program_version: "cairn 0.1.0".into(),
         summary: Summary {
@@ -474,6 +475,7 @@ fn snapshot_encoding() {
     // Without `original` the key is omitted, and the snapshot is not a copy.
     let plain = Snapshot {
         original: None,
+        replaces: None,
         ..snap
     };
     let bytes = format::to_msgpack(&plain);
@@ -482,6 +484,56 @@ fn snapshot_encoding() {
     let back: Snapshot = format::from_msgpack(&bytes, &what).unwrap();
     assert_eq!(back.original, None);
 }
+
+/// §14: a snapshot `cairn tag` or `cairn rewrite` wrote, naming the snapshot it
+/// replaces; `replaces` follows `original` in the map.
+#[test]
+fn snapshot_encoding_with_replaces() {
+    let snap = Snapshot {
+        replaces: Some(SnapshotId([0x44; 32])),
+        ..vector_snapshot()
+    };
+    let bytes = format::to_msgpack(&snap);
+    assert_eq!(hex::encode(&bytes), SNAPSHOT_REPLACES_VECTOR);
+    let what = || "snapshot vector".to_string();
+    let back: Snapshot = format::from_msgpack(&bytes, &what).unwrap();
+    assert_eq!(back, snap);
+    assert_eq!(back.replaces, Some(SnapshotId([0x44; 32])));
+
+    // A reader that predates `replaces` reads it (and ignores the key).
+    let old: SpecSnapshot = rmp_serde::from_slice(&bytes).unwrap();
+    assert_eq!(old.tree, [0x11; 32]);
+    // The snapshot without it is the vector above, byte for byte: a snapshot
+    // that replaces nothing omits the key.
+    let plain = Snapshot {
+        replaces: None,
+        ..snap
+    };
+    assert_eq!(hex::encode(format::to_msgpack(&plain)), SNAPSHOT_VECTOR);
+}
+
+/// [`SNAPSHOT_VECTOR`] with `"replaces": bin 44…` after `original`: a map of 13 keys.
+const SNAPSHOT_REPLACES_VECTOR: &str = concat!(
+    "8d",
+    "a474696d65d923323032362d31312d32395431303a30303a30302e3030303030303030312b30313a3030",
+    "a8686f73746e616d65a168",
+    "a8757365726e616d65a175",
+    "a3756964cd03e8",
+    "a367696464",
+    "a5706174687391a22f64",
+    "a47461677391a174",
+    "a474726565c4201111111111111111111111111111111111111111111111111111111111111111",
+    "a6706172656e74c4202222222222222222222222222222222222222222222222222222222222222222",
+    "a86f726967696e616cc4203333333333333333333333333333333333333333333333333333333333333333",
+    "a87265706c61636573c4204444444444444444444444444444444444444444444444444444444444444444",
+    "af70726f6772616d5f76657273696f6eab636169726e20302e312e30",
+    "a773756d6d6172798f",
+    "a966696c65735f6e657700ad66696c65735f6368616e67656400af66696c65735f756e6368616e67656400",
+    "a8646972735f6e657700ac646972735f6368616e67656400ae646972735f756e6368616e67656400",
+    "a7656e747269657302ab746f74616c5f627974657305aa62797465735f7265616400a962797465735f6e657700",
+    "ab62797465735f616464656400ae646174615f626c6f62735f6e657700ae747265655f626c6f62735f6e657700",
+    "a773746172746564a173a866696e6973686564a166",
+);
 
 /// `{"time": "2026-11-29T10:00:00.000000001+01:00", "hostname": "h", "username":
 /// "u", "uid": 1000, "gid": 100, "paths": ["/d"], "tags": ["t"], "tree": bin 11…,
