@@ -34,6 +34,7 @@ pub mod repair;
 pub mod repair_packs;
 pub mod repository;
 pub mod restorer;
+pub mod rewrite;
 pub mod seen;
 pub mod select;
 pub mod snapshot;
