@@ -19,8 +19,10 @@ mod progress;
 mod prune;
 mod repair;
 mod restore;
+mod rewrite;
 pub mod signals;
 mod snapshots;
+mod tag;
 mod unlock;
 mod version;
 
@@ -114,6 +116,10 @@ enum Cmd {
     Prune(prune::PruneCmd),
     /// Rebuild the index, salvage damaged packs, or rewrite snapshots that name lost data
     Repair(repair::RepairArgs),
+    /// Change the tags of snapshots (each changed one is replaced by a new snapshot)
+    Tag(tag::TagArgs),
+    /// Remove files and directories from existing snapshots (writes new snapshots)
+    Rewrite(rewrite::RewriteArgs),
     /// List, add and remove keys (passwords, or generated secret files)
     #[command(subcommand)]
     Key(key::KeyCmd),
@@ -272,6 +278,8 @@ pub fn run() -> Result<ExitCode> {
         Cmd::Forget(a) => forget::run(g, a),
         Cmd::Prune(a) => prune::run(g, a),
         Cmd::Repair(a) => repair::run(g, a),
+        Cmd::Tag(a) => tag::run(g, a),
+        Cmd::Rewrite(a) => rewrite::run(g, a),
         Cmd::Key(c) => key::run(g, c),
         Cmd::Plan(a) => plan::run(g, a),
         Cmd::Inspect(c) => inspect::run(g, c),
