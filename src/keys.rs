@@ -174,6 +174,69 @@ impl Repository {
     }
 }
 
+/// Whether `password` opening a key with parameters `kdf` is a generated secret
+/// (`key add --generate`): 64 hex digits, and a derivation no dearer than a
+/// generated key's. A typed password is neither.
+pub fn is_generated_secret(password: &[u8], kdf: &KdfParams) -> bool {
+    password.len() == 2 * GENERATED_SECRET_LEN
+        && password.iter().all(u8::is_ascii_hexdigit)
+        && is_minimal(kdf)
+}
+
+impl Repository {
+    /// Replaces the key that opened the repository (with `current`) by a new key
+    /// for `password`; returns (new key, old key). Under the exclusive lock, in
+    /// an order that never leaves this user without a working key: the new key
+    /// file is written, read back and opened with `password` (it must unwrap this
+    /// repository's master key), and only then is the old one deleted. Killed in
+    /// between, both passwords work. Refuses a generated secret's key: the secret
+    /// file is what unattended jobs use, and a password can't replace it there.
+    pub fn change_password(
+        self: &Arc<Self>,
+        current: &[u8],
+        password: &[u8],
+        kdf: KdfParams,
+    ) -> Result<(KeyId, KeyId)> {
+        let lock = crate::lock::acquire(self, true)?;
+        let old = self.key_id();
+        let old_file = load_key_file(self.backend(), &old)
+            .and_then(|kf| kf.check_repo(&old, self.repo_id()).map(|()| kf))
+            .map_err(|e| {
+                Error::invalid(format!(
+                    "the key file {old} that opened the repository can no longer be read ({e});                      nothing was changed"
+                ))
+            })?;
+        if is_generated_secret(current, &old_file.kdf) {
+            return Err(Error::invalid(format!(
+                "key {} was opened with a generated secret file, which has no password to                  change; to replace the secret, `cairn key add --generate NEW_FILE`, switch                  to it, then `cairn key remove {}`; to add a password, `cairn key add`",
+                old.short(),
+                old.short()
+            )));
+        }
+        let (id, bytes) = self.new_key_file(password, kdf)?;
+        self.backend().write(FileType::Key, &id.to_hex(), &bytes)?;
+        let opens = load_key_file(self.backend(), &id)
+            .and_then(|kf| kf.unwrap_key(password, &id, self.repo_id()));
+        let verified = match opens {
+            Ok(Some(key)) if *key.to_bytes() == *self.key().to_bytes() => Ok(()),
+            Ok(_) => Err("the new password doesn't open it".to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(why) = verified {
+            let removed = match self.backend().remove(FileType::Key, &id.to_hex()) {
+                Ok(()) => "it was removed again".to_string(),
+                Err(e) => format!("removing it failed too ({e}): `cairn key remove {id}`"),
+            };
+            return Err(Error::invalid(format!(
+                "the new key file {id} did not check out when read back ({why}); {removed};                  the old password still works"
+            )));
+        }
+        lock.still_valid()?;
+        self.backend().remove(FileType::Key, &old.to_hex())?;
+        Ok((id, old))
+    }
+}
+
 /// Removes a secret file whose key could not be written, and returns `e`.
 fn discard_secret(secret_file: &Path, e: Error) -> Error {
     match fs::remove_file(secret_file) {
@@ -289,6 +352,47 @@ mod tests {
 
     /// The password key is expensive; the generated key, tried first, opens the
     /// repository, and the password still does too.
+    /// The key that opened the repository is replaced: the old password fails,
+    /// the new one opens the same master key, other keys are untouched; a
+    /// generated secret's key is refused and left as it is.
+    #[test]
+    fn a_password_change_replaces_only_the_opening_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let cheap = KdfParams::new(64, 1).unwrap();
+        let repo = repo_with(dir.path(), b"old", cheap.clone());
+        let other = repo.add_key(b"other", cheap.clone()).unwrap();
+        let (new, old) = repo.change_password(b"old", b"new", cheap.clone()).unwrap();
+        assert_eq!(old, repo.key_id());
+        assert!(matches!(
+            reopen(dir.path(), b"old"),
+            Err(Error::WrongPassword { .. })
+        ));
+        let reopened = reopen(dir.path(), b"new").unwrap();
+        assert_eq!(reopened.key_id(), new);
+        assert_eq!(*reopened.key().to_bytes(), *repo.key().to_bytes());
+        assert_eq!(reopen(dir.path(), b"other").unwrap().key_id(), other);
+        assert_eq!(key_ids(repo.backend()).unwrap().len(), 2);
+
+        let secret_path = dir.path().join("repo.key");
+        Arc::new(reopened).add_generated_key(&secret_path).unwrap();
+        let text = fs::read_to_string(&secret_path).unwrap();
+        let secret = text.trim_end().as_bytes();
+        let by_secret = Arc::new(reopen(dir.path(), secret).unwrap());
+        let refused = by_secret.change_password(secret, b"typed", cheap);
+        assert!(
+            refused
+                .as_ref()
+                .is_err_and(|e| e.to_string().contains("generated secret")),
+            "{:?}",
+            refused.err()
+        );
+        assert_eq!(key_ids(repo.backend()).unwrap().len(), 3);
+        assert!(!is_generated_secret(
+            b"old",
+            &KdfParams::new(64, 1).unwrap()
+        ));
+    }
+
     #[test]
     fn generated_key_opens_beside_an_expensive_password_key() {
         let dir = tempfile::tempdir().unwrap();

@@ -1,4 +1,4 @@
-//! `cairn key list|add|remove`: the library's `keys` module behind flags.
+//! `cairn key list|add|remove|passwd`: the library's `keys` module behind flags.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -21,6 +21,19 @@ pub enum KeyCmd {
     Add(AddArgs),
     /// Remove a key file (not the one that opened the repository)
     Remove(RemoveArgs),
+    /// Change the password of the key that opened the repository: a new key
+    /// replaces it (other keys are untouched)
+    Passwd(PasswdArgs),
+}
+
+#[derive(Args)]
+pub struct PasswdArgs {
+    /// Read the new password from this file (all of it but a final newline)
+    /// instead of asking twice
+    #[arg(long, value_name = "FILE")]
+    new_password_file: Option<PathBuf>,
+    #[command(flatten)]
+    kdf: KdfArgs,
 }
 
 #[derive(Args)]
@@ -54,6 +67,7 @@ pub fn run(g: &GlobalArgs, cmd: KeyCmd) -> Result<ExitCode> {
         KeyCmd::List => list(g),
         KeyCmd::Add(a) => add(g, a),
         KeyCmd::Remove(a) => remove(g, a),
+        KeyCmd::Passwd(a) => passwd(g, a),
     }
 }
 
@@ -212,6 +226,49 @@ fn remove(g: &GlobalArgs, a: RemoveArgs) -> Result<ExitCode> {
         println!("removed key {} ({id})", id.short());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn passwd(g: &GlobalArgs, a: PasswdArgs) -> Result<ExitCode> {
+    let kdf = a.kdf.params()?;
+    let (repo, current) = open_keeping_password(g)?;
+    let new_pw = password::get_new(a.new_password_file.as_deref(), g.quiet)?;
+    let location = repo.backend().location();
+    let (id, old) = repo
+        .change_password(&current, &new_pw, kdf)
+        .with_context(|| format!("changing the password of {location}"))?;
+    if g.json {
+        output::print_json(&serde_json::json!({
+            "message_type": "key_changed", "id": id.to_hex(), "short_id": id.short(),
+            "old_id": old.to_hex(), "old_short_id": old.short(),
+        }))?;
+    } else if !g.quiet {
+        println!(
+            "changed the password: key {} replaced by key {} ({id})",
+            old.short(),
+            id.short()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// [`super::open_uncached`], keeping the password that opened the repository:
+/// `passwd` tells a generated secret from a typed password by it.
+fn open_keeping_password(
+    g: &GlobalArgs,
+) -> Result<(
+    std::sync::Arc<cairn::repository::Repository>,
+    zeroize::Zeroizing<Vec<u8>>,
+)> {
+    let path = super::repo_path(g)?;
+    let backend = cairn::backend::open(&path)?;
+    // Before asking for a password: no point prompting for a typo'd path.
+    if !backend.is_repository()? {
+        return Err(cairn::Error::NotARepository(path.display().to_string()).into());
+    }
+    let pw = password::get(g, false)?;
+    let repo = std::sync::Arc::new(cairn::repository::Repository::open(backend, &pw)?);
+    super::warn_if_missing(g, &repo, &path);
+    Ok((repo, pw))
 }
 
 #[cfg(test)]
