@@ -29,6 +29,7 @@ mod prune;
 mod repair_packs;
 mod restore;
 mod resume;
+mod rewrite;
 mod rollback;
 mod roundtrip;
 #[cfg(feature = "s3")]
