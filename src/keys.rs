@@ -203,12 +203,15 @@ impl Repository {
             .and_then(|kf| kf.check_repo(&old, self.repo_id()).map(|()| kf))
             .map_err(|e| {
                 Error::invalid(format!(
-                    "the key file {old} that opened the repository can no longer be read ({e});                      nothing was changed"
+                    "the key file {old} that opened the repository can no longer be read ({e}); \
+                     nothing was changed"
                 ))
             })?;
         if is_generated_secret(current, &old_file.kdf) {
             return Err(Error::invalid(format!(
-                "key {} was opened with a generated secret file, which has no password to                  change; to replace the secret, `cairn key add --generate NEW_FILE`, switch                  to it, then `cairn key remove {}`; to add a password, `cairn key add`",
+                "key {} was opened with a generated secret file, which has no password to \
+                 change; to replace the secret, `cairn key add --generate NEW_FILE`, switch \
+                 to it, then `cairn key remove {}`; to add a password, `cairn key add`",
                 old.short(),
                 old.short()
             )));
@@ -228,7 +231,8 @@ impl Repository {
                 Err(e) => format!("removing it failed too ({e}): `cairn key remove {id}`"),
             };
             return Err(Error::invalid(format!(
-                "the new key file {id} did not check out when read back ({why}); {removed};                  the old password still works"
+                "the new key file {id} did not check out when read back ({why}); {removed}; \
+                 the old password still works"
             )));
         }
         lock.still_valid()?;

@@ -109,10 +109,10 @@ pub struct Retagged {
 }
 
 /// Changes the tags of `ids` (each once, in the order given). The caller holds
-/// the exclusive lock, taken before it chose them (see `forget`). For each
-/// snapshot whose tags change: the new snapshot, then the removal record, then
-/// the old file goes; killed in between, both remain, and a second run leaves
-/// the new one alone.
+/// the exclusive lock, taken before it chose them (see `forget`). The new
+/// snapshots are written first, then one removal record naming the old ones,
+/// then the old files go; killed in between, both versions of a snapshot
+/// remain, and tagging the new one again leaves it alone.
 pub fn tag(
     repo: &Repository,
     lock: &LockGuard,
@@ -137,13 +137,21 @@ pub fn tag(
             };
             lock.still_valid()?;
             let (new_id, _) = repo.save_snapshot(&new)?;
-            crate::record::note_removal(repo, lock, "tag", &[*id], &[])?;
-            repo.backend().remove(FileType::Snapshot, &id.to_hex())?;
             done.new = Some(new_id);
             done.tags = tags;
         }
         report(&done);
         out.push(done);
+    }
+    let replaced: Vec<SnapshotId> = out
+        .iter()
+        .filter(|r| r.new.is_some())
+        .map(|r| r.old)
+        .collect();
+    crate::record::note_removal(repo, lock, "tag", &replaced, &[])?;
+    for id in &replaced {
+        lock.still_valid()?;
+        repo.backend().remove(FileType::Snapshot, &id.to_hex())?;
     }
     Ok(out)
 }
@@ -491,5 +499,58 @@ mod tests {
         assert_eq!(s.errors[0].path, "/d/b/x");
         assert_eq!(s.replaces, Some(r.old));
         assert_eq!((s.time, s.tags, s.paths), (old.time, old.tags, old.paths));
+    }
+
+    /// Spec §15/§16: with a lock others may already take for stale (the machine
+    /// slept), tag and rewrite stop before writing a snapshot or deleting one.
+    #[test]
+    fn a_lock_gone_stale_writes_and_deletes_no_snapshot() {
+        use crate::index::Index;
+        use crate::lock::tests::names;
+        use crate::tree::{NodeKind, Tree, tests::node};
+        let (_dir, repo) = crate::lock::tests::repo();
+        let mut saver = Saver::new(Arc::clone(&repo), Arc::new(Index::new()));
+        let mut d = node(b"d", NodeKind::Dir);
+        d.subtree = Some(
+            saver
+                .save_tree(&mut Tree {
+                    nodes: vec![node(b"secret", NodeKind::File)],
+                })
+                .unwrap(),
+        );
+        let root = saver.save_tree(&mut Tree { nodes: vec![d] }).unwrap();
+        saver.finish().unwrap();
+        let (id, _) = repo.save_snapshot(&snapshot(root)).unwrap();
+        let before = names(&repo, FileType::Snapshot);
+
+        let lock = crate::lock::acquire(&repo, true).unwrap();
+        lock.pretend_refreshed(std::time::Duration::from_secs(3600));
+        let change = TagChange {
+            add: vec!["x".into()],
+            ..TagChange::default()
+        };
+        let r = tag(&repo, &lock, &[id], &change, &|_| {});
+        assert!(matches!(r, Err(Error::Locked(_))), "{r:?}");
+        let opts = RewriteOptions {
+            excludes: Excludes::new(&["secret".into()]).unwrap(),
+            forget: true,
+            dry_run: false,
+        };
+        let stop = AtomicBool::new(false);
+        let r = rewrite(&repo, &lock, &[id], &opts, &stop, &|_| {});
+        assert!(matches!(r, Err(Error::Locked(_))), "{:?}", r.err());
+        assert_eq!(names(&repo, FileType::Snapshot), before);
+
+        // With a fresh lock the same calls do their work.
+        lock.pretend_refreshed(std::time::Duration::ZERO);
+        let (done, sum) = rewrite(&repo, &lock, &[id], &opts, &stop, &|_| {}).unwrap();
+        assert_eq!((sum.rewritten, sum.removed_snapshots), (1, 1));
+        let new = done[0].new.unwrap();
+        let tagged = tag(&repo, &lock, &[new], &change, &|_| {}).unwrap();
+        let last = tagged[0].new.unwrap();
+        assert_eq!(names(&repo, FileType::Snapshot), [last.to_hex()]);
+        let s = repo.load_snapshot(&last).unwrap();
+        assert_eq!((s.replaces, s.original), (Some(new), Some(id)));
+        drop(lock);
     }
 }
