@@ -3,6 +3,7 @@
 //! removed from existing snapshots, a password changed.
 
 use std::fs;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -240,6 +241,9 @@ fn rewrite_forget_then_prune_removes_a_secret() {
     let entries_before = snapshot(&env, &two)["summary"]["entries"]
         .as_u64()
         .expect("entries");
+    let bytes_before = snapshot(&env, &two)["summary"]["total_bytes"]
+        .as_u64()
+        .expect("total_bytes");
 
     let out = env.ok(&[
         "rewrite",
@@ -285,8 +289,16 @@ fn rewrite_forget_then_prune_removes_a_secret() {
             [(private.as_str(), "dir"), (secret.as_str(), "file")]
         );
         assert_eq!(r["removed"][0]["entries"], 3);
+        assert_eq!(r["removed"][0]["files"], 2);
+        assert_eq!(r["removed"][0]["bytes"], 2 * (10 << 10));
+        assert_eq!(r["removed"][1]["files"], 1);
+        assert_eq!(r["removed"][1]["bytes"], 20 << 10);
+        assert!(r["removed"][1].get("path_bytes").is_none());
         assert_eq!(r["removed"][0]["uncounted"], false);
         assert_eq!(r["entries"], entries_before - 4);
+        if *old == two {
+            assert_eq!(r["total_bytes"], bytes_before - (40 << 10));
+        }
         new_ids.push(r["new_snapshot_id"].as_str().expect("new id").to_string());
     }
     let untouched = &done[2];
@@ -300,6 +312,9 @@ fn rewrite_forget_then_prune_removes_a_secret() {
     assert_eq!(summary["rewritten"], 2);
     assert_eq!(summary["snapshots_removed"], 2);
     assert_eq!(summary["entries_removed"], 8);
+    assert_eq!(summary["bytes_removed"], 2 * (40 << 10));
+    assert_eq!(summary["dry_run"], false);
+    assert!(summary["bytes_added"].as_u64() > Some(0));
     assert!(summary["tree_blobs_new"].as_u64() > Some(0));
 
     let mut ids = common::snapshot_ids(&env);
@@ -322,6 +337,9 @@ fn rewrite_forget_then_prune_removes_a_secret() {
             serde_json::json!(["secret.txt", format!("{}/private", s(&src))])
         );
         assert_eq!(v["summary"]["entries"], entries_before - 4);
+        if new == &new_ids[1] {
+            assert_eq!(v["summary"]["total_bytes"], bytes_before - (40 << 10));
+        }
     }
     // The old second snapshot's time is kept, and with it the order.
     assert_eq!(common::snapshot_ids(&env)[1], new_ids[1]);
@@ -374,6 +392,8 @@ fn rewrite_forget_then_prune_removes_a_secret() {
 fn rewrite_dry_run_and_without_forget() {
     let env = Env::with_repo(&[]);
     let src = source(&env, 4);
+    let odd = std::ffi::OsStr::from_bytes(b"caf\xe9.tmp");
+    fs::write(src.join("data").join(odd), b"latin-1 name").expect("write");
     let id = backup_id(&env, &[s(&src)]);
     let files = || {
         let mut all = common::all_files(&env.repo);
@@ -415,7 +435,22 @@ fn rewrite_dry_run_and_without_forget() {
         (Some(true), Some(true))
     );
     assert!(r["new_snapshot_id"].is_null());
-    assert_eq!(last_json(&out, "summary")["tree_blobs_new"], 0);
+    let summary = last_json(&out, "summary");
+    assert_eq!(
+        (
+            summary["tree_blobs_new"].as_u64(),
+            summary["bytes_added"].as_u64()
+        ),
+        (Some(0), Some(0))
+    );
+    assert_eq!(summary["dry_run"], true);
+    // A name that isn't UTF-8 comes with its bytes.
+    let out = env.ok(&["rewrite", "latest", "-e", "*.tmp", "--dry-run", "--json"]);
+    let r = last_json(&out, "rewritten");
+    let mut raw = src.join("data").as_os_str().as_bytes().to_vec();
+    raw.extend_from_slice(b"/caf\xe9.tmp");
+    assert_eq!(r["removed"][0]["path_bytes"], serde_json::json!(raw), "{r}");
+    assert_eq!(r["removed"][0]["bytes"], 12);
     let out = env.ok(&["rewrite", "latest", "-e", "no-such-name"]);
     assert!(out.contains("nothing matches, left as it is"), "{out}");
     assert_eq!(
