@@ -705,10 +705,10 @@ fn json_output_has_the_shapes_docs_json_lists() {
     // unlock: a lock line per lock looked at, kept or removed.
     let held = HeldBackup::start(&env, &[], &[]);
     let kept = json_lines(&env.ok(&["unlock", "--json"]));
-    assert_eq!(types(&kept), ["lock"]);
+    assert_eq!(types(&kept), ["lock", "summary"]);
     assert_eq!(kept[0]["removed"], false, "{}", kept[0]);
     let gone = json_lines(&env.ok(&["unlock", "--json", "--remove-all"]));
-    assert_eq!(types(&gone), ["lock"]);
+    assert_eq!(types(&gone), ["lock", "summary"]);
     assert_eq!(gone[0]["removed"], true, "{}", gone[0]);
     drop(held.finish(b"held"));
 }

@@ -42,7 +42,9 @@ fn documented() -> BTreeMap<(String, String), Fields> {
             }
             let mut cells = line.split('|').map(str::trim).collect::<Vec<_>>();
             cells.retain(|c| !c.is_empty());
-            let optional = cells.get(1).is_some_and(|m| m.starts_with("optional:") || m.starts_with("optional ("));
+            let optional = cells
+                .get(1)
+                .is_some_and(|m| m.starts_with("optional:") || m.starts_with("optional ("));
             for name in ticked(cells[0]) {
                 for k in &current {
                     specs
@@ -204,6 +206,14 @@ fn the_document_is_well_formed() {
         "cat",
         "plan schedule",
         "version",
+        "diff",
+        "find",
+        "stats",
+        "dump",
+        "tag",
+        "rewrite",
+        "key passwd",
+        "snapshots --group-by",
     ] {
         assert!(
             specs.keys().any(|(c, _)| c == cmd),
@@ -559,4 +569,60 @@ fn diff_find_stats_and_dump() {
     );
     assert_eq!(dumped[0]["archive"], "tar");
     assert!(target.is_file());
+}
+
+#[test]
+fn tag_rewrite_key_passwd_and_groups() {
+    let (env, _) = two_snapshots();
+    let tagged = json(&env, 0, "tag", &["tag", "latest", "--add", "t"]);
+    assert_eq!(types(&tagged), ["tagged", "summary"]);
+    assert_eq!(tagged[0]["changed"], true);
+    let same = json(&env, 0, "tag", &["tag", "latest", "--add", "t"]);
+    assert!(same[0]["new_snapshot_id"].is_null());
+    // The replacement carries `replaces` and `original`, as documented.
+    let list = json(&env, 0, "snapshots", &["snapshots"]);
+    assert!(list[0][1]["replaces"].is_string(), "{}", list[0]);
+    let groups = json(
+        &env,
+        0,
+        "snapshots --group-by",
+        &["snapshots", "--group-by", "host,tags"],
+    );
+    assert_eq!(groups[0].as_array().map(Vec::len), Some(2));
+
+    let dry = json(
+        &env,
+        0,
+        "rewrite",
+        &["rewrite", "latest", "-e", "note.txt", "--dry-run"],
+    );
+    assert_eq!(types(&dry), ["rewritten", "summary"]);
+    assert_eq!(dry[0]["removed"][0]["kind"], "file");
+    let done = json(
+        &env,
+        0,
+        "rewrite",
+        &["rewrite", "latest", "latest~1", "-e", "sub", "--forget"],
+    );
+    assert_eq!(done.last().expect("summary")["snapshots_removed"], 2);
+
+    let new_pw = env.path("new-password");
+    common::write_private(&new_pw, "another\n");
+    let p = new_pw.to_str().expect("utf-8");
+    let changed = json(
+        &env,
+        0,
+        "key passwd",
+        &[
+            "key",
+            "passwd",
+            "--new-password-file",
+            p,
+            "--kdf-memory",
+            "1024",
+            "--kdf-iterations",
+            "1",
+        ],
+    );
+    assert_eq!(types(&changed), ["key_changed"]);
 }
