@@ -10,6 +10,7 @@ mod forget;
 mod init;
 mod key;
 mod ls;
+mod mount;
 mod output;
 mod password;
 mod plan;
@@ -109,6 +110,8 @@ enum Cmd {
     Forget(forget::ForgetArgs),
     /// Delete data no snapshot needs, and repack mostly unused packs
     Prune(prune::PruneCmd),
+    /// Mount the repository as a read-only filesystem (FUSE) until unmounted or interrupted
+    Mount(mount::MountArgs),
     /// Rebuild the index, salvage damaged packs, or rewrite snapshots that name lost data
     Repair(repair::RepairArgs),
     /// List, add and remove keys (passwords, or generated secret files)
@@ -262,6 +265,7 @@ pub fn run() -> Result<ExitCode> {
         Cmd::Unlock(a) => unlock::run(g, a),
         Cmd::Forget(a) => forget::run(g, a),
         Cmd::Prune(a) => prune::run(g, a),
+        Cmd::Mount(a) => mount::run(g, a),
         Cmd::Repair(a) => repair::run(g, a),
         Cmd::Key(c) => key::run(g, c),
         Cmd::Plan(a) => plan::run(g, a),
