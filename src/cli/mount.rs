@@ -56,6 +56,9 @@ pub fn run(g: &GlobalArgs, a: MountArgs) -> Result<ExitCode> {
         );
     }
     let snapshots: Vec<_> = all.into_iter().filter(|(_, s)| filter.matches(s)).collect();
+    if snapshots.is_empty() && !g.quiet {
+        eprintln!("warning: no snapshot matches; the filesystem will list none");
+    }
     let index = Arc::new(super::load_index(g, &repo)?);
     // Shared, as long as the mount lasts: prune must not delete packs that
     // files here are read from.
@@ -155,10 +158,9 @@ pub fn run(g: &GlobalArgs, a: MountArgs) -> Result<ExitCode> {
         }))?;
     } else if !g.quiet {
         println!(
-            "unmounted {}: {} read, {} of them failed",
+            "unmounted {} ({} of file contents read)",
             output::path(&mountpoint),
-            bytes(n(&stats.bytes_read)),
-            count(n(&stats.read_errors), "read", "reads")
+            bytes(n(&stats.bytes_read))
         );
     }
     if n(&stats.read_errors) > 0 {

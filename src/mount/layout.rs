@@ -66,7 +66,10 @@ impl Layout {
             b.add(ids, &name, VNode::Snapshot(i));
         }
         for (top, key) in [
-            ("hosts", (|s: &Snapshot| vec![s.hostname.clone()]) as fn(&Snapshot) -> Vec<String>),
+            (
+                "hosts",
+                (|s: &Snapshot| vec![s.hostname.clone()]) as fn(&Snapshot) -> Vec<String>,
+            ),
             ("tags", |s: &Snapshot| s.tags.clone()),
         ] {
             let dir = b.dir(ROOT, top);
@@ -306,16 +309,27 @@ mod tests {
         let base = l.snapshots[0].name.clone();
         assert_eq!(
             names(&l, "snapshots"),
-            [base.clone(), format!("{base}-1"), format!("{base}-2"), "latest".into()]
+            [
+                base.clone(),
+                format!("{base}-1"),
+                format!("{base}-2"),
+                "latest".into()
+            ]
         );
-        assert_eq!(names(&l, ""), ["snapshots", "ids", "hosts", "tags", "latest"]);
+        assert_eq!(
+            names(&l, ""),
+            ["snapshots", "ids", "hosts", "tags", "latest"]
+        );
         assert_eq!(names(&l, "ids"), ["01010101", "02020202", "03030303"]);
         assert_eq!(names(&l, "hosts"), ["a", "b%2Fc"]);
         assert_eq!(
             names(&l, "hosts/a"),
             [base.clone(), format!("{base}-2"), "latest".into()]
         );
-        assert_eq!(names(&l, "tags/x"), [base.clone(), format!("{base}-1"), "latest".into()]);
+        assert_eq!(
+            names(&l, "tags/x"),
+            [base.clone(), format!("{base}-1"), "latest".into()]
+        );
         match &lookup(&l, "latest").node {
             VNode::Link(t) => assert_eq!(t, format!("snapshots/{base}-2").as_bytes()),
             _ => panic!("latest is not a link"),
@@ -337,7 +351,10 @@ mod tests {
         let mut a = [7u8; 32];
         a[31] = 1;
         let list = vec![
-            (SnapshotId([7; 32]), snap("2026-01-01T00:00:00+00:00", "h", &[])),
+            (
+                SnapshotId([7; 32]),
+                snap("2026-01-01T00:00:00+00:00", "h", &[]),
+            ),
             (SnapshotId(a), snap("2026-01-02T00:00:00+00:00", "h", &[])),
         ];
         let l = Layout::new(list);

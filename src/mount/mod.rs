@@ -21,9 +21,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
-    LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty,
-    ReplyEntry, ReplyOpen, ReplyXattr, Request,
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner,
+    OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry,
+    ReplyOpen, ReplyXattr, Request,
 };
 use lru::LruCache;
 
@@ -147,7 +147,14 @@ impl MountFs {
 
     fn made_attr(&self, ino: u64, node: &VNode) -> FileAttr {
         let (kind, perm, size, uid, gid, time) = match node {
-            VNode::Dir(_) => (FileType::Directory, 0o555, 0, self.uid, self.gid, self.layout.time),
+            VNode::Dir(_) => (
+                FileType::Directory,
+                0o555,
+                0,
+                self.uid,
+                self.gid,
+                self.layout.time,
+            ),
             VNode::Link(t) => (
                 FileType::Symlink,
                 0o777,
@@ -165,7 +172,14 @@ impl MountFs {
                     m.snapshot.gid,
                     m.time,
                 ),
-                None => (FileType::Directory, 0o555, 0, self.uid, self.gid, self.layout.time),
+                None => (
+                    FileType::Directory,
+                    0o555,
+                    0,
+                    self.uid,
+                    self.gid,
+                    self.layout.time,
+                ),
             },
         };
         let t = system_time(time);
@@ -215,10 +229,17 @@ impl MountFs {
     }
 
     fn load_tree(&self, id: &BlobId) -> crate::error::Result<Arc<Tree>> {
-        if let Some((t, _)) = self.trees.lock().ok().and_then(|mut c| c.trees.get(id).cloned()) {
+        if let Some((t, _)) = self
+            .trees
+            .lock()
+            .ok()
+            .and_then(|mut c| c.trees.get(id).cloned())
+        {
             return Ok(t);
         }
-        let bytes = self.repo.read_blob(&self.index, crate::pack::BlobKind::Tree, id)?;
+        let bytes = self
+            .repo
+            .read_blob(&self.index, crate::pack::BlobKind::Tree, id)?;
         let size = bytes.len();
         let tree = Arc::new(Tree::decode(&bytes, id)?);
         if let Ok(mut c) = self.trees.lock() {
@@ -454,11 +475,7 @@ impl Filesystem for MountFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let handle = self
-            .handles
-            .lock()
-            .ok()
-            .and_then(|h| h.get(&fh.0).cloned());
+        let handle = self.handles.lock().ok().and_then(|h| h.get(&fh.0).cloned());
         let Some(handle) = handle else {
             return reply.error(Errno::EBADF);
         };
@@ -546,7 +563,12 @@ impl Filesystem for MountFs {
         }
         let skip = usize::try_from(offset).unwrap_or(usize::MAX);
         for (i, (child, kind, name)) in entries.iter().enumerate().skip(skip) {
-            if reply.add(INodeNo(*child), i as u64 + 1, *kind, OsStr::from_bytes(name)) {
+            if reply.add(
+                INodeNo(*child),
+                i as u64 + 1,
+                *kind,
+                OsStr::from_bytes(name),
+            ) {
                 break;
             }
         }

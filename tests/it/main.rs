@@ -19,6 +19,7 @@ mod health;
 mod hostile;
 mod keys;
 mod locks;
+mod mount;
 mod password;
 mod plan;
 mod plan_run;
