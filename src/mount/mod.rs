@@ -531,44 +531,51 @@ impl Filesystem for MountFs {
         mut reply: ReplyDirectory,
     ) {
         let ino = ino.0;
-        let mut entries: Vec<(u64, FileType, Vec<u8>)> = Vec::new();
-        match self.find(ino) {
+        // Only the entries from `offset` on are made: a large directory is
+        // listed in many calls.
+        let skip = usize::try_from(offset).unwrap_or(usize::MAX);
+        let mut add = |i: usize, child: u64, kind: FileType, name: &[u8]| {
+            reply.add(INodeNo(child), i as u64 + 1, kind, OsStr::from_bytes(name))
+        };
+        let (parent, tree) = match self.find(ino) {
             Some(Found::Made(layout::Entry {
                 node: VNode::Dir(list),
                 parent,
                 ..
             })) => {
-                entries.push((ino, FileType::Directory, b".".to_vec()));
-                entries.push((*parent, FileType::Directory, b"..".to_vec()));
-                for (name, child) in list {
-                    entries.push((*child, self.entry_kind(*child), name.clone()));
+                let dots = [(ino, &b"."[..]), (*parent, &b".."[..])];
+                let made = list.iter().map(|(n, child)| (*child, n.as_slice()));
+                for (i, (child, name)) in dots.into_iter().chain(made).enumerate().skip(skip) {
+                    let kind = if i < 2 {
+                        FileType::Directory
+                    } else {
+                        self.entry_kind(child)
+                    };
+                    if add(i, child, kind, name) {
+                        break;
+                    }
                 }
+                return reply.ok();
             }
-            Some(found) => {
-                let parent = match found {
-                    Found::Made(e) => e.parent,
-                    Found::Tree(_, parent, _) => parent,
-                };
-                let tree = match self.dir_tree(ino) {
-                    Ok((t, _)) => t,
-                    Err(e) => return reply.error(e),
-                };
-                entries.push((ino, FileType::Directory, b".".to_vec()));
-                entries.push((parent, FileType::Directory, b"..".to_vec()));
-                for n in &tree.nodes {
-                    entries.push((child_ino(ino, &n.name), file_type(n.kind), n.name.clone()));
-                }
-            }
+            Some(Found::Made(e)) => (e.parent, self.dir_tree(ino)),
+            Some(Found::Tree(_, parent, _)) => (parent, self.dir_tree(ino)),
             None => return reply.error(Errno::ENOENT),
-        }
-        let skip = usize::try_from(offset).unwrap_or(usize::MAX);
-        for (i, (child, kind, name)) in entries.iter().enumerate().skip(skip) {
-            if reply.add(
-                INodeNo(*child),
-                i as u64 + 1,
-                *kind,
-                OsStr::from_bytes(name),
-            ) {
+        };
+        let tree = match tree {
+            Ok((t, _)) => t,
+            Err(e) => return reply.error(e),
+        };
+        let dots = [
+            (ino, FileType::Directory, &b"."[..]),
+            (parent, FileType::Directory, &b".."[..]),
+        ];
+        let nodes = tree
+            .nodes
+            .iter()
+            .map(|n| (0, file_type(n.kind), n.name.as_slice()));
+        for (i, (child, kind, name)) in dots.into_iter().chain(nodes).enumerate().skip(skip) {
+            let child = if i < 2 { child } else { child_ino(ino, name) };
+            if add(i, child, kind, name) {
                 break;
             }
         }

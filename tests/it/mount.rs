@@ -27,6 +27,7 @@ use crate::common::{self, Env};
 /// Small chunks and packs: the big file spans many blobs in several packs.
 const INIT: [&str; 4] = ["--chunker-params", "16K,32K,128K", "--pack-size", "1"];
 const BIG: usize = 3 * 1024 * 1024 + 12_345;
+const MANY: usize = 3000;
 /// Generous bounds on waits for the child, so a broken mount fails the test
 /// instead of hanging it; no assertion is about how long anything took.
 const PATIENCE: Duration = Duration::from_secs(120);
@@ -213,7 +214,8 @@ fn names(dir: &Path) -> Vec<String> {
 }
 
 /// The source tree: nested directories, small files, an empty one, a
-/// multi-MiB one spanning many chunks, a symlink, and set modes and times.
+/// multi-MiB one spanning many chunks, a symlink, a directory of [`MANY`] entries,
+/// and set modes and times.
 fn make_source(root: &Path) -> Vec<u8> {
     let mut rng = common::rng(15);
     fs::create_dir_all(root.join("a/b/c")).expect("dirs");
@@ -228,6 +230,12 @@ fn make_source(root: &Path) -> Vec<u8> {
         fs::write(root.join(p), common::text_bytes(&mut rng, n)).expect("small");
     }
     fs::write(root.join("a/b/empty"), b"").expect("empty");
+    // Over 128 KiB of entries: listed in several readdir calls.
+    fs::create_dir(root.join("many")).expect("dir");
+    for i in 0..MANY {
+        let name = format!("many/a-file-name-long-enough-to-fill-a-buffer-{i:04}");
+        fs::write(root.join(name), i.to_string()).expect("small");
+    }
     std::os::unix::fs::symlink("../big.bin", root.join("a/b/link")).expect("symlink");
     fs::set_permissions(root.join("a/one.log"), fs::Permissions::from_mode(0o640)).expect("chmod");
     fs::set_permissions(root.join("a/b/c"), fs::Permissions::from_mode(0o750)).expect("chmod");
@@ -264,7 +272,14 @@ fn compare_trees(src: &Path, mounted: &Path) {
                 );
             }
             if sm.is_dir() {
-                assert_eq!(names(&s), names(&m), "{r:?} entries");
+                let (a, b) = (names(&s), names(&m));
+                let first_diff = a.iter().zip(&b).position(|(x, y)| x != y);
+                assert!(
+                    a == b,
+                    "{r:?}: {} entries in the source, {} mounted, first difference at {first_diff:?}",
+                    a.len(),
+                    b.len()
+                );
                 stack.push(r);
             } else if sm.is_symlink() {
                 assert_eq!(fs::read_link(&s).unwrap(), fs::read_link(&m).unwrap());
@@ -275,7 +290,7 @@ fn compare_trees(src: &Path, mounted: &Path) {
             seen += 1;
         }
     }
-    assert!(seen >= 10, "only {seen} entries compared");
+    assert!(seen >= MANY, "only {seen} entries compared");
 }
 
 /// Two snapshots of `src` (changed between them), of hosts h1 and h2 with
@@ -613,4 +628,28 @@ fn mount_damaged_blob_is_eio_on_its_reads_only() {
     );
     assert!(ended.summary["read_errors"].as_u64().unwrap() >= 1);
     assert!(!is_mounted(&mnt));
+}
+
+/// A mountpoint that is missing or not a directory is refused, naming it,
+/// before the repository is opened; no mountpoint at all is a usage error.
+#[test]
+fn mount_refuses_a_missing_or_non_directory_mountpoint() {
+    let env = Env::with_repo(&[]);
+    let missing = env.path("nowhere");
+    let out = env.run(&["mount", missing.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = common::stderr(&out);
+    assert!(
+        err.contains("nowhere") && err.contains("mountpoint"),
+        "{err}"
+    );
+
+    let file = env.path("file");
+    fs::write(&file, b"x").unwrap();
+    let out = env.run(&["mount", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(common::stderr(&out).contains("is not a directory"));
+
+    let out = env.run(&["mount"]);
+    assert_eq!(out.status.code(), Some(2), "a usage error");
 }
