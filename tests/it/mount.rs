@@ -1,9 +1,10 @@
 //! `cairn mount`: the repository as a read-only FUSE filesystem, run as a child
 //! process and looked at through the kernel: the made-up directories, every
 //! file's bytes and metadata against the source, random reads at seeded
-//! offsets, refusals to write, filters, a damaged blob (EIO on the reads that
-//! need it, a warning naming it, nothing else lost), and clean unmounts by
-//! SIGTERM (a busy mount detached lazily) and by `umount`.
+//! offsets, refusals to write, filters, the lock that keeps prune away, a
+//! damaged blob (EIO on the reads that need it, a warning naming it, nothing
+//! else lost), and clean unmounts by SIGTERM (a busy mount detached lazily)
+//! and by `umount`.
 //!
 //! Needs /dev/fuse and the right to mount (root here). Where either is missing
 //! the tests say why and pass, except where CAIRN_TEST_REQUIRE_FUSE=1 (CI):
@@ -498,6 +499,9 @@ fn mount_filters_choose_snapshots_and_an_umount_ends_it() {
         fs::read(first.join("a/b/two.log")).unwrap().len(),
         1000 + 2 * 7919
     );
+    // The mount's shared lock keeps prune from pulling packs from under it.
+    let out = env.run(&["prune"]);
+    assert_eq!(out.status.code(), Some(11), "{}", common::stderr(&out));
     umount(&mnt, 0).expect("umount");
     let ended = m.wait();
     assert!(
