@@ -23,6 +23,7 @@ pub mod keyfile;
 pub mod keys;
 pub mod leftovers;
 pub mod lock;
+pub mod mount;
 pub mod pack;
 pub mod plan;
 pub mod progress;

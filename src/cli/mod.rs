@@ -12,6 +12,7 @@ mod init;
 mod inspect;
 mod key;
 mod ls;
+mod mount;
 mod output;
 mod password;
 mod plan;
@@ -114,6 +115,8 @@ enum Cmd {
     Forget(forget::ForgetArgs),
     /// Delete data no snapshot needs, and repack mostly unused packs
     Prune(prune::PruneCmd),
+    /// Mount the repository as a read-only filesystem (FUSE) until unmounted or interrupted
+    Mount(mount::MountArgs),
     /// Rebuild the index, salvage damaged packs, or rewrite snapshots that name lost data
     Repair(repair::RepairArgs),
     /// Change the tags of snapshots (each changed one is replaced by a new snapshot)
@@ -277,6 +280,7 @@ pub fn run() -> Result<ExitCode> {
         Cmd::Unlock(a) => unlock::run(g, a),
         Cmd::Forget(a) => forget::run(g, a),
         Cmd::Prune(a) => prune::run(g, a),
+        Cmd::Mount(a) => mount::run(g, a),
         Cmd::Repair(a) => repair::run(g, a),
         Cmd::Tag(a) => tag::run(g, a),
         Cmd::Rewrite(a) => rewrite::run(g, a),

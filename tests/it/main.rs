@@ -22,6 +22,7 @@ mod inspect;
 mod json;
 mod keys;
 mod locks;
+mod mount;
 mod password;
 mod plan;
 mod plan_run;
