@@ -357,11 +357,8 @@ fn mount_shows_every_snapshot_file_and_byte_and_unmounts_on_sigterm() {
     let Some(m) = Mounted::start(&env, &mnt, &[]) else {
         return;
     };
-    assert_eq!(
-        keys(&m.mounted),
-        ["message_type", "mountpoint", "snapshots"],
-        "the mounted line's fields are the documented ones"
-    );
+    // The mounted line's fields are the documented ones.
+    crate::json::assert_documented("mount", &m.mounted);
     assert_eq!(m.mounted["snapshots"], 2);
     assert_eq!(
         m.mounted["mountpoint"],
@@ -463,24 +460,8 @@ fn mount_shows_every_snapshot_file_and_byte_and_unmounts_on_sigterm() {
         ended.stderr
     );
     let s = &ended.summary;
-    assert_eq!(
-        keys(s),
-        [
-            "blob_cache_hits",
-            "blobs_read",
-            "bytes_read",
-            "command",
-            "detached",
-            "duration_seconds",
-            "message_type",
-            "mountpoint",
-            "read_errors",
-            "reads",
-            "snapshots",
-            "unmounted_by"
-        ],
-        "the summary's fields are the documented ones"
-    );
+    // The summary's fields are the documented ones.
+    crate::json::assert_documented("mount", s);
     assert_eq!(s["command"], "mount");
     assert_eq!(s["unmounted_by"], "signal");
     assert_eq!(s["detached"], false);
@@ -494,17 +475,6 @@ fn mount_shows_every_snapshot_file_and_byte_and_unmounts_on_sigterm() {
     assert_eq!(s["mountpoint"], m_path(&mnt));
     assert!(!is_mounted(&mnt));
     assert!(names(&mnt).is_empty(), "the mountpoint is empty again");
-}
-
-fn keys(v: &serde_json::Value) -> Vec<&str> {
-    let mut k: Vec<&str> = v
-        .as_object()
-        .expect("an object")
-        .keys()
-        .map(String::as_str)
-        .collect();
-    k.sort();
-    k
 }
 
 fn m_path(p: &Path) -> String {
