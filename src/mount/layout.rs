@@ -254,6 +254,7 @@ mod tests {
             tree: BlobId([0; 32]),
             parent: None,
             original: None,
+            replaces: None,
             excludes: vec![],
             program_version: String::new(),
             summary: Default::default(),
