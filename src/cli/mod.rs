@@ -98,10 +98,18 @@ enum Cmd {
     Snapshots(snapshots::SnapshotsArgs),
     /// List the files in a snapshot
     Ls(ls::LsArgs),
+    #[command(flatten)]
+    Inspect(inspect::InspectCmd),
+    /// Mount the repository as a read-only filesystem (FUSE) until unmounted or interrupted
+    Mount(mount::MountArgs),
     /// Restore a snapshot, a sub-tree or a file
     Restore(restore::RestoreArgs),
     /// Copy snapshots from another repository (--from-repo) into this one
     Copy(copy::CopyArgs),
+    /// Change the tags of snapshots (each changed one is replaced by a new snapshot)
+    Tag(tag::TagArgs),
+    /// Remove files and directories from existing snapshots (writes new snapshots)
+    Rewrite(rewrite::RewriteArgs),
     /// Print a stored object (for inspection and debugging)
     Cat(cat::CatArgs),
     /// Verify the repository: structure, and with --read-data every byte
@@ -109,27 +117,20 @@ enum Cmd {
     /// Rehearse a restore: restore a random sample of a snapshot's files into a
     /// scratch directory, verify every byte and the metadata, record the result
     Drill(drill::DrillArgs),
-    /// Remove stale locks (or all locks with --remove-all)
-    Unlock(unlock::UnlockArgs),
     /// Remove snapshots by a retention policy (or by id)
     Forget(forget::ForgetArgs),
     /// Delete data no snapshot needs, and repack mostly unused packs
     Prune(prune::PruneCmd),
-    /// Mount the repository as a read-only filesystem (FUSE) until unmounted or interrupted
-    Mount(mount::MountArgs),
     /// Rebuild the index, salvage damaged packs, or rewrite snapshots that name lost data
     Repair(repair::RepairArgs),
-    /// Change the tags of snapshots (each changed one is replaced by a new snapshot)
-    Tag(tag::TagArgs),
-    /// Remove files and directories from existing snapshots (writes new snapshots)
-    Rewrite(rewrite::RewriteArgs),
-    /// List, add and remove keys (passwords, or generated secret files)
+    /// Remove stale locks (or all locks with --remove-all)
+    Unlock(unlock::UnlockArgs),
+    /// List, add and remove keys (passwords, or generated secret files), or change a
+    /// password
     #[command(subcommand)]
     Key(key::KeyCmd),
     /// Backup plans: classes of data with their own schedule, retention and copies
     Plan(plan::PlanCmd),
-    #[command(flatten)]
-    Inspect(inspect::InspectCmd),
     /// Print cairn's version and the repository format version it reads and writes
     Version,
     /// Write shell completions or man pages, generated from these definitions
