@@ -237,8 +237,11 @@ pub fn rewrite(
             };
             if !r.removed.is_empty() {
                 sum.rewritten += 1;
-                sum.entries_removed += r.removed.iter().map(|x| x.entries).sum::<u64>();
-                sum.bytes_removed += r.removed.iter().map(|x| x.bytes).sum::<u64>();
+                // Sizes come from trees, which a forged one may make anything.
+                for x in &r.removed {
+                    sum.entries_removed = sum.entries_removed.saturating_add(x.entries);
+                    sum.bytes_removed = sum.bytes_removed.saturating_add(x.bytes);
+                }
                 new_snapshots.push((*id, rewritten_snapshot(*id, &old, f.id, &r, &opts.excludes)));
             } else {
                 r.entries = old.summary.entries;
@@ -499,6 +502,42 @@ mod tests {
         assert_eq!(s.errors[0].path, "/d/b/x");
         assert_eq!(s.replaces, Some(r.old));
         assert_eq!((s.time, s.tags, s.paths), (old.time, old.tags, old.paths));
+    }
+
+    /// A forged tree may give files any size: the counts saturate instead of
+    /// overflowing (a panic in a debug build, a wrong total otherwise).
+    #[test]
+    fn forged_sizes_saturate_the_counts() {
+        use crate::index::Index;
+        use crate::tree::{NodeKind, Tree, tests::node};
+        let (_dir, repo) = crate::lock::tests::repo();
+        let mut saver = Saver::new(Arc::clone(&repo), Arc::new(Index::new()));
+        let huge = |name: &[u8]| {
+            let mut n = node(name, NodeKind::File);
+            n.size = u64::MAX;
+            n
+        };
+        let mut gone = node(b"gone", NodeKind::Dir);
+        gone.subtree = Some(
+            saver
+                .save_tree(&mut Tree {
+                    nodes: vec![huge(b"x"), huge(b"y")],
+                })
+                .unwrap(),
+        );
+        let root = saver
+            .save_tree(&mut Tree {
+                nodes: vec![huge(b"a"), huge(b"b"), gone],
+            })
+            .unwrap();
+        saver.finish().unwrap();
+        let index = repo.load_index(&mut |_, _| {}).unwrap();
+        let excludes = Excludes::new(&["gone".into()]).unwrap();
+        let stop = AtomicBool::new(false);
+        let mut f = TreeFilter::new(&repo, &index, &excludes, None, &stop);
+        let out = f.filter(root).unwrap();
+        assert_eq!((out.entries, out.bytes), (2, u64::MAX));
+        assert_eq!((out.removed[0].files, out.removed[0].bytes), (2, u64::MAX));
     }
 
     /// Spec §15/§16: with a lock others may already take for stale (the machine
