@@ -121,9 +121,14 @@ pub fn tag(
     report: &dyn Fn(&Retagged),
 ) -> Result<Vec<Retagged>> {
     change.validate()?;
+    // Every snapshot is read before the first is written: one that can't be
+    // read stops the change with nothing written.
+    let olds = ids
+        .iter()
+        .map(|id| Ok((id, repo.load_snapshot(id)?)))
+        .collect::<Result<Vec<_>>>()?;
     let mut out = Vec::new();
-    for id in ids {
-        let old = repo.load_snapshot(id)?;
+    for (id, old) in olds {
         let tags = change.apply(&old.tags);
         let mut done = Retagged {
             old: *id,
@@ -538,6 +543,40 @@ mod tests {
         let out = f.filter(root).unwrap();
         assert_eq!((out.entries, out.bytes), (2, u64::MAX));
         assert_eq!((out.removed[0].files, out.removed[0].bytes), (2, u64::MAX));
+    }
+
+    /// A snapshot that can't be read stops `tag` before it writes anything:
+    /// otherwise the ones before it would be left in two versions, and a run
+    /// again (by filter or `latest`) would replace the old versions a second
+    /// time.
+    #[test]
+    fn an_unreadable_snapshot_stops_tag_before_any_write() {
+        use crate::index::Index;
+        use crate::lock::tests::names;
+        use crate::tree::{NodeKind, Tree, tests::node};
+        let (_dir, repo) = crate::lock::tests::repo();
+        let mut saver = Saver::new(Arc::clone(&repo), Arc::new(Index::new()));
+        let root = saver
+            .save_tree(&mut Tree {
+                nodes: vec![node(b"f", NodeKind::File)],
+            })
+            .unwrap();
+        saver.finish().unwrap();
+        let (good, _) = repo.save_snapshot(&snapshot(root)).unwrap();
+        let bad = SnapshotId([0xab; 32]);
+        repo.backend()
+            .write(FileType::Snapshot, &bad.to_hex(), b"not a snapshot")
+            .unwrap();
+        let before = names(&repo, FileType::Snapshot);
+        let lock = crate::lock::acquire(&repo, true).unwrap();
+        let change = TagChange {
+            add: vec!["x".into()],
+            ..TagChange::default()
+        };
+        let r = tag(&repo, &lock, &[good, bad], &change, &|_| {});
+        assert!(r.is_err());
+        assert_eq!(names(&repo, FileType::Snapshot), before);
+        drop(lock);
     }
 
     /// Spec §15/§16: with a lock others may already take for stale (the machine
