@@ -100,7 +100,11 @@ fn kind_name(k: NodeKind) -> &'static str {
 
 fn totals(r: &Rewritten) -> (u64, u64, u64) {
     r.removed.iter().fold((0, 0, 0), |(e, f, b), x| {
-        (e + x.entries, f + x.files, b + x.bytes)
+        (
+            e.saturating_add(x.entries),
+            f.saturating_add(x.files),
+            b.saturating_add(x.bytes),
+        )
     })
 }
 

@@ -37,7 +37,7 @@ pub fn restore_size(repo: &Repository, index: &Index, roots: &[BlobId]) -> Resul
                 NodeKind::File => {
                     s.files += 1;
                     if n.links <= 1 || linked.insert((n.device, n.inode)) {
-                        s.bytes += n.size;
+                        s.bytes = s.bytes.saturating_add(n.size);
                     }
                 }
                 NodeKind::Dir => s.dirs += 1,
@@ -69,7 +69,7 @@ pub fn files_by_contents(repo: &Repository, index: &Index, roots: &[BlobId]) -> 
         &mut memo,
         &mut |n| {
             if n.kind == NodeKind::File && seen.insert(super::content_key(n)) {
-                bytes += n.size;
+                bytes = bytes.saturating_add(n.size);
             }
         },
         &|_, _| {},
@@ -184,4 +184,41 @@ pub fn repository_totals(index: &Index) -> RepositoryTotals {
         }
     }
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::archiver::saver::Saver;
+    use crate::tree::Tree;
+    use crate::tree::tests::node;
+
+    /// A forged tree may give any file any size: totals saturate instead of
+    /// overflowing (a panic in a debug build, a wrong small number otherwise).
+    #[test]
+    fn forged_sizes_saturate_the_totals() {
+        let (_dir, repo) = crate::lock::tests::repo();
+        let mut saver = Saver::new(Arc::clone(&repo), Arc::new(Index::new()));
+        let file = |name: &[u8], blob: u8| {
+            let mut n = node(name, NodeKind::File);
+            n.size = u64::MAX;
+            n.content = vec![BlobId([blob; 32])];
+            n
+        };
+        let root = saver
+            .save_tree(&mut Tree {
+                nodes: vec![file(b"a", 1), file(b"b", 2)],
+            })
+            .unwrap();
+        saver.finish().unwrap();
+        let index = repo.load_index(&mut |_, _| {}).unwrap();
+        let s = restore_size(&repo, &index, &[root]).unwrap();
+        assert_eq!((s.files, s.bytes), (2, u64::MAX));
+        let c = files_by_contents(&repo, &index, &[root]).unwrap();
+        assert_eq!((c.contents, c.bytes), (2, u64::MAX));
+        let r = raw_data(&repo, &index, &[root]).unwrap();
+        assert_eq!(r.logical_bytes, u64::MAX);
+    }
 }

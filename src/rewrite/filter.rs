@@ -112,8 +112,8 @@ impl<'a> TreeFilter<'a> {
                     node.subtree = Some(sub.id);
                     parent.changed = true;
                 }
-                parent.entries += 1 + sub.entries;
-                parent.bytes += sub.bytes;
+                parent.entries = parent.entries.saturating_add(sub.entries).saturating_add(1);
+                parent.bytes = parent.bytes.saturating_add(sub.bytes);
                 parent.removed.extend(sub.removed);
                 parent.kept.push(node);
                 continue;
@@ -151,9 +151,9 @@ impl<'a> TreeFilter<'a> {
                     done = self.enter(sub, path, &mut stack)?;
                 }
                 _ => {
-                    frame.entries += 1;
+                    frame.entries = frame.entries.saturating_add(1);
                     if node.kind == NodeKind::File {
-                        frame.bytes += node.size;
+                        frame.bytes = frame.bytes.saturating_add(node.size);
                     }
                     frame.kept.push(node);
                 }
@@ -234,10 +234,10 @@ impl<'a> TreeFilter<'a> {
         };
         if let (NodeKind::Dir, Some(sub)) = (node.kind, node.subtree) {
             let mut count = |_: &Path, n: &Node| -> Result<bool> {
-                r.entries += 1;
+                r.entries = r.entries.saturating_add(1);
                 if n.kind == NodeKind::File {
-                    r.files += 1;
-                    r.bytes += n.size;
+                    r.files = r.files.saturating_add(1);
+                    r.bytes = r.bytes.saturating_add(n.size);
                 }
                 Ok(true)
             };

@@ -121,9 +121,14 @@ pub fn tag(
     report: &dyn Fn(&Retagged),
 ) -> Result<Vec<Retagged>> {
     change.validate()?;
+    // Every snapshot is read before the first is written: one that can't be
+    // read stops the change with nothing written.
+    let olds = ids
+        .iter()
+        .map(|id| Ok((id, repo.load_snapshot(id)?)))
+        .collect::<Result<Vec<_>>>()?;
     let mut out = Vec::new();
-    for id in ids {
-        let old = repo.load_snapshot(id)?;
+    for (id, old) in olds {
         let tags = change.apply(&old.tags);
         let mut done = Retagged {
             old: *id,
@@ -237,8 +242,11 @@ pub fn rewrite(
             };
             if !r.removed.is_empty() {
                 sum.rewritten += 1;
-                sum.entries_removed += r.removed.iter().map(|x| x.entries).sum::<u64>();
-                sum.bytes_removed += r.removed.iter().map(|x| x.bytes).sum::<u64>();
+                // Sizes come from trees, which a forged one may make anything.
+                for x in &r.removed {
+                    sum.entries_removed = sum.entries_removed.saturating_add(x.entries);
+                    sum.bytes_removed = sum.bytes_removed.saturating_add(x.bytes);
+                }
                 new_snapshots.push((*id, rewritten_snapshot(*id, &old, f.id, &r, &opts.excludes)));
             } else {
                 r.entries = old.summary.entries;
@@ -499,6 +507,76 @@ mod tests {
         assert_eq!(s.errors[0].path, "/d/b/x");
         assert_eq!(s.replaces, Some(r.old));
         assert_eq!((s.time, s.tags, s.paths), (old.time, old.tags, old.paths));
+    }
+
+    /// A forged tree may give files any size: the counts saturate instead of
+    /// overflowing (a panic in a debug build, a wrong total otherwise).
+    #[test]
+    fn forged_sizes_saturate_the_counts() {
+        use crate::index::Index;
+        use crate::tree::{NodeKind, Tree, tests::node};
+        let (_dir, repo) = crate::lock::tests::repo();
+        let mut saver = Saver::new(Arc::clone(&repo), Arc::new(Index::new()));
+        let huge = |name: &[u8]| {
+            let mut n = node(name, NodeKind::File);
+            n.size = u64::MAX;
+            n
+        };
+        let mut gone = node(b"gone", NodeKind::Dir);
+        gone.subtree = Some(
+            saver
+                .save_tree(&mut Tree {
+                    nodes: vec![huge(b"x"), huge(b"y")],
+                })
+                .unwrap(),
+        );
+        let root = saver
+            .save_tree(&mut Tree {
+                nodes: vec![huge(b"a"), huge(b"b"), gone],
+            })
+            .unwrap();
+        saver.finish().unwrap();
+        let index = repo.load_index(&mut |_, _| {}).unwrap();
+        let excludes = Excludes::new(&["gone".into()]).unwrap();
+        let stop = AtomicBool::new(false);
+        let mut f = TreeFilter::new(&repo, &index, &excludes, None, &stop);
+        let out = f.filter(root).unwrap();
+        assert_eq!((out.entries, out.bytes), (2, u64::MAX));
+        assert_eq!((out.removed[0].files, out.removed[0].bytes), (2, u64::MAX));
+    }
+
+    /// A snapshot that can't be read stops `tag` before it writes anything:
+    /// otherwise the ones before it would be left in two versions, and a run
+    /// again (by filter or `latest`) would replace the old versions a second
+    /// time.
+    #[test]
+    fn an_unreadable_snapshot_stops_tag_before_any_write() {
+        use crate::index::Index;
+        use crate::lock::tests::names;
+        use crate::tree::{NodeKind, Tree, tests::node};
+        let (_dir, repo) = crate::lock::tests::repo();
+        let mut saver = Saver::new(Arc::clone(&repo), Arc::new(Index::new()));
+        let root = saver
+            .save_tree(&mut Tree {
+                nodes: vec![node(b"f", NodeKind::File)],
+            })
+            .unwrap();
+        saver.finish().unwrap();
+        let (good, _) = repo.save_snapshot(&snapshot(root)).unwrap();
+        let bad = SnapshotId([0xab; 32]);
+        repo.backend()
+            .write(FileType::Snapshot, &bad.to_hex(), b"not a snapshot")
+            .unwrap();
+        let before = names(&repo, FileType::Snapshot);
+        let lock = crate::lock::acquire(&repo, true).unwrap();
+        let change = TagChange {
+            add: vec!["x".into()],
+            ..TagChange::default()
+        };
+        let r = tag(&repo, &lock, &[good, bad], &change, &|_| {});
+        assert!(r.is_err());
+        assert_eq!(names(&repo, FileType::Snapshot), before);
+        drop(lock);
     }
 
     /// Spec §15/§16: with a lock others may already take for stale (the machine
