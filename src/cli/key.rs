@@ -231,6 +231,24 @@ fn remove(g: &GlobalArgs, a: RemoveArgs) -> Result<ExitCode> {
 fn passwd(g: &GlobalArgs, a: PasswdArgs) -> Result<ExitCode> {
     let kdf = a.kdf.params()?;
     let (repo, current) = open_keeping_password(g)?;
+    // A generated secret's key is refused (by `change_password`, under the
+    // lock); say so before asking for a new password twice.
+    let opened_by_secret = repo.list_keys()?.into_iter().any(|k| {
+        k.current
+            && k.file
+                .as_ref()
+                .is_ok_and(|f| cairn::keys::is_generated_secret(&current, &f.kdf))
+    });
+    if opened_by_secret {
+        let id = repo.key_id();
+        anyhow::bail!(
+            "key {} was opened with a generated secret file, which has no password to change; \
+             to replace the secret, `cairn key add --generate NEW_FILE`, switch to it, then \
+             `cairn key remove {}`; to add a password, `cairn key add`",
+            id.short(),
+            id.short()
+        );
+    }
     let new_pw = password::get_new(a.new_password_file.as_deref(), g.quiet)?;
     let location = repo.backend().location();
     let (id, old) = repo

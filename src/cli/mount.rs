@@ -46,6 +46,10 @@ pub fn run(g: &GlobalArgs, a: MountArgs) -> Result<ExitCode> {
     let mountpoint = std::fs::canonicalize(&a.mountpoint)
         .with_context(|| format!("mountpoint {}", a.mountpoint.display()))?;
     let repo = open(g)?;
+    // Shared, as long as the mount lasts, and taken before the snapshots and
+    // the index are read: a prune must not delete packs that files here are
+    // read from.
+    let lock = cairn::lock::acquire(&repo, false)?;
     let filter = a.filter.filter()?;
     let (all, unreadable) = repo.list_snapshots_lenient()?;
     for (id, e) in &unreadable {
@@ -60,9 +64,6 @@ pub fn run(g: &GlobalArgs, a: MountArgs) -> Result<ExitCode> {
         eprintln!("warning: no snapshot matches; the filesystem will list none");
     }
     let index = Arc::new(super::load_index(g, &repo)?);
-    // Shared, as long as the mount lasts: prune must not delete packs that
-    // files here are read from.
-    let lock = cairn::lock::acquire(&repo, false)?;
     // Read failures are reported even with --quiet: they are data that can't
     // be had.
     let warn: cairn::mount::Warn =

@@ -851,3 +851,47 @@ fn dump_into_a_closed_pipe_ends_quietly() {
         assert_eq!(common::stderr(&out), "", "{args:?}");
     }
 }
+
+/// `dump` writes nothing to a terminal, a file's bytes no more than an archive:
+/// what it writes comes from the repository as it is. Run under `script`,
+/// which gives it a pseudo-terminal as standard output.
+#[test]
+fn dump_refuses_a_terminal() {
+    let env = Env::with_repo(&[]);
+    let src = env.path("src");
+    write(&src.join("note.txt"), b"\x1b]0;planted title\x07hello\n");
+    env.ok(&["backup", "-q", src.to_str().expect("utf-8")]);
+    for spec in [
+        format!("latest:{}/note.txt", src.display()),
+        format!("latest:{}", src.display()),
+    ] {
+        let line = format!(
+            "{} -r {} --password-file {} dump {}",
+            env!("CARGO_BIN_EXE_cairn"),
+            env.repo.display(),
+            env.password_file.display(),
+            spec
+        );
+        let out = match std::process::Command::new("script")
+            .args(["-qec", &line, "/dev/null"])
+            .env_remove("CAIRN_REPOSITORY")
+            .stdin(Stdio::null())
+            .output()
+        {
+            Ok(o) => o,
+            Err(e) => {
+                eprintln!(
+                    "dump_refuses_a_terminal: skipped: no `script` to run it on a terminal ({e})"
+                );
+                return;
+            }
+        };
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(2), "{spec}: {text}");
+        assert!(
+            text.contains("standard output is a terminal"),
+            "{spec}: {text}"
+        );
+        assert!(!text.contains("planted title"), "{spec}: {text}");
+    }
+}

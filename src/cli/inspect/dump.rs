@@ -78,11 +78,16 @@ pub fn run(g: &GlobalArgs, a: DumpArgs) -> Result<ExitCode> {
         Some(t) => (Box::new(create(t)?), t.clone()),
         None => {
             let stdout = std::io::stdout();
-            if as_tar && stdout.is_terminal() {
-                return Err(usage(
+            // A file's bytes come from the repository as they are: escape
+            // sequences in them would reach the terminal.
+            if stdout.is_terminal() {
+                return Err(usage(if as_tar {
                     "standard output is a terminal: redirect the archive into a file or a \
-                     pipe (`> x.tar`, `| tar -t`), or use --target FILE",
-                ));
+                     pipe (`> x.tar`, `| tar -t`), or use --target FILE"
+                } else {
+                    "standard output is a terminal: redirect the file's bytes into a file or \
+                     a pipe (`> x`, `| less`), or use --target FILE"
+                }));
             }
             let w = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
             (Box::new(w), PathBuf::from("standard output"))
