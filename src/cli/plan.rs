@@ -523,17 +523,29 @@ fn schedule(g: &GlobalArgs, flag: Option<PathBuf>, a: ScheduleArgs) -> Result<Ex
         .unwrap_or_else(|| "-".into());
     let systemd_running = Path::new("/run/systemd/system").is_dir();
     let use_cron = a.cron || (!a.systemd && !systemd_running);
+    // `--json`: the fields every schedule has, then the scheduler's own.
+    let schedule_doc = |scheduler: &str, own: Vec<(&str, serde_json::Value)>| {
+        let mut doc = serde_json::json!({
+            "scheduler": scheduler,
+            "plan": plan.file.display().to_string(),
+            "shortest_interval": shortest,
+            "period_minutes": period,
+        });
+        if let Some(o) = doc.as_object_mut() {
+            for (k, v) in own {
+                o.insert(k.to_string(), v);
+            }
+        }
+        doc
+    };
     let root = nix::unistd::geteuid().is_root();
     if use_cron {
         let line = schedule::crontab_line(&exe, &plan.file, period);
         if !a.install && g.json {
-            output::print_json(&serde_json::json!({
-                "scheduler": "cron",
-                "plan": plan.file.display().to_string(),
-                "shortest_interval": shortest,
-                "period_minutes": period,
-                "crontab_line": line,
-            }))?;
+            output::print_json(&schedule_doc(
+                "cron",
+                vec![("crontab_line", line.clone().into())],
+            ))?;
             return Ok(ExitCode::SUCCESS);
         }
         if !a.install {
@@ -554,15 +566,14 @@ fn schedule(g: &GlobalArgs, flag: Option<PathBuf>, a: ScheduleArgs) -> Result<Ex
     let user = !root;
     let units = schedule::systemd_units(&exe, &plan.file, period, user);
     if !a.install && g.json {
-        output::print_json(&serde_json::json!({
-            "scheduler": "systemd",
-            "plan": plan.file.display().to_string(),
-            "shortest_interval": shortest,
-            "period_minutes": period,
-            "user_units": user,
-            "service": units.service,
-            "timer": units.timer,
-        }))?;
+        output::print_json(&schedule_doc(
+            "systemd",
+            vec![
+                ("user_units", user.into()),
+                ("service", units.service.clone().into()),
+                ("timer", units.timer.clone().into()),
+            ],
+        ))?;
         return Ok(ExitCode::SUCCESS);
     }
     if !a.install {
@@ -626,14 +637,14 @@ fn schedule(g: &GlobalArgs, flag: Option<PathBuf>, a: ScheduleArgs) -> Result<Ex
         }
     }
     if g.json {
-        output::print_json(&serde_json::json!({
-            "scheduler": "systemd",
-            "plan": plan.file.display().to_string(),
-            "shortest_interval": shortest,
-            "period_minutes": period,
-            "user_units": user,
-            "installed": [service.display().to_string(), timer.display().to_string()],
-        }))?;
+        let installed = [service.display().to_string(), timer.display().to_string()];
+        output::print_json(&schedule_doc(
+            "systemd",
+            vec![
+                ("user_units", user.into()),
+                ("installed", installed.to_vec().into()),
+            ],
+        ))?;
     } else if !g.quiet {
         println!(
             "enabled {UNIT}.timer: `systemctl {}list-timers {UNIT}.timer` shows the next run",
