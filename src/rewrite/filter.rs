@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::archiver::Excludes;
@@ -33,6 +34,71 @@ pub struct Removed {
     pub uncounted: bool,
 }
 
+/// What filtering a tree removed, in tree order. Shared rather than copied: a
+/// directory's list points at its subdirectories' lists, and a subtree met
+/// again (in the memo, in another snapshot) hands out the same list, so each
+/// match is held once however many directories and snapshots report it.
+#[derive(Clone, Debug, Default)]
+pub struct RemovedList {
+    parts: Arc<Vec<Part>>,
+    len: usize,
+}
+
+#[derive(Debug)]
+enum Part {
+    One(Removed),
+    Sub(RemovedList),
+}
+
+impl RemovedList {
+    /// The number of matches.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn iter(&self) -> RemovedIter<'_> {
+        RemovedIter {
+            stack: vec![self.parts.iter()],
+        }
+    }
+}
+
+impl<'a> IntoIterator for &'a RemovedList {
+    type Item = &'a Removed;
+    type IntoIter = RemovedIter<'a>;
+
+    fn into_iter(self) -> RemovedIter<'a> {
+        self.iter()
+    }
+}
+
+/// The matches of a [`RemovedList`] in tree order; its stack is as deep as the
+/// directories, which the filter bounds.
+pub struct RemovedIter<'a> {
+    stack: Vec<std::slice::Iter<'a, Part>>,
+}
+
+impl<'a> Iterator for RemovedIter<'a> {
+    type Item = &'a Removed;
+
+    fn next(&mut self) -> Option<&'a Removed> {
+        loop {
+            let top = self.stack.last_mut()?;
+            match top.next() {
+                None => {
+                    self.stack.pop();
+                }
+                Some(Part::One(r)) => return Some(r),
+                Some(Part::Sub(list)) => self.stack.push(list.parts.iter()),
+            }
+        }
+    }
+}
+
 /// A tree filtered: its id (the old one if nothing under it matched), what it
 /// keeps below it (entries and the bytes of its files, as a backup's summary
 /// counts them), and what was removed.
@@ -41,7 +107,7 @@ pub struct Filtered {
     pub id: BlobId,
     pub entries: u64,
     pub bytes: u64,
-    pub removed: Vec<Removed>,
+    pub removed: RemovedList,
 }
 
 /// One directory being filtered: its entries still to go, and what is decided.
@@ -53,7 +119,9 @@ struct Frame {
     changed: bool,
     entries: u64,
     bytes: u64,
-    removed: Vec<Removed>,
+    /// Matches here, and subdirectories' lists of theirs, in tree order.
+    removed: Vec<Part>,
+    removed_len: usize,
     /// The directory node waiting for its subtree's result.
     waiting: Option<Node>,
 }
@@ -114,7 +182,10 @@ impl<'a> TreeFilter<'a> {
                 }
                 parent.entries = parent.entries.saturating_add(sub.entries).saturating_add(1);
                 parent.bytes = parent.bytes.saturating_add(sub.bytes);
-                parent.removed.extend(sub.removed);
+                if !sub.removed.is_empty() {
+                    parent.removed_len = parent.removed_len.saturating_add(sub.removed.len());
+                    parent.removed.push(Part::Sub(sub.removed));
+                }
                 parent.kept.push(node);
                 continue;
             }
@@ -132,7 +203,8 @@ impl<'a> TreeFilter<'a> {
             if self.excludes.is_excluded(&path) {
                 frame.changed = true;
                 let removed = self.count_removed(path, &node);
-                frame.removed.push(removed);
+                frame.removed.push(Part::One(removed));
+                frame.removed_len = frame.removed_len.saturating_add(1);
                 continue;
             }
             match (node.kind, node.subtree) {
@@ -187,6 +259,7 @@ impl<'a> TreeFilter<'a> {
             entries: 0,
             bytes: 0,
             removed: Vec::new(),
+            removed_len: 0,
             waiting: None,
         });
         Ok(None)
@@ -207,7 +280,10 @@ impl<'a> TreeFilter<'a> {
             id,
             entries: f.entries,
             bytes: f.bytes,
-            removed: f.removed,
+            removed: RemovedList {
+                parts: Arc::new(f.removed),
+                len: f.removed_len,
+            },
         };
         if self.memo.len() >= MEMO_MAX {
             self.memo.clear();
@@ -258,5 +334,69 @@ fn shorten(p: &Path) -> String {
         format!("{head}…")
     } else {
         head
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(path: &str) -> Part {
+        Part::One(Removed {
+            path: PathBuf::from(path),
+            kind: NodeKind::File,
+            entries: 1,
+            files: 1,
+            bytes: 1,
+            uncounted: false,
+        })
+    }
+
+    fn list(parts: Vec<Part>) -> RemovedList {
+        let len = parts
+            .iter()
+            .map(|p| match p {
+                Part::One(_) => 1,
+                Part::Sub(l) => l.len(),
+            })
+            .sum();
+        RemovedList {
+            parts: Arc::new(parts),
+            len,
+        }
+    }
+
+    /// Matches come out in tree order through nested lists, and a list handed
+    /// to a parent (or a second snapshot) is shared, not copied.
+    #[test]
+    fn removed_lists_nest_in_order_and_are_shared() {
+        let logs = list(vec![one("/d/logs/a.log"), one("/d/logs/b.log")]);
+        let d = list(vec![
+            one("/d/a.log"),
+            Part::Sub(logs.clone()),
+            one("/d/z.log"),
+        ]);
+        let root = list(vec![
+            one("/a.log"),
+            Part::Sub(d.clone()),
+            Part::Sub(list(vec![])),
+        ]);
+        let paths: Vec<_> = root.iter().map(|r| r.path.display().to_string()).collect();
+        assert_eq!(
+            paths,
+            [
+                "/a.log",
+                "/d/a.log",
+                "/d/logs/a.log",
+                "/d/logs/b.log",
+                "/d/z.log"
+            ]
+        );
+        assert_eq!(root.len(), 5);
+        assert!(list(vec![]).is_empty());
+        let Part::Sub(inner) = &d.parts[1] else {
+            panic!("not a sub-list");
+        };
+        assert!(Arc::ptr_eq(&inner.parts, &logs.parts));
     }
 }

@@ -22,8 +22,8 @@ use crate::lock::LockGuard;
 use crate::repository::Repository;
 use crate::snapshot::{Snapshot, SourceProblem};
 
-pub use filter::Removed;
 use filter::TreeFilter;
+pub use filter::{Removed, RemovedIter, RemovedList};
 
 /// The copy of `old` (whose id is `id`) that replaces it: it names `id` as
 /// `replaces`, and the backup it is a version of as `original`.
@@ -177,7 +177,7 @@ pub struct Rewritten {
     pub new: Option<SnapshotId>,
     /// What the patterns matched, in tree order; empty: the snapshot is left
     /// as it is.
-    pub removed: Vec<Removed>,
+    pub removed: RemovedList,
     /// The old snapshot was deleted (`--forget`).
     pub forgotten: bool,
     /// The replacement's (or, in a dry run, would-be) entry and byte counts.
@@ -457,7 +457,7 @@ mod tests {
         // d, a, keep, b, x
         assert_eq!((out.entries, out.bytes), (5, 15));
         assert_eq!(out.removed.len(), 1);
-        let r = &out.removed[0];
+        let r = out.removed.iter().next().unwrap();
         assert_eq!(r.path, Path::new("/d/a/secret"));
         assert_eq!(
             (r.entries, r.files, r.bytes, r.uncounted),
@@ -542,7 +542,8 @@ mod tests {
         let mut f = TreeFilter::new(&repo, &index, &excludes, None, &stop);
         let out = f.filter(root).unwrap();
         assert_eq!((out.entries, out.bytes), (2, u64::MAX));
-        assert_eq!((out.removed[0].files, out.removed[0].bytes), (2, u64::MAX));
+        let first = out.removed.iter().next().unwrap();
+        assert_eq!((first.files, first.bytes), (2, u64::MAX));
     }
 
     /// A snapshot that can't be read stops `tag` before it writes anything:
