@@ -29,6 +29,21 @@ pub enum NodeKind {
     Socket,
 }
 
+impl NodeKind {
+    /// The kind's name, as stored and as `--json` writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            NodeKind::File => "file",
+            NodeKind::Dir => "dir",
+            NodeKind::Symlink => "symlink",
+            NodeKind::Fifo => "fifo",
+            NodeKind::Chardev => "chardev",
+            NodeKind::Blockdev => "blockdev",
+            NodeKind::Socket => "socket",
+        }
+    }
+}
+
 /// Seconds and nanoseconds since the Unix epoch; a msgpack array `[secs, nanos]`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Timestamp(pub i64, pub u32);

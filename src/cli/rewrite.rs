@@ -86,18 +86,6 @@ pub fn run(g: &GlobalArgs, a: RewriteArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn kind_name(k: NodeKind) -> &'static str {
-    match k {
-        NodeKind::File => "file",
-        NodeKind::Dir => "dir",
-        NodeKind::Symlink => "symlink",
-        NodeKind::Fifo => "fifo",
-        NodeKind::Chardev => "chardev",
-        NodeKind::Blockdev => "blockdev",
-        NodeKind::Socket => "socket",
-    }
-}
-
 fn totals(r: &Rewritten) -> (u64, u64, u64) {
     r.removed.iter().fold((0, 0, 0), |(e, f, b), x| {
         (
@@ -110,7 +98,7 @@ fn totals(r: &Rewritten) -> (u64, u64, u64) {
 
 fn removed_json(x: &Removed) -> serde_json::Value {
     let mut v = serde_json::json!({
-        "path": x.path.display().to_string(), "kind": kind_name(x.kind),
+        "path": x.path.display().to_string(), "kind": x.kind.name(),
         "entries": x.entries, "files": x.files, "bytes": x.bytes, "uncounted": x.uncounted,
     });
     let raw = x.path.as_os_str().as_bytes();
@@ -171,7 +159,7 @@ fn print_text(r: &Rewritten, dry_run: bool, verbose: bool) {
                     }
                 )
             } else {
-                format!("{}, {}", kind_name(x.kind), bytes(x.bytes))
+                format!("{}, {}", x.kind.name(), bytes(x.bytes))
             };
             println!("  {} ({more})", output::path(&x.path));
         }

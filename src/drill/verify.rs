@@ -36,7 +36,7 @@ pub(super) fn check_entry(
         problems.push(format!(
             "restored as {}, but the snapshot has {}",
             kind_of(&m),
-            kind_name(node.kind)
+            node.kind.name()
         ));
         return problems;
     }
@@ -115,18 +115,6 @@ fn same_kind(m: &Metadata, node: &Node) -> bool {
         NodeKind::Chardev => t.is_char_device(),
         NodeKind::Blockdev => t.is_block_device(),
         NodeKind::Socket => t.is_socket(),
-    }
-}
-
-fn kind_name(k: NodeKind) -> &'static str {
-    match k {
-        NodeKind::File => "file",
-        NodeKind::Dir => "dir",
-        NodeKind::Symlink => "symlink",
-        NodeKind::Fifo => "fifo",
-        NodeKind::Chardev => "chardev",
-        NodeKind::Blockdev => "blockdev",
-        NodeKind::Socket => "socket",
     }
 }
 

@@ -8,7 +8,7 @@ use cairn::repository::Repository;
 use cairn::select::Selected;
 use cairn::tree::NodeKind;
 
-use super::{Out, kind_name, put_path};
+use super::{Out, put_path};
 use crate::cli::output::{self, count};
 use crate::cli::{FilterArgs, GlobalArgs, load_index, open, warn_skipped};
 
@@ -94,7 +94,7 @@ fn dir_of(
 }
 
 fn change_json(c: &Change) -> serde_json::Value {
-    let kind = |n: Option<&cairn::tree::Node>| n.map(|n| kind_name(n.kind));
+    let kind = |n: Option<&cairn::tree::Node>| n.map(|n| n.kind.name());
     let name = match c.modifier {
         Modifier::Added => "added",
         Modifier::Removed => "removed",

@@ -11,7 +11,7 @@ use cairn::pack::BlobKind;
 use cairn::snapshot::Snapshot;
 use cairn::tree::Node;
 
-use super::{Out, kind_name, local_time, put_path, rfc3339};
+use super::{Out, local_time, put_path, rfc3339};
 use crate::cli::output::{self, count};
 use crate::cli::{FilterArgs, GlobalArgs, load_index, open, usage, warn_skipped};
 
@@ -265,7 +265,7 @@ fn match_json(
     o.insert("message_type".into(), "match".into());
     o.insert("snapshot".into(), id.to_hex().into());
     put_path(&mut o, p);
-    o.insert("type".into(), n.map_or("dir", |n| kind_name(n.kind)).into());
+    o.insert("type".into(), n.map_or("dir", |n| n.kind.name()).into());
     o.insert("size".into(), n.map_or(0, |n| n.size).into());
     o.insert("mode".into(), n.map(|n| n.mode).into());
     o.insert("mtime".into(), n.and_then(|n| rfc3339(n.mtime)).into());

@@ -96,16 +96,3 @@ fn put_path(o: &mut serde_json::Map<String, serde_json::Value>, path: &Path) {
         o.insert("path_bytes".into(), raw.to_vec().into());
     }
 }
-
-fn kind_name(kind: cairn::tree::NodeKind) -> &'static str {
-    use cairn::tree::NodeKind::*;
-    match kind {
-        File => "file",
-        Dir => "dir",
-        Symlink => "symlink",
-        Fifo => "fifo",
-        Chardev => "chardev",
-        Blockdev => "blockdev",
-        Socket => "socket",
-    }
-}
