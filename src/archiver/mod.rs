@@ -186,6 +186,12 @@ pub fn backup(
         reuse_trees: parent
             .as_ref()
             .is_some_and(|(_, s)| s.program_version == program_version()),
+        // A parent snapshot that recorded no problem read every entry's
+        // extended attributes and link target: entries unchanged since keep them.
+        reuse_metadata: !opts.force
+            && parent
+                .as_ref()
+                .is_some_and(|(_, s)| s.errors.is_empty() && s.warnings.is_empty()),
         names: NameCache::default(),
         hardlinks: HashMap::new(),
         summary: Summary::default(),
@@ -258,6 +264,9 @@ struct Archiver<'a> {
     force: bool,
     interrupt: &'a AtomicBool,
     report: &'a (dyn Fn(Event) + Sync),
+    /// Whether entries unchanged since the parent snapshot keep its extended
+    /// attributes and link targets (see [`node::Known`]).
+    reuse_metadata: bool,
     /// Whether an unchanged directory may keep its parent's tree blob.
     reuse_trees: bool,
     names: NameCache,

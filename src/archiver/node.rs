@@ -71,14 +71,72 @@ fn ts(secs: i64, nanos: i64) -> Timestamp {
     Timestamp(secs, nanos.clamp(0, 999_999_999) as u32)
 }
 
+/// What an entry's node in the parent snapshot says that `lstat` alone can't:
+/// its extended attributes and link target, taken over without reading them
+/// again when the entry is still the same inode with the same change time.
+/// Every change to either sets the change time (setxattr and removexattr do;
+/// a symlink's target can't change without a new link), and user space can't
+/// set it back, so an equal ctime means both are as recorded.
+#[derive(Debug, Clone)]
+pub struct Known {
+    kind: NodeKind,
+    device: u64,
+    inode: u64,
+    ctime: Timestamp,
+    xattrs: Vec<Xattr>,
+    link_target: Option<Vec<u8>>,
+}
+
+impl Known {
+    pub fn of(node: &Node) -> Self {
+        Known {
+            kind: node.kind,
+            device: node.device,
+            inode: node.inode,
+            ctime: node.ctime,
+            xattrs: node.xattrs.clone(),
+            link_target: node.link_target.clone(),
+        }
+    }
+
+    fn matches(&self, kind: NodeKind, meta: &Metadata) -> bool {
+        self.kind == kind
+            && self.device == meta.dev()
+            && self.inode == meta.ino()
+            && self.ctime == ts(meta.ctime(), meta.ctime_nsec())
+            && (kind != NodeKind::Symlink
+                || self.link_target.as_ref().is_some_and(|t| !t.is_empty()))
+    }
+}
+
 /// Builds the node for `path` from its `lstat` metadata, without user and group
 /// names (see [`NameCache::fill`]). Reading the link target or extended attributes
 /// can fail; such failures are returned for the caller to report, and the node is
 /// still usable.
 pub fn node_from(path: &Path, name: &[u8], meta: &Metadata) -> (Node, Vec<String>) {
+    node_from_known(path, name, meta, None)
+}
+
+/// [`node_from`], taking the extended attributes and the link target from
+/// `recorded` when it still describes the entry (see [`Known`]).
+pub fn node_from_known(
+    path: &Path,
+    name: &[u8],
+    meta: &Metadata,
+    recorded: Option<Known>,
+) -> (Node, Vec<String>) {
     let kind = kind_of(meta);
     let mut problems = Vec::new();
-    let link_target = if kind == NodeKind::Symlink {
+    let recorded = recorded.filter(|r| r.matches(kind, meta));
+    let (known_xattrs, known_target) = match recorded {
+        Some(r) => (Some(r.xattrs), r.link_target),
+        None => (None, None),
+    };
+    let link_target = if kind != NodeKind::Symlink {
+        None
+    } else if let Some(t) = known_target {
+        Some(t)
+    } else {
         match std::fs::read_link(path) {
             Ok(t) => Some(t.as_os_str().as_bytes().to_vec()),
             Err(e) => {
@@ -86,15 +144,16 @@ pub fn node_from(path: &Path, name: &[u8], meta: &Metadata) -> (Node, Vec<String
                 Some(Vec::new())
             }
         }
-    } else {
-        None
     };
-    let xattrs = match read_xattrs(path) {
-        Ok(x) => x,
-        Err(e) => {
-            problems.push(format!("reading extended attributes: {e}"));
-            Vec::new()
-        }
+    let xattrs = match known_xattrs {
+        Some(x) => x,
+        None => match read_xattrs(path) {
+            Ok(x) => x,
+            Err(e) => {
+                problems.push(format!("reading extended attributes: {e}"));
+                Vec::new()
+            }
+        },
     };
     let node = Node {
         name: name.to_vec(),
@@ -135,9 +194,11 @@ pub type Probe = io::Result<(Metadata, Node, Vec<String>)>;
 /// Gathers an entry's metadata. Several run at once on the rayon pool, ahead of the
 /// (sequential) decisions about the entries: on many small files the walk is
 /// system calls, and they run in parallel on the kernel's side too.
-pub fn probe(path: &Path, name: &[u8]) -> Probe {
+/// With `recorded`, the entry's node in the parent snapshot, whose extended
+/// attributes and link target are reused if the entry is unchanged.
+pub fn probe(path: &Path, name: &[u8], recorded: Option<Known>) -> Probe {
     let meta = std::fs::symlink_metadata(path)?;
-    let (node, problems) = node_from(path, name, &meta);
+    let (node, problems) = node_from_known(path, name, &meta, recorded);
     Ok((meta, node, problems))
 }
 
@@ -176,4 +237,73 @@ pub fn unchanged(old: &Node, new: &Node) -> bool {
         && old.mtime == new.mtime
         && old.ctime == new.ctime
         && old.inode == new.inode
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn known_with(node: &Node, xattrs: Vec<Xattr>, target: Option<&[u8]>) -> Known {
+        let mut k = Known::of(node);
+        k.xattrs = xattrs;
+        k.link_target = target.map(<[u8]>::to_vec);
+        k
+    }
+
+    #[test]
+    fn an_entry_with_its_recorded_inode_and_ctime_keeps_what_was_recorded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("f");
+        std::fs::write(&file, b"x").expect("write");
+        let link = dir.path().join("l");
+        std::os::unix::fs::symlink("f", &link).expect("symlink");
+        let marker = vec![Xattr {
+            name: b"user.recorded".to_vec(),
+            value: b"1".to_vec(),
+        }];
+
+        // Same inode and change time: the recorded attributes and target are
+        // taken as they are (these were never on disk, so nothing was read).
+        let (node, _) = node_from(
+            &file,
+            b"f",
+            &std::fs::symlink_metadata(&file).expect("stat"),
+        );
+        let k = known_with(&node, marker.clone(), None);
+        let (_, again, _) = probe(&file, b"f", Some(k)).expect("probe");
+        assert_eq!(again.xattrs, marker);
+        let (lnode, _) = node_from(
+            &link,
+            b"l",
+            &std::fs::symlink_metadata(&link).expect("stat"),
+        );
+        let k = known_with(&lnode, Vec::new(), Some(b"elsewhere"));
+        let (_, again, _) = probe(&link, b"l", Some(k)).expect("probe");
+        assert_eq!(again.link_target.as_deref(), Some(&b"elsewhere"[..]));
+
+        // Another change time, another inode, another kind, or an empty recorded
+        // target (a read that had failed): read from the entry again.
+        let mut other = node.clone();
+        other.ctime = Timestamp(node.ctime.0 - 1, node.ctime.1);
+        let (_, fresh, _) =
+            probe(&file, b"f", Some(known_with(&other, marker.clone(), None))).expect("probe");
+        assert!(fresh.xattrs.is_empty(), "{:?}", fresh.xattrs);
+        let mut other = node.clone();
+        other.inode += 1;
+        let (_, fresh, _) =
+            probe(&file, b"f", Some(known_with(&other, marker.clone(), None))).expect("probe");
+        assert!(fresh.xattrs.is_empty());
+        let mut other = lnode.clone();
+        other.kind = NodeKind::File;
+        let (_, fresh, _) = probe(
+            &link,
+            b"l",
+            Some(known_with(&other, Vec::new(), Some(b"x"))),
+        )
+        .expect("probe");
+        assert_eq!(fresh.link_target.as_deref(), Some(&b"f"[..]));
+        let (_, fresh, _) =
+            probe(&link, b"l", Some(known_with(&lnode, Vec::new(), Some(b"")))).expect("probe");
+        assert_eq!(fresh.link_target.as_deref(), Some(&b"f"[..]));
+    }
 }

@@ -38,7 +38,7 @@ const INDEX_FLUSH_INTERVAL: Duration = Duration::from_secs(120);
 const WRITE_QUEUE: usize = 0;
 /// Threads that seal and write packs: at least this many, or as many requests
 /// as the storage wants in flight (object storage), if more.
-const WRITERS: usize = 2;
+const WRITERS: usize = 1;
 
 #[derive(Default)]
 struct Written {

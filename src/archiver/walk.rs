@@ -20,6 +20,9 @@ use crate::tree::{MAX_TREE_DEPTH, Node, NodeKind, Tree};
 /// Directory entries whose metadata is gathered in parallel at a time.
 const PROBE_BATCH: usize = 256;
 
+/// Directories with at most this many entries are probed on the walking thread.
+const INLINE_PROBE: usize = 16;
+
 impl Archiver<'_> {
     fn parent_subtree(&mut self, parent: Option<&Node>) -> Option<Tree> {
         let id = parent.filter(|n| n.kind == NodeKind::Dir)?.subtree?;
@@ -115,11 +118,12 @@ impl Archiver<'_> {
         if self.skip(path) {
             return Ok(None);
         }
+        let known = parent.filter(|_| self.reuse_metadata).map(node::Known::of);
         let parent = Parent {
             node: parent,
             indexed: false,
         };
-        self.backup_probed(path, node::probe(path, name), parent, defer)
+        self.backup_probed(path, node::probe(path, name, known), parent, defer)
     }
 
     /// Whether `path` is left out: excluded, or the repository itself (reported).
@@ -239,15 +243,38 @@ impl Archiver<'_> {
         entries.retain(|(_, p)| !self.skip(p));
         // Entries are probed a group ahead on the rayon pool while this thread
         // decides about the previous group, so the system calls overlap with it.
-        let mut groups = Vec::with_capacity(entries.len().div_ceil(PROBE_BATCH));
-        while entries.len() > PROBE_BATCH {
-            let rest = entries.split_off(PROBE_BATCH);
-            groups.push(std::mem::replace(&mut entries, rest));
+        // (Each group is its own allocation of its own size: splitting off the
+        // rest would leave every group holding the capacity of all that followed
+        // it, quadratic in a large directory's entries.)
+        let mut groups = Vec::with_capacity(entries.len().div_ceil(PROBE_BATCH).max(1));
+        let mut rest = entries.into_iter();
+        loop {
+            let group: Vec<_> = rest.by_ref().take(PROBE_BATCH).collect();
+            let last = group.len() < PROBE_BATCH;
+            groups.push(group);
+            if last {
+                break;
+            }
         }
-        groups.push(entries);
+        let reuse_metadata = self.reuse_metadata;
+        let known = |entries: &[(Vec<u8>, PathBuf)]| -> Vec<Option<node::Known>> {
+            entries
+                .iter()
+                .map(|(name, _)| {
+                    parent_tree
+                        .as_ref()
+                        .filter(|_| reuse_metadata)
+                        .and_then(|t| t.find(name))
+                        .map(node::Known::of)
+                })
+                .collect()
+        };
         let mut groups = groups.into_iter();
         let mut batch: Vec<Deferred> = Vec::new();
-        let mut next = groups.next().map(probe_ahead);
+        let mut next = groups.next().map(|g| {
+            let k = known(&g);
+            probe_ahead(g, k)
+        });
         while let Some(pending) = next.take() {
             self.check_interrupt()?;
             let probed = pending.recv().map_err(|_| {
@@ -256,7 +283,10 @@ impl Archiver<'_> {
                     path.display()
                 ))
             })?;
-            next = groups.next().map(probe_ahead);
+            next = groups.next().map(|g| {
+                let k = known(&g);
+                probe_ahead(g, k)
+            });
             // The blobs of the parent's copies of this group's files, looked up
             // side by side (see `Index::contains_each`).
             let parents: Vec<Option<&Node>> = probed
@@ -340,18 +370,37 @@ struct Parent<'a> {
 /// Directory entries with their metadata, as [`probe_ahead`] delivers them.
 type Probed = Vec<(Vec<u8>, PathBuf, node::Probe)>;
 
-/// Starts gathering the metadata of `entries` on the rayon pool; the result
+/// Starts gathering the metadata of `entries` (with what the parent snapshot
+/// knows of each, see [`node::Known`]) on the rayon pool; the result
 /// arrives on the returned channel, which closes empty if the work panicked (a
 /// panic in a spawned rayon job would otherwise abort the process, leaving the
 /// packs written so far without an index).
-fn probe_ahead(entries: Vec<(Vec<u8>, PathBuf)>) -> std::sync::mpsc::Receiver<Probed> {
+fn probe_ahead(
+    entries: Vec<(Vec<u8>, PathBuf)>,
+    known: Vec<Option<node::Known>>,
+) -> std::sync::mpsc::Receiver<Probed> {
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    if entries.len() <= INLINE_PROBE {
+        // Handing a few entries to the pool costs more in thread wake-ups than
+        // their system calls take.
+        let probed = entries
+            .into_iter()
+            .zip(known)
+            .map(|((name, path), known)| {
+                let probe = node::probe(&path, &name, known);
+                (name, path, probe)
+            })
+            .collect::<Probed>();
+        let _ = tx.send(probed);
+        return rx;
+    }
     rayon::spawn(move || {
         let probed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             entries
                 .into_par_iter()
-                .map(|(name, path)| {
-                    let probe = node::probe(&path, &name);
+                .zip(known)
+                .map(|((name, path), known)| {
+                    let probe = node::probe(&path, &name, known);
                     (name, path, probe)
                 })
                 .collect::<Probed>()

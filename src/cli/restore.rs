@@ -67,6 +67,7 @@ impl From<OverwriteArg> for Overwrite {
 }
 
 pub fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<ExitCode> {
+    return_large_buffers();
     let repo = open(g)?;
     let sel = a.filter.resolve(&repo, &a.snapshot)?;
     super::warn_skipped(g, &sel.skipped);
@@ -187,5 +188,22 @@ fn print_planned(action: Action, path: &std::path::Path, quiet: bool, json: bool
             Action::Delete => "would delete",
         };
         println!("{what} {}", output::path(path));
+    }
+}
+
+/// Has the allocator give buffers of a MiB or more back to the system when they
+/// are freed. Restore reads pack spans of up to 16 MiB on several threads; glibc
+/// otherwise raises its threshold for that after the first such buffer is freed
+/// and then keeps the freed spans of each thread's arena resident, which put a
+/// restore's peak at about 1.4 times the memory it had in use (71 against
+/// 51 MiB restoring a copy of /usr). A backup is not set this way: it allocates
+/// chunk-sized buffers all the time, and the page faults of fresh mappings cost
+/// it a fifth of its speed.
+fn return_large_buffers() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets one of glibc's allocator parameters, under the
+    // allocator's own lock; no memory is touched.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
     }
 }

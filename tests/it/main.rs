@@ -27,6 +27,7 @@ mod password;
 mod plan;
 mod plan_run;
 mod prune;
+mod rebackup;
 mod repair_packs;
 mod restore;
 mod resume;

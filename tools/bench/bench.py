@@ -7,9 +7,15 @@ Datasets (deterministic, generated once into the work directory):
   checkpoint  one model checkpoint, then a second version with a few contiguous
               regions rewritten
   logs        compressible log files
+  usr         a real tree nobody here wrote: a copy of parts of this machine's
+              /usr (documentation, headers, Python's library, binaries), many
+              small mostly compressible files
+  many        100,000 small incompressible files (1-8 KiB of random bytes)
 
 For each tool and dataset: first backup, unchanged re-backup, (checkpoint) backup
-of the changed version and the bytes it added, full restore, check with full data
+of the changed version and the bytes it added, (usr, many) a backup after files
+came and went (10% added, 5% deleted) and the bytes it added, full restore (into a
+tmpfs when run as root, see restore_target), check with full data
 verification, repository size and peak RSS. The "limit" figure is the time to read,
 chunk, hash, compress and encrypt the same bytes on all cores with nothing else
 (tools/bench/limit.rs). The "disk" figure is the time to just write the
@@ -145,6 +151,89 @@ def generate(work, quick):
         write(data / "logs" / f"train-{i:03d}.log", text(rng, 2 << 20))
     marker.write_text("ok")
     return data
+
+
+# Parts of /usr copied for the "usr" dataset, where present (quick: the first).
+REAL_TREE = ["/usr/include", "/usr/share", "/usr/lib/python3", "/usr/lib/python3.11",
+             "/usr/lib/gcc", "/usr/bin"]
+
+
+def generate_more(data, quick):
+    """The datasets added after the first three, each with its own marker so that
+    an existing work directory keeps the data it has."""
+    marker = data / (".complete-many-quick" if quick else ".complete-many")
+    if not marker.exists():
+        many = data / "many"
+        if many.exists():
+            shutil.rmtree(many)
+        rng = random.Random(2027)
+        n = 10_000 if quick else 100_000
+        print(f"generating {n} small incompressible files", flush=True)
+        for i in range(n):
+            write(many / f"d{i % 1000:03d}" / f"f{i:06d}.bin", rng.randbytes(rng.randint(1 << 10, 8 << 10)))
+        marker.write_text("ok")
+    marker = data / (".complete-usr-quick" if quick else ".complete-usr")
+    if not marker.exists():
+        usr = data / "usr"
+        if usr.exists():
+            shutil.rmtree(usr)
+        parts = [p for p in REAL_TREE if Path(p).is_dir()][: 1 if quick else None]
+        print(f"copying {', '.join(parts)} for the real tree", flush=True)
+        for p in parts:
+            dest = usr / p.lstrip("/")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            subprocess.run(["cp", "-a", p, str(dest.parent) + "/"], check=True)
+        marker.write_text("ok")
+
+
+class Churn:
+    """Files coming and going between two backups, undone afterwards: every 20th
+    file (in name order) moved out of the tree, and one new file for every 10th,
+    written beside it: text for the real tree, random bytes for `many`, of the
+    size of the file it sits beside (at most 64 KiB). Seeded, so every tool sees
+    the same change."""
+
+    def __init__(self, src, held, name):
+        self.src, self.held, self.added, self.moved = Path(src), Path(held), [], []
+        rng = random.Random(2028)
+        files = sorted(p for p in self.src.rglob("*") if p.is_file() and not p.is_symlink())
+        if self.held.exists():
+            shutil.rmtree(self.held)
+        for i, f in enumerate(files):
+            if i % 10 == 5:
+                size = min(f.stat().st_size, 64 << 10) or 1024
+                new = f.with_name(f"churn-{i:06d}" + f.suffix)
+                write(new, text(rng, size) if name == "usr" else rng.randbytes(size))
+                self.added.append(new)
+            if i % 20 == 0:
+                dest = self.held / f"{i:06d}"
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(str(f), dest)
+                self.moved.append((f, dest))
+
+    def undo(self):
+        for f in self.added:
+            f.unlink()
+        for f, dest in self.moved:
+            shutil.move(str(dest), f)
+        shutil.rmtree(self.held)
+
+
+def restore_target(work, tool, name, run):
+    """Where a restore goes: a tmpfs mounted for the run when running as root, so
+    that what is timed is the tool reading, checking and writing out its data,
+    not the filesystem. On ext4, creating tens of thousands of files within
+    minutes of deleting as many (the previous tool's restore) spends most of
+    its time in the kernel skipping recently freed inodes (`recently_deleted`,
+    seen with perf: a 57k-file restore took 25-30 s instead of 2.5), which
+    would charge each tool for the one before it."""
+    mnt = work / "restore-tmpfs"
+    if os.geteuid() == 0:
+        mnt.mkdir(exist_ok=True)
+        if not os.path.ismount(mnt):
+            subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8g", "tmpfs", str(mnt)], check=True)
+        return mnt / f"restore-{tool}-{name}-{run}"
+    return work / f"restore-{tool}-{name}-{run}"
 
 
 def warm(path):
@@ -364,7 +453,7 @@ def disk_write(n_bytes, work):
 
 def run_dataset(tool_cls, name, data, work, results, run):
     repo = work / f"repo-{tool_cls.name}-{name}-{run}"
-    target = work / f"restore-{tool_cls.name}-{name}-{run}"
+    target = restore_target(work, tool_cls.name, name, run)
     for p in (repo, target):
         if p.exists():
             shutil.rmtree(p)
@@ -379,6 +468,7 @@ def run_dataset(tool_cls, name, data, work, results, run):
     warm(src)
     secs, rss, out = t.backup(src)
     rec("unchanged re-backup (s)", secs)
+    rec("peak RSS unchanged re-backup (MiB)", rss / 1024)
     if tool_cls is Cairn:
         import json
         summary = [json.loads(l) for l in out.splitlines() if '"summary"' in l][-1]
@@ -393,7 +483,21 @@ def run_dataset(tool_cls, name, data, work, results, run):
         rec("changed checkpoint backup (s)", secs)
         rec("changed checkpoint added (MiB)", (du(repo) - before) / (1 << 20))
         shutil.copyfile(data / "checkpoint" / "v1-pristine.ckpt", src / "model.ckpt")
-    rec("repository size (MiB)", du(repo) / (1 << 20))
+    if name in ("usr", "many"):
+        # The size before the churn is the one compared: the churn's snapshot is
+        # the one restored and checked below, though.
+        before = du(repo)
+        rec("repository size (MiB)", before / (1 << 20))
+        churn = Churn(src, work / "churn-held", name)
+        try:
+            warm(src)
+            secs, rss, _ = t.backup(src)
+            rec("backup after churn (s)", secs)
+            rec("churn added (MiB)", (du(repo) - before) / (1 << 20))
+        finally:
+            churn.undo()
+    else:
+        rec("repository size (MiB)", du(repo) / (1 << 20))
     drop_caches()
     secs, rss, _ = t.restore(src, target)
     rec("full restore (s)", secs)
@@ -520,11 +624,14 @@ def main():
     ap.add_argument("--garage", action="store_true",
                     help="cairn and restic against a single-node Garage on loopback (object storage)")
     ap.add_argument("--out", default=str(ROOT / "tools" / "bench" / "RESULTS.md"))
+    ap.add_argument("--datasets", default="small,checkpoint,logs,usr,many",
+                    help="comma-separated datasets to run (default: all five)")
     args = ap.parse_args()
     ensure_tools(args)
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
     data = generate(work, args.quick)
+    generate_more(data, args.quick)
     pristine = data / "checkpoint" / "v1-pristine.ckpt"
     if not pristine.exists():
         shutil.copyfile(data / "checkpoint" / "v1" / "model.ckpt", pristine)
@@ -539,7 +646,7 @@ def main():
         wanted = args.only.split(",")
         tools = [t for t in tools if t.name in wanted]
     results = {}
-    datasets = ["small", "checkpoint", "logs"]
+    datasets = args.datasets.split(",")
     for run in range(args.runs):
         for name in datasets:
             for tool in tools:
@@ -561,15 +668,27 @@ def report(results, datasets, names, args, rewritten):
     lines = [
         "# cairn benchmark",
         "",
-        f"`python3 tools/bench/bench.py{' --quick' if args.quick else ''}"
-        f"{' --only ' + args.only if args.only else ''} --runs {args.runs}` on "
+        f"`python3 tools/bench/bench.py {' '.join(sys.argv[1:])}` on "
         f"{os.cpu_count()} cores; medians of {args.runs} runs. Ratios below 1 mean cairn is faster "
         "(or smaller). Versions: " + ", ".join(versions()) + ".",
         "",
+    ]
+    if "usr" in datasets:
+        usr = Path(args.workdir) / "data" / "usr"
+        files = [p for p in usr.rglob("*") if p.is_file() and not p.is_symlink()]
+        lines += [
+            f"The real tree (`usr`): {len(files)} files, "
+            f"{sum(p.stat().st_size for p in files) / (1 << 20):.0f} MiB, copied from this machine's "
+            + ", ".join(f"`{p}`" for p in REAL_TREE if Path(p).is_dir()) + ". The churn adds one "
+            "file for every tenth and moves every twentieth away (`Churn` in bench.py).",
+            "",
+        ]
+    lines += [
         f"The changed checkpoint rewrites {rewritten[0]} regions, {int(rewritten[1]) >> 20} MiB in all.",
         "",
         ("The page cache was dropped before every restore and check, so each tool read its repository "
-         "from disk." if DROPPED else
+         "from disk" + (", and restored into a tmpfs (see `restore_target` in bench.py)."
+                        if os.geteuid() == 0 else ".") if DROPPED else
          "The page cache could not be dropped (not root): restores and checks of tools that write "
          "through the page cache read from memory, cairn's from disk."),
         "",
@@ -616,13 +735,19 @@ def report(results, datasets, names, args, rewritten):
                 row.append(f"{c / o:.2f}" if o else "")
             lines.append("| " + " | ".join(row) + " |")
     text = "\n".join(lines) + "\n"
-    # The object-storage section (--garage) is another run's: kept.
-    _, garage_section, _ = split_section(args.out, GARAGE_HEADING)
-    Path(args.out).write_text(text + ("\n" + garage_section if garage_section else ""))
+    # The object-storage section (--garage) is another run's, and the targets
+    # section is written by hand about a run: both kept.
+    kept = ""
+    for heading in (TARGETS_HEADING, GARAGE_HEADING):
+        _, section, _ = split_section(args.out, heading)
+        if section:
+            kept += "\n" + section
+    Path(args.out).write_text(text + kept)
     print(text)
 
 
 GARAGE_HEADING = "## Object storage (single-node Garage on loopback)"
+TARGETS_HEADING = "## Against the targets (written by hand)"
 
 
 def split_section(path, heading):
