@@ -530,16 +530,19 @@ impl Repository {
         let cache = self.cache.as_ref()?;
         let name = pack_id.to_hex();
         let (start, len) = (u64::from(entry.offset), u64::from(entry.length));
-        let sealed = if cache.contains(FileType::Pack, &name) {
-            cache.read_range(FileType::Pack, &name, start, len)?
-        } else {
-            let size = index.pack_size_of(entry.kind, &entry.id)?;
-            let bytes = self.backend.read(FileType::Pack, &name, size).ok()?;
-            // Verified once, whole, when cached; each blob is verified on read.
-            check_name(&bytes, &name, "pack").ok()?;
-            cache.put(FileType::Pack, &name, &bytes);
-            let end = usize::try_from(start + len).ok()?;
-            bytes.get(usize::try_from(start).ok()?..end)?.to_vec()
+        let sealed = match cache.read_range(FileType::Pack, &name, start, len) {
+            Some(sealed) => sealed,
+            None => {
+                let size = index.pack_size_of(entry.kind, &entry.id)?;
+                let bytes = self.backend.read(FileType::Pack, &name, size).ok()?;
+                // Verified once, whole, when cached; each blob is verified on read.
+                check_name(&bytes, &name, "pack").ok()?;
+                // A cached copy too short for the blob is replaced.
+                cache.remove(FileType::Pack, &name);
+                cache.put(FileType::Pack, &name, &bytes);
+                let end = usize::try_from(start + len).ok()?;
+                bytes.get(usize::try_from(start).ok()?..end)?.to_vec()
+            }
         };
         match pack::open_blob(&self.key, session, self.repo_id(), entry, &sealed, pack_id) {
             Ok(plain) => Some(plain),

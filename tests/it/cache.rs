@@ -181,3 +181,42 @@ fn caches_unused_for_30_days_are_removed_but_not_one_in_use() {
     assert!(!in_use.exists());
     assert!(kept.is_dir());
 }
+
+/// A cached tree pack cut short (a full disk while it was written, say) is
+/// fetched again whole from the repository and replaced, and a flipped byte in
+/// one is caught by the blob's tag: either way the listing is right.
+#[test]
+fn a_short_or_damaged_cached_tree_pack_is_replaced() {
+    let env = Env::with_repo(&[]);
+    let src = env.path("src");
+    fs::create_dir_all(src.join("sub")).expect("mkdir");
+    fs::write(src.join("sub/b.txt"), b"b\n").expect("write");
+    let s = src.to_str().expect("utf-8");
+    env.ok(&["backup", s]);
+    let listing = env.ok(&["ls", "latest"]);
+    assert!(listing.contains("b.txt"), "{listing}");
+    let repo_id = serde_json::from_str::<serde_json::Value>(&env.ok(&["cat", "config"]))
+        .expect("json")["repo_id"]
+        .as_str()
+        .expect("repo id")
+        .to_string();
+    let packs = env.path("cache").join(&repo_id).join("tree-packs");
+    let pack = packs.join(&names(&packs)[0]);
+    let whole = fs::read(&pack).expect("read cached pack");
+
+    fs::write(&pack, &whole[..10]).expect("cut the cached pack");
+    assert_eq!(env.ok(&["ls", "latest"]), listing);
+    let now = fs::read(&pack).expect("read");
+    assert!(
+        now == whole,
+        "the cut copy was not replaced: {} bytes of {}",
+        now.len(),
+        whole.len()
+    );
+
+    let mut flipped = whole.clone();
+    let at = flipped.len() / 2;
+    flipped[at] ^= 0x40;
+    fs::write(&pack, &flipped).expect("flip a byte");
+    assert_eq!(env.ok(&["ls", "latest"]), listing);
+}
