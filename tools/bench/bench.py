@@ -660,6 +660,9 @@ def main():
                 disk_write(int(repo_mib * (1 << 20)), work))
     rewritten = (data / "checkpoint" / "rewritten").read_text().split()
     report(results, datasets, [t.name for t in tools], args, rewritten)
+    mnt = work / "restore-tmpfs"
+    if os.path.ismount(mnt):
+        subprocess.run(["umount", str(mnt)], check=False)
 
 
 def report(results, datasets, names, args, rewritten):
