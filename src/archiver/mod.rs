@@ -199,6 +199,7 @@ pub fn backup(
         warnings: Recorded::default(),
         repo_root: source::repo_local_root(repo),
         depth: 1,
+        ahead: HashMap::new(),
     };
 
     for (path, why) in &sources.missing {
@@ -278,6 +279,9 @@ struct Archiver<'a> {
     repo_root: Option<PathBuf>,
     /// Depth of the tree being built: the root tree is at 1 (format-spec §17).
     depth: usize,
+    /// Subdirectories being gathered ahead on the pool (see `walk::gather_ahead`),
+    /// by path, until their turn comes.
+    ahead: HashMap<PathBuf, std::sync::mpsc::Receiver<walk::Ahead>>,
 }
 
 impl Archiver<'_> {

@@ -122,6 +122,11 @@ impl Saver {
         &self.index
     }
 
+    /// The index loaded at the start, shared.
+    pub fn shared_index(&self) -> Arc<Index> {
+        Arc::clone(&self.index)
+    }
+
     /// Whether the repository has the blob, or this run already stored it.
     pub fn known(&self, kind: BlobKind, id: &BlobId) -> bool {
         self.index.contains(kind, id) || self.pending.contains(&(kind, *id))

@@ -6,6 +6,7 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 use rayon::prelude::*;
 
@@ -14,7 +15,9 @@ use super::source::{Virtual, insert_virtual};
 use super::{Archiver, node};
 use crate::error::{Error, Result};
 use crate::id::BlobId;
+use crate::index::Index;
 use crate::pack::BlobKind;
+use crate::repository::Repository;
 use crate::tree::{MAX_TREE_DEPTH, Node, NodeKind, Tree};
 
 /// Directory entries whose metadata is gathered in parallel at a time.
@@ -23,11 +26,29 @@ const PROBE_BATCH: usize = 256;
 /// Directories with at most this many entries are probed on the walking thread.
 const INLINE_PROBE: usize = 16;
 
+/// Subdirectories gathered ahead (see [`gather_ahead`]) at most at once.
+const AHEAD_DIRS: usize = 16;
+
+/// Only subdirectories whose tree in the parent snapshot is at least this
+/// long (in plaintext; about 30 entries) are gathered ahead.
+const AHEAD_MIN_TREE: u32 = 4096;
+
+/// The subtree of a parent snapshot's node, if it is a directory.
+fn subtree_of(parent: Option<&Node>) -> Option<BlobId> {
+    parent.filter(|n| n.kind == NodeKind::Dir)?.subtree
+}
+
 impl Archiver<'_> {
     fn parent_subtree(&mut self, parent: Option<&Node>) -> Option<Tree> {
-        let id = parent.filter(|n| n.kind == NodeKind::Dir)?.subtree?;
-        // A damaged parent only costs re-reading: carry on without it, saying so.
-        match self.repo.load_tree(self.saver.index(), &id) {
+        let id = subtree_of(parent)?;
+        let loaded = self.repo.load_tree(self.saver.index(), &id);
+        self.parent_tree_or_warn(&id, loaded)
+    }
+
+    /// A parent tree as loaded. A damaged one only costs re-reading: carry on
+    /// without it, saying so.
+    fn parent_tree_or_warn(&mut self, id: &BlobId, loaded: Result<Tree>) -> Option<Tree> {
+        match loaded {
             Ok(t) => Some(t),
             Err(e) => {
                 (self.report)(super::Event::Warning(&crate::snapshot::SourceProblem {
@@ -230,16 +251,40 @@ impl Archiver<'_> {
         meta: &std::fs::Metadata,
         parent: Option<&Node>,
     ) -> Result<BlobId> {
-        let parent_tree = self.parent_subtree(parent);
+        // Gathered ahead while the directories before it were backed up, or (the
+        // gathering failed, or it wasn't started) here and now.
+        let ahead = self.ahead.remove(path).and_then(|rx| rx.recv().ok());
+        let (parent_tree, listing, first) = match ahead {
+            Some(a) => {
+                let tree = match (subtree_of(parent), a.parent_tree) {
+                    (Some(id), Some(loaded)) => self.parent_tree_or_warn(&id, loaded),
+                    _ => None,
+                };
+                (tree, a.listing, Some(a.first))
+            }
+            None => {
+                let tree = self.parent_subtree(parent);
+                let listing = list_dir(path, Some(meta)).map(|mut v| {
+                    v.sort();
+                    v
+                });
+                (tree, listing, None)
+            }
+        };
         let mut tree = Tree::default();
-        let mut entries: Vec<(Vec<u8>, PathBuf)> = match list_dir(path, Some(meta)) {
+        let mut entries: Vec<(Vec<u8>, PathBuf)> = match listing {
             Ok(v) => v,
             Err(e) => {
                 self.error(path, format!("listing directory: {e}; stored as empty"));
                 Vec::new()
             }
         };
-        entries.sort();
+        // The first entries may have been probed ahead: they are the first group.
+        let mut first = first.filter(|_| !entries.is_empty()).map(|mut probed| {
+            entries.drain(..probed.len().min(entries.len()));
+            probed.retain(|(_, p, _)| !self.skip(p));
+            probed
+        });
         entries.retain(|(_, p)| !self.skip(p));
         // Entries are probed a group ahead on the rayon pool while this thread
         // decides about the previous group, so the system calls overlap with it.
@@ -269,12 +314,22 @@ impl Archiver<'_> {
                 })
                 .collect()
         };
+        if first.is_some() && groups.first().is_some_and(Vec::is_empty) {
+            groups.remove(0);
+        }
         let mut groups = groups.into_iter();
         let mut batch: Vec<Deferred> = Vec::new();
-        let mut next = groups.next().map(|g| {
-            let k = known(&g);
-            probe_ahead(g, k)
-        });
+        let mut next = match first.take() {
+            Some(probed) => {
+                let (tx, rx) = std::sync::mpsc::sync_channel(1);
+                let _ = tx.send(probed);
+                Some(rx)
+            }
+            None => groups.next().map(|g| {
+                let k = known(&g);
+                probe_ahead(g, k)
+            }),
+        };
         while let Some(pending) = next.take() {
             self.check_interrupt()?;
             let probed = pending.recv().map_err(|_| {
@@ -304,7 +359,46 @@ impl Archiver<'_> {
                 .index()
                 .contains_each(BlobKind::Data, &wanted)
                 .into_iter();
+            // This group's larger subdirectories are listed and probed ahead,
+            // up to AHEAD_DIRS at a time, while the entries before them are
+            // decided and backed up. Larger: their tree in the parent snapshot
+            // is (the index says how long each blob is; a directory new since
+            // has none, and is done in place). For a directory of a few
+            // entries, handing it to the pool costs more than it saves.
+            let index = self.saver.index();
+            let mut subdirs: std::collections::VecDeque<_> = probed
+                .iter()
+                .zip(&parents)
+                .filter_map(|((_, child, probe), parent_node)| {
+                    let Ok((m, _, _)) = probe else { return None };
+                    let subtree = subtree_of(*parent_node)?;
+                    let large = index
+                        .get(BlobKind::Tree, &subtree)
+                        .is_some_and(|(_, e)| e.raw_length >= AHEAD_MIN_TREE);
+                    (large
+                        && m.is_dir()
+                        && !(self.one_file_system && m.dev() != meta.dev())
+                        && self.depth < MAX_TREE_DEPTH)
+                        .then(|| (child.clone(), m.clone(), Some(subtree)))
+                })
+                .collect();
+            let mut issued = Vec::new();
             for ((_, child, probe), parent_node) in probed.into_iter().zip(parents) {
+                while self.ahead.len() < AHEAD_DIRS {
+                    let Some((dir, m, subtree)) = subdirs.pop_front() else {
+                        break;
+                    };
+                    let rx = gather_ahead(
+                        dir.clone(),
+                        m,
+                        subtree,
+                        Arc::clone(&self.repo),
+                        self.saver.shared_index(),
+                        self.reuse_metadata,
+                    );
+                    self.ahead.insert(dir.clone(), rx);
+                    issued.push(dir);
+                }
                 let all_indexed = match parent_node {
                     Some(n) if n.kind == NodeKind::File => {
                         let k = n.content.len();
@@ -337,6 +431,11 @@ impl Archiver<'_> {
                     self.read_batch(std::mem::take(&mut batch), &mut tree)?;
                 }
             }
+            // Gathered for a directory that was not backed up after all (it
+            // vanished, or became something else): let go.
+            for child in issued {
+                self.ahead.remove(&child);
+            }
         }
         self.read_batch(batch, &mut tree)?;
         // A directory whose entries all match the parent's keeps the parent's tree
@@ -358,6 +457,65 @@ impl Archiver<'_> {
             other => other,
         })
     }
+}
+
+/// What is gathered for a directory before its turn: its sorted listing, its
+/// tree in the parent snapshot (if it has one there) and its first
+/// [`PROBE_BATCH`] entries probed.
+pub(super) struct Ahead {
+    listing: io::Result<Vec<(Vec<u8>, PathBuf)>>,
+    parent_tree: Option<Result<Tree>>,
+    first: Probed,
+}
+
+/// Starts gathering [`Ahead`] for the directory at `path` (whose metadata
+/// `meta` the listing must match) on the rayon pool. A walk otherwise lists,
+/// loads and probes each directory only when it gets there, and on a tree of
+/// many small directories most of the time went to waiting for that. The
+/// receiver closes empty if the work panicked; the directory is then done in
+/// place.
+fn gather_ahead(
+    path: PathBuf,
+    meta: std::fs::Metadata,
+    parent_subtree: Option<BlobId>,
+    repo: Arc<Repository>,
+    index: Arc<Index>,
+    reuse_metadata: bool,
+) -> std::sync::mpsc::Receiver<Ahead> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    rayon::spawn(move || {
+        let ahead = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let parent_tree = parent_subtree.map(|id| repo.load_tree(&index, &id));
+            let listing = list_dir(&path, Some(&meta)).map(|mut v| {
+                v.sort();
+                v
+            });
+            let known_tree = match &parent_tree {
+                Some(Ok(t)) if reuse_metadata => Some(t),
+                _ => None,
+            };
+            let first = match &listing {
+                Ok(entries) => entries
+                    .iter()
+                    .take(PROBE_BATCH)
+                    .map(|(name, child)| {
+                        let known = known_tree.and_then(|t| t.find(name)).map(node::Known::of);
+                        (name.clone(), child.clone(), node::probe(child, name, known))
+                    })
+                    .collect(),
+                Err(_) => Vec::new(),
+            };
+            Ahead {
+                listing,
+                parent_tree,
+                first,
+            }
+        }));
+        if let Ok(ahead) = ahead {
+            let _ = tx.send(ahead);
+        }
+    });
+    rx
 }
 
 /// An entry's node in the parent snapshot, and whether all of that node's blobs
