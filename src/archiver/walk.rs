@@ -361,10 +361,11 @@ impl Archiver<'_> {
                 .into_iter();
             // This group's larger subdirectories are listed and probed ahead,
             // up to AHEAD_DIRS at a time, while the entries before them are
-            // decided and backed up. Larger: their tree in the parent snapshot
-            // is (the index says how long each blob is; a directory new since
-            // has none, and is done in place). For a directory of a few
-            // entries, handing it to the pool costs more than it saves.
+            // decided and backed up. Larger means a tree in the parent
+            // snapshot of at least AHEAD_MIN_TREE bytes (the index records each
+            // blob's length); a directory new since has none there and is
+            // done in place. For a directory of a few entries, handing it to
+            // the pool costs more than it saves.
             let index = self.saver.index();
             let mut subdirs: std::collections::VecDeque<_> = probed
                 .iter()
