@@ -264,11 +264,7 @@ impl Archiver<'_> {
             }
             None => {
                 let tree = self.parent_subtree(parent);
-                let listing = list_dir(path, Some(meta)).map(|mut v| {
-                    v.sort();
-                    v
-                });
-                (tree, listing, None)
+                (tree, list_sorted(path, meta), None)
             }
         };
         let mut tree = Tree::default();
@@ -301,17 +297,11 @@ impl Archiver<'_> {
                 break;
             }
         }
-        let reuse_metadata = self.reuse_metadata;
+        let known_tree = parent_tree.as_ref().filter(|_| self.reuse_metadata);
         let known = |entries: &[(Vec<u8>, PathBuf)]| -> Vec<Option<node::Known>> {
             entries
                 .iter()
-                .map(|(name, _)| {
-                    parent_tree
-                        .as_ref()
-                        .filter(|_| reuse_metadata)
-                        .and_then(|t| t.find(name))
-                        .map(node::Known::of)
-                })
+                .map(|(name, _)| known_in(known_tree, name))
                 .collect()
         };
         if first.is_some() && groups.first().is_some_and(Vec::is_empty) {
@@ -320,11 +310,7 @@ impl Archiver<'_> {
         let mut groups = groups.into_iter();
         let mut batch: Vec<Deferred> = Vec::new();
         let mut next = match first.take() {
-            Some(probed) => {
-                let (tx, rx) = std::sync::mpsc::sync_channel(1);
-                let _ = tx.send(probed);
-                Some(rx)
-            }
+            Some(probed) => Some(ready(probed)),
             None => groups.next().map(|g| {
                 let k = known(&g);
                 probe_ahead(g, k)
@@ -483,40 +469,27 @@ fn gather_ahead(
     index: Arc<Index>,
     reuse_metadata: bool,
 ) -> std::sync::mpsc::Receiver<Ahead> {
-    let (tx, rx) = std::sync::mpsc::sync_channel(1);
-    rayon::spawn(move || {
-        let ahead = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let parent_tree = parent_subtree.map(|id| repo.load_tree(&index, &id));
-            let listing = list_dir(&path, Some(&meta)).map(|mut v| {
-                v.sort();
-                v
-            });
-            let known_tree = match &parent_tree {
-                Some(Ok(t)) if reuse_metadata => Some(t),
-                _ => None,
-            };
-            let first = match &listing {
-                Ok(entries) => entries
-                    .iter()
-                    .take(PROBE_BATCH)
-                    .map(|(name, child)| {
-                        let known = known_tree.and_then(|t| t.find(name)).map(node::Known::of);
-                        (name.clone(), child.clone(), node::probe(child, name, known))
-                    })
-                    .collect(),
-                Err(_) => Vec::new(),
-            };
-            Ahead {
-                listing,
-                parent_tree,
-                first,
-            }
-        }));
-        if let Ok(ahead) = ahead {
-            let _ = tx.send(ahead);
+    on_pool(move || {
+        let parent_tree = parent_subtree.map(|id| repo.load_tree(&index, &id));
+        let listing = list_sorted(&path, &meta);
+        let known_tree = match &parent_tree {
+            Some(Ok(t)) if reuse_metadata => Some(t),
+            _ => None,
+        };
+        let first = match &listing {
+            Ok(entries) => entries
+                .iter()
+                .take(PROBE_BATCH)
+                .map(|entry| probe_entry(entry.clone(), known_in(known_tree, &entry.0)))
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        Ahead {
+            listing,
+            parent_tree,
+            first,
         }
-    });
-    rx
+    })
 }
 
 /// An entry's node in the parent snapshot, and whether all of that node's blobs
@@ -530,45 +503,74 @@ struct Parent<'a> {
 type Probed = Vec<(Vec<u8>, PathBuf, node::Probe)>;
 
 /// Starts gathering the metadata of `entries` (with what the parent snapshot
-/// knows of each, see [`node::Known`]) on the rayon pool; the result
-/// arrives on the returned channel, which closes empty if the work panicked (a
-/// panic in a spawned rayon job would otherwise abort the process, leaving the
-/// packs written so far without an index).
+/// knows of each, see [`node::Known`]) on the rayon pool (see [`on_pool`]), or
+/// gathers it here for a few.
 fn probe_ahead(
     entries: Vec<(Vec<u8>, PathBuf)>,
     known: Vec<Option<node::Known>>,
 ) -> std::sync::mpsc::Receiver<Probed> {
-    let (tx, rx) = std::sync::mpsc::sync_channel(1);
     if entries.len() <= INLINE_PROBE {
         // Handing a few entries to the pool costs more in thread wake-ups than
         // their system calls take.
         let probed = entries
             .into_iter()
             .zip(known)
-            .map(|((name, path), known)| {
-                let probe = node::probe(&path, &name, known);
-                (name, path, probe)
-            })
-            .collect::<Probed>();
-        let _ = tx.send(probed);
-        return rx;
+            .map(|(entry, known)| probe_entry(entry, known))
+            .collect();
+        return ready(probed);
     }
+    on_pool(move || {
+        entries
+            .into_par_iter()
+            .zip(known)
+            .map(|(entry, known)| probe_entry(entry, known))
+            .collect::<Probed>()
+    })
+}
+
+/// One directory entry probed, with what the parent snapshot knows of it.
+fn probe_entry(
+    (name, path): (Vec<u8>, PathBuf),
+    known: Option<node::Known>,
+) -> (Vec<u8>, PathBuf, node::Probe) {
+    let probe = node::probe(&path, &name, known);
+    (name, path, probe)
+}
+
+/// What `tree` (the parent snapshot's, when its metadata may be reused) knows of
+/// the entry `name`.
+fn known_in(tree: Option<&Tree>, name: &[u8]) -> Option<node::Known> {
+    tree?.find(name).map(node::Known::of)
+}
+
+/// A channel that already holds `value`, for work done in place.
+fn ready<T>(value: T) -> std::sync::mpsc::Receiver<T> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let _ = tx.send(value);
+    rx
+}
+
+/// Runs `work` on the rayon pool; its result arrives on the returned channel,
+/// which closes empty if the work panicked (a panic in a spawned rayon job would
+/// otherwise abort the process, leaving the packs written so far without an
+/// index).
+fn on_pool<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> std::sync::mpsc::Receiver<T> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
     rayon::spawn(move || {
-        let probed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            entries
-                .into_par_iter()
-                .zip(known)
-                .map(|((name, path), known)| {
-                    let probe = node::probe(&path, &name, known);
-                    (name, path, probe)
-                })
-                .collect::<Probed>()
-        }));
-        if let Ok(probed) = probed {
-            let _ = tx.send(probed);
+        if let Ok(value) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)) {
+            let _ = tx.send(value);
         }
     });
     rx
+}
+
+/// [`list_dir`] of a directory that must match `meta`, sorted by name.
+fn list_sorted(path: &Path, meta: &std::fs::Metadata) -> io::Result<Vec<(Vec<u8>, PathBuf)>> {
+    let mut entries = list_dir(path, Some(meta))?;
+    entries.sort();
+    Ok(entries)
 }
 
 /// Lists a directory without updating its atime where permitted (reading it would

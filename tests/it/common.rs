@@ -223,6 +223,15 @@ pub fn text_bytes(rng: &mut SmallRng, n: usize) -> Vec<u8> {
     s
 }
 
+/// Whether this filesystem keeps `user.*` extended attributes.
+pub fn user_xattrs_supported(dir: &Path) -> bool {
+    let probe = dir.join(".xattr-probe");
+    std::fs::write(&probe, b"").expect("probe");
+    let ok = xattr::set(&probe, "user.probe", b"1").is_ok();
+    std::fs::remove_file(&probe).expect("rm probe");
+    ok
+}
+
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }

@@ -5,15 +5,7 @@
 use std::fs;
 use std::path::Path;
 
-use crate::common::Env;
-
-fn xattrs_supported(dir: &Path) -> bool {
-    let probe = dir.join(".xattr-probe");
-    fs::write(&probe, b"").expect("probe");
-    let ok = xattr::set(&probe, "user.probe", b"1").is_ok();
-    fs::remove_file(&probe).expect("rm probe");
-    ok
-}
+use crate::common::{self, Env};
 
 fn get(p: &Path, name: &str) -> Option<Vec<u8>> {
     xattr::get(p, name).unwrap_or_else(|e| panic!("getxattr {}: {e}", p.display()))
@@ -24,7 +16,7 @@ fn changed_xattrs_and_link_targets_reach_the_next_snapshot() {
     let env = Env::with_repo(&[]);
     let src = env.path("src");
     fs::create_dir_all(src.join("d")).expect("mkdir");
-    if !xattrs_supported(&src) {
+    if !common::user_xattrs_supported(&src) {
         eprintln!("skipping: the test filesystem does not keep user.* xattrs");
         return;
     }
@@ -130,12 +122,7 @@ fn large_directories_gathered_ahead_back_up_what_changed() {
     fs::remove_dir_all(src.join("d4/sub")).expect("rm d4/sub");
     fs::write(src.join("d4/sub"), b"a file where a directory was\n").expect("write");
     fs::write(src.join("d5/sub/deeper/y"), b"y\n").expect("write");
-    let out = env.ok(&["backup", "--json", s, "--exclude", &exclude]);
-    let summary: serde_json::Value = out
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|v| v["message_type"] == "summary")
-        .expect("a summary line");
+    let summary = env.backup_json(&[s, "--exclude", &exclude]);
     // Changed: d0/f005.txt, and d4/sub (a directory before). New: d2/new.txt
     // and d5/sub/deeper/y.
     assert_eq!(summary["files_changed"], 2, "{summary}");

@@ -232,15 +232,6 @@ fn set_times(p: &Path, mtime: (i64, i64), atime: (i64, i64)) {
 
 const GIB: u64 = 1 << 30;
 
-/// Whether this filesystem keeps `user.*` extended attributes.
-fn user_xattrs_supported(dir: &Path) -> bool {
-    let probe = dir.join(".xattr-probe");
-    fs::write(&probe, b"").expect("probe");
-    let ok = xattr::set(&probe, "user.probe", b"1").is_ok();
-    fs::remove_file(&probe).expect("rm probe");
-    ok
-}
-
 /// Builds the source tree. Returns the relative paths of regular files.
 fn build_source(src: &Path) -> Vec<Vec<u8>> {
     let root = common::is_root();
@@ -310,7 +301,7 @@ fn build_source(src: &Path) -> Vec<Vec<u8>> {
         fs::set_permissions(src.join(rel), fs::Permissions::from_mode(mode)).expect("chmod");
     }
 
-    if user_xattrs_supported(src) {
+    if common::user_xattrs_supported(src) {
         xattr::set(src.join("small.txt"), "user.comment", b"hello").expect("xattr");
         xattr::set(src.join("small.txt"), "user.binary", b"\x00\xff\x01").expect("xattr");
         xattr::set(src.join("hl"), "user.dir", b"on a directory").expect("xattr");
