@@ -394,51 +394,12 @@ pub fn derive_wrapping_key(password: &[u8], params: &KdfParams) -> Result<Zeroiz
         argon2::Version::V0x13,
         argon_params,
     );
-    let memory = argon2_memory(argon.params().block_count())?;
     let mut out = Zeroizing::new([0u8; 32]);
     argon
-        .hash_password_into_with_memory(password, &params.salt, &mut out[..], memory)
+        .hash_password_into(password, &params.salt, &mut out[..])
         .map_err(|e| Error::invalid(format!("key derivation failed: {e}")))?;
     Ok(out)
 }
-
-/// Argon2's working memory (64 MiB for a default password key), its pages asked
-/// of the kernel in 2 MiB pages where transparent huge pages are on. In 4 KiB
-/// pages, faulting it in took about 17,000 page faults on the thread that
-/// allocates, a fifth of a password open; the lanes themselves run on the pool
-/// (the `argon2` crate's `parallel` feature).
-fn argon2_memory(count: usize) -> Result<Vec<argon2::Block>> {
-    let mut blocks: Vec<argon2::Block> = Vec::new();
-    blocks.try_reserve_exact(count).map_err(|_| {
-        Error::invalid(format!(
-            "cannot allocate {} for key derivation",
-            kib_text(count as u64 * (argon2::Block::SIZE as u64 / 1024))
-        ))
-    })?;
-    advise_huge_pages(blocks.as_mut_ptr() as usize, count * argon2::Block::SIZE);
-    blocks.resize(count, argon2::Block::default());
-    Ok(blocks)
-}
-
-/// A hint, never a requirement: without transparent huge pages, or elsewhere
-/// than Linux, the memory is simply used in ordinary pages.
-#[cfg(target_os = "linux")]
-fn advise_huge_pages(addr: usize, len: usize) {
-    const PAGE: usize = 4096;
-    let start = addr.next_multiple_of(PAGE);
-    let end = (addr + len) / PAGE * PAGE;
-    if end > start {
-        // SAFETY: madvise only advises the kernel about whole pages inside this
-        // process's own, live allocation (page-aligned inward); MADV_HUGEPAGE
-        // changes neither the contents nor the validity of the mapping.
-        unsafe {
-            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
-        }
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn advise_huge_pages(_addr: usize, _len: usize) {}
 
 #[cfg(test)]
 mod tests {
