@@ -322,16 +322,42 @@ impl PackBuilder {
             tail,
             len: 0,
         };
-        let mut hasher = blake3::Hasher::new();
-        let mut len = 0u64;
-        for part in pack.parts() {
-            hasher.update(part);
-            len += part.len() as u64;
-        }
+        let (id, len) = hash_parts(&pack.parts());
         pack.len = len;
-        pack.id = PackId(*hasher.finalize().as_bytes());
+        pack.id = PackId(id);
         Ok(pack)
     }
+}
+
+/// Bytes gathered before each BLAKE3 update in [`hash_parts`].
+const HASH_STAGE: usize = 256 * 1024;
+
+/// BLAKE3 of the concatenation of `parts`, and its length. BLAKE3 is fast on
+/// long inputs, whose 1 KiB chunks it hashes side by side in SIMD lanes; fed a
+/// pack's pieces one by one (a 12-byte nonce, a blob of a few KiB, a 16-byte
+/// tag) it compressed one 64-byte block at a time, and hashing a pack of small
+/// files' blobs took a sixth of a first backup's CPU time. The pieces are
+/// copied into a buffer first, which costs far less.
+fn hash_parts(parts: &[&[u8]]) -> ([u8; 32], u64) {
+    let mut hasher = blake3::Hasher::new();
+    let mut stage = Vec::with_capacity(HASH_STAGE);
+    let mut len = 0u64;
+    for part in parts {
+        len += part.len() as u64;
+        if part.len() >= HASH_STAGE {
+            hasher.update(&stage);
+            stage.clear();
+            hasher.update(part);
+            continue;
+        }
+        if stage.len() + part.len() > HASH_STAGE {
+            hasher.update(&stage);
+            stage.clear();
+        }
+        stage.extend_from_slice(part);
+    }
+    hasher.update(&stage);
+    (*hasher.finalize().as_bytes(), len)
 }
 
 /// The header's payload: raw msgpack entries, padded so that the sealed header
@@ -588,6 +614,42 @@ mod tests {
 
     /// The header length in the clear is a power of two of at least 4 KiB, so it
     /// gives away the number of blobs only to within a factor of two.
+    /// The staged hash equals the hash of the concatenation, whatever the
+    /// pieces: tiny ones, ones that cross a stage boundary, and ones longer
+    /// than a stage.
+    #[test]
+    fn hashing_a_pack_in_pieces_hashes_its_bytes() {
+        let mut seed = 7u64;
+        let mut piece = |len: usize| -> Vec<u8> {
+            (0..len)
+                .map(|_| {
+                    seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    (seed >> 56) as u8
+                })
+                .collect()
+        };
+        let lens = [
+            0,
+            12,
+            4000,
+            16,
+            HASH_STAGE - 5,
+            30,
+            HASH_STAGE,
+            1,
+            3 * HASH_STAGE + 7,
+            HASH_STAGE / 2,
+            HASH_STAGE / 2 + 1,
+        ];
+        let pieces: Vec<Vec<u8>> = lens.iter().map(|&n| piece(n)).collect();
+        let parts: Vec<&[u8]> = pieces.iter().map(Vec::as_slice).collect();
+        let whole = parts.concat();
+        let (id, len) = hash_parts(&parts);
+        assert_eq!(len, whole.len() as u64);
+        assert_eq!(id, *blake3::hash(&whole).as_bytes());
+        assert_eq!(hash_parts(&[]).0, *blake3::hash(b"").as_bytes());
+    }
+
     #[test]
     fn header_lengths_fall_in_power_of_two_buckets() {
         let key = MasterKey::generate().unwrap();
