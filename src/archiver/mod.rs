@@ -200,6 +200,7 @@ pub fn backup(
         repo_root: source::repo_local_root(repo),
         depth: 1,
         ahead: HashMap::new(),
+        deferral: small::Deferral::default(),
     };
 
     for (path, why) in &sources.missing {
@@ -282,6 +283,7 @@ struct Archiver<'a> {
     /// Subdirectories being gathered ahead on the pool (see `walk::gather_ahead`),
     /// by path, until their turn comes.
     ahead: HashMap<PathBuf, std::sync::mpsc::Receiver<walk::Ahead>>,
+    deferral: small::Deferral,
 }
 
 impl Archiver<'_> {

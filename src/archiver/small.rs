@@ -1,16 +1,19 @@
-//! Small files: read whole, many at a time on the rayon pool, then stored in the
-//! order the walk listed them.
+//! Small files: read whole, many at a time on the rayon pool while the walk goes
+//! on, then stored; and the directories whose trees wait for them.
 
 use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc::Receiver;
 
 use rayon::prelude::*;
 
 use super::read::{changed_while_read, open_for_backup};
+use super::walk::on_pool;
 use super::{Archiver, Status};
 use crate::chunker::Chunk;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::format;
 use crate::id::BlobId;
 use crate::pack::BlobKind;
@@ -24,41 +27,178 @@ pub(super) const SMALL_BATCH_BYTES: u64 = 8 * 1024 * 1024;
 /// ...and at most this many files.
 pub(super) const SMALL_BATCH_FILES: usize = 512;
 
+/// Small files queued for reading, the batch being read on the pool, and the
+/// directories whose trees wait for them.
+///
+/// A batch is read on the pool while the walk goes on: it lists and probes the
+/// next directories and queues their small files, and the batch's chunks are
+/// stored only when the next batch starts. A directory whose walk is done
+/// while some of its files (or subdirectories) are still outstanding stays
+/// open here; its tree is finished, and its node handed to its parent's tree,
+/// when the last of them arrives. Reading each directory's files before going
+/// on left the pool idle while the walk listed directories, and the walk idle
+/// while the pool read: a fifth of a first backup's time on trees of small
+/// files.
+#[derive(Default)]
+pub(super) struct Deferral {
+    queue: Vec<Deferred>,
+    queued_bytes: u64,
+    reading: Option<Reading>,
+    dirs: Vec<Option<OpenDir>>,
+    free: Vec<usize>,
+    /// The directory whose entries the walk is deciding.
+    pub(super) current: Option<usize>,
+}
+
+/// A batch on the pool, with the files it reads in the same order.
+struct Reading {
+    files: Vec<Deferred>,
+    results: Receiver<Vec<SmallRead>>,
+}
+
+/// A directory whose tree is being built.
+pub(super) struct OpenDir {
+    pub(super) path: PathBuf,
+    pub(super) tree: Tree,
+    /// Its own node: the finished tree's id becomes its subtree.
+    pub(super) node: Node,
+    /// The open directory it is in, if any.
+    pub(super) parent: Option<usize>,
+    /// Its tree in the parent snapshot, and that tree's id.
+    pub(super) old: Option<Tree>,
+    pub(super) old_id: Option<BlobId>,
+    /// Entries (small files, subdirectories) not in `tree` yet.
+    pub(super) outstanding: usize,
+    /// Whether the walk has decided all its entries.
+    pub(super) walked: bool,
+}
+
+impl Deferral {
+    pub(super) fn open(&mut self, dir: OpenDir) -> usize {
+        match self.free.pop() {
+            Some(slot) => {
+                self.dirs[slot] = Some(dir);
+                slot
+            }
+            None => {
+                self.dirs.push(Some(dir));
+                self.dirs.len() - 1
+            }
+        }
+    }
+
+    pub(super) fn dir(&mut self, slot: usize) -> Result<&mut OpenDir> {
+        self.dirs
+            .get_mut(slot)
+            .and_then(Option::as_mut)
+            .ok_or_else(|| Error::invalid(format!("internal: no open directory {slot}")))
+    }
+
+    fn close(&mut self, slot: usize) -> Result<OpenDir> {
+        let dir = self
+            .dirs
+            .get_mut(slot)
+            .and_then(Option::take)
+            .ok_or_else(|| Error::invalid(format!("internal: no open directory {slot}")))?;
+        self.free.push(slot);
+        Ok(dir)
+    }
+
+    /// Whether any directory is still open.
+    pub(super) fn any_open(&self) -> bool {
+        self.dirs.iter().any(Option::is_some)
+    }
+}
+
 impl Archiver<'_> {
-    /// Reads a batch of small files in parallel, then stores their chunks and adds
-    /// their nodes to `tree` in order.
-    pub(super) fn read_batch(&mut self, batch: Vec<Deferred>, tree: &mut Tree) -> Result<()> {
-        if batch.is_empty() {
-            return Ok(());
+    /// Queues a small file of the open directory `dir`, to be read with others.
+    pub(super) fn defer(&mut self, file: Deferred) -> Result<()> {
+        self.deferral.dir(file.dir)?.outstanding += 1;
+        self.deferral.queued_bytes += file.node.size;
+        self.deferral.queue.push(file);
+        if self.deferral.queued_bytes >= SMALL_BATCH_BYTES
+            || self.deferral.queue.len() >= SMALL_BATCH_FILES
+        {
+            self.start_batch()?;
         }
+        Ok(())
+    }
+
+    /// Sends the queued files to the pool, then stores what the batch before
+    /// them read, while they are read.
+    fn start_batch(&mut self) -> Result<()> {
         self.check_interrupt()?;
-        let chunker = self.repo.chunker();
-        let key = self.repo.key();
-        let level = self.level;
-        let saver = &self.saver;
-        let known = |id: &BlobId| saver.known(BlobKind::Data, id);
-        if let Some(first) = batch.first() {
-            self.progress.set_current(&first.path);
+        let files = std::mem::take(&mut self.deferral.queue);
+        self.deferral.queued_bytes = 0;
+        let previous = self.deferral.reading.take();
+        if !files.is_empty() {
+            if let Some(first) = files.first() {
+                self.progress.set_current(&first.path);
+            }
+            let work: Vec<(PathBuf, u64)> = files
+                .iter()
+                .map(|d| (d.path.clone(), d.node.inode))
+                .collect();
+            let repo = Arc::clone(&self.repo);
+            let index = self.saver.shared_index();
+            let level = self.level;
+            let results = on_pool(move || {
+                let chunker = repo.chunker();
+                // Blobs stored earlier in this run are not in the index yet:
+                // such a chunk is compressed again, and the saver drops it.
+                let known = |id: &BlobId| index.contains(BlobKind::Data, id);
+                work.par_iter()
+                    .map(|(path, inode)| {
+                        read_small(path, *inode, chunker, repo.key(), level, &known)
+                    })
+                    .collect()
+            });
+            self.deferral.reading = Some(Reading { files, results });
         }
-        let results: Vec<SmallRead> = batch
-            .par_iter()
-            .map(|d| read_small(&d.path, d.node.inode, chunker, key, level, &known))
-            .collect();
-        for (mut d, r) in batch.into_iter().zip(results) {
-            match r {
+        match previous {
+            Some(batch) => self.store_batch(batch),
+            None => Ok(()),
+        }
+    }
+
+    /// Reads every queued file and stores what was read, so that no directory
+    /// waits for anything: then each open directory has been finished.
+    pub(super) fn drain(&mut self) -> Result<()> {
+        while !self.deferral.queue.is_empty() || self.deferral.reading.is_some() {
+            self.start_batch()?;
+        }
+        Ok(())
+    }
+
+    /// Stores the chunks of a batch that was read, puts the files' nodes in their
+    /// directories' trees, and finishes each directory that has all it waited for.
+    fn store_batch(&mut self, batch: Reading) -> Result<()> {
+        let Reading { files, results } = batch;
+        let results = results
+            .recv()
+            .map_err(|_| Error::invalid("reading a batch of small files failed"))?;
+        if results.len() != files.len() {
+            return Err(Error::invalid(
+                "internal: a batch of small files came back short",
+            ));
+        }
+        for (mut d, r) in files.into_iter().zip(results) {
+            let node = match r {
                 SmallRead::Failed(msg) => {
                     self.error(&d.path, msg);
                     self.summary.entries -= 1;
                     self.progress.done(1, d.node.size);
+                    None
                 }
                 SmallRead::Grew => {
                     // Larger than a small file by now: stream it like a large one.
                     let stored = self.read_file(&d.path, &mut d.node, d.status)?;
                     self.progress.done(1, 0);
                     if stored {
-                        tree.nodes.push(d.node);
+                        Some(d.node)
                     } else {
                         self.summary.entries -= 1;
+                        None
                     }
                 }
                 SmallRead::Done {
@@ -81,11 +221,91 @@ impl Archiver<'_> {
                     d.node.content = content;
                     self.count(d.status);
                     self.progress.done(1, read);
-                    tree.nodes.push(d.node);
+                    Some(d.node)
                 }
-            }
+            };
+            self.arrived(d.dir, node)?;
         }
         Ok(())
+    }
+
+    /// An outstanding entry of the open directory `slot` is done: `node` goes in
+    /// its tree (unless the entry was left out). The directory, and in turn the
+    /// directories it is in, are finished if that was the last they waited for.
+    fn arrived(&mut self, slot: usize, node: Option<Node>) -> Result<()> {
+        let mut slot = slot;
+        let mut node = node;
+        loop {
+            let dir = self.deferral.dir(slot)?;
+            dir.tree.nodes.extend(node.take());
+            dir.outstanding = dir.outstanding.saturating_sub(1);
+            // One without an open parent is finished by `walked_dir`, which
+            // waits for it.
+            let Some(parent) = dir.parent.filter(|_| dir.walked && dir.outstanding == 0) else {
+                return Ok(());
+            };
+            node = Some(self.finish_dir(slot)?);
+            slot = parent;
+        }
+    }
+
+    /// The walk has decided every entry of the open directory `slot`. Its node,
+    /// with the finished tree's id, if nothing is outstanding (or, when it has
+    /// no open parent to go to later, once everything queued was read); `None`
+    /// if it joins its parent's tree when its last entry arrives.
+    pub(super) fn walked_dir(&mut self, slot: usize) -> Result<Option<Node>> {
+        let dir = self.deferral.dir(slot)?;
+        dir.walked = true;
+        if dir.outstanding > 0 {
+            match dir.parent {
+                Some(parent) => {
+                    self.deferral.dir(parent)?.outstanding += 1;
+                    return Ok(None);
+                }
+                None => self.drain()?,
+            }
+        }
+        self.finish_dir(slot).map(Some)
+    }
+
+    /// Saves the tree of the open directory `slot` (or keeps its tree in the
+    /// parent snapshot, if equal) and closes it; its node, with the tree's id.
+    fn finish_dir(&mut self, slot: usize) -> Result<Node> {
+        let OpenDir {
+            path,
+            mut tree,
+            mut node,
+            old,
+            old_id,
+            ..
+        } = self.deferral.close(slot)?;
+        // A directory whose entries all match the parent's keeps the parent's
+        // tree blob, without encoding and hashing it again.
+        tree.nodes.sort_by(|a, b| a.name.cmp(&b.name));
+        let kept = match (&old, old_id) {
+            (Some(old), Some(old_id))
+                if self.reuse_trees
+                    && old.nodes == tree.nodes
+                    && self.saver.known(BlobKind::Tree, &old_id) =>
+            {
+                Some(old_id)
+            }
+            _ => None,
+        };
+        let id = match kept {
+            Some(id) => id,
+            None => self.saver.save_tree(&mut tree).map_err(|e| match e {
+                Error::Invalid(m) => Error::invalid(format!("{}: {m}", path.display())),
+                other => other,
+            })?,
+        };
+        match old_id {
+            None => self.summary.dirs_new += 1,
+            Some(o) if o == id => self.summary.dirs_unchanged += 1,
+            Some(_) => self.summary.dirs_changed += 1,
+        }
+        node.subtree = Some(id);
+        Ok(node)
     }
 }
 
@@ -94,6 +314,8 @@ pub(super) struct Deferred {
     pub(super) path: PathBuf,
     pub(super) node: Node,
     pub(super) status: Status,
+    /// The open directory it belongs to.
+    pub(super) dir: usize,
 }
 
 /// The outcome of reading a small file on the rayon pool.

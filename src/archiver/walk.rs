@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
-use super::small::{Deferred, SMALL_BATCH_BYTES, SMALL_BATCH_FILES, SMALL_FILE};
+use super::small::{Deferred, OpenDir, SMALL_FILE};
 use super::source::{Virtual, insert_virtual};
 use super::{Archiver, node};
 use crate::error::{Error, Result};
@@ -80,6 +80,12 @@ impl Archiver<'_> {
             insert_virtual(&mut root, &comps, p.clone());
         }
         let mut tree = self.backup_virtual(&root, Path::new("/"), parent)?;
+        self.drain()?;
+        if self.deferral.any_open() {
+            return Err(Error::invalid(
+                "internal: a directory was left unfinished by the walk",
+            ));
+        }
         self.saver.save_tree(&mut tree)
     }
 
@@ -95,7 +101,7 @@ impl Archiver<'_> {
             let parent_node = parent.and_then(|t| t.find(name));
             match v {
                 Virtual::Leaf(p) => {
-                    if let Some(n) = self.backup_path(p, name, parent_node, None)? {
+                    if let Some(n) = self.backup_path(p, name, parent_node)? {
                         tree.nodes.push(n);
                     }
                 }
@@ -125,15 +131,13 @@ impl Archiver<'_> {
         Ok(tree)
     }
 
-    /// Backs up one entry. `Ok(None)`: skipped (excluded, or unreadable and
-    /// reported), or, for a small file that must be read when `defer` is given,
-    /// queued there for [`Self::read_batch`].
+    /// Backs up one entry outside any open directory (a path given to the
+    /// backup). `Ok(None)`: skipped (excluded, or unreadable and reported).
     fn backup_path(
         &mut self,
         path: &Path,
         name: &[u8],
         parent: Option<&Node>,
-        defer: Option<&mut Vec<Deferred>>,
     ) -> Result<Option<Node>> {
         self.check_interrupt()?;
         if self.skip(path) {
@@ -144,7 +148,7 @@ impl Archiver<'_> {
             node: parent,
             indexed: false,
         };
-        self.backup_probed(path, node::probe(path, name, known), parent, defer)
+        self.backup_probed(path, node::probe(path, name, known), parent)
     }
 
     /// Whether `path` is left out: excluded, or the repository itself (reported).
@@ -164,12 +168,14 @@ impl Archiver<'_> {
     }
 
     /// [`Self::backup_path`] once the entry's metadata has been gathered.
+    /// `Ok(None)` also when the entry joins the open directory it is in later:
+    /// a small file queued to be read with others, or a subdirectory waiting
+    /// for such files (see [`super::small::Deferral`]).
     fn backup_probed(
         &mut self,
         path: &Path,
         probe: node::Probe,
         parent: Parent,
-        defer: Option<&mut Vec<Deferred>>,
     ) -> Result<Option<Node>> {
         let Parent {
             node: parent,
@@ -205,30 +211,22 @@ impl Archiver<'_> {
                     return Ok(None);
                 }
                 self.depth += 1;
-                let subtree = self.backup_dir(path, &meta, parent);
+                let done = self.backup_dir(path, &meta, parent, node);
                 self.depth -= 1;
-                let subtree = subtree?;
-                let old = parent
-                    .filter(|p| p.kind == NodeKind::Dir)
-                    .and_then(|p| p.subtree);
-                match old {
-                    None => self.summary.dirs_new += 1,
-                    Some(o) if o == subtree => self.summary.dirs_unchanged += 1,
-                    Some(_) => self.summary.dirs_changed += 1,
-                }
-                node.subtree = Some(subtree);
+                return done;
             }
             NodeKind::File => {
                 let Some(status) = self.reuse_content(&mut node, parent, indexed) else {
                     return Ok(Some(node));
                 };
-                if let Some(queue) = defer {
+                if let Some(dir) = self.deferral.current {
                     if node.links <= 1 && node.size <= SMALL_FILE {
-                        queue.push(Deferred {
+                        self.defer(Deferred {
                             path: path.to_path_buf(),
                             node,
                             status,
-                        });
+                            dir,
+                        })?;
                         return Ok(None);
                     }
                 }
@@ -245,12 +243,16 @@ impl Archiver<'_> {
         Ok(Some(node))
     }
 
+    /// Backs up a directory whose node is `node`: that node with its subtree,
+    /// or `None` if it joins its parent's tree later (see
+    /// [`Self::walked_dir`]).
     fn backup_dir(
         &mut self,
         path: &Path,
         meta: &std::fs::Metadata,
         parent: Option<&Node>,
-    ) -> Result<BlobId> {
+        node: Node,
+    ) -> Result<Option<Node>> {
         // Gathered ahead while the directories before it were backed up, or (the
         // gathering failed, or it wasn't started) here and now.
         let ahead = self.ahead.remove(path).and_then(|rx| rx.recv().ok());
@@ -267,7 +269,18 @@ impl Archiver<'_> {
                 (tree, list_sorted(path, meta), None)
             }
         };
-        let mut tree = Tree::default();
+        let slot = self.deferral.open(OpenDir {
+            path: path.to_path_buf(),
+            tree: Tree::default(),
+            node,
+            parent: self.deferral.current,
+            old: None,
+            old_id: subtree_of(parent),
+            outstanding: 0,
+            walked: false,
+        });
+        // Restored below; an error ends the whole backup.
+        let outer = self.deferral.current.replace(slot);
         let mut entries: Vec<(Vec<u8>, PathBuf)> = match listing {
             Ok(v) => v,
             Err(e) => {
@@ -308,7 +321,6 @@ impl Archiver<'_> {
             groups.remove(0);
         }
         let mut groups = groups.into_iter();
-        let mut batch: Vec<Deferred> = Vec::new();
         let mut next = match first.take() {
             Some(probed) => Some(ready(probed)),
             None => groups.next().map(|g| {
@@ -401,7 +413,7 @@ impl Archiver<'_> {
                         self.names.fill(&mut n);
                         n.subtree = Some(self.saver.save_tree(&mut Tree::default())?);
                         self.summary.entries += 1;
-                        tree.nodes.push(n);
+                        self.deferral.dir(slot)?.tree.nodes.push(n);
                         continue;
                     }
                     other => other,
@@ -410,12 +422,8 @@ impl Archiver<'_> {
                     node: parent_node,
                     indexed: all_indexed,
                 };
-                if let Some(n) = self.backup_probed(&child, probe, parent, Some(&mut batch))? {
-                    tree.nodes.push(n);
-                }
-                let queued: u64 = batch.iter().map(|d| d.node.size).sum();
-                if queued >= SMALL_BATCH_BYTES || batch.len() >= SMALL_BATCH_FILES {
-                    self.read_batch(std::mem::take(&mut batch), &mut tree)?;
+                if let Some(n) = self.backup_probed(&child, probe, parent)? {
+                    self.deferral.dir(slot)?.tree.nodes.push(n);
                 }
             }
             // Gathered for a directory that was not backed up after all (it
@@ -424,25 +432,9 @@ impl Archiver<'_> {
                 self.ahead.remove(&child);
             }
         }
-        self.read_batch(batch, &mut tree)?;
-        // A directory whose entries all match the parent's keeps the parent's tree
-        // blob, without encoding and hashing it again.
-        tree.nodes.sort_by(|a, b| a.name.cmp(&b.name));
-        let old_id = parent
-            .filter(|n| n.kind == NodeKind::Dir)
-            .and_then(|n| n.subtree);
-        if let (Some(old), Some(old_id)) = (&parent_tree, old_id) {
-            if self.reuse_trees
-                && old.nodes == tree.nodes
-                && self.saver.known(BlobKind::Tree, &old_id)
-            {
-                return Ok(old_id);
-            }
-        }
-        self.saver.save_tree(&mut tree).map_err(|e| match e {
-            Error::Invalid(m) => Error::invalid(format!("{}: {m}", path.display())),
-            other => other,
-        })
+        self.deferral.current = outer;
+        self.deferral.dir(slot)?.old = parent_tree;
+        self.walked_dir(slot)
     }
 }
 
@@ -554,7 +546,7 @@ fn ready<T>(value: T) -> std::sync::mpsc::Receiver<T> {
 /// which closes empty if the work panicked (a panic in a spawned rayon job would
 /// otherwise abort the process, leaving the packs written so far without an
 /// index).
-fn on_pool<T: Send + 'static>(
+pub(super) fn on_pool<T: Send + 'static>(
     work: impl FnOnce() -> T + Send + 'static,
 ) -> std::sync::mpsc::Receiver<T> {
     let (tx, rx) = std::sync::mpsc::sync_channel(1);

@@ -475,3 +475,30 @@ pub fn check_clean(env: &Env) {
         stderr(&out)
     );
 }
+
+/// Every directory (as `name/`, with no bytes) and every other entry's bytes
+/// under `root`, by path relative to it.
+pub fn tree_contents(root: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+            let p = e.expect("entry").path();
+            let t = std::fs::symlink_metadata(&p).expect("lstat").file_type();
+            if t.is_dir() {
+                out.insert(format!("{}/", rel(root, &p)), Vec::new());
+                stack.push(p);
+            } else {
+                out.insert(rel(root, &p), std::fs::read(&p).expect("read"));
+            }
+        }
+    }
+    out
+}
+
+fn rel(root: &Path, p: &Path) -> String {
+    p.strip_prefix(root)
+        .expect("under root")
+        .display()
+        .to_string()
+}

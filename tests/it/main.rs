@@ -1,5 +1,6 @@
 //! Integration tests, compiled into one binary.
 
+mod batches;
 mod cache;
 mod cli;
 mod common;

@@ -65,31 +65,6 @@ fn changed_xattrs_and_link_targets_reach_the_next_snapshot() {
 }
 
 /// Every file under `root` with its bytes, by path relative to `root`.
-fn contents(root: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
-    let mut out = std::collections::BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for e in fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
-            let p = e.expect("entry").path();
-            let t = fs::symlink_metadata(&p).expect("lstat").file_type();
-            if t.is_dir() {
-                out.insert(format!("{}/", rel(root, &p)), Vec::new());
-                stack.push(p);
-            } else {
-                out.insert(rel(root, &p), fs::read(&p).expect("read"));
-            }
-        }
-    }
-    out
-}
-
-fn rel(root: &Path, p: &Path) -> String {
-    p.strip_prefix(root)
-        .expect("under root")
-        .display()
-        .to_string()
-}
-
 /// Directories large enough to be listed and probed ahead of their turn (their
 /// parent-snapshot trees are several KiB) must come out exactly as the ones
 /// done in place: changes in them, exclusions among their first entries, a
@@ -136,7 +111,10 @@ fn large_directories_gathered_ahead_back_up_what_changed() {
         "--target",
         target.to_str().expect("utf-8"),
     ]);
-    let mut expected = contents(&src);
+    let mut expected = common::tree_contents(&src);
     expected.remove("d1/f000.txt");
-    assert_eq!(contents(&target.join(s.trim_start_matches('/'))), expected);
+    assert_eq!(
+        common::tree_contents(&target.join(s.trim_start_matches('/'))),
+        expected
+    );
 }

@@ -1,0 +1,121 @@
+//! Small files are read in batches on the pool while the walk goes on, so a
+//! batch holds files of many directories, and a directory's tree is finished
+//! only when the last of its files (and subdirectories) arrives. These trees
+//! are large enough for several batches (512 files each), with directories
+//! left waiting at every depth.
+
+use std::fs;
+use std::path::Path;
+
+use crate::common::{self, Env};
+
+/// Writes the tree: `wide/` with 40 directories of 30 small files, one of
+/// them three levels deeper; `mixed/` with small files around a 5 MiB file
+/// (read on its own, not in a batch), a hard-linked pair, an empty directory
+/// and files that are copies of each other; `one/` with 600 files in one
+/// directory, more than a batch. Sizes vary from empty to 20 KiB.
+fn write_tree(src: &Path) {
+    let mut rng = common::rng(16);
+    let size = |i: usize| (i * 7919) % 20_000;
+    for d in 0..40 {
+        let dir = src.join(format!("wide/s{d:02}"));
+        fs::create_dir_all(&dir).expect("mkdir");
+        for f in 0..30 {
+            let bytes = common::random_bytes(&mut rng, size(d * 30 + f));
+            fs::write(dir.join(format!("f{f:02}")), bytes).expect("write");
+        }
+    }
+    let deep = src.join("wide/s07/deep/deeper");
+    fs::create_dir_all(&deep).expect("mkdir");
+    for f in 0..50 {
+        let bytes = common::text_bytes(&mut rng, size(f + 5000));
+        fs::write(deep.join(format!("t{f:02}.txt")), bytes).expect("write");
+    }
+    let mixed = src.join("mixed");
+    fs::create_dir_all(mixed.join("empty")).expect("mkdir");
+    for f in 0..300 {
+        let bytes = common::text_bytes(&mut rng, size(f + 9000));
+        fs::write(mixed.join(format!("m{f:03}")), bytes).expect("write");
+        if f == 150 {
+            let big = common::random_bytes(&mut rng, 5 << 20);
+            fs::write(mixed.join("m150-big"), big).expect("write");
+        }
+    }
+    for f in 0..20 {
+        fs::write(mixed.join(format!("copy{f:02}")), b"the same small file\n").expect("write");
+    }
+    fs::hard_link(mixed.join("m010"), mixed.join("m010-link")).expect("link");
+    let one = src.join("one");
+    fs::create_dir_all(&one).expect("mkdir");
+    for f in 0..600 {
+        let bytes = common::random_bytes(&mut rng, size(f + 20_000) / 4);
+        fs::write(one.join(format!("o{f:03}")), bytes).expect("write");
+    }
+}
+
+/// Directories under and including `root`.
+fn dirs_in(root: &Path) -> u64 {
+    1 + common::tree_contents(root)
+        .keys()
+        .filter(|k| k.ends_with('/'))
+        .count() as u64
+}
+
+#[test]
+fn small_files_of_many_directories_read_in_batches_back_up_every_tree() {
+    let env = Env::with_repo(&[]);
+    let src = env.path("src");
+    write_tree(&src);
+    let s = src.to_str().expect("utf-8");
+    let excluded = format!("{s}/wide/s20/f05");
+    let files = common::tree_contents(&src)
+        .keys()
+        .filter(|k| !k.ends_with('/'))
+        .count() as u64;
+
+    let first = env.backup_json(&[s, "--exclude", &excluded]);
+    assert_eq!(first["errors"], 0, "{first}");
+    assert_eq!(first["files_new"], files - 1, "{first}");
+    assert_eq!(first["dirs_new"], dirs_in(&src), "{first}");
+    let target = env.path("restored");
+    env.ok(&[
+        "restore",
+        "latest",
+        "--target",
+        target.to_str().expect("utf-8"),
+    ]);
+    let mut expected = common::tree_contents(&src);
+    expected.remove("wide/s20/f05");
+    let restored = target.join(s.trim_start_matches('/'));
+    assert_eq!(common::tree_contents(&restored), expected);
+    common::check_clean(&env);
+
+    let unchanged = env.backup_json(&[s, "--exclude", &excluded]);
+    assert_eq!(unchanged["files_unchanged"], files - 1, "{unchanged}");
+    assert_eq!(unchanged["dirs_unchanged"], dirs_in(&src), "{unchanged}");
+    assert_eq!(unchanged["dirs_changed"], 0, "{unchanged}");
+
+    // A change three levels down, a new file, a directory removed. Changed:
+    // deeper, deep, s07, wide (s10 went), one (a new entry), and src.
+    fs::write(src.join("wide/s07/deep/deeper/t03.txt"), b"changed\n").expect("write");
+    fs::write(src.join("one/new"), b"new\n").expect("write");
+    fs::remove_dir_all(src.join("wide/s10")).expect("rm");
+    let changed = env.backup_json(&[s, "--exclude", &excluded]);
+    assert_eq!(changed["errors"], 0, "{changed}");
+    assert_eq!(changed["files_changed"], 1, "{changed}");
+    assert_eq!(changed["files_new"], 1, "{changed}");
+    assert_eq!(changed["dirs_changed"], 6, "{changed}");
+    assert_eq!(changed["dirs_new"], 0, "{changed}");
+    assert_eq!(changed["dirs_unchanged"], dirs_in(&src) - 6, "{changed}");
+    let again = env.path("again");
+    env.ok(&[
+        "restore",
+        "latest",
+        "--target",
+        again.to_str().expect("utf-8"),
+    ]);
+    let mut expected = common::tree_contents(&src);
+    expected.remove("wide/s20/f05");
+    let restored = again.join(s.trim_start_matches('/'));
+    assert_eq!(common::tree_contents(&restored), expected);
+}
