@@ -51,7 +51,18 @@ pub(super) struct Deferral {
     free: Vec<usize>,
     /// The directory whose entries the walk is deciding.
     pub(super) current: Option<usize>,
+    /// Tree nodes (new and parent snapshot's) held by directories left
+    /// waiting after their walk, at most [`HELD_NODES`].
+    held: usize,
 }
+
+/// At most this many tree nodes (of a directory's new tree and its tree in the
+/// parent snapshot) are held by directories left waiting for their files: tens
+/// of MiB at worst. Without a bound, a re-backup of a tree of large
+/// directories each with one changed small file would keep hundreds of them
+/// in memory until a batch filled up; one that would go over is finished at
+/// once, after reading what is queued, as before batches spanned directories.
+const HELD_NODES: usize = 64 * 1024;
 
 /// A batch on the pool, with the files it reads in the same order.
 struct Reading {
@@ -74,6 +85,8 @@ pub(super) struct OpenDir {
     pub(super) outstanding: usize,
     /// Whether the walk has decided all its entries.
     pub(super) walked: bool,
+    /// What it counts for in [`Deferral::held`] while it waits.
+    pub(super) held: usize,
 }
 
 impl Deferral {
@@ -242,8 +255,8 @@ impl Archiver<'_> {
             let dir = self.deferral.dir(slot)?;
             dir.tree.nodes.extend(node.take());
             dir.outstanding = dir.outstanding.saturating_sub(1);
-            // One without an open parent is finished by `walked_dir`, which
-            // waits for it.
+            // Only one the walk left waiting (`walked`, which implies an open
+            // parent) is finished here; `walked_dir` finishes the others.
             let Some(parent) = dir.parent.filter(|_| dir.walked && dir.outstanding == 0) else {
                 return Ok(());
             };
@@ -253,19 +266,26 @@ impl Archiver<'_> {
     }
 
     /// The walk has decided every entry of the open directory `slot`. Its node,
-    /// with the finished tree's id, if nothing is outstanding (or, when it has
-    /// no open parent to go to later, once everything queued was read); `None`
-    /// if it joins its parent's tree when its last entry arrives.
+    /// with the finished tree's id, if nothing is outstanding, or once
+    /// everything queued was read when it has no open parent to go to later or
+    /// waiting would hold more than [`HELD_NODES`]; `None` if it is left
+    /// waiting, and joins its parent's tree when its last entry arrives.
     pub(super) fn walked_dir(&mut self, slot: usize) -> Result<Option<Node>> {
+        let room = HELD_NODES.saturating_sub(self.deferral.held);
         let dir = self.deferral.dir(slot)?;
-        dir.walked = true;
         if dir.outstanding > 0 {
+            let held = dir.tree.nodes.len() + dir.old.as_ref().map_or(0, |t| t.nodes.len());
             match dir.parent {
-                Some(parent) => {
+                Some(parent) if held <= room => {
+                    dir.walked = true;
+                    dir.held = held;
+                    self.deferral.held += held;
                     self.deferral.dir(parent)?.outstanding += 1;
                     return Ok(None);
                 }
-                None => self.drain()?,
+                // Not `walked` yet, so that what is read now only fills its
+                // tree, and it is finished here.
+                _ => self.drain()?,
             }
         }
         self.finish_dir(slot).map(Some)
@@ -280,8 +300,10 @@ impl Archiver<'_> {
             mut node,
             old,
             old_id,
+            held,
             ..
         } = self.deferral.close(slot)?;
+        self.deferral.held = self.deferral.held.saturating_sub(held);
         // A directory whose entries all match the parent's keeps the parent's
         // tree blob, without encoding and hashing it again.
         tree.nodes.sort_by(|a, b| a.name.cmp(&b.name));

@@ -278,6 +278,7 @@ impl Archiver<'_> {
             old_id: subtree_of(parent),
             outstanding: 0,
             walked: false,
+            held: 0,
         });
         // Restored below; an error ends the whole backup.
         let outer = self.deferral.current.replace(slot);

@@ -119,3 +119,47 @@ fn small_files_of_many_directories_read_in_batches_back_up_every_tree() {
     let restored = again.join(s.trim_start_matches('/'));
     assert_eq!(common::tree_contents(&restored), expected);
 }
+
+/// Directories left waiting for their small files hold at most 64 Ki tree
+/// nodes between them; past that, a directory is finished as soon as its walk
+/// is, after reading what is queued. Here 80 directories of 1,000 symlinks
+/// and one small file each: their files fit one batch, so without the bound
+/// all 80 would wait, holding 80,080 nodes.
+#[test]
+fn directories_waiting_for_their_files_are_bounded_and_still_complete() {
+    let env = Env::with_repo(&[]);
+    let src = env.path("src");
+    for d in 0..80 {
+        let dir = src.join(format!("d{d:02}"));
+        fs::create_dir_all(&dir).expect("mkdir");
+        fs::write(dir.join("file"), format!("{d}\n")).expect("write");
+        for l in 0..1000 {
+            std::os::unix::fs::symlink("file", dir.join(format!("l{l:03}"))).expect("symlink");
+        }
+    }
+    let s = src.to_str().expect("utf-8");
+    let first = env.backup_json(&[s]);
+    assert_eq!(first["errors"], 0, "{first}");
+    assert_eq!(first["dirs_new"], 81, "{first}");
+    let target = env.path("restored");
+    env.ok(&[
+        "restore",
+        "latest",
+        "--target",
+        target.to_str().expect("utf-8"),
+    ]);
+    let restored = target.join(s.trim_start_matches('/'));
+    for d in 0..80 {
+        let dir = restored.join(format!("d{d:02}"));
+        assert_eq!(
+            fs::read(dir.join("file")).expect("file"),
+            format!("{d}\n").as_bytes()
+        );
+        let links = fs::read_dir(&dir).expect("list").count();
+        assert_eq!(links, 1001, "{}", dir.display());
+        assert_eq!(
+            fs::read_link(dir.join("l999")).expect("link"),
+            Path::new("file")
+        );
+    }
+}
