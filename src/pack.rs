@@ -612,8 +612,6 @@ mod tests {
         }
     }
 
-    /// The header length in the clear is a power of two of at least 4 KiB, so it
-    /// gives away the number of blobs only to within a factor of two.
     /// The staged hash equals the hash of the concatenation, whatever the
     /// pieces: tiny ones, ones that cross a stage boundary, and ones longer
     /// than a stage.
@@ -650,6 +648,8 @@ mod tests {
         assert_eq!(hash_parts(&[]).0, *blake3::hash(b"").as_bytes());
     }
 
+    /// The header length in the clear is a power of two of at least 4 KiB, so it
+    /// gives away the number of blobs only to within a factor of two.
     #[test]
     fn header_lengths_fall_in_power_of_two_buckets() {
         let key = MasterKey::generate().unwrap();

@@ -254,6 +254,11 @@ impl Archiver<'_> {
         loop {
             let dir = self.deferral.dir(slot)?;
             dir.tree.nodes.extend(node.take());
+            debug_assert!(
+                dir.outstanding > 0,
+                "{}: more arrived than awaited",
+                dir.path.display()
+            );
             dir.outstanding = dir.outstanding.saturating_sub(1);
             // Only one the walk left waiting (`walked`, which implies an open
             // parent) is finished here; `walked_dir` finishes the others.

@@ -64,7 +64,6 @@ fn changed_xattrs_and_link_targets_reach_the_next_snapshot() {
     );
 }
 
-/// Every file under `root` with its bytes, by path relative to `root`.
 /// Directories large enough to be listed and probed ahead of their turn (their
 /// parent-snapshot trees are several KiB) must come out exactly as the ones
 /// done in place: changes in them, exclusions among their first entries, a
