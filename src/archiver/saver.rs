@@ -11,7 +11,7 @@
 
 use std::collections::HashSet;
 use std::sync::mpsc::{SyncSender, sync_channel};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -43,6 +43,25 @@ const WRITE_QUEUE: usize = 0;
 /// (tools/bench/RESULTS.md, "Against the targets").
 const WRITERS: usize = 1;
 
+/// Whether the repository has a blob or the run it was taken from stored it
+/// already, as the run goes on (see [`Saver::known_blobs`]).
+#[derive(Clone)]
+pub struct KnownBlobs {
+    index: Arc<Index>,
+    pending: Arc<RwLock<HashSet<(BlobKind, BlobId)>>>,
+}
+
+impl KnownBlobs {
+    pub fn contains(&self, kind: BlobKind, id: &BlobId) -> bool {
+        self.index.contains(kind, id)
+            || self
+                .pending
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains(&(kind, *id))
+    }
+}
+
 #[derive(Default)]
 struct Written {
     packs: Vec<IndexPack>,
@@ -64,8 +83,9 @@ pub struct Saver {
     repo: Arc<Repository>,
     index: Arc<Index>,
     /// Blobs stored by this run, by kind and id (a data blob and a tree blob with
-    /// the same plaintext are two objects).
-    pending: HashSet<(BlobKind, BlobId)>,
+    /// the same plaintext are two objects). Shared with pool jobs through
+    /// [`KnownBlobs`].
+    pending: Arc<RwLock<HashSet<(BlobKind, BlobId)>>>,
     data: Option<PackBuilder>,
     tree: Option<PackBuilder>,
     tx: Option<SyncSender<PackBuilder>>,
@@ -94,7 +114,7 @@ impl Saver {
         Self {
             repo,
             index,
-            pending: HashSet::new(),
+            pending: Arc::default(),
             data: None,
             tree: None,
             tx: Some(tx),
@@ -129,7 +149,16 @@ impl Saver {
 
     /// Whether the repository has the blob, or this run already stored it.
     pub fn known(&self, kind: BlobKind, id: &BlobId) -> bool {
-        self.index.contains(kind, id) || self.pending.contains(&(kind, *id))
+        self.known_blobs().contains(kind, id)
+    }
+
+    /// [`Self::known`] for work that runs while the saver goes on storing
+    /// (small files read on the pool while the walk stores the batch before).
+    pub fn known_blobs(&self) -> KnownBlobs {
+        KnownBlobs {
+            index: Arc::clone(&self.index),
+            pending: Arc::clone(&self.pending),
+        }
     }
 
     /// Stores an encoded blob (see `format::encode_payload`) unless it is known.
@@ -169,7 +198,10 @@ impl Saver {
             }
             None => false,
         };
-        self.pending.insert((kind, id));
+        self.pending
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert((kind, id));
         match kind {
             BlobKind::Data => self.stats.data_blobs_new += 1,
             BlobKind::Tree => self.stats.tree_blobs_new += 1,

@@ -156,13 +156,13 @@ impl Archiver<'_> {
                 .map(|d| (d.path.clone(), d.node.inode))
                 .collect();
             let repo = Arc::clone(&self.repo);
-            let index = self.saver.shared_index();
+            let blobs = self.saver.known_blobs();
             let level = self.level;
             let results = on_pool(move || {
                 let chunker = repo.chunker();
-                // Blobs stored earlier in this run are not in the index yet:
-                // such a chunk is compressed again, and the saver drops it.
-                let known = |id: &BlobId| index.contains(BlobKind::Data, id);
+                // Also what this run stored so far, as the batch before is
+                // being stored: duplicates of earlier files are not compressed.
+                let known = |id: &BlobId| blobs.contains(BlobKind::Data, id);
                 work.par_iter()
                     .map(|(path, inode)| {
                         read_small(path, *inode, chunker, repo.key(), level, &known)
