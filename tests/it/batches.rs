@@ -77,17 +77,9 @@ fn small_files_of_many_directories_read_in_batches_back_up_every_tree() {
     assert_eq!(first["errors"], 0, "{first}");
     assert_eq!(first["files_new"], files - 1, "{first}");
     assert_eq!(first["dirs_new"], dirs_in(&src), "{first}");
-    let target = env.path("restored");
-    env.ok(&[
-        "restore",
-        "latest",
-        "--target",
-        target.to_str().expect("utf-8"),
-    ]);
     let mut expected = common::tree_contents(&src);
     expected.remove("wide/s20/f05");
-    let restored = target.join(s.trim_start_matches('/'));
-    assert_eq!(common::tree_contents(&restored), expected);
+    assert_eq!(common::restored_contents(&env, "restored", &src), expected);
     common::check_clean(&env);
 
     let unchanged = env.backup_json(&[s, "--exclude", &excluded]);
@@ -107,17 +99,9 @@ fn small_files_of_many_directories_read_in_batches_back_up_every_tree() {
     assert_eq!(changed["dirs_changed"], 6, "{changed}");
     assert_eq!(changed["dirs_new"], 0, "{changed}");
     assert_eq!(changed["dirs_unchanged"], dirs_in(&src) - 6, "{changed}");
-    let again = env.path("again");
-    env.ok(&[
-        "restore",
-        "latest",
-        "--target",
-        again.to_str().expect("utf-8"),
-    ]);
     let mut expected = common::tree_contents(&src);
     expected.remove("wide/s20/f05");
-    let restored = again.join(s.trim_start_matches('/'));
-    assert_eq!(common::tree_contents(&restored), expected);
+    assert_eq!(common::restored_contents(&env, "again", &src), expected);
 }
 
 /// Directories left waiting for their small files hold at most 64 Ki tree

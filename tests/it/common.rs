@@ -496,6 +496,24 @@ pub fn tree_contents(root: &Path) -> std::collections::BTreeMap<String, Vec<u8>>
     out
 }
 
+/// Restores the latest snapshot into `into` (under the test's directory) and
+/// returns [`tree_contents`] of where `src` came back.
+pub fn restored_contents(
+    env: &Env,
+    into: &str,
+    src: &Path,
+) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let target = env.path(into);
+    env.ok(&[
+        "restore",
+        "latest",
+        "--target",
+        target.to_str().expect("utf-8"),
+    ]);
+    let src = src.to_str().expect("utf-8");
+    tree_contents(&target.join(src.trim_start_matches('/')))
+}
+
 fn rel(root: &Path, p: &Path) -> String {
     p.strip_prefix(root)
         .expect("under root")
