@@ -40,8 +40,8 @@ pub(super) const SMALL_BATCH_FILES: usize = 512;
 /// open here; its tree is finished, and its node handed to its parent's tree,
 /// when the last of them arrives. Reading each directory's files before going
 /// on left the pool idle while the walk listed directories, and the walk idle
-/// while the pool read: a fifth of a first backup's time on trees of small
-/// files.
+/// while the pool read: on the benchmark's copy of /usr, the two cores were
+/// busy 1.52 of the time on average, and 1.71 with this.
 #[derive(Default)]
 pub(super) struct Deferral {
     queue: Vec<Deferred>,
