@@ -239,8 +239,9 @@ pub const KDF_SALT_LEN: usize = 32;
 /// the repository with a password pays for it, so it must stay small beside the
 /// command's own time and memory; a key file (`key add --generate`) needs none.
 /// The lanes are computed in parallel on the thread pool (the `argon2` crate's
-/// `parallel` feature): on two cores, four lanes take half the time of one
-/// thread. They are stored so that any Argon2 implementation derives the same key.
+/// `parallel` feature): on two cores a default key takes 0.07–0.08 s instead
+/// of 0.11 s. They are stored so that any Argon2 implementation derives the
+/// same key.
 pub const KDF_DEFAULT_MEMORY_KIB: u32 = 64 * 1024;
 pub const KDF_DEFAULT_ITERATIONS: u32 = 3;
 pub const KDF_DEFAULT_LANES: u32 = 4;
