@@ -53,13 +53,22 @@ pub struct KnownBlobs {
 
 impl KnownBlobs {
     pub fn contains(&self, kind: BlobKind, id: &BlobId) -> bool {
-        self.index.contains(kind, id)
-            || self
-                .pending
-                .read()
-                .unwrap_or_else(PoisonError::into_inner)
-                .contains(&(kind, *id))
+        known_in(&self.index, &self.pending, kind, id)
     }
+}
+
+/// Whether `index` has the blob, or `pending` (what a run stored) does.
+fn known_in(
+    index: &Index,
+    pending: &RwLock<HashSet<(BlobKind, BlobId)>>,
+    kind: BlobKind,
+    id: &BlobId,
+) -> bool {
+    index.contains(kind, id)
+        || pending
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(&(kind, *id))
 }
 
 #[derive(Default)]
@@ -149,7 +158,7 @@ impl Saver {
 
     /// Whether the repository has the blob, or this run already stored it.
     pub fn known(&self, kind: BlobKind, id: &BlobId) -> bool {
-        self.known_blobs().contains(kind, id)
+        known_in(&self.index, &self.pending, kind, id)
     }
 
     /// [`Self::known`] for work that runs while the saver goes on storing

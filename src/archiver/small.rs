@@ -64,11 +64,8 @@ pub(super) struct Deferral {
 /// once, after reading what is queued, as before batches spanned directories.
 const HELD_NODES: usize = 64 * 1024;
 
-/// A batch on the pool, with the files it reads in the same order.
-struct Reading {
-    files: Vec<Deferred>,
-    results: Receiver<Vec<SmallRead>>,
-}
+/// A batch on the pool: its files come back with what was read of each.
+type Reading = Receiver<Vec<(Deferred, SmallRead)>>;
 
 /// A directory whose tree is being built.
 pub(super) struct OpenDir {
@@ -147,29 +144,25 @@ impl Archiver<'_> {
         let files = std::mem::take(&mut self.deferral.queue);
         self.deferral.queued_bytes = 0;
         let previous = self.deferral.reading.take();
-        if !files.is_empty() {
-            if let Some(first) = files.first() {
-                self.progress.set_current(&first.path);
-            }
-            let work: Vec<(PathBuf, u64)> = files
-                .iter()
-                .map(|d| (d.path.clone(), d.node.inode))
-                .collect();
+        if let Some(first) = files.first() {
+            self.progress.set_current(&first.path);
             let repo = Arc::clone(&self.repo);
             let blobs = self.saver.known_blobs();
             let level = self.level;
-            let results = on_pool(move || {
+            self.deferral.reading = Some(on_pool(move || {
                 let chunker = repo.chunker();
                 // Also what this run stored so far, as the batch before is
                 // being stored: duplicates of earlier files are not compressed.
                 let known = |id: &BlobId| blobs.contains(BlobKind::Data, id);
-                work.par_iter()
-                    .map(|(path, inode)| {
-                        read_small(path, *inode, chunker, repo.key(), level, &known)
+                files
+                    .into_par_iter()
+                    .map(|d| {
+                        let r =
+                            read_small(&d.path, d.node.inode, chunker, repo.key(), level, &known);
+                        (d, r)
                     })
                     .collect()
-            });
-            self.deferral.reading = Some(Reading { files, results });
+            }));
         }
         match previous {
             Some(batch) => self.store_batch(batch),
@@ -189,16 +182,10 @@ impl Archiver<'_> {
     /// Stores the chunks of a batch that was read, puts the files' nodes in their
     /// directories' trees, and finishes each directory that has all it waited for.
     fn store_batch(&mut self, batch: Reading) -> Result<()> {
-        let Reading { files, results } = batch;
-        let results = results
+        let read = batch
             .recv()
             .map_err(|_| Error::invalid("reading a batch of small files failed"))?;
-        if results.len() != files.len() {
-            return Err(Error::invalid(
-                "internal: a batch of small files came back short",
-            ));
-        }
-        for (mut d, r) in files.into_iter().zip(results) {
+        for (mut d, r) in read {
             let node = match r {
                 SmallRead::Failed(msg) => {
                     self.error(&d.path, msg);
@@ -248,9 +235,7 @@ impl Archiver<'_> {
     /// An outstanding entry of the open directory `slot` is done: `node` goes in
     /// its tree (unless the entry was left out). The directory, and in turn the
     /// directories it is in, are finished if that was the last they waited for.
-    fn arrived(&mut self, slot: usize, node: Option<Node>) -> Result<()> {
-        let mut slot = slot;
-        let mut node = node;
+    fn arrived(&mut self, mut slot: usize, mut node: Option<Node>) -> Result<()> {
         loop {
             let dir = self.deferral.dir(slot)?;
             dir.tree.nodes.extend(node.take());

@@ -258,10 +258,8 @@ impl Archiver<'_> {
         let ahead = self.ahead.remove(path).and_then(|rx| rx.recv().ok());
         let (parent_tree, listing, first) = match ahead {
             Some(a) => {
-                let tree = match (subtree_of(parent), a.parent_tree) {
-                    (Some(id), Some(loaded)) => self.parent_tree_or_warn(&id, loaded),
-                    _ => None,
-                };
+                let (id, loaded) = a.parent_tree;
+                let tree = self.parent_tree_or_warn(&id, loaded);
                 (tree, a.listing, Some(a.first))
             }
             None => {
@@ -379,7 +377,7 @@ impl Archiver<'_> {
                         && m.is_dir()
                         && !(self.one_file_system && m.dev() != meta.dev())
                         && self.depth < MAX_TREE_DEPTH)
-                        .then(|| (child.clone(), m.clone(), Some(subtree)))
+                        .then(|| (child.clone(), m.clone(), subtree))
                 })
                 .collect();
             let mut issued = Vec::new();
@@ -440,11 +438,11 @@ impl Archiver<'_> {
 }
 
 /// What is gathered for a directory before its turn: its sorted listing, its
-/// tree in the parent snapshot (if it has one there) and its first
+/// tree in the parent snapshot (by id, as loaded) and its first
 /// [`PROBE_BATCH`] entries probed.
 pub(super) struct Ahead {
     listing: io::Result<Vec<(Vec<u8>, PathBuf)>>,
-    parent_tree: Option<Result<Tree>>,
+    parent_tree: (BlobId, Result<Tree>),
     first: Probed,
 }
 
@@ -457,18 +455,15 @@ pub(super) struct Ahead {
 fn gather_ahead(
     path: PathBuf,
     meta: std::fs::Metadata,
-    parent_subtree: Option<BlobId>,
+    parent_subtree: BlobId,
     repo: Arc<Repository>,
     index: Arc<Index>,
     reuse_metadata: bool,
 ) -> std::sync::mpsc::Receiver<Ahead> {
     on_pool(move || {
-        let parent_tree = parent_subtree.map(|id| repo.load_tree(&index, &id));
+        let parent_tree = repo.load_tree(&index, &parent_subtree);
         let listing = list_sorted(&path, &meta);
-        let known_tree = match &parent_tree {
-            Some(Ok(t)) if reuse_metadata => Some(t),
-            _ => None,
-        };
+        let known_tree = parent_tree.as_ref().ok().filter(|_| reuse_metadata);
         let first = match &listing {
             Ok(entries) => entries
                 .iter()
@@ -479,7 +474,7 @@ fn gather_ahead(
         };
         Ahead {
             listing,
-            parent_tree,
+            parent_tree: (parent_subtree, parent_tree),
             first,
         }
     })
