@@ -12,6 +12,7 @@
 pub(crate) mod adopt;
 pub(crate) mod commit;
 pub mod exclude;
+mod meta;
 pub mod node;
 pub(crate) mod read;
 pub mod saver;

@@ -1,11 +1,12 @@
 //! Turning a file's metadata into a tree node.
 
 use std::collections::HashMap;
-use std::fs::Metadata;
+use std::fs::File;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
+
+pub use super::meta::Meta;
 
 use crate::tree::{Node, NodeKind, Timestamp, Xattr};
 
@@ -48,19 +49,18 @@ impl NameCache {
     }
 }
 
-pub fn kind_of(meta: &Metadata) -> NodeKind {
-    let ft = meta.file_type();
-    if ft.is_dir() {
+pub fn kind_of(meta: &Meta) -> NodeKind {
+    if meta.is_dir() {
         NodeKind::Dir
-    } else if ft.is_symlink() {
+    } else if meta.is_symlink() {
         NodeKind::Symlink
-    } else if ft.is_fifo() {
+    } else if meta.is_fifo() {
         NodeKind::Fifo
-    } else if ft.is_char_device() {
+    } else if meta.is_char_device() {
         NodeKind::Chardev
-    } else if ft.is_block_device() {
+    } else if meta.is_block_device() {
         NodeKind::Blockdev
-    } else if ft.is_socket() {
+    } else if meta.is_socket() {
         NodeKind::Socket
     } else {
         NodeKind::File
@@ -99,7 +99,7 @@ impl Known {
         }
     }
 
-    fn matches(&self, kind: NodeKind, meta: &Metadata) -> bool {
+    fn matches(&self, kind: NodeKind, meta: &Meta) -> bool {
         self.kind == kind
             && self.device == meta.dev()
             && self.inode == meta.ino()
@@ -113,7 +113,7 @@ impl Known {
 /// names (see [`NameCache::fill`]). Reading the link target or extended attributes
 /// can fail; such failures are returned for the caller to report, and the node is
 /// still usable.
-pub fn node_from(path: &Path, name: &[u8], meta: &Metadata) -> (Node, Vec<String>) {
+pub fn node_from(path: &Path, name: &[u8], meta: &Meta) -> (Node, Vec<String>) {
     node_from_known(path, name, meta, None)
 }
 
@@ -122,7 +122,7 @@ pub fn node_from(path: &Path, name: &[u8], meta: &Metadata) -> (Node, Vec<String
 pub fn node_from_known(
     path: &Path,
     name: &[u8],
-    meta: &Metadata,
+    meta: &Meta,
     recorded: Option<Known>,
 ) -> (Node, Vec<String>) {
     let kind = kind_of(meta);
@@ -167,7 +167,7 @@ pub fn node_from_known(
         atime: ts(meta.atime(), meta.atime_nsec()),
         ctime: ts(meta.ctime(), meta.ctime_nsec()),
         size: if kind == NodeKind::File {
-            meta.len()
+            meta.size()
         } else {
             0
         },
@@ -189,15 +189,20 @@ pub fn node_from_known(
 
 /// What `lstat` and the extended attributes say about one directory entry: the
 /// metadata, the node built from it and the problems met building it.
-pub type Probe = io::Result<(Metadata, Node, Vec<String>)>;
+pub type Probe = io::Result<(Meta, Node, Vec<String>)>;
 
 /// Gathers an entry's metadata. Several run at once on the rayon pool, ahead of the
 /// (sequential) decisions about the entries: on many small files the walk is
 /// system calls, and they run in parallel on the kernel's side too.
 /// With `recorded`, the entry's node in the parent snapshot, whose extended
 /// attributes and link target are reused if the entry is unchanged.
-pub fn probe(path: &Path, name: &[u8], recorded: Option<Known>) -> Probe {
-    let meta = std::fs::symlink_metadata(path)?;
+/// With `dir`, the open directory `path` is an entry of, its metadata is asked
+/// of that directory (see [`Meta`]).
+pub fn probe(dir: Option<&File>, path: &Path, name: &[u8], recorded: Option<Known>) -> Probe {
+    let meta = match dir {
+        Some(d) => Meta::of_entry(d, name)?,
+        None => Meta::of_path(path)?,
+    };
     let (node, problems) = node_from_known(path, name, &meta, recorded);
     Ok((meta, node, problems))
 }
@@ -264,46 +269,54 @@ mod tests {
 
         // Same inode and change time: the recorded attributes and target are
         // taken as they are (these were never on disk, so nothing was read).
-        let (node, _) = node_from(
-            &file,
-            b"f",
-            &std::fs::symlink_metadata(&file).expect("stat"),
-        );
+        let (node, _) = node_from(&file, b"f", &Meta::of_path(&file).expect("stat"));
         let k = known_with(&node, marker.clone(), None);
-        let (_, again, _) = probe(&file, b"f", Some(k)).expect("probe");
+        let (_, again, _) = probe(None, &file, b"f", Some(k)).expect("probe");
         assert_eq!(again.xattrs, marker);
-        let (lnode, _) = node_from(
-            &link,
-            b"l",
-            &std::fs::symlink_metadata(&link).expect("stat"),
-        );
+        let (lnode, _) = node_from(&link, b"l", &Meta::of_path(&link).expect("stat"));
         let k = known_with(&lnode, Vec::new(), Some(b"elsewhere"));
-        let (_, again, _) = probe(&link, b"l", Some(k)).expect("probe");
+        let (_, again, _) = probe(None, &link, b"l", Some(k)).expect("probe");
         assert_eq!(again.link_target.as_deref(), Some(&b"elsewhere"[..]));
 
         // Another change time, another inode, another kind, or an empty recorded
         // target (a read that had failed): read from the entry again.
         let mut other = node.clone();
         other.ctime = Timestamp(node.ctime.0 - 1, node.ctime.1);
-        let (_, fresh, _) =
-            probe(&file, b"f", Some(known_with(&other, marker.clone(), None))).expect("probe");
+        let (_, fresh, _) = probe(
+            None,
+            &file,
+            b"f",
+            Some(known_with(&other, marker.clone(), None)),
+        )
+        .expect("probe");
         assert!(fresh.xattrs.is_empty(), "{:?}", fresh.xattrs);
         let mut other = node.clone();
         other.inode += 1;
-        let (_, fresh, _) =
-            probe(&file, b"f", Some(known_with(&other, marker.clone(), None))).expect("probe");
+        let (_, fresh, _) = probe(
+            None,
+            &file,
+            b"f",
+            Some(known_with(&other, marker.clone(), None)),
+        )
+        .expect("probe");
         assert!(fresh.xattrs.is_empty());
         let mut other = lnode.clone();
         other.kind = NodeKind::File;
         let (_, fresh, _) = probe(
+            None,
             &link,
             b"l",
             Some(known_with(&other, Vec::new(), Some(b"x"))),
         )
         .expect("probe");
         assert_eq!(fresh.link_target.as_deref(), Some(&b"f"[..]));
-        let (_, fresh, _) =
-            probe(&link, b"l", Some(known_with(&lnode, Vec::new(), Some(b"")))).expect("probe");
+        let (_, fresh, _) = probe(
+            None,
+            &link,
+            b"l",
+            Some(known_with(&lnode, Vec::new(), Some(b""))),
+        )
+        .expect("probe");
         assert_eq!(fresh.link_target.as_deref(), Some(&b"f"[..]));
     }
 }

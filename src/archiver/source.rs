@@ -149,7 +149,7 @@ pub(super) fn count_sources(
             if one_file_system && dev.is_some_and(|d| d != meta.dev()) {
                 continue;
             }
-            if let Ok(entries) = list_dir(&path, None) {
+            if let Ok((_, entries)) = list_dir(&path, None) {
                 stack.extend(entries.into_iter().map(|(_, p)| (p, Some(meta.dev()))));
             }
         }

@@ -2,17 +2,19 @@
 //! entry compared with the parent snapshot, and trees built bottom-up.
 
 use std::collections::BTreeMap;
+use std::fs::File;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 use rayon::prelude::*;
 
+use super::Archiver;
+use super::node::{self, Meta};
 use super::small::{Deferred, OpenDir, SMALL_FILE};
 use super::source::{Virtual, insert_virtual};
-use super::{Archiver, node};
 use crate::error::{Error, Result};
 use crate::id::BlobId;
 use crate::index::Index;
@@ -28,6 +30,13 @@ const INLINE_PROBE: usize = 16;
 
 /// Subdirectories gathered ahead (see [`gather_ahead`]) at most at once.
 const AHEAD_DIRS: usize = 16;
+
+/// Directories at most this deep keep their descriptor open while their
+/// entries are probed (see [`Meta`]); a directory of more than one group of
+/// entries holds it while the walk goes down into the earlier groups'
+/// subdirectories. Deeper ones are probed by path, so the descriptors held
+/// stay far below the usual limit of 1024 on trees of any depth.
+const OPEN_DEPTH: usize = 64;
 
 /// Only subdirectories whose tree in the parent snapshot is at least this
 /// long (in plaintext; about 30 entries) are gathered ahead.
@@ -106,7 +115,7 @@ impl Archiver<'_> {
                     }
                 }
                 Virtual::Dir(sub) => {
-                    let meta = match std::fs::symlink_metadata(&path) {
+                    let meta = match Meta::of_path(&path) {
                         Ok(m) => m,
                         Err(e) => {
                             self.error(&path, e.to_string());
@@ -148,7 +157,7 @@ impl Archiver<'_> {
             node: parent,
             indexed: false,
         };
-        self.backup_probed(path, node::probe(path, name, known), parent)
+        self.backup_probed(path, node::probe(None, path, name, known), parent)
     }
 
     /// Whether `path` is left out: excluded, or the repository itself (reported).
@@ -249,7 +258,7 @@ impl Archiver<'_> {
     fn backup_dir(
         &mut self,
         path: &Path,
-        meta: &std::fs::Metadata,
+        meta: &Meta,
         parent: Option<&Node>,
         node: Node,
     ) -> Result<Option<Node>> {
@@ -264,7 +273,8 @@ impl Archiver<'_> {
             }
             None => {
                 let tree = self.parent_subtree(parent);
-                (tree, list_sorted(path, meta), None)
+                let open = self.depth <= OPEN_DEPTH;
+                (tree, list_sorted(path, meta, open), None)
             }
         };
         let slot = self.deferral.open(OpenDir {
@@ -280,11 +290,11 @@ impl Archiver<'_> {
         });
         // Restored below; an error ends the whole backup.
         let outer = self.deferral.current.replace(slot);
-        let mut entries: Vec<(Vec<u8>, PathBuf)> = match listing {
-            Ok(v) => v,
+        let (mut dir, mut entries) = match listing {
+            Ok(l) => (l.dir, l.entries),
             Err(e) => {
                 self.error(path, format!("listing directory: {e}; stored as empty"));
-                Vec::new()
+                (None, Vec::new())
             }
         };
         // The first entries may have been probed ahead: they are the first group.
@@ -320,12 +330,20 @@ impl Archiver<'_> {
             groups.remove(0);
         }
         let mut groups = groups.into_iter();
+        // The directory is let go once its last group is probing.
+        let mut issue = || match groups.next() {
+            Some(g) => {
+                let k = known(&g);
+                Some(probe_ahead(dir.clone(), g, k))
+            }
+            None => {
+                dir = None;
+                None
+            }
+        };
         let mut next = match first.take() {
             Some(probed) => Some(ready(probed)),
-            None => groups.next().map(|g| {
-                let k = known(&g);
-                probe_ahead(g, k)
-            }),
+            None => issue(),
         };
         while let Some(pending) = next.take() {
             self.check_interrupt()?;
@@ -335,10 +353,7 @@ impl Archiver<'_> {
                     path.display()
                 ))
             })?;
-            next = groups.next().map(|g| {
-                let k = known(&g);
-                probe_ahead(g, k)
-            });
+            next = issue();
             // The blobs of the parent's copies of this group's files, looked up
             // side by side (see `Index::contains_each`).
             let parents: Vec<Option<&Node>> = probed
@@ -377,7 +392,7 @@ impl Archiver<'_> {
                         && m.is_dir()
                         && !(self.one_file_system && m.dev() != meta.dev())
                         && self.depth < MAX_TREE_DEPTH)
-                        .then(|| (child.clone(), m.clone(), subtree))
+                        .then(|| (child.clone(), *m, subtree))
                 })
                 .collect();
             let mut issued = Vec::new();
@@ -389,6 +404,7 @@ impl Archiver<'_> {
                     let rx = gather_ahead(
                         dir.clone(),
                         m,
+                        self.depth < OPEN_DEPTH,
                         subtree,
                         Arc::clone(&self.repo),
                         self.saver.shared_index(),
@@ -441,20 +457,22 @@ impl Archiver<'_> {
 /// tree in the parent snapshot (by id, as loaded) and its first
 /// [`PROBE_BATCH`] entries probed.
 pub(super) struct Ahead {
-    listing: io::Result<Vec<(Vec<u8>, PathBuf)>>,
+    listing: io::Result<Listing>,
     parent_tree: (BlobId, Result<Tree>),
     first: Probed,
 }
 
 /// Starts gathering [`Ahead`] for the directory at `path` (whose metadata
-/// `meta` the listing must match) on the rayon pool. A walk otherwise lists,
+/// `meta` the listing must match; kept `open`, see [`Listing`]) on the rayon
+/// pool. A walk otherwise lists,
 /// loads and probes each directory only when it gets there, and on a tree of
 /// many small directories most of the time went to waiting for that. The
 /// receiver closes empty if the work panicked; the directory is then done in
 /// place.
 fn gather_ahead(
     path: PathBuf,
-    meta: std::fs::Metadata,
+    meta: Meta,
+    open: bool,
     parent_subtree: BlobId,
     repo: Arc<Repository>,
     index: Arc<Index>,
@@ -462,13 +480,17 @@ fn gather_ahead(
 ) -> std::sync::mpsc::Receiver<Ahead> {
     on_pool(move || {
         let parent_tree = repo.load_tree(&index, &parent_subtree);
-        let listing = list_sorted(&path, &meta);
+        let listing = list_sorted(&path, &meta, open);
         let known_tree = parent_tree.as_ref().ok().filter(|_| reuse_metadata);
         let first = match &listing {
-            Ok(entries) => entries
+            Ok(l) => l
+                .entries
                 .iter()
                 .take(PROBE_BATCH)
-                .map(|entry| probe_entry(entry.clone(), known_in(known_tree, &entry.0)))
+                .map(|entry| {
+                    let known = known_in(known_tree, &entry.0);
+                    probe_entry(l.dir.as_deref(), entry.clone(), known)
+                })
                 .collect(),
             Err(_) => Vec::new(),
         };
@@ -494,6 +516,7 @@ type Probed = Vec<(Vec<u8>, PathBuf, node::Probe)>;
 /// knows of each, see [`node::Known`]) on the rayon pool (see [`on_pool`]), or
 /// gathers it here for a few.
 fn probe_ahead(
+    dir: Option<Arc<File>>,
     entries: Vec<(Vec<u8>, PathBuf)>,
     known: Vec<Option<node::Known>>,
 ) -> std::sync::mpsc::Receiver<Probed> {
@@ -503,7 +526,7 @@ fn probe_ahead(
         let probed = entries
             .into_iter()
             .zip(known)
-            .map(|(entry, known)| probe_entry(entry, known))
+            .map(|(entry, known)| probe_entry(dir.as_deref(), entry, known))
             .collect();
         return ready(probed);
     }
@@ -511,17 +534,19 @@ fn probe_ahead(
         entries
             .into_par_iter()
             .zip(known)
-            .map(|(entry, known)| probe_entry(entry, known))
+            .map(|(entry, known)| probe_entry(dir.as_deref(), entry, known))
             .collect::<Probed>()
     })
 }
 
 /// One directory entry probed, with what the parent snapshot knows of it.
+/// With `dir`, the open directory the entry is in.
 fn probe_entry(
+    dir: Option<&File>,
     (name, path): (Vec<u8>, PathBuf),
     known: Option<node::Known>,
 ) -> (Vec<u8>, PathBuf, node::Probe) {
-    let probe = node::probe(&path, &name, known);
+    let probe = node::probe(dir, &path, &name, known);
     (name, path, probe)
 }
 
@@ -554,40 +579,58 @@ pub(super) fn on_pool<T: Send + 'static>(
     rx
 }
 
-/// [`list_dir`] of a directory that must match `meta`, sorted by name.
-fn list_sorted(path: &Path, meta: &std::fs::Metadata) -> io::Result<Vec<(Vec<u8>, PathBuf)>> {
-    let mut entries = list_dir(path, Some(meta))?;
+/// A directory's entries: names, and paths to them.
+type Entries = Vec<(Vec<u8>, PathBuf)>;
+
+/// A directory's entries, and with `dir` the directory itself, kept open so
+/// that the entries' metadata is asked of it (see [`Meta`]).
+pub(super) struct Listing {
+    dir: Option<Arc<File>>,
+    entries: Entries,
+}
+
+/// [`list_dir`] of a directory that must match `meta`, sorted by name, and
+/// kept `open` if asked.
+fn list_sorted(path: &Path, meta: &Meta, open: bool) -> io::Result<Listing> {
+    let (dir, mut entries) = list_dir(path, Some(meta))?;
     entries.sort();
-    Ok(entries)
+    Ok(Listing {
+        dir: open.then(|| Arc::new(dir)),
+        entries,
+    })
 }
 
 /// Lists a directory without updating its atime where permitted (reading it would
 /// otherwise change the directory's metadata and so its tree on every backup).
 /// With `expected`, the directory opened must be the one that metadata describes:
-/// another one renamed or mounted there since is refused.
-pub(super) fn list_dir(
-    path: &Path,
-    expected: Option<&std::fs::Metadata>,
-) -> io::Result<Vec<(Vec<u8>, PathBuf)>> {
-    use nix::fcntl::OFlag;
+/// another one renamed or mounted there since is refused. The directory comes
+/// back open with its entries.
+pub(super) fn list_dir(path: &Path, expected: Option<&Meta>) -> io::Result<(File, Entries)> {
     use std::os::fd::AsRawFd;
-    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW;
-    let mode = nix::sys::stat::Mode::empty();
-    let mut dir = match nix::dir::Dir::open(path, flags | OFlag::O_NOATIME, mode) {
-        Err(nix::errno::Errno::EPERM) => nix::dir::Dir::open(path, flags, mode),
+    let open = |noatime: libc::c_int| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | noatime)
+            .open(path)
+    };
+    // O_NOATIME is refused (EPERM) on a directory this user doesn't own.
+    let dir = match open(libc::O_NOATIME) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => open(0),
         r => r,
-    }
-    .map_err(io::Error::from)?;
+    }?;
     if let Some(m) = expected {
-        let st = nix::sys::stat::fstat(dir.as_raw_fd()).map_err(io::Error::from)?;
-        if (st.st_dev, st.st_ino) != (m.dev(), m.ino()) {
+        let st = dir.metadata()?;
+        if (st.dev(), st.ino()) != (m.dev(), m.ino()) {
             return Err(io::Error::other(
                 "it was replaced by another directory while being backed up",
             ));
         }
     }
+    // Read through a descriptor of its own: `Dir` closes the one it is given.
+    let copy = nix::unistd::dup(dir.as_raw_fd()).map_err(io::Error::from)?;
+    let mut listed = nix::dir::Dir::from_fd(copy).map_err(io::Error::from)?;
     let mut out = Vec::new();
-    for entry in dir.iter() {
+    for entry in listed.iter() {
         let entry = entry.map_err(io::Error::from)?;
         let name = entry.file_name().to_bytes();
         if name == b"." || name == b".." {
@@ -595,5 +638,5 @@ pub(super) fn list_dir(
         }
         out.push((name.to_vec(), path.join(std::ffi::OsStr::from_bytes(name))));
     }
-    Ok(out)
+    Ok((dir, out))
 }

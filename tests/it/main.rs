@@ -8,6 +8,7 @@ mod concurrency;
 mod conformance;
 mod copy;
 mod dedup;
+mod descriptors;
 mod drill;
 mod errors;
 mod faults;
