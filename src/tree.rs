@@ -133,7 +133,53 @@ mod opt_bytes {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tree {
+    #[serde(deserialize_with = "exact_nodes::deserialize")]
     pub nodes: Vec<Node>,
+}
+
+/// A tree's nodes, decoded into a vector of the length the blob declares
+/// rather than one grown by doubling. serde's own sequence visitor starts at
+/// most 1 MiB of elements and doubles from there: a tree of 17,914 entries
+/// (`usr`'s `man1`) was decoded into room for 29,952, 3 MiB more than it
+/// needed, at the peak of a re-backup. Here each step grows by what is
+/// declared to remain, but never by more than is already there, so a hostile
+/// length gets at most twice the room of the nodes actually decoded.
+mod exact_nodes {
+    use std::fmt;
+
+    use serde::Deserializer;
+    use serde::de::{SeqAccess, Visitor};
+
+    use super::Node;
+
+    /// Elements reserved before any is decoded, whatever the declared length.
+    const FIRST: usize = 1024;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Node>, D::Error> {
+        d.deserialize_seq(Nodes)
+    }
+
+    struct Nodes;
+
+    impl<'de> Visitor<'de> for Nodes {
+        type Value = Vec<Node>;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a sequence of tree nodes")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Node>, A::Error> {
+            let mut nodes = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(FIRST));
+            while let Some(node) = seq.next_element()? {
+                if nodes.len() == nodes.capacity() {
+                    let left = seq.size_hint().unwrap_or(0).saturating_add(1);
+                    nodes.reserve_exact(left.min(nodes.len().max(FIRST)));
+                }
+                nodes.push(node);
+            }
+            Ok(nodes)
+        }
+    }
 }
 
 /// How deep directories may nest below a snapshot's root tree (format-spec §17).
@@ -263,6 +309,31 @@ pub(crate) mod tests {
         assert_eq!(back, t);
         assert_eq!(back.nodes[0].name, b"a");
         assert!(back.find(b"z\xff\xfe").is_some());
+    }
+
+    #[test]
+    fn nodes_are_decoded_into_room_for_exactly_their_number() {
+        for n in [0, 1, 1023, 1024, 1025, 5000, 17_914] {
+            let mut t = Tree {
+                nodes: (0..n)
+                    .map(|i| node(format!("e{i:06}").as_bytes(), NodeKind::File))
+                    .collect(),
+            };
+            let back = Tree::decode(&t.encode(), &BlobId([0; 32])).unwrap();
+            assert_eq!(back.nodes.len(), n);
+            assert_eq!(back.nodes.capacity(), n, "{n} nodes");
+        }
+        // A length far beyond the nodes that follow is an error, found after
+        // reserving no more than the first step.
+        let mut t = Tree {
+            nodes: vec![node(b"a", NodeKind::File), node(b"b", NodeKind::File)],
+        };
+        let bytes = t.encode();
+        let at = bytes.iter().position(|&b| b == 0x92).unwrap();
+        let mut hostile = bytes[..at].to_vec();
+        hostile.extend_from_slice(&[0xdd, 0xff, 0xff, 0xff, 0xff]);
+        hostile.extend_from_slice(&bytes[at + 1..]);
+        assert!(Tree::decode(&hostile, &BlobId([0; 32])).is_err());
     }
 
     #[test]

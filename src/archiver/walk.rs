@@ -277,9 +277,20 @@ impl Archiver<'_> {
                 (tree, list_sorted(path, meta, open), None)
             }
         };
+        let (mut dir, mut entries) = match listing {
+            Ok(l) => (l.dir, l.entries),
+            Err(e) => {
+                self.error(path, format!("listing directory: {e}; stored as empty"));
+                (None, Vec::new())
+            }
+        };
         let slot = self.deferral.open(OpenDir {
             path: path.to_path_buf(),
-            tree: Tree::default(),
+            // Room for every entry: a large directory's tree is otherwise
+            // grown by doubling as its entries arrive.
+            tree: Tree {
+                nodes: Vec::with_capacity(entries.len()),
+            },
             node,
             parent: self.deferral.current,
             old: None,
@@ -290,13 +301,6 @@ impl Archiver<'_> {
         });
         // Restored below; an error ends the whole backup.
         let outer = self.deferral.current.replace(slot);
-        let (mut dir, mut entries) = match listing {
-            Ok(l) => (l.dir, l.entries),
-            Err(e) => {
-                self.error(path, format!("listing directory: {e}; stored as empty"));
-                (None, Vec::new())
-            }
-        };
         // The first entries may have been probed ahead: they are the first group.
         let mut first = first.filter(|_| !entries.is_empty()).map(|mut probed| {
             entries.drain(..probed.len().min(entries.len()));
