@@ -296,7 +296,10 @@ impl Archiver<'_> {
         self.deferral.held = self.deferral.held.saturating_sub(held);
         // A directory whose entries all match the parent's keeps the parent's
         // tree blob, without encoding and hashing it again.
-        tree.nodes.sort_by(|a, b| a.name.cmp(&b.name));
+        // Names in a directory are unique, so an unstable sort gives the same
+        // order, without the stable sort's scratch copy of the nodes (5 MiB
+        // for usr's man1).
+        tree.nodes.sort_unstable_by(|a, b| a.name.cmp(&b.name));
         let kept = match (&old, old_id) {
             (Some(old), Some(old_id))
                 if self.reuse_trees
