@@ -172,8 +172,12 @@ mod exact_nodes {
             let mut nodes = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(FIRST));
             while let Some(node) = seq.next_element()? {
                 if nodes.len() == nodes.capacity() {
-                    let left = seq.size_hint().unwrap_or(0).saturating_add(1);
-                    nodes.reserve_exact(left.min(nodes.len().max(FIRST)));
+                    let most = nodes.len().max(FIRST);
+                    let left = match seq.size_hint() {
+                        Some(n) => n.saturating_add(1).min(most),
+                        None => most,
+                    };
+                    nodes.reserve_exact(left);
                 }
                 nodes.push(node);
             }

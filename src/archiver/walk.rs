@@ -334,16 +334,17 @@ impl Archiver<'_> {
             groups.remove(0);
         }
         let mut groups = groups.into_iter();
-        // The directory is let go once its last group is probing.
-        let mut issue = || match groups.next() {
-            Some(g) => {
-                let k = known(&g);
-                Some(probe_ahead(dir.clone(), g, k))
-            }
-            None => {
-                dir = None;
-                None
-            }
+        // The directory goes with its last group: only the probes hold it
+        // then, not the walk down into this group's subdirectories.
+        let mut issue = || {
+            let g = groups.next()?;
+            let k = known(&g);
+            let d = if groups.len() == 0 {
+                dir.take()
+            } else {
+                dir.clone()
+            };
+            Some(probe_ahead(d, g, k))
         };
         let mut next = match first.take() {
             Some(probed) => Some(ready(probed)),
@@ -598,6 +599,9 @@ pub(super) struct Listing {
 fn list_sorted(path: &Path, meta: &Meta, open: bool) -> io::Result<Listing> {
     let (dir, mut entries) = list_dir(path, Some(meta))?;
     entries.sort();
+    // A name `readdir` returned twice (entries renamed while it ran) would make
+    // a tree that readers refuse.
+    entries.dedup_by(|a, b| a.0 == b.0);
     Ok(Listing {
         dir: open.then(|| Arc::new(dir)),
         entries,
@@ -631,7 +635,8 @@ pub(super) fn list_dir(path: &Path, expected: Option<&Meta>) -> io::Result<(File
         }
     }
     // Read through a descriptor of its own: `Dir` closes the one it is given.
-    let copy = nix::unistd::dup(dir.as_raw_fd()).map_err(io::Error::from)?;
+    let copy = nix::fcntl::fcntl(dir.as_raw_fd(), nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(0))
+        .map_err(io::Error::from)?;
     let mut listed = nix::dir::Dir::from_fd(copy).map_err(io::Error::from)?;
     let mut out = Vec::new();
     for entry in listed.iter() {
