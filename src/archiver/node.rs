@@ -267,56 +267,43 @@ mod tests {
             value: b"1".to_vec(),
         }];
 
+        // Asked by path and relative to the open directory, alike.
+        let open = std::fs::File::open(dir.path()).expect("open dir");
+        let reprobe = |path: &Path, name: &[u8], k: Known| -> Node {
+            let (_, by_path, _) = probe(None, path, name, Some(k.clone())).expect("probe");
+            let (_, in_dir, _) = probe(Some(&open), path, name, Some(k)).expect("probe");
+            assert_eq!(by_path, in_dir);
+            by_path
+        };
+
         // Same inode and change time: the recorded attributes and target are
         // taken as they are (these were never on disk, so nothing was read).
         let (node, _) = node_from(&file, b"f", &Meta::of_path(&file).expect("stat"));
-        let k = known_with(&node, marker.clone(), None);
-        let (_, again, _) = probe(None, &file, b"f", Some(k)).expect("probe");
+        let again = reprobe(&file, b"f", known_with(&node, marker.clone(), None));
         assert_eq!(again.xattrs, marker);
         let (lnode, _) = node_from(&link, b"l", &Meta::of_path(&link).expect("stat"));
-        let k = known_with(&lnode, Vec::new(), Some(b"elsewhere"));
-        let (_, again, _) = probe(None, &link, b"l", Some(k)).expect("probe");
+        let again = reprobe(
+            &link,
+            b"l",
+            known_with(&lnode, Vec::new(), Some(b"elsewhere")),
+        );
         assert_eq!(again.link_target.as_deref(), Some(&b"elsewhere"[..]));
 
         // Another change time, another inode, another kind, or an empty recorded
         // target (a read that had failed): read from the entry again.
         let mut other = node.clone();
         other.ctime = Timestamp(node.ctime.0 - 1, node.ctime.1);
-        let (_, fresh, _) = probe(
-            None,
-            &file,
-            b"f",
-            Some(known_with(&other, marker.clone(), None)),
-        )
-        .expect("probe");
+        let fresh = reprobe(&file, b"f", known_with(&other, marker.clone(), None));
         assert!(fresh.xattrs.is_empty(), "{:?}", fresh.xattrs);
         let mut other = node.clone();
         other.inode += 1;
-        let (_, fresh, _) = probe(
-            None,
-            &file,
-            b"f",
-            Some(known_with(&other, marker.clone(), None)),
-        )
-        .expect("probe");
+        let fresh = reprobe(&file, b"f", known_with(&other, marker.clone(), None));
         assert!(fresh.xattrs.is_empty());
         let mut other = lnode.clone();
         other.kind = NodeKind::File;
-        let (_, fresh, _) = probe(
-            None,
-            &link,
-            b"l",
-            Some(known_with(&other, Vec::new(), Some(b"x"))),
-        )
-        .expect("probe");
+        let fresh = reprobe(&link, b"l", known_with(&other, Vec::new(), Some(b"x")));
         assert_eq!(fresh.link_target.as_deref(), Some(&b"f"[..]));
-        let (_, fresh, _) = probe(
-            None,
-            &link,
-            b"l",
-            Some(known_with(&lnode, Vec::new(), Some(b""))),
-        )
-        .expect("probe");
+        let fresh = reprobe(&link, b"l", known_with(&lnode, Vec::new(), Some(b"")));
         assert_eq!(fresh.link_target.as_deref(), Some(&b"f"[..]));
     }
 }
