@@ -337,7 +337,11 @@ impl Archiver<'_> {
         // The directory goes with its last group: only the probes hold it
         // then, not the walk down into this group's subdirectories.
         let mut issue = || {
-            let g = groups.next()?;
+            let Some(g) = groups.next() else {
+                // All were probed ahead, or are probing.
+                dir = None;
+                return None;
+            };
             let k = known(&g);
             let d = if groups.len() == 0 {
                 dir.take()
@@ -469,11 +473,10 @@ pub(super) struct Ahead {
 
 /// Starts gathering [`Ahead`] for the directory at `path` (whose metadata
 /// `meta` the listing must match; kept `open`, see [`Listing`]) on the rayon
-/// pool. A walk otherwise lists,
-/// loads and probes each directory only when it gets there, and on a tree of
-/// many small directories most of the time went to waiting for that. The
-/// receiver closes empty if the work panicked; the directory is then done in
-/// place.
+/// pool. A walk otherwise lists, loads and probes each directory only when it
+/// gets there, and on a tree of many small directories most of the time went
+/// to waiting for that. The receiver closes empty if the work panicked; the
+/// directory is then done in place.
 fn gather_ahead(
     path: PathBuf,
     meta: Meta,
