@@ -386,6 +386,13 @@ pub fn mount_tmpfs(at: &Path, size: &str) -> Result<Mount, String> {
     }
 }
 
+/// [`mount_tmpfs`], or `None` after printing why the test skips.
+pub fn tmpfs_or_skip(at: &Path, size: &str) -> Option<Mount> {
+    mount_tmpfs(at, size)
+        .map_err(|why| eprintln!("skipping: {why}"))
+        .ok()
+}
+
 /// Binds `from` over the file `at` (root only): reads of `at` then meet
 /// whatever `from` gives, such as an I/O error.
 pub fn bind_file(from: &Path, at: &Path) -> Result<Mount, String> {

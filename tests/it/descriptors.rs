@@ -36,12 +36,8 @@ fn write_deep(src: &Path, levels: usize) {
 fn a_deep_tree_of_large_directories_is_backed_up_within_a_low_descriptor_limit() {
     let env = Env::with_repo(&[]);
     let mnt = env.path("mnt");
-    let _mount = match common::mount_tmpfs(&mnt, "256m") {
-        Ok(m) => m,
-        Err(why) => {
-            eprintln!("skipping: {why}");
-            return;
-        }
+    let Some(_mount) = common::tmpfs_or_skip(&mnt, "256m") else {
+        return;
     };
     let src = mnt.join("src");
     write_deep(&src, 150);

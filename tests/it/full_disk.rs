@@ -11,13 +11,7 @@ use crate::common::{self, Env, stderr};
 
 fn tmpfs(env: &Env, size: &str) -> Option<(common::Mount, std::path::PathBuf)> {
     let mnt = env.path("mnt");
-    match common::mount_tmpfs(&mnt, size) {
-        Ok(m) => Some((m, mnt)),
-        Err(why) => {
-            eprintln!("skipping: {why}");
-            None
-        }
-    }
+    common::tmpfs_or_skip(&mnt, size).map(|m| (m, mnt))
 }
 
 fn check_clean(env: &Env) -> String {

@@ -479,12 +479,8 @@ fn kept_and_dropped_in_turn(env: &Env) -> PathBuf {
 fn prune_on_a_full_disk_frees_unused_packs_and_says_what_needs_room() {
     let mut env = Env::new();
     let mnt = env.path("mnt");
-    let _mount = match common::mount_tmpfs(&mnt, "40m") {
-        Ok(m) => m,
-        Err(why) => {
-            eprintln!("skipping: {why}");
-            return;
-        }
+    let Some(_mount) = common::tmpfs_or_skip(&mnt, "40m") else {
+        return;
     };
     env.repo = mnt.join("repo");
     let src = kept_and_dropped_in_turn(&env);
