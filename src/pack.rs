@@ -283,10 +283,7 @@ impl PackBuilder {
         shuffle(&mut blobs)?;
         let mut nonces = vec![[0u8; NONCE_LEN]; blobs.len()];
         crate::crypto::random_bytes(nonces.as_flattened_mut())?;
-        let mut head = Vec::with_capacity(PACK_DATA_START);
-        format::write_prefix(&mut head, FileKind::Pack);
-        head.extend_from_slice(&session_id);
-        let too_big = || Error::invalid("pack larger than 4 GiB");
+        let head = pack_head(&session_id);
         let mut offset = u32::try_from(head.len()).map_err(|_| too_big())?;
         let mut entries = Vec::with_capacity(blobs.len());
         for (kind, id, payload, raw_length) in &blobs {
@@ -310,10 +307,7 @@ impl PackBuilder {
                 Ok(SealedBlob { nonce, body, tag })
             })
             .collect::<Result<Vec<_>>>()?;
-        let header = encode_header(&entries)?;
-        let mut tail = session.seal(&format::aad(repo, SealKind::PackHeader, None), &header)?;
-        let header_len = u32::try_from(tail.len()).map_err(|_| too_big())?;
-        tail.extend_from_slice(&header_len.to_le_bytes());
+        let tail = pack_tail(&session, repo, &entries)?;
         let mut pack = FinishedPack {
             id: PackId([0; 32]),
             entries,
@@ -326,6 +320,251 @@ impl PackBuilder {
         pack.len = len;
         pack.id = PackId(id);
         Ok(pack)
+    }
+}
+
+fn too_big() -> Error {
+    Error::invalid("pack larger than 4 GiB")
+}
+
+/// A pack's first bytes: prefix and session id.
+fn pack_head(session_id: &[u8; SESSION_ID_LEN]) -> Vec<u8> {
+    let mut head = Vec::with_capacity(PACK_DATA_START);
+    format::write_prefix(&mut head, FileKind::Pack);
+    head.extend_from_slice(session_id);
+    head
+}
+
+/// A pack's last bytes: the sealed header listing `entries`, and its length.
+fn pack_tail(session: &SessionKey, repo: &RepoId, entries: &[PackEntry]) -> Result<Vec<u8>> {
+    let header = encode_header(entries)?;
+    let mut tail = session.seal(&format::aad(repo, SealKind::PackHeader, None), &header)?;
+    let header_len = u32::try_from(tail.len()).map_err(|_| too_big())?;
+    tail.extend_from_slice(&header_len.to_le_bytes());
+    Ok(tail)
+}
+
+/// Bytes a [`PackSpool`] buffers before appending them to its file.
+const SPOOL_BUFFER: usize = 1 << 20;
+
+/// A pack being assembled in a temporary file (the spool) rather than in memory.
+/// Each batch of blobs is sealed (in parallel) as it is added and appended to the
+/// spool, so memory holds a batch, not a pack. [`PackSpool::write_to`] then writes
+/// the pack, reading the blobs back in a random order (§11.1: a pack does not hold
+/// a file's chunks in file order).
+///
+/// The spool holds only sealed blobs: nothing in it is readable without the key.
+/// It is an unnamed file (see [`Backend::spool`]), gone when the process is.
+pub struct PackSpool {
+    session_id: [u8; SESSION_ID_LEN],
+    session: SessionKey,
+    file: std::fs::File,
+    /// Where the spool lives, for messages.
+    dir: std::path::PathBuf,
+    /// Sealed bytes not yet appended to `file`.
+    buffer: Vec<u8>,
+    /// Bytes appended to `file`.
+    appended: u64,
+    /// Each blob's kind, id, place in the spool and sealed and plaintext lengths.
+    blobs: Vec<(BlobKind, BlobId, u64, u32, u32)>,
+}
+
+/// An error of a spool file in `dir`, saying what it is and how to put it
+/// elsewhere.
+pub fn spool_error(dir: &std::path::Path, doing: &str, e: std::io::Error) -> Error {
+    Error::io(
+        dir,
+        std::io::Error::new(
+            e.kind(),
+            format!(
+                "{doing} the spool file of a pack being built (packs are built in the \
+                 temporary directory; TMPDIR chooses another): {e}"
+            ),
+        ),
+    )
+}
+
+/// A blob for [`PackSpool::add`]: kind, id, encoded payload (see
+/// `format::encode_payload`) and plaintext length.
+pub type NewBlob = (BlobKind, BlobId, Vec<u8>, u32);
+
+impl PackSpool {
+    /// A new, empty pack, spooled to `file` (empty, readable and writable) in `dir`.
+    pub fn new(key: &MasterKey, file: std::fs::File, dir: std::path::PathBuf) -> Result<Self> {
+        let session_id = random_array()?;
+        Ok(Self {
+            session: key.session(&session_id),
+            session_id,
+            file,
+            dir,
+            buffer: Vec::new(),
+            appended: 0,
+            blobs: Vec::new(),
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.blobs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.blobs.is_empty()
+    }
+
+    /// Seals `batch` in parallel, each blob in its own buffer, and appends it.
+    pub fn add(&mut self, repo: &RepoId, batch: Vec<NewBlob>) -> Result<()> {
+        let mut nonces = vec![[0u8; NONCE_LEN]; batch.len()];
+        crate::crypto::random_bytes(nonces.as_flattened_mut())?;
+        let session = &self.session;
+        let sealed = batch
+            .into_par_iter()
+            .zip(nonces)
+            .map(|((kind, id, mut body, raw_length), nonce)| {
+                let aad = format::aad(repo, kind.seal_kind(), Some(&id));
+                let tag = session.seal_detached(&nonce, &aad, &mut body)?;
+                Ok((kind, id, raw_length, SealedBlob { nonce, body, tag }))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        for (kind, id, raw_length, blob) in sealed {
+            let length = u32::try_from(blob.body.len() + SEAL_OVERHEAD)
+                .map_err(|_| Error::invalid("blob larger than 4 GiB"))?;
+            let at = self.appended + self.buffer.len() as u64;
+            self.blobs.push((kind, id, at, length, raw_length));
+            for part in [&blob.nonce[..], &blob.body[..], &blob.tag[..]] {
+                if self.buffer.len() + part.len() > SPOOL_BUFFER {
+                    self.append()?;
+                }
+                if part.len() >= SPOOL_BUFFER {
+                    self.append_bytes(part)?;
+                } else {
+                    self.buffer.extend_from_slice(part);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn append(&mut self) -> Result<()> {
+        let buffer = std::mem::take(&mut self.buffer);
+        self.append_bytes(&buffer)?;
+        self.buffer = buffer;
+        self.buffer.clear();
+        Ok(())
+    }
+
+    fn append_bytes(&mut self, bytes: &[u8]) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        self.file
+            .write_all_at(bytes, self.appended)
+            .map_err(|e| self.spool_error("writing", e))?;
+        self.appended += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn spool_error(&self, doing: &str, e: std::io::Error) -> Error {
+        spool_error(&self.dir, doing, e)
+    }
+
+    /// Writes the whole pack to `sink`: head, the blobs in a random order, and the
+    /// sealed header. Returns its id (the hash of what was written), its length
+    /// and its entries in pack order.
+    pub fn write_to(
+        mut self,
+        repo: &RepoId,
+        sink: &mut dyn std::io::Write,
+    ) -> Result<(PackId, u64, Vec<PackEntry>)> {
+        use std::os::unix::fs::FileExt;
+        self.append()?;
+        self.buffer = Vec::new();
+        shuffle(&mut self.blobs)?;
+        let head = pack_head(&self.session_id);
+        let mut offset = u32::try_from(head.len()).map_err(|_| too_big())?;
+        let mut entries = Vec::with_capacity(self.blobs.len());
+        for &(kind, id, _, length, raw_length) in &self.blobs {
+            entries.push(PackEntry {
+                kind,
+                id,
+                offset,
+                length,
+                raw_length,
+            });
+            offset = offset.checked_add(length).ok_or_else(too_big)?;
+        }
+        let tail = pack_tail(&self.session, repo, &entries)?;
+        let mut out = HashedWriter::new(sink);
+        out.put(&head).map_err(sink_error)?;
+        let mut stage = vec![0u8; HASH_STAGE];
+        for &(_, _, at, length, _) in &self.blobs {
+            let mut at = at;
+            let mut rest = length as usize;
+            while rest > 0 {
+                let n = rest.min(stage.len());
+                let piece = stage.get_mut(..n).ok_or_else(too_big)?;
+                self.file
+                    .read_exact_at(piece, at)
+                    .map_err(|e| self.spool_error("reading", e))?;
+                out.put(piece).map_err(sink_error)?;
+                at += n as u64;
+                rest -= n;
+            }
+        }
+        out.put(&tail).map_err(sink_error)?;
+        let (id, len) = out.finish().map_err(sink_error)?;
+        Ok((PackId(id), len, entries))
+    }
+}
+
+/// An error of the sink a pack is written to; it names where it writes.
+fn sink_error(e: std::io::Error) -> Error {
+    match e.downcast::<Error>() {
+        Ok(e) => e,
+        Err(e) => Error::invalid(format!("writing a pack: {e}")),
+    }
+}
+
+/// Writes to a sink and hashes what it wrote, in stages of [`HASH_STAGE`]
+/// bytes (see [`hash_parts`] for why).
+struct HashedWriter<'a> {
+    sink: &'a mut dyn std::io::Write,
+    hasher: blake3::Hasher,
+    stage: Vec<u8>,
+    len: u64,
+}
+
+impl<'a> HashedWriter<'a> {
+    fn new(sink: &'a mut dyn std::io::Write) -> Self {
+        Self {
+            sink,
+            hasher: blake3::Hasher::new(),
+            stage: Vec::with_capacity(HASH_STAGE),
+            len: 0,
+        }
+    }
+
+    fn put(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.len += bytes.len() as u64;
+        if self.stage.len() + bytes.len() > HASH_STAGE {
+            self.flush_stage()?;
+        }
+        if bytes.len() >= HASH_STAGE {
+            self.hasher.update(bytes);
+            return self.sink.write_all(bytes);
+        }
+        self.stage.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn flush_stage(&mut self) -> std::io::Result<()> {
+        self.hasher.update(&self.stage);
+        self.sink.write_all(&self.stage)?;
+        self.stage.clear();
+        Ok(())
+    }
+
+    fn finish(mut self) -> std::io::Result<([u8; 32], u64)> {
+        self.flush_stage()?;
+        self.sink.flush()?;
+        Ok((*self.hasher.finalize().as_bytes(), self.len))
     }
 }
 
@@ -610,6 +849,98 @@ mod tests {
             as_tree.kind = BlobKind::Tree;
             assert!(open_blob(&key, &session, &repo, &as_tree, sealed, &p.id).is_err());
         }
+    }
+
+    /// A spooled pack is a pack like any other: its id is the hash of its
+    /// bytes, its header lists every blob, each blob opens; the blobs are not
+    /// in the order they were added; and blobs larger than the read stage and
+    /// the spool's buffer come through whole.
+    #[test]
+    fn a_spooled_pack_reads_back_with_its_blobs_in_a_random_order() {
+        let key = MasterKey::generate().unwrap();
+        let repo = RepoId([5; 32]);
+        let dir = tempfile::tempdir().unwrap();
+        let file = tempfile::tempfile_in(dir.path()).unwrap();
+        let mut spool = PackSpool::new(&key, file, dir.path().to_path_buf()).unwrap();
+        let mut rng = 7u64;
+        let mut added = Vec::new();
+        for batch in 0..4 {
+            let mut blobs = Vec::new();
+            for i in 0..16usize {
+                // Mostly small; one per batch is 1.5 MiB of noise, larger than
+                // the spool's buffer and the read stage.
+                let len = if i == 3 {
+                    3 << 19
+                } else {
+                    10 + batch * 100 + i
+                };
+                let data: Vec<u8> = (0..len)
+                    .map(|_| {
+                        rng ^= rng << 13;
+                        rng ^= rng >> 7;
+                        rng ^= rng << 17;
+                        rng as u8
+                    })
+                    .collect();
+                let id = key.blob_id(&data);
+                added.push(id);
+                blobs.push((
+                    BlobKind::Data,
+                    id,
+                    format::encode_payload(&data, 3),
+                    len as u32,
+                ));
+            }
+            spool.add(&repo, blobs).unwrap();
+        }
+        assert_eq!(spool.len(), 64);
+        let mut bytes = Vec::new();
+        let (id, len, entries) = spool.write_to(&repo, &mut bytes).unwrap();
+        assert_eq!(len, bytes.len() as u64);
+        assert_eq!(id, PackId::of_stored(&bytes));
+        let session = key.session(&parse_session(&bytes, &id).unwrap());
+        let n = bytes.len();
+        let hl = u32::from_le_bytes(bytes[n - 4..].try_into().unwrap()) as usize;
+        let hs = n - 4 - hl;
+        let header = decode_header(&session, &repo, &bytes[hs..n - 4], hs as u64, &id).unwrap();
+        assert_eq!(header, entries);
+        let mut order = Vec::new();
+        for e in &entries {
+            let sealed = &bytes[e.offset as usize..(e.offset + e.length) as usize];
+            let plain = open_blob(&key, &session, &repo, e, sealed, &id).unwrap();
+            assert_eq!(key.blob_id(&plain), e.id);
+            assert_eq!(plain.len() as u32, e.raw_length);
+            order.push(e.id);
+        }
+        assert_ne!(order, added, "the blobs lie in the order they were added");
+        order.sort();
+        added.sort();
+        assert_eq!(order, added);
+    }
+
+    /// A spool that can't be written is an error naming where it is.
+    #[test]
+    fn a_spool_that_cannot_be_written_names_its_directory() {
+        let key = MasterKey::generate().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"").unwrap();
+        let read_only = std::fs::File::open(&path).unwrap();
+        let mut spool = PackSpool::new(&key, read_only, dir.path().to_path_buf()).unwrap();
+        let mut data = vec![0u8; 2 << 20];
+        crate::crypto::random_bytes(&mut data).unwrap();
+        let blob = (
+            BlobKind::Data,
+            key.blob_id(&data),
+            format::encode_payload(&data, 0),
+            2 << 20,
+        );
+        let e = spool
+            .add(&RepoId([5; 32]), vec![blob])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(&dir.path().display().to_string()), "{e}");
+        assert!(e.contains("spool"), "{e}");
     }
 
     /// The staged hash equals the hash of the concatenation, whatever the

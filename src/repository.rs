@@ -14,7 +14,7 @@ use crate::format::{self, FileKind, SealKind};
 use crate::id::{BlobId, IndexId, KeyId, PackId, RepoId, SnapshotId};
 use crate::index::{INDEX_MAX_LEN, Index, IndexFile};
 use crate::keyfile::KeyFile;
-use crate::pack::{self, BlobKind, FinishedPack, PACK_DATA_START};
+use crate::pack::{self, BlobKind, FinishedPack, PACK_DATA_START, PackSpool};
 use crate::snapshot::{SNAPSHOT_MAX_LEN, Snapshot};
 use crate::tree::Tree;
 
@@ -426,6 +426,38 @@ impl Repository {
         Ok(())
     }
 
+    /// Writes a spooled pack (see [`PackSpool`]); returns its id, length and
+    /// entries. A tree pack goes to the cache too, as in [`Self::write_pack`].
+    pub fn write_spooled_pack(
+        &self,
+        spool: PackSpool,
+        kind: BlobKind,
+    ) -> Result<(PackId, u64, Vec<pack::PackEntry>)> {
+        let mut cached =
+            (kind == BlobKind::Tree && self.cache.is_some() && self.backend.write_through_cache())
+                .then(Vec::new);
+        let mut spool = Some(spool);
+        let mut done = None;
+        let repo_id = self.repo_id();
+        let name = self.backend.write_streamed(FileType::Pack, &mut |sink| {
+            let spool = spool
+                .take()
+                .ok_or_else(|| Error::invalid("a pack's bytes were asked for twice"))?;
+            let written = match cached.as_mut() {
+                Some(copy) => spool.write_to(repo_id, &mut Tee { sink, copy })?,
+                None => spool.write_to(repo_id, sink)?,
+            };
+            let name = written.0.to_hex();
+            done = Some(written);
+            Ok(name)
+        })?;
+        let done = done.ok_or_else(|| Error::invalid("a pack was not written"))?;
+        if let (Some(c), Some(bytes)) = (self.cache.as_ref(), cached) {
+            c.put(FileType::Pack, &name, &bytes);
+        }
+        Ok(done)
+    }
+
     pub(crate) fn pack_session(&self, pack: &PackId) -> Result<crate::crypto::SessionKey> {
         let cached = self.sessions.lock().ok().and_then(|m| m.get(pack).copied());
         let sid = match cached {
@@ -619,4 +651,22 @@ pub fn check_name(bytes: &[u8], name: &str, what: &str) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Writes to a sink and keeps a copy.
+struct Tee<'a> {
+    sink: &'a mut dyn std::io::Write,
+    copy: &'a mut Vec<u8>,
+}
+
+impl std::io::Write for Tee<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let n = self.sink.write(bytes)?;
+        self.copy.extend_from_slice(bytes.get(..n).unwrap_or(bytes));
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.sink.flush()
+    }
 }

@@ -15,11 +15,12 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::crypto::SEAL_OVERHEAD;
 use crate::error::{Error, Result};
 use crate::format;
 use crate::id::{BlobId, IndexId, PackId};
 use crate::index::{Index, IndexFile, IndexPack};
-use crate::pack::{BlobKind, MAX_BLOB_LEN, PackBuilder};
+use crate::pack::{BlobKind, MAX_BLOB_LEN, MAX_PACK_BLOBS, NewBlob, PACK_DATA_START, PackSpool};
 use crate::repository::Repository;
 use crate::tree::Tree;
 
@@ -31,17 +32,39 @@ const INDEX_FLUSH_BLOBS: usize = 4096;
 const INDEX_FLUSH_PACKS: usize = 64;
 /// ...or once this much time has passed since the last one.
 const INDEX_FLUSH_INTERVAL: Duration = Duration::from_secs(120);
-/// Packs queued for the writer threads. 0: a full pack is handed straight to a
-/// free writer, so at most WRITERS packs are being sealed or written while the
-/// next fills. With O_DIRECT writes, a queue slot measured no faster and cost a
-/// pack's worth of memory.
+/// New blobs go to the sealing thread in batches of about this many bytes...
+const SEAL_BATCH: usize = 1 << 20;
+/// ...of which this many may wait for it: memory holds a few batches, not a
+/// pack (the sealing thread appends sealed blobs to the pack's spool file).
+const SEAL_QUEUE: usize = 2;
+/// Complete packs queued for the writer threads. 0: a complete pack is handed
+/// straight to a free writer, so at most WRITERS packs are being written while
+/// the next fills.
 const WRITE_QUEUE: usize = 0;
-/// Threads that seal and write packs: at least this many, or as many requests
-/// as the storage wants in flight (object storage), if more. Each holds a
-/// whole pack: on a local disk a second writer made a 1 GiB checkpoint's
-/// backup 15% faster and its peak memory 20 MiB (a pack and more) higher
-/// (tools/bench/RESULTS.md, "Against the targets").
+/// Threads that write packs: at least this many, or as many requests as the
+/// storage wants in flight (object storage), if more. On a local disk a
+/// second writer measured no faster (tools/bench/RESULTS.md, "Against the
+/// targets").
 const WRITERS: usize = 1;
+
+/// What the saver sends the sealing thread.
+enum ToSealer {
+    /// Blobs to seal and append to the open pack of their kind.
+    Blobs(BlobKind, Vec<NewBlob>),
+    /// The open pack of this kind is complete: hand it to a writer.
+    Close(BlobKind),
+}
+
+/// The pack of one kind being filled, as the saver counts it, and the blobs
+/// not yet sent to the sealing thread.
+#[derive(Default)]
+struct Filling {
+    /// Bytes the pack will have before its header.
+    size: usize,
+    blobs: usize,
+    batch: Vec<NewBlob>,
+    batch_bytes: usize,
+}
 
 /// Whether the repository has a blob or the run it was taken from stored it
 /// already, as the run goes on (see [`Saver::known_blobs`]).
@@ -95,9 +118,11 @@ pub struct Saver {
     /// the same plaintext are two objects). Shared with pool jobs through
     /// [`KnownBlobs`].
     pending: Arc<RwLock<HashSet<(BlobKind, BlobId)>>>,
-    data: Option<PackBuilder>,
-    tree: Option<PackBuilder>,
-    tx: Option<SyncSender<PackBuilder>>,
+    data: Filling,
+    tree: Filling,
+    /// To the sealing thread, which hands complete packs to the writers.
+    tx: Option<SyncSender<ToSealer>>,
+    /// The sealing thread and the writers.
     writers: Vec<JoinHandle<()>>,
     written: Arc<Mutex<Written>>,
     unindexed_blobs: usize,
@@ -124,8 +149,8 @@ impl Saver {
             repo,
             index,
             pending: Arc::default(),
-            data: None,
-            tree: None,
+            data: Filling::default(),
+            tree: Filling::default(),
             tx: Some(tx),
             writers,
             written,
@@ -193,20 +218,17 @@ impl Saver {
                     kind.name()
                 ))
             })?;
-        let slot = match kind {
-            BlobKind::Data => &mut self.data,
-            BlobKind::Tree => &mut self.tree,
-        };
-        if slot.is_none() {
-            *slot = Some(PackBuilder::new(self.repo.key())?);
+        let pack_size = self.repo.config().pack_size as usize;
+        let filling = self.filling(kind);
+        if filling.blobs == 0 {
+            filling.size = PACK_DATA_START;
         }
-        let full = match slot {
-            Some(p) => {
-                p.add(kind, id, payload, raw_len);
-                p.is_full(self.repo.config().pack_size)
-            }
-            None => false,
-        };
+        filling.size += payload.len() + SEAL_OVERHEAD;
+        filling.blobs += 1;
+        filling.batch_bytes += payload.len();
+        filling.batch.push((kind, id, payload, raw_len));
+        let full = filling.size >= pack_size || filling.blobs >= MAX_PACK_BLOBS;
+        let batch_full = filling.batch_bytes >= SEAL_BATCH;
         self.pending
             .write()
             .unwrap_or_else(PoisonError::into_inner)
@@ -217,9 +239,9 @@ impl Saver {
         }
         self.stats.bytes_new += u64::from(raw_len);
         if full {
-            if let Some(p) = slot.take() {
-                self.send(p)?;
-            }
+            self.close(kind)?;
+        } else if batch_full {
+            self.send_batch(kind)?;
         }
         self.maybe_write_index()
     }
@@ -245,11 +267,39 @@ impl Saver {
         Ok(id)
     }
 
-    fn send(&mut self, p: PackBuilder) -> Result<()> {
-        self.unindexed_blobs += p.len();
+    fn filling(&mut self, kind: BlobKind) -> &mut Filling {
+        match kind {
+            BlobKind::Data => &mut self.data,
+            BlobKind::Tree => &mut self.tree,
+        }
+    }
+
+    /// Sends the blobs of `kind` gathered so far to the sealing thread.
+    fn send_batch(&mut self, kind: BlobKind) -> Result<()> {
+        let filling = self.filling(kind);
+        if filling.batch.is_empty() {
+            return Ok(());
+        }
+        filling.batch_bytes = 0;
+        let batch = std::mem::take(&mut filling.batch);
+        self.send(ToSealer::Blobs(kind, batch))
+    }
+
+    /// Completes the pack of `kind`: it goes to a writer.
+    fn close(&mut self, kind: BlobKind) -> Result<()> {
+        if self.filling(kind).blobs == 0 {
+            return Ok(());
+        }
+        self.send_batch(kind)?;
+        let filling = std::mem::take(self.filling(kind));
+        self.unindexed_blobs += filling.blobs;
         self.unindexed_packs += 1;
+        self.send(ToSealer::Close(kind))
+    }
+
+    fn send(&mut self, message: ToSealer) -> Result<()> {
         let sent = match &self.tx {
-            Some(tx) => tx.send(p).is_ok(),
+            Some(tx) => tx.send(message).is_ok(),
             None => false,
         };
         if !sent {
@@ -396,9 +446,9 @@ impl Saver {
     /// durable index file.
     pub fn finish(&mut self) -> Result<()> {
         let mut first_err = None;
-        for p in [self.data.take(), self.tree.take()].into_iter().flatten() {
-            if !p.is_empty() && first_err.is_none() {
-                first_err = self.send(p).err();
+        for kind in [BlobKind::Data, BlobKind::Tree] {
+            if first_err.is_none() {
+                first_err = self.close(kind).err();
             }
         }
         if !self.stop_writers() && first_err.is_none() {
@@ -432,43 +482,44 @@ impl Saver {
     }
 }
 
-/// Sealing (on the rayon pool), hashing and writing packs overlap with the
-/// reading and compressing of the next ones; several writers so that one pack's
-/// fsync does not hold up the next pack's write.
+/// The pipeline behind the saver: one thread seals blobs (on the rayon pool) and
+/// appends them to their pack's spool file; writers write complete packs from
+/// their spools, hashing them as they go. Sealing, writing and syncing overlap
+/// with the reading and compressing of the next blobs. Errors go to `written`;
+/// a thread that fails stops, and the saver's next send fails.
 fn spawn_writers(
     repo: &Arc<Repository>,
     written: &Arc<Mutex<Written>>,
-) -> (SyncSender<PackBuilder>, Vec<JoinHandle<()>>) {
-    let (tx, rx) = sync_channel::<PackBuilder>(WRITE_QUEUE);
-    let rx = Arc::new(Mutex::new(rx));
-    let writers = (0..WRITERS.max(repo.backend().concurrency()))
+) -> (SyncSender<ToSealer>, Vec<JoinHandle<()>>) {
+    let fail = |written: &Mutex<Written>, e: Error| {
+        if let Ok(mut w) = written.lock() {
+            w.error.get_or_insert(e);
+        }
+    };
+    let (tx, rx) = sync_channel::<ToSealer>(SEAL_QUEUE);
+    let (packs, complete) = sync_channel::<(BlobKind, PackSpool)>(WRITE_QUEUE);
+    let complete = Arc::new(Mutex::new(complete));
+    let mut threads: Vec<JoinHandle<()>> = (0..WRITERS.max(repo.backend().concurrency()))
         .map(|_| {
             let repo = Arc::clone(repo);
             let written = Arc::clone(written);
-            let rx = Arc::clone(&rx);
+            let complete = Arc::clone(&complete);
             std::thread::spawn(move || {
                 loop {
-                    let Ok(next) = rx.lock().map(|r| r.recv()) else {
+                    let Ok(next) = complete.lock().map(|r| r.recv()) else {
                         return;
                     };
-                    let Ok(builder) = next else { return };
-                    let result = builder
-                        .finish(repo.repo_id())
-                        .and_then(|pack| repo.write_pack(&pack).map(|()| pack));
-                    let Ok(mut w) = written.lock() else { return };
-                    match result {
-                        Ok(pack) => {
-                            w.bytes += pack.len();
-                            w.packs.push(IndexPack {
-                                id: pack.id,
-                                size: pack.len(),
-                                blobs: pack.entries,
-                            });
+                    let Ok((kind, spool)) = next else { return };
+                    match repo.write_spooled_pack(spool, kind) {
+                        Ok((id, size, blobs)) => {
+                            let Ok(mut w) = written.lock() else { return };
+                            w.bytes += size;
+                            w.packs.push(IndexPack { id, size, blobs });
                         }
                         Err(e) => {
                             // ENOSPC and permission errors are permanent: stop, and
                             // let the main thread report it.
-                            w.error.get_or_insert(e);
+                            fail(&written, e);
                             return;
                         }
                     }
@@ -476,7 +527,50 @@ fn spawn_writers(
             })
         })
         .collect();
-    (tx, writers)
+    let repo = Arc::clone(repo);
+    let written = Arc::clone(written);
+    threads.push(std::thread::spawn(move || {
+        let mut open: [Option<PackSpool>; 2] = [None, None];
+        let slot = |kind: BlobKind| match kind {
+            BlobKind::Data => 0,
+            BlobKind::Tree => 1,
+        };
+        for message in rx {
+            let step = match message {
+                ToSealer::Blobs(kind, batch) => {
+                    let spool = match open.get_mut(slot(kind)) {
+                        Some(Some(s)) => Ok(s),
+                        Some(s @ None) => new_spool(&repo).map(|new| s.insert(new)),
+                        None => Err(Error::invalid("no pack slot for this kind")),
+                    };
+                    spool.and_then(|s| s.add(repo.repo_id(), batch))
+                }
+                ToSealer::Close(kind) => {
+                    if let Some(spool) = open.get_mut(slot(kind)).and_then(Option::take) {
+                        if packs.send((kind, spool)).is_err() {
+                            // The writers are gone: one failed and said why.
+                            return;
+                        }
+                    }
+                    Ok(())
+                }
+            };
+            if let Err(e) = step {
+                fail(&written, e);
+                return;
+            }
+        }
+    }));
+    (tx, threads)
+}
+
+/// An unnamed file in the temporary directory (`TMPDIR`, else `/tmp`) to spool
+/// a pack to. It holds only sealed blobs, and is gone when closed.
+fn new_spool(repo: &Repository) -> Result<PackSpool> {
+    let dir = std::env::temp_dir();
+    let file =
+        tempfile::tempfile_in(&dir).map_err(|e| crate::pack::spool_error(&dir, "creating", e))?;
+    PackSpool::new(repo.key(), file, dir)
 }
 
 impl Drop for Saver {

@@ -156,6 +156,88 @@ fn write_new_file_with(path: &Path, parts: &[&[u8]], direct: bool) -> io::Result
     Ok(f)
 }
 
+/// A new file written through a staging buffer, with O_DIRECT while the
+/// filesystem takes it (see [`write_staged`]); for [`Backend::write_streamed`].
+struct StagedFile<'a> {
+    file: &'a File,
+    path: &'a Path,
+    buf: &'a mut [u8],
+    filled: usize,
+    offset: u64,
+    direct: bool,
+}
+
+impl StagedFile<'_> {
+    /// Writes `len` bytes of the buffer (all of it but at the end, where they
+    /// are padded to the alignment). A filesystem that takes O_DIRECT but
+    /// refuses a write goes on without it: the bytes before are in place.
+    fn write_out(&mut self, len: usize) -> io::Result<()> {
+        let at = self.offset;
+        let bytes = self.buf.get(..len).ok_or(io::ErrorKind::InvalidInput)?;
+        match self.file.write_all_at(bytes, at) {
+            Err(e) if self.direct && refuses_direct(&e) => {
+                DIRECT_REFUSED.store(true, Ordering::Relaxed);
+                if !set_direct(self.file, false) {
+                    return Err(e);
+                }
+                self.direct = false;
+                self.file.write_all_at(bytes, at)
+            }
+            r => r,
+        }
+    }
+
+    /// Writes what is left in the buffer, and cuts the padding off.
+    fn finish(&mut self) -> io::Result<()> {
+        if self.filled == 0 {
+            return Ok(());
+        }
+        let end = if self.direct {
+            self.filled.next_multiple_of(DIRECT_ALIGN)
+        } else {
+            self.filled
+        };
+        if let Some(pad) = self.buf.get_mut(self.filled..end) {
+            pad.fill(0);
+        }
+        self.write_out(end)?;
+        let len = self.offset + self.filled as u64;
+        if end != self.filled {
+            self.file.set_len(len)?;
+        }
+        self.offset = len;
+        self.filled = 0;
+        Ok(())
+    }
+}
+
+impl io::Write for StagedFile<'_> {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        let room = self.buf.len() - self.filled;
+        let n = bytes.len().min(room);
+        if let (Some(to), Some(from)) = (
+            self.buf.get_mut(self.filled..self.filled + n),
+            bytes.get(..n),
+        ) {
+            to.copy_from_slice(from);
+        }
+        self.filled += n;
+        if self.filled == self.buf.len() {
+            self.write_out(self.filled)
+                .map_err(|e| io::Error::other(Error::io(self.path, e)))?;
+            self.offset += self.filled as u64;
+            self.filled = 0;
+        }
+        Ok(n)
+    }
+
+    /// Buffered bytes stay until [`StagedFile::finish`]: a write of fewer than
+    /// the aligned block can't go out with O_DIRECT before the end.
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Whether an error means "this filesystem doesn't do O_DIRECT here".
 fn refuses_direct(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP))
@@ -453,6 +535,60 @@ impl Backend for LocalBackend {
             let _ = fs::remove_file(&tmp);
         }
         result.map(|()| stop_point())
+    }
+
+    fn write_streamed(
+        &self,
+        t: FileType,
+        fill: &mut dyn FnMut(&mut dyn io::Write) -> Result<String>,
+    ) -> Result<String> {
+        if t == FileType::Config {
+            return Err(Error::invalid("the config is not written by streaming"));
+        }
+        // In the type's top directory: a pack's subdirectory depends on its name.
+        let dir = self.root.join(t.dir());
+        if !dir.is_dir() {
+            create_private_dirs(&dir).at(&dir)?;
+        }
+        let rnd: [u8; 8] = crate::crypto::random_array()?;
+        let tmp = dir.join(format!("{TMP_PREFIX}{}", hex::encode(rnd)));
+        let result = (|| -> Result<String> {
+            let f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(FILE_MODE)
+                .open(&tmp)
+                .at(&tmp)?;
+            let direct = !DIRECT_REFUSED.load(Ordering::Relaxed) && set_direct(&f, true);
+            let name = with_stage(|buf| -> Result<String> {
+                let mut sink = StagedFile {
+                    file: &f,
+                    path: &tmp,
+                    buf,
+                    filled: 0,
+                    offset: 0,
+                    direct,
+                };
+                let name = fill(&mut sink)?;
+                sink.finish().at(&tmp)?;
+                Ok(name)
+            })?;
+            Self::check_name(t, &name)?;
+            f.sync_all().at(&tmp)?;
+            drop(f);
+            let dest = self.path(t, &name);
+            let dest_dir = dest.parent().unwrap_or(&self.root).to_path_buf();
+            if !dest_dir.is_dir() {
+                create_private_dirs(&dest_dir).at(&dest_dir)?;
+            }
+            fs::rename(&tmp, &dest).at(&dest)?;
+            sync_dir(&dest_dir)?;
+            Ok(name)
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result.inspect(|_| stop_point())
     }
 
     fn list_temporary(&self) -> Result<Vec<Entry>> {

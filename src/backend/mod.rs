@@ -123,6 +123,22 @@ pub trait Backend: Send + Sync {
         self.write(t, name, &parts.concat())
     }
 
+    /// [`Self::write`] of a file whose name is known only once its bytes are (a
+    /// pack, named by their hash): `fill` writes the bytes in order and returns
+    /// the name. The default holds the bytes in memory; a local disk writes them
+    /// to a temporary file and renames it. An error of the sink is an
+    /// `io::Error` wrapping the [`crate::error::Error`] that names the file.
+    fn write_streamed(
+        &self,
+        t: FileType,
+        fill: &mut dyn FnMut(&mut dyn std::io::Write) -> Result<String>,
+    ) -> Result<String> {
+        let mut bytes = Vec::new();
+        let name = fill(&mut bytes)?;
+        self.write(t, &name, &bytes)?;
+        Ok(name)
+    }
+
     fn remove(&self, t: FileType, name: &str) -> Result<()>;
 
     /// Temporary files of writes that never finished (a process killed between

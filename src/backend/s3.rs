@@ -79,6 +79,22 @@ fn env(name: &str) -> Option<String> {
 }
 
 impl S3Backend {
+    /// Writes `buffer` as the object `key`: one request, or a multipart upload
+    /// above [`SINGLE_PUT_MAX`].
+    fn put(&self, key: &str, buffer: opendal::Buffer) -> Result<()> {
+        let result = if buffer.len() <= SINGLE_PUT_MAX {
+            self.block_on(self.op.write(key, buffer))
+        } else {
+            self.block_on(
+                self.op
+                    .write_with(key, buffer)
+                    .chunk(PART_SIZE)
+                    .concurrent(PARTS_IN_FLIGHT),
+            )
+        };
+        result.map(|_| ()).map_err(|e| self.error(key, e))
+    }
+
     /// Connects nothing yet: the first request does. Credentials come from
     /// AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN or an AWS
     /// profile (AWS_PROFILE, ~/.aws/credentials); the region from AWS_REGION or
@@ -474,23 +490,26 @@ impl Backend for S3Backend {
 
     fn write_parts(&self, t: FileType, name: &str, parts: &[&[u8]]) -> Result<()> {
         let key = Self::key(t, name)?;
-        let total: usize = parts.iter().map(|p| p.len()).sum();
         let buffer: opendal::Buffer = parts
             .iter()
             .map(|p| bytes::Bytes::copy_from_slice(p))
             .collect::<Vec<_>>()
             .into();
-        let result = if total <= SINGLE_PUT_MAX {
-            self.block_on(self.op.write(&key, buffer))
-        } else {
-            self.block_on(
-                self.op
-                    .write_with(&key, buffer)
-                    .chunk(PART_SIZE)
-                    .concurrent(PARTS_IN_FLIGHT),
-            )
-        };
-        result.map(|_| ()).map_err(|e| self.error(&key, e))
+        self.put(&key, buffer)
+    }
+
+    /// The bytes are gathered in memory (an object's name is in its request)
+    /// and handed over without a copy.
+    fn write_streamed(
+        &self,
+        t: FileType,
+        fill: &mut dyn FnMut(&mut dyn std::io::Write) -> Result<String>,
+    ) -> Result<String> {
+        let mut bytes = Vec::new();
+        let name = fill(&mut bytes)?;
+        let key = Self::key(t, &name)?;
+        self.put(&key, bytes::Bytes::from(bytes).into())?;
+        Ok(name)
     }
 
     fn remove(&self, t: FileType, name: &str) -> Result<()> {

@@ -92,6 +92,49 @@ fn backup_into_a_full_repository_fails_cleanly_and_works_once_there_is_room() {
     common::restore_matches(&env, "latest", &src);
 }
 
+/// Packs are spooled to the temporary directory before they are written: with
+/// that full, the backup fails naming it and what it was for, writes nothing
+/// that check minds, and works once there is room.
+#[test]
+fn backup_with_a_full_temporary_directory_fails_naming_it_and_works_once_there_is_room() {
+    let mut env = Env::with_repo(&["--pack-size", "4"]);
+    let Some((_mount, mnt)) = tmpfs(&env, "1m") else {
+        return;
+    };
+    let src = env.path("src");
+    fs::create_dir_all(&src).expect("mkdir");
+    // 6 MiB of noise: more than the 1 MiB there is, in packs of 4 MiB.
+    common::random_files(&src, 143, 6, 1 << 20, |i| format!("big{i}.bin"));
+    let s = src.to_str().expect("utf-8");
+    env.vars
+        .push(("TMPDIR".into(), mnt.to_str().expect("utf-8").into()));
+    let out = env.run(&["backup", "-q", s]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        names_a_path_under(&err, &mnt) && err.contains("spool"),
+        "no ENOSPC error naming the spool directory:\n{err}"
+    );
+    assert!(common::all_files(&env.repo.join("snapshots")).is_empty());
+    assert!(common::all_files(&env.repo.join("locks")).is_empty());
+    check_clean(&env);
+
+    let out = std::process::Command::new("mount")
+        .args(["-o", "remount,size=32m"])
+        .arg(&mnt)
+        .output()
+        .expect("remount");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let summary = env.backup_json(&[s]);
+    assert_eq!(summary["errors"], 0, "{summary}");
+    assert!(
+        common::all_files(&mnt).is_empty(),
+        "a spool file was left in the temporary directory"
+    );
+    check_clean(&env);
+    common::restore_matches(&env, "latest", &src);
+}
+
 #[test]
 fn restore_into_a_full_target_names_the_file_and_works_once_there_is_room() {
     let env = Env::with_repo(&[]);
