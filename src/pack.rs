@@ -345,7 +345,7 @@ fn pack_tail(session: &SessionKey, repo: &RepoId, entries: &[PackEntry]) -> Resu
 }
 
 /// Bytes a [`PackSpool`] buffers before appending them to its file.
-const SPOOL_BUFFER: usize = 1 << 20;
+const SPOOL_BUFFER: usize = 256 * 1024;
 
 /// A pack being assembled in a temporary file (the spool) rather than in memory.
 /// Each batch of blobs is sealed (in parallel) as it is added and appended to the
@@ -397,7 +397,7 @@ impl PackSpool {
             session_id,
             file,
             dir,
-            buffer: Vec::new(),
+            buffer: Vec::with_capacity(SPOOL_BUFFER),
             appended: 0,
             blobs: Vec::new(),
         })
@@ -409,6 +409,14 @@ impl PackSpool {
 
     pub fn is_empty(&self) -> bool {
         self.blobs.is_empty()
+    }
+
+    /// At least the length of the pack [`Self::write_to`] will write: its
+    /// header's entries take about 50 bytes each, padded to at most twice
+    /// that, and to at least 4 KiB in all.
+    pub fn size_hint(&self) -> usize {
+        let blobs = self.appended as usize + self.buffer.len();
+        PACK_DATA_START + blobs + 112 * self.blobs.len() + format::PAD_MIN + SEAL_OVERHEAD + 4
     }
 
     /// Seals `batch` in parallel, each blob in its own buffer, and appends it.
@@ -895,8 +903,14 @@ mod tests {
         }
         assert_eq!(spool.len(), 64);
         let mut bytes = Vec::new();
+        let hint = spool.size_hint();
         let (id, len, entries) = spool.write_to(&repo, &mut bytes).unwrap();
         assert_eq!(len, bytes.len() as u64);
+        assert!(
+            hint >= bytes.len(),
+            "size hint {hint} below {}",
+            bytes.len()
+        );
         assert_eq!(id, PackId::of_stored(&bytes));
         let session = key.session(&parse_session(&bytes, &id).unwrap());
         let n = bytes.len();

@@ -436,21 +436,24 @@ impl Repository {
         let mut cached =
             (kind == BlobKind::Tree && self.cache.is_some() && self.backend.write_through_cache())
                 .then(Vec::new);
+        let size_hint = spool.size_hint();
         let mut spool = Some(spool);
         let mut done = None;
         let repo_id = self.repo_id();
-        let name = self.backend.write_streamed(FileType::Pack, &mut |sink| {
-            let spool = spool
-                .take()
-                .ok_or_else(|| Error::invalid("a pack's bytes were asked for twice"))?;
-            let written = match cached.as_mut() {
-                Some(copy) => spool.write_to(repo_id, &mut Tee { sink, copy })?,
-                None => spool.write_to(repo_id, sink)?,
-            };
-            let name = written.0.to_hex();
-            done = Some(written);
-            Ok(name)
-        })?;
+        let name = self
+            .backend
+            .write_streamed(FileType::Pack, size_hint, &mut |sink| {
+                let spool = spool
+                    .take()
+                    .ok_or_else(|| Error::invalid("a pack's bytes were asked for twice"))?;
+                let written = match cached.as_mut() {
+                    Some(copy) => spool.write_to(repo_id, &mut Tee { sink, copy })?,
+                    None => spool.write_to(repo_id, sink)?,
+                };
+                let name = written.0.to_hex();
+                done = Some(written);
+                Ok(name)
+            })?;
         let done = done.ok_or_else(|| Error::invalid("a pack was not written"))?;
         if let (Some(c), Some(bytes)) = (self.cache.as_ref(), cached) {
             c.put(FileType::Pack, &name, &bytes);

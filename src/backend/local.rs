@@ -97,8 +97,12 @@ const DIRECT_MIN: usize = 1 << 20;
 /// O_DIRECT needs buffers, offsets and lengths aligned to the logical block size;
 /// 4096 covers 512-byte and 4 KiB devices.
 const DIRECT_ALIGN: usize = 4096;
-/// Size of the aligned staging buffer each writing thread keeps.
-const DIRECT_STAGE: usize = 4 << 20;
+/// Bytes per write through the aligned staging buffer. A pack writer keeps
+/// this much: 4 MiB measured no faster and cost 3 MiB more of a backup's peak.
+const WRITE_STAGE: usize = 1 << 20;
+/// Bytes per O_DIRECT read (`check --read-data`, restore): larger, as each read
+/// waits for the device.
+const READ_STAGE: usize = 4 << 20;
 
 /// Set once a filesystem refused O_DIRECT, so later writes don't retry it.
 static DIRECT_REFUSED: AtomicBool = AtomicBool::new(false);
@@ -107,16 +111,17 @@ thread_local! {
     static STAGE: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Runs `f` on this thread's staging buffer: DIRECT_STAGE bytes aligned to
-/// DIRECT_ALIGN, allocated on first use and kept.
-fn with_stage<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
+/// Runs `f` on `len` bytes (WRITE_STAGE or READ_STAGE) of this thread's
+/// staging buffer, aligned to DIRECT_ALIGN; allocated on first use, grown
+/// when a use needs more, and kept.
+fn with_stage<R>(len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
     STAGE.with(|cell| {
         let mut stage = cell.borrow_mut();
-        if stage.len() < DIRECT_STAGE + DIRECT_ALIGN {
-            *stage = vec![0u8; DIRECT_STAGE + DIRECT_ALIGN];
+        if stage.len() < len + DIRECT_ALIGN {
+            *stage = vec![0u8; len + DIRECT_ALIGN];
         }
         let start = stage.as_ptr().align_offset(DIRECT_ALIGN);
-        f(&mut stage[start..start + DIRECT_STAGE])
+        f(&mut stage[start..start + len])
     })
 }
 
@@ -268,11 +273,11 @@ fn set_direct(f: &File, on: bool) -> bool {
 }
 
 /// Streams `parts` into the empty file `f` through this thread's staging buffer,
-/// DIRECT_STAGE bytes per write, so that many small pieces cost few system calls.
+/// WRITE_STAGE bytes per write, so that many small pieces cost few system calls.
 /// With `direct` (O_DIRECT on) the last block is padded with zeros to the
 /// alignment and the file is then cut to its real length.
 fn write_staged(f: &File, parts: &[&[u8]], direct: bool) -> io::Result<()> {
-    with_stage(|buf| {
+    with_stage(WRITE_STAGE, |buf| {
         let mut filled = 0usize;
         let mut offset = 0u64;
         for part in parts {
@@ -331,7 +336,7 @@ fn read_direct(f: &File, offset: u64, len: usize) -> Option<io::Result<Vec<u8>>>
 /// The reads behind `read_direct`: block-aligned reads into the staging buffer,
 /// copying out the part asked for. A short read just starts the next one there.
 fn read_aligned(f: &File, offset: u64, len: usize) -> io::Result<Vec<u8>> {
-    with_stage(|buf| {
+    with_stage(READ_STAGE, |buf| {
         let mut out = Vec::with_capacity(len);
         let end = offset + len as u64;
         let mut pos = offset;
@@ -340,7 +345,7 @@ fn read_aligned(f: &File, offset: u64, len: usize) -> io::Result<Vec<u8>> {
             let skip = (pos - aligned) as usize;
             let want = ((end - aligned) as usize)
                 .next_multiple_of(DIRECT_ALIGN)
-                .min(DIRECT_STAGE);
+                .min(READ_STAGE);
             let n = f.read_at(&mut buf[..want], aligned)?;
             if n <= skip {
                 return Err(io::Error::new(
@@ -540,6 +545,7 @@ impl Backend for LocalBackend {
     fn write_streamed(
         &self,
         t: FileType,
+        _size_hint: usize,
         fill: &mut dyn FnMut(&mut dyn io::Write) -> Result<String>,
     ) -> Result<String> {
         if t == FileType::Config {
@@ -560,7 +566,7 @@ impl Backend for LocalBackend {
                 .open(&tmp)
                 .at(&tmp)?;
             let direct = !DIRECT_REFUSED.load(Ordering::Relaxed) && set_direct(&f, true);
-            let name = with_stage(|buf| -> Result<String> {
+            let name = with_stage(WRITE_STAGE, |buf| -> Result<String> {
                 let mut sink = StagedFile {
                     file: &f,
                     path: &tmp,
@@ -795,9 +801,11 @@ mod tests {
             DIRECT_MIN,
             DIRECT_MIN + 1,
             DIRECT_MIN + DIRECT_ALIGN - 1,
-            DIRECT_STAGE,
-            DIRECT_STAGE + 1,
-            2 * DIRECT_STAGE + 12_345,
+            WRITE_STAGE,
+            WRITE_STAGE + 1,
+            READ_STAGE,
+            READ_STAGE + 1,
+            2 * READ_STAGE + 12_345,
         ];
         for (i, &n) in sizes.iter().enumerate() {
             let data: Vec<u8> = (0..n).map(|k| (k * 31 + i * 7 + k / 4099) as u8).collect();
@@ -816,24 +824,13 @@ mod tests {
             assert!(b.read(FileType::Pack, &name, n as u64 - 1).is_err());
         }
         // Both ways of writing give the same file.
-        let data: Vec<u8> = (0..3 * DIRECT_STAGE + 77)
-            .map(|k| (k % 251) as u8)
-            .collect();
+        let data: Vec<u8> = (0..3 * READ_STAGE + 77).map(|k| (k % 251) as u8).collect();
         // Pieces of every size, across the staging buffer's boundaries.
         let mut pieces = Vec::new();
         let mut rest = &data[..];
-        for k in [
-            12usize,
-            1,
-            0,
-            4095,
-            DIRECT_STAGE - 5,
-            16,
-            DIRECT_STAGE + 3,
-            7,
-        ]
-        .into_iter()
-        .cycle()
+        for k in [12usize, 1, 0, 4095, WRITE_STAGE - 5, 16, READ_STAGE + 3, 7]
+            .into_iter()
+            .cycle()
         {
             let (piece, tail) = rest.split_at(k.min(rest.len()));
             pieces.push(piece);
@@ -854,6 +851,28 @@ mod tests {
                 );
             }
         }
+        // A streamed write gives the same file, under the name it returns.
+        let name = "ab".repeat(32);
+        let streamed = b
+            .write_streamed(FileType::Pack, 0, &mut |sink| {
+                for piece in &pieces {
+                    sink.write_all(piece).unwrap();
+                }
+                Ok(name.clone())
+            })
+            .unwrap();
+        assert_eq!(streamed, name);
+        assert!(b.read(FileType::Pack, &name, data.len() as u64).unwrap() == data);
+        // A failed fill leaves nothing behind.
+        let failed = b.write_streamed(FileType::Pack, 0, &mut |sink| {
+            sink.write_all(&data[..WRITE_STAGE + 9]).unwrap();
+            Err(Error::invalid("stopped"))
+        });
+        assert!(failed.is_err());
+        assert!(
+            b.list_temporary().unwrap().is_empty(),
+            "a temporary file was left"
+        );
         let stray = fs::read_dir(dir.path().join("repo/data/00"))
             .unwrap()
             .filter(|e| {

@@ -125,15 +125,17 @@ pub trait Backend: Send + Sync {
 
     /// [`Self::write`] of a file whose name is known only once its bytes are (a
     /// pack, named by their hash): `fill` writes the bytes in order and returns
-    /// the name. The default holds the bytes in memory; a local disk writes them
-    /// to a temporary file and renames it. An error of the sink is an
-    /// `io::Error` wrapping the [`crate::error::Error`] that names the file.
+    /// the name. The default gathers the bytes in memory, room for `size_hint`
+    /// of them made at once; a local disk writes them to a temporary file and
+    /// renames it. An error of the sink is an `io::Error` wrapping the
+    /// [`crate::error::Error`] that names the file.
     fn write_streamed(
         &self,
         t: FileType,
+        size_hint: usize,
         fill: &mut dyn FnMut(&mut dyn std::io::Write) -> Result<String>,
     ) -> Result<String> {
-        let mut bytes = Vec::new();
+        let mut bytes = Vec::with_capacity(size_hint);
         let name = fill(&mut bytes)?;
         self.write(t, &name, &bytes)?;
         Ok(name)

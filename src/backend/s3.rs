@@ -503,9 +503,10 @@ impl Backend for S3Backend {
     fn write_streamed(
         &self,
         t: FileType,
+        size_hint: usize,
         fill: &mut dyn FnMut(&mut dyn std::io::Write) -> Result<String>,
     ) -> Result<String> {
-        let mut bytes = Vec::new();
+        let mut bytes = Vec::with_capacity(size_hint);
         let name = fill(&mut bytes)?;
         let key = Self::key(t, &name)?;
         self.put(&key, bytes::Bytes::from(bytes).into())?;
