@@ -1,7 +1,7 @@
 //! Temporary files that interrupted writes leave behind (format-spec §2, §16).
 //!
-//! A write goes to `.tmp-<16 hex>` in the target directory and is renamed when
-//! complete; a process killed in between leaves the temporary file, up to a pack
+//! A write goes to `.tmp-<16 hex>` in the target directory (a pack: in `data/`,
+//! as its subdirectory follows from its name) and is renamed when complete; a process killed in between leaves the temporary file, up to a pack
 //! in size. Nothing reads such files. `check` reports them; `prune` removes those
 //! older than [`STALE_AFTER`] — the age at which a lock is stale — measured twice:
 //! against the file time of prune's own lock file, written moments ago by the same

@@ -354,7 +354,7 @@ const SPOOL_BUFFER: usize = 256 * 1024;
 /// a file's chunks in file order).
 ///
 /// The spool holds only sealed blobs: nothing in it is readable without the key.
-/// It is an unnamed file (see [`Backend::spool`]), gone when the process is.
+/// It is an unnamed file (the saver makes it in `TMPDIR`), gone when closed.
 pub struct PackSpool {
     session_id: [u8; SESSION_ID_LEN],
     session: SessionKey,

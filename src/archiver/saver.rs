@@ -38,8 +38,10 @@ const SEAL_BATCH: usize = 1 << 20;
 /// pack (the sealing thread appends sealed blobs to the pack's spool file).
 const SEAL_QUEUE: usize = 2;
 /// Complete packs queued for the writer threads. 0: a complete pack is handed
-/// straight to a free writer, so at most WRITERS packs are being written while
-/// the next fills.
+/// straight to a free writer, so at most WRITERS packs are being written and
+/// one waits for a writer while the next fills. Each is a spool file, so the
+/// temporary directory holds up to WRITERS + 3 packs (those, and the data and
+/// tree packs filling).
 const WRITE_QUEUE: usize = 0;
 /// Threads that write packs: at least this many, or as many requests as the
 /// storage wants in flight (object storage), if more. On a local disk a
@@ -319,12 +321,18 @@ impl Saver {
     }
 
     fn writer_error(&mut self) -> Error {
-        self.stop_writers();
+        let joined = self.stop_writers();
         self.written
             .lock()
             .ok()
             .and_then(|mut w| w.error.take())
-            .unwrap_or_else(|| Error::invalid("the pack writer stopped unexpectedly"))
+            .unwrap_or_else(|| {
+                Error::invalid(if joined {
+                    "the pack writer stopped unexpectedly"
+                } else {
+                    "a pack writer panicked"
+                })
+            })
     }
 
     fn check_writer(&mut self) -> Result<()> {

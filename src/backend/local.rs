@@ -466,8 +466,16 @@ impl Backend for LocalBackend {
                 let rd = fs::read_dir(&data).at(&data)?;
                 for sub in rd {
                     let sub = sub.at(&data)?;
-                    if sub.file_type().at(sub.path())?.is_dir() {
-                        scan(&sub.path())?;
+                    // A streamed pack's temporary file, which another writer
+                    // may rename away between the listing and a stat.
+                    if sub.file_name().to_string_lossy().starts_with(TMP_PREFIX) {
+                        continue;
+                    }
+                    match sub.file_type() {
+                        Ok(t) if t.is_dir() => scan(&sub.path())?,
+                        Ok(_) => {}
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(Error::io(sub.path(), e)),
                     }
                 }
             }
@@ -545,7 +553,7 @@ impl Backend for LocalBackend {
     fn write_streamed(
         &self,
         t: FileType,
-        _size_hint: usize,
+        size_hint: usize,
         fill: &mut dyn FnMut(&mut dyn io::Write) -> Result<String>,
     ) -> Result<String> {
         if t == FileType::Config {
@@ -565,7 +573,9 @@ impl Backend for LocalBackend {
                 .mode(FILE_MODE)
                 .open(&tmp)
                 .at(&tmp)?;
-            let direct = !DIRECT_REFUSED.load(Ordering::Relaxed) && set_direct(&f, true);
+            let direct = size_hint >= DIRECT_MIN
+                && !DIRECT_REFUSED.load(Ordering::Relaxed)
+                && set_direct(&f, true);
             let name = with_stage(WRITE_STAGE, |buf| -> Result<String> {
                 let mut sink = StagedFile {
                     file: &f,
@@ -854,7 +864,7 @@ mod tests {
         // A streamed write gives the same file, under the name it returns.
         let name = "ab".repeat(32);
         let streamed = b
-            .write_streamed(FileType::Pack, 0, &mut |sink| {
+            .write_streamed(FileType::Pack, data.len(), &mut |sink| {
                 for piece in &pieces {
                     sink.write_all(piece).unwrap();
                 }
@@ -864,7 +874,7 @@ mod tests {
         assert_eq!(streamed, name);
         assert!(b.read(FileType::Pack, &name, data.len() as u64).unwrap() == data);
         // A failed fill leaves nothing behind.
-        let failed = b.write_streamed(FileType::Pack, 0, &mut |sink| {
+        let failed = b.write_streamed(FileType::Pack, data.len(), &mut |sink| {
             sink.write_all(&data[..WRITE_STAGE + 9]).unwrap();
             Err(Error::invalid("stopped"))
         });
@@ -873,6 +883,27 @@ mod tests {
             b.list_temporary().unwrap().is_empty(),
             "a temporary file was left"
         );
+        // One a killed writer left in `data/` is a temporary file, not a pack.
+        let left = "data/.tmp-0123456789abcdef";
+        fs::write(b.root().join(left), b"partial").unwrap();
+        let packs: Vec<String> = b
+            .list(FileType::Pack)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        assert!(
+            packs.contains(&name) && !packs.iter().any(|p| p.contains("tmp")),
+            "{packs:?}"
+        );
+        let temporary: Vec<String> = b
+            .list_temporary()
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        assert_eq!(temporary, [left]);
+        b.remove_temporary(left).unwrap();
         let stray = fs::read_dir(dir.path().join("repo/data/00"))
             .unwrap()
             .filter(|e| {

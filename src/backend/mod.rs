@@ -137,8 +137,14 @@ pub trait Backend: Send + Sync {
     ) -> Result<String> {
         let mut bytes = Vec::with_capacity(size_hint);
         let name = fill(&mut bytes)?;
-        self.write(t, &name, &bytes)?;
+        self.write_owned(t, &name, bytes)?;
         Ok(name)
+    }
+
+    /// [`Self::write`] of bytes the caller no longer needs: storage that would
+    /// copy them into a request (object storage) takes them as they are.
+    fn write_owned(&self, t: FileType, name: &str, data: Vec<u8>) -> Result<()> {
+        self.write(t, name, &data)
     }
 
     fn remove(&self, t: FileType, name: &str) -> Result<()>;

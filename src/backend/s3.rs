@@ -498,19 +498,9 @@ impl Backend for S3Backend {
         self.put(&key, buffer)
     }
 
-    /// The bytes are gathered in memory (an object's name is in its request)
-    /// and handed over without a copy.
-    fn write_streamed(
-        &self,
-        t: FileType,
-        size_hint: usize,
-        fill: &mut dyn FnMut(&mut dyn std::io::Write) -> Result<String>,
-    ) -> Result<String> {
-        let mut bytes = Vec::with_capacity(size_hint);
-        let name = fill(&mut bytes)?;
-        let key = Self::key(t, &name)?;
-        self.put(&key, bytes::Bytes::from(bytes).into())?;
-        Ok(name)
+    fn write_owned(&self, t: FileType, name: &str, data: Vec<u8>) -> Result<()> {
+        let key = Self::key(t, name)?;
+        self.put(&key, bytes::Bytes::from(data).into())
     }
 
     fn remove(&self, t: FileType, name: &str) -> Result<()> {

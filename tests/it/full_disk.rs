@@ -14,6 +14,16 @@ fn tmpfs(env: &Env, size: &str) -> Option<(common::Mount, std::path::PathBuf)> {
     common::tmpfs_or_skip(&mnt, size).map(|m| (m, mnt))
 }
 
+/// Room again: the tmpfs at `mnt` grown to 32 MiB, as a disk with files deleted.
+fn grow(mnt: &Path) {
+    let out = std::process::Command::new("mount")
+        .args(["-o", "remount,size=32m"])
+        .arg(mnt)
+        .output()
+        .expect("remount");
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
 fn check_clean(env: &Env) -> String {
     let out = env.run(&["check", "--read-data"]);
     assert!(out.status.success(), "check not clean:\n{}", stderr(&out));
@@ -80,12 +90,7 @@ fn backup_into_a_full_repository_fails_cleanly_and_works_once_there_is_room() {
 
     // Room again (the tmpfs grown, as a disk with files deleted): the next
     // backup completes and restores.
-    let out = std::process::Command::new("mount")
-        .args(["-o", "remount,size=32m"])
-        .arg(&mnt)
-        .output()
-        .expect("remount");
-    assert!(out.status.success(), "{}", stderr(&out));
+    grow(&mnt);
     let summary = env.backup_json(&[s]);
     assert_eq!(summary["errors"], 0, "{summary}");
     check_clean(&env);
@@ -119,12 +124,7 @@ fn backup_with_a_full_temporary_directory_fails_naming_it_and_works_once_there_i
     assert!(common::all_files(&env.repo.join("locks")).is_empty());
     check_clean(&env);
 
-    let out = std::process::Command::new("mount")
-        .args(["-o", "remount,size=32m"])
-        .arg(&mnt)
-        .output()
-        .expect("remount");
-    assert!(out.status.success(), "{}", stderr(&out));
+    grow(&mnt);
     let summary = env.backup_json(&[s]);
     assert_eq!(summary["errors"], 0, "{summary}");
     assert!(
