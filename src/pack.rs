@@ -207,6 +207,22 @@ struct SealedBlob {
     tag: [u8; TAG_LEN],
 }
 
+impl SealedBlob {
+    /// Seals a blob's payload in its own buffer, under `nonce`.
+    fn seal(
+        session: &SessionKey,
+        repo: &RepoId,
+        kind: BlobKind,
+        id: &BlobId,
+        mut body: Vec<u8>,
+        nonce: [u8; NONCE_LEN],
+    ) -> Result<Self> {
+        let aad = format::aad(repo, kind.seal_kind(), Some(id));
+        let tag = session.seal_detached(&nonce, &aad, &mut body)?;
+        Ok(Self { nonce, body, tag })
+    }
+}
+
 impl FinishedPack {
     /// Size of the stored pack in bytes.
     pub fn len(&self) -> u64 {
@@ -301,10 +317,8 @@ impl PackBuilder {
         let sealed = blobs
             .into_par_iter()
             .zip(nonces)
-            .map(|((kind, id, mut body, _), nonce)| {
-                let aad = format::aad(repo, kind.seal_kind(), Some(&id));
-                let tag = session.seal_detached(&nonce, &aad, &mut body)?;
-                Ok(SealedBlob { nonce, body, tag })
+            .map(|((kind, id, body, _), nonce)| {
+                SealedBlob::seal(&session, repo, kind, &id, body, nonce)
             })
             .collect::<Result<Vec<_>>>()?;
         let tail = pack_tail(&session, repo, &entries)?;
@@ -316,7 +330,7 @@ impl PackBuilder {
             tail,
             len: 0,
         };
-        let (id, len) = hash_parts(&pack.parts());
+        let (id, len) = hash_parts(&pack.parts()).map_err(sink_error)?;
         pack.len = len;
         pack.id = PackId(id);
         Ok(pack)
@@ -427,10 +441,9 @@ impl PackSpool {
         let sealed = batch
             .into_par_iter()
             .zip(nonces)
-            .map(|((kind, id, mut body, raw_length), nonce)| {
-                let aad = format::aad(repo, kind.seal_kind(), Some(&id));
-                let tag = session.seal_detached(&nonce, &aad, &mut body)?;
-                Ok((kind, id, raw_length, SealedBlob { nonce, body, tag }))
+            .map(|((kind, id, body, raw_length), nonce)| {
+                let blob = SealedBlob::seal(session, repo, kind, &id, body, nonce)?;
+                Ok((kind, id, raw_length, blob))
             })
             .collect::<Result<Vec<_>>>()?;
         for (kind, id, raw_length, blob) in sealed {
@@ -585,26 +598,13 @@ const HASH_STAGE: usize = 256 * 1024;
 /// tag) it compressed one 64-byte block at a time, and hashing a pack of small
 /// files' blobs took a sixth of a first backup's CPU time. The pieces are
 /// copied into a buffer first, which costs far less.
-fn hash_parts(parts: &[&[u8]]) -> ([u8; 32], u64) {
-    let mut hasher = blake3::Hasher::new();
-    let mut stage = Vec::with_capacity(HASH_STAGE);
-    let mut len = 0u64;
+fn hash_parts(parts: &[&[u8]]) -> std::io::Result<([u8; 32], u64)> {
+    let mut sink = std::io::sink();
+    let mut out = HashedWriter::new(&mut sink);
     for part in parts {
-        len += part.len() as u64;
-        if part.len() >= HASH_STAGE {
-            hasher.update(&stage);
-            stage.clear();
-            hasher.update(part);
-            continue;
-        }
-        if stage.len() + part.len() > HASH_STAGE {
-            hasher.update(&stage);
-            stage.clear();
-        }
-        stage.extend_from_slice(part);
+        out.put(part)?;
     }
-    hasher.update(&stage);
-    (*hasher.finalize().as_bytes(), len)
+    out.finish()
 }
 
 /// The header's payload: raw msgpack entries, padded so that the sealed header
@@ -987,10 +987,10 @@ mod tests {
         let pieces: Vec<Vec<u8>> = lens.iter().map(|&n| piece(n)).collect();
         let parts: Vec<&[u8]> = pieces.iter().map(Vec::as_slice).collect();
         let whole = parts.concat();
-        let (id, len) = hash_parts(&parts);
+        let (id, len) = hash_parts(&parts).unwrap();
         assert_eq!(len, whole.len() as u64);
         assert_eq!(id, *blake3::hash(&whole).as_bytes());
-        assert_eq!(hash_parts(&[]).0, *blake3::hash(b"").as_bytes());
+        assert_eq!(hash_parts(&[]).unwrap().0, *blake3::hash(b"").as_bytes());
     }
 
     /// The header length in the clear is a power of two of at least 4 KiB, so it
