@@ -101,19 +101,28 @@ struct Entry {
 const TREE_BIT: u32 = 1 << 31;
 const _: () = assert!(std::mem::size_of::<Entry>() == 48);
 
-/// What one interpolation step of a lookup found.
-enum Step<'a> {
-    Found(&'a Entry),
-    Absent,
-    Narrowed((usize, usize)),
-    /// The range is small enough to bisect.
-    Small,
-}
-
 /// The order of the entries: by id, the first 8 bytes compared as one integer
 /// first (which settles almost every comparison without a call to memcmp).
 fn order(a: &[u8; 32], b: &[u8; 32]) -> std::cmp::Ordering {
     id_prefix(a).cmp(&id_prefix(b)).then_with(|| a.cmp(b))
+}
+
+/// The order an index keeps its entries in: data blobs first, then by id and,
+/// among copies of one blob, by pack (the pack indexed first) and offset. The
+/// first copy is the one kept; a total order lets an unstable sort, which
+/// needs no scratch copy of the entries, keep the same one a stable sort would.
+fn full_order(a: &Entry, b: &Entry) -> std::cmp::Ordering {
+    (a.raw_and_kind & TREE_BIT)
+        .cmp(&(b.raw_and_kind & TREE_BIT))
+        .then_with(|| order(&a.id, &b.id))
+        .then_with(|| a.pack.cmp(&b.pack))
+        .then_with(|| a.offset.cmp(&b.offset))
+}
+
+/// Sorts `v` by [`full_order`] and keeps the first copy of each blob.
+fn sort_entries(v: &mut Vec<Entry>) {
+    v.sort_unstable_by(full_order);
+    v.dedup_by(|later, first| later.id == first.id && kind_of(later) == kind_of(first));
 }
 
 fn kind_bit(kind: BlobKind) -> u32 {
@@ -131,46 +140,97 @@ fn kind_of(e: &Entry) -> BlobKind {
     }
 }
 
-/// Interpolation steps [`Index::find`] takes before it bisects.
-const INTERPOLATION_STEPS: usize = 4;
-
 /// The first 8 bytes of an id as a big-endian integer: orders ids as their bytes do.
 fn id_prefix(id: &[u8; 32]) -> u64 {
     let (head, _) = id.split_first_chunk::<8>().unwrap_or((&[0; 8], &[]));
     u64::from_be_bytes(*head)
 }
 
-/// One interpolation step for `id` within `entries[lo..hi]`.
-fn step<'a>(entries: &'a [Entry], id: &BlobId, (lo, hi): (usize, usize)) -> Step<'a> {
-    if hi - lo <= 32 {
-        return Step::Small;
+/// Entries per bucket of [`Sorted::starts`], on average: a lookup bisects
+/// about this many entries, in two or three cache lines.
+const PER_BUCKET: usize = 4;
+
+/// The most buckets a table has (2^24: 64 MiB of table for 64 million blobs).
+const MAX_BUCKET_BITS: u32 = 24;
+
+/// One kind's entries, sorted by id, and where each bucket of ids starts.
+///
+/// Ids are keyed hashes, so uniformly spread: the table, keyed by an id's top
+/// bits, leads a lookup straight to the few entries that may hold it, one
+/// cache miss into the table and one or two into the entries. (Bisecting a
+/// large index takes twenty steps, nearly all of them cache misses.) Entries
+/// whose ids all share their top bits only make one bucket large, which is
+/// then bisected: no spread of ids makes a lookup slower than bisection.
+#[derive(Default)]
+struct Sorted {
+    entries: Vec<Entry>,
+    /// `starts[b]`: the first entry whose id's top `bits` bits are `b` or
+    /// more; one more than the buckets, the last being the number of
+    /// entries. Empty when the entries are too few (or too many, beyond
+    /// `u32`) to need it.
+    starts: Vec<u32>,
+    bits: u32,
+}
+
+impl Sorted {
+    /// Entries of one kind, sorted by [`sort_entries`], with their table.
+    fn from_sorted(mut v: Vec<Entry>) -> Self {
+        v.shrink_to_fit();
+        let n = v.len();
+        let buckets = n / PER_BUCKET;
+        if buckets < 2 || u32::try_from(n).is_err() {
+            return Self {
+                entries: v,
+                starts: Vec::new(),
+                bits: 0,
+            };
+        }
+        let bits = buckets.ilog2().min(MAX_BUCKET_BITS);
+        // Count each bucket's entries one place up, then sum: starts[b] is
+        // the number of entries in buckets before b.
+        let mut starts = vec![0u32; (1usize << bits) + 1];
+        for e in &v {
+            if let Some(c) = starts.get_mut(bucket(bits, &e.id) + 1) {
+                *c += 1;
+            }
+        }
+        let mut sum = 0u32;
+        for s in &mut starts {
+            sum += *s;
+            *s = sum;
+        }
+        Self {
+            entries: v,
+            starts,
+            bits,
+        }
     }
-    let key = id_prefix(&id.0);
-    let (Some(first), Some(last)) = (entries.get(lo), entries.get(hi - 1)) else {
-        return Step::Absent;
-    };
-    let (low, high) = (id_prefix(&first.id), id_prefix(&last.id));
-    if key < low || key > high {
-        return Step::Absent;
+
+    /// The entry of `id`, if present.
+    fn find(&self, id: &BlobId) -> Option<&Entry> {
+        let b = bucket(self.bits, &id.0);
+        let range = match (self.starts.get(b), self.starts.get(b + 1)) {
+            (Some(&lo), Some(&hi)) => self.entries.get(lo as usize..hi as usize),
+            _ => Some(self.entries.as_slice()),
+        }?;
+        range
+            .binary_search_by(|e| order(&e.id, &id.0))
+            .ok()
+            .and_then(|i| range.get(i))
     }
-    // Floating point: a 128-bit division would cost more than it saves.
-    let fraction = (key - low) as f64 / (high - low).max(1) as f64;
-    let pos = lo + ((fraction * (hi - 1 - lo) as f64) as usize).min(hi - 1 - lo);
-    let Some(e) = entries.get(pos) else {
-        return Step::Absent;
-    };
-    match order(&e.id, &id.0) {
-        std::cmp::Ordering::Equal => Step::Found(e),
-        std::cmp::Ordering::Less => Step::Narrowed((pos + 1, hi)),
-        std::cmp::Ordering::Greater => Step::Narrowed((lo, pos)),
+
+    fn memory_bytes(&self) -> usize {
+        self.entries.capacity() * std::mem::size_of::<Entry>()
+            + self.starts.capacity() * std::mem::size_of::<u32>()
     }
 }
 
-fn bisect<'a>(entries: &'a [Entry], id: &BlobId, (lo, hi): (usize, usize)) -> Option<&'a Entry> {
-    let rest = entries.get(lo..hi)?;
-    rest.binary_search_by(|e| order(&e.id, &id.0))
-        .ok()
-        .and_then(|i| rest.get(i))
+/// The bucket of `id` in a table of `2^bits` buckets: its top `bits` bits.
+fn bucket(bits: u32, id: &[u8; 32]) -> usize {
+    match bits {
+        0 => 0,
+        b => (id_prefix(id) >> (64 - b)) as usize,
+    }
 }
 
 /// Collects index files, then sorts once into an [`Index`].
@@ -211,39 +271,36 @@ impl IndexBuilder {
         }
     }
 
+    /// The index, sorted in place: at its largest, it takes the entries once,
+    /// plus a copy of the tree entries (a few percent of them).
     pub fn build(self) -> Index {
-        let (trees, data): (Vec<Entry>, Vec<Entry>) = self
-            .entries
-            .into_iter()
-            .partition(|e| kind_of(e) == BlobKind::Tree);
+        let (data, trees) = split_by_kind(self.entries);
         Index {
             packs: self.packs,
-            data: sorted(data),
-            trees: sorted(trees),
+            data,
+            trees,
             files: Vec::new(),
         }
     }
 }
 
-/// Sorts entries by id, keeping the first added of several copies of a blob (the
-/// sort is stable).
-fn sorted(mut v: Vec<Entry>) -> Vec<Entry> {
-    v.sort_by(|a, b| order(&a.id, &b.id));
-    v.dedup_by(|later, first| later.id == first.id);
-    v.shrink_to_fit();
-    v
+/// `entries` sorted (see [`sort_entries`]), data blobs and tree blobs apart.
+fn split_by_kind(mut entries: Vec<Entry>) -> (Sorted, Sorted) {
+    sort_entries(&mut entries);
+    let trees = entries.split_off(entries.partition_point(|e| kind_of(e) == BlobKind::Data));
+    (Sorted::from_sorted(entries), Sorted::from_sorted(trees))
 }
 
 /// The in-memory index: (blob kind, blob id) → location. One sorted array per
-/// kind, searched by interpolation and bisection: a data blob and a tree blob
+/// kind, searched through a table of buckets (see [`Sorted`]): a data blob and a tree blob
 /// with the same plaintext share an id but are different objects
 /// (format-spec/README.md, "Index files"), and every lookup names the kind it
 /// expects, at no cost over a lookup by id alone.
 #[derive(Default)]
 pub struct Index {
     packs: Vec<(PackId, u64)>,
-    data: Vec<Entry>,
-    trees: Vec<Entry>,
+    data: Sorted,
+    trees: Sorted,
     /// The index files it was loaded from, when known.
     files: Vec<IndexId>,
 }
@@ -264,67 +321,22 @@ impl Index {
         &self.files
     }
 
-    fn entries(&self, kind: BlobKind) -> &[Entry] {
+    fn sorted(&self, kind: BlobKind) -> &Sorted {
         match kind {
             BlobKind::Data => &self.data,
             BlobKind::Tree => &self.trees,
         }
     }
 
-    /// Ids are keyed hashes, so uniformly spread: interpolating on their first 8
-    /// bytes lands next to the entry in two or three steps (a bisection of a large
-    /// index takes twenty, nearly all of them cache misses). The steps are capped,
-    /// then bisection finishes, so no distribution of ids can make it slow.
     fn find(&self, kind: BlobKind, id: &BlobId) -> Option<&Entry> {
-        let entries = self.entries(kind);
-        let mut range = (0, entries.len());
-        for _ in 0..INTERPOLATION_STEPS {
-            match step(entries, id, range) {
-                Step::Found(e) => return Some(e),
-                Step::Absent => return None,
-                Step::Narrowed(r) => range = r,
-                Step::Small => break,
-            }
-        }
-        bisect(entries, id, range)
+        self.sorted(kind).find(id)
     }
 
-    /// [`Self::contains`] of each of `ids`, looked up side by side: one step of
-    /// every lookup, then the next step of every one. The steps of different ids
-    /// don't depend on each other, so the processor overlaps their cache misses,
-    /// which one lookup after another (with other work between) can't.
+    /// [`Self::contains`] of each of `ids`. The lookups don't depend on each
+    /// other, so the processor overlaps their cache misses.
     pub fn contains_each(&self, kind: BlobKind, ids: &[BlobId]) -> Vec<bool> {
-        let entries = self.entries(kind);
-        let mut found = vec![false; ids.len()];
-        let mut pending: Vec<(usize, (usize, usize))> =
-            (0..ids.len()).map(|i| (i, (0, entries.len()))).collect();
-        for _ in 0..INTERPOLATION_STEPS {
-            pending.retain_mut(|(i, range)| {
-                let Some(id) = ids.get(*i) else {
-                    return false;
-                };
-                match step(entries, id, *range) {
-                    Step::Found(_) => {
-                        if let Some(f) = found.get_mut(*i) {
-                            *f = true;
-                        }
-                        false
-                    }
-                    Step::Absent => false,
-                    Step::Narrowed(r) => {
-                        *range = r;
-                        true
-                    }
-                    Step::Small => true,
-                }
-            });
-        }
-        for (i, range) in pending {
-            if let (Some(id), Some(f)) = (ids.get(i), found.get_mut(i)) {
-                *f = bisect(entries, id, range).is_some();
-            }
-        }
-        found
+        let sorted = self.sorted(kind);
+        ids.iter().map(|id| sorted.find(id).is_some()).collect()
     }
 
     pub fn contains(&self, kind: BlobKind, id: &BlobId) -> bool {
@@ -368,29 +380,25 @@ impl Index {
             .enumerate()
             .map(|(i, (id, _))| (*id, i as u32))
             .collect();
+        // Existing packs keep their positions and new ones come after, so
+        // a blob already indexed keeps its location over new copies (see
+        // [`full_order`]).
+        let mut entries = data.entries;
+        entries.extend(trees.entries);
         let mut b = IndexBuilder {
             packs,
             pack_pos,
-            entries: Vec::new(),
+            entries,
         };
         for f in more {
             b.add_file(f);
         }
-        let (new_trees, new_data): (Vec<Entry>, Vec<Entry>) = b
-            .entries
-            .into_iter()
-            .partition(|e| kind_of(e) == BlobKind::Tree);
-        // Existing entries first: a stable sort keeps them over the new copies,
-        // and sorting a sorted run followed by a short one is cheap.
-        let join = |mut old: Vec<Entry>, new: Vec<Entry>| {
-            old.extend(new);
-            sorted(old)
-        };
         loaded.extend_from_slice(files);
+        let (data, trees) = split_by_kind(b.entries);
         Index {
             packs: b.packs,
-            data: join(data, new_data),
-            trees: join(trees, new_trees),
+            data,
+            trees,
             files: loaded,
         }
     }
@@ -400,35 +408,40 @@ impl Index {
     }
 
     pub fn blob_count(&self) -> usize {
-        self.data.len() + self.trees.len()
+        self.data.entries.len() + self.trees.entries.len()
     }
 
     /// Every blob and the pack it is read from, data blobs first, each kind in
     /// id order. A blob stored in several packs appears once, with the copy
     /// reads use.
     pub fn blobs(&self) -> impl Iterator<Item = (PackId, PackEntry)> + '_ {
-        self.data.iter().chain(&self.trees).filter_map(|e| {
-            let (pack, _) = *self.packs.get(e.pack as usize)?;
-            Some((
-                pack,
-                PackEntry {
-                    kind: kind_of(e),
-                    id: BlobId(e.id),
-                    offset: e.offset,
-                    length: e.length,
-                    raw_length: e.raw_and_kind & !TREE_BIT,
-                },
-            ))
-        })
+        self.data
+            .entries
+            .iter()
+            .chain(&self.trees.entries)
+            .filter_map(|e| {
+                let (pack, _) = *self.packs.get(e.pack as usize)?;
+                Some((
+                    pack,
+                    PackEntry {
+                        kind: kind_of(e),
+                        id: BlobId(e.id),
+                        offset: e.offset,
+                        length: e.length,
+                        raw_length: e.raw_and_kind & !TREE_BIT,
+                    },
+                ))
+            })
     }
 
     pub fn pack_count(&self) -> usize {
         self.packs.len()
     }
 
-    /// Bytes the blob entries take in memory, for reports (48 per blob).
+    /// Bytes the blob entries and their bucket tables take in memory, for
+    /// reports (48 per blob and about 1 for the tables).
     pub fn memory_bytes(&self) -> usize {
-        (self.data.capacity() + self.trees.capacity()) * std::mem::size_of::<Entry>()
+        self.data.memory_bytes() + self.trees.memory_bytes()
     }
 }
 
@@ -512,9 +525,10 @@ mod tests {
         assert_eq!(idx.files(), &[IndexId([7; 32]), IndexId([8; 32])]);
     }
 
-    /// Interpolation must find every id and no other, however the ids are spread:
-    /// uniform (as keyed hashes are), all sharing their first 8 bytes (where
-    /// interpolation has nothing to go on), or bunched at both ends.
+    /// A lookup must find every id and no other, however the ids are spread:
+    /// uniform (as keyed hashes are), all sharing their first 8 bytes (so all
+    /// in one bucket of the table), or bunched at both ends (in the first and
+    /// last buckets).
     #[test]
     fn lookup_holds_for_any_spread_of_ids() {
         let mut x = 0x9E37_79B9_7F4A_7C15u64;
@@ -563,6 +577,8 @@ mod tests {
                 let mut b = IndexBuilder::new();
                 b.add_pack(PackId([1; 32]), 1 << 30, &entries);
                 let idx = b.build();
+                // From 8 entries on, lookups go through a table of buckets.
+                assert_eq!(idx.data.bits > 0, n >= 8, "n {n}");
                 for (i, id) in ids.iter().enumerate() {
                     let (_, e) = idx
                         .get(BlobKind::Data, &BlobId(*id))
