@@ -314,7 +314,7 @@ fn a_node(
         uid: u.arbitrary()?,
         gid: u.arbitrary()?,
         user: if rarely(u, 4)? {
-            Some(some_text(u, 16)?)
+            Some(some_text(u, 16)?.into())
         } else {
             None
         },

@@ -5,6 +5,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::Arc;
 
 pub use super::meta::Meta;
 
@@ -13,8 +14,8 @@ use crate::tree::{Node, NodeKind, Timestamp, Xattr};
 /// uid/gid → name lookups, cached for the run.
 #[derive(Default)]
 pub struct NameCache {
-    users: HashMap<u32, Option<String>>,
-    groups: HashMap<u32, Option<String>>,
+    users: HashMap<u32, Option<Arc<str>>>,
+    groups: HashMap<u32, Option<Arc<str>>>,
 }
 
 impl NameCache {
@@ -24,26 +25,26 @@ impl NameCache {
         node.group = self.group(node.gid);
     }
 
-    fn user(&mut self, uid: u32) -> Option<String> {
+    fn user(&mut self, uid: u32) -> Option<Arc<str>> {
         self.users
             .entry(uid)
             .or_insert_with(|| {
                 nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
                     .ok()
                     .flatten()
-                    .map(|u| u.name)
+                    .map(|u| Arc::from(u.name))
             })
             .clone()
     }
 
-    fn group(&mut self, gid: u32) -> Option<String> {
+    fn group(&mut self, gid: u32) -> Option<Arc<str>> {
         self.groups
             .entry(gid)
             .or_insert_with(|| {
                 nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid))
                     .ok()
                     .flatten()
-                    .map(|g| g.name)
+                    .map(|g| Arc::from(g.name))
             })
             .clone()
     }

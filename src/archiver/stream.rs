@@ -36,11 +36,11 @@ impl Archiver<'_> {
             mode: 0o666 & !current_umask().unwrap_or(UNKNOWN_UMASK),
             uid,
             gid,
-            user: Some(snapshot::username()),
+            user: Some(snapshot::username().into()),
             group: nix::unistd::Group::from_gid(nix::unistd::getgid())
                 .ok()
                 .flatten()
-                .map(|g| g.name),
+                .map(|g| g.name.into()),
             mtime: t,
             atime: t,
             ctime: t,
