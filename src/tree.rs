@@ -330,10 +330,14 @@ impl Tree {
     }
 
     pub fn find(&self, name: &[u8]) -> Option<&Node> {
+        self.position(name).and_then(|i| self.nodes.get(i))
+    }
+
+    /// Where the node named `name` is in this (decoded, so sorted) tree.
+    pub fn position(&self, name: &[u8]) -> Option<usize> {
         self.nodes
             .binary_search_by(|n| n.name.as_slice().cmp(name))
             .ok()
-            .and_then(|i| self.nodes.get(i))
     }
 }
 

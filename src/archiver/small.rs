@@ -77,6 +77,12 @@ pub(super) struct OpenDir {
     pub(super) parent: Option<usize>,
     /// Its tree in the parent snapshot, and that tree's id.
     pub(super) old: Option<Tree>,
+    /// Which of `old`'s nodes the new tree has unchanged. They stay in `old`
+    /// rather than being copied into `tree`, so that a large directory isn't
+    /// held twice: when all are unchanged (and nothing else arrived), `old`'s
+    /// id is the tree's; otherwise they are moved into `tree` when it is
+    /// finished.
+    pub(super) reused: Vec<bool>,
     pub(super) old_id: Option<BlobId>,
     /// Entries (small files, subdirectories) not in `tree` yet.
     pub(super) outstanding: usize,
@@ -289,6 +295,7 @@ impl Archiver<'_> {
             mut tree,
             mut node,
             old,
+            reused,
             old_id,
             held,
             ..
@@ -296,14 +303,12 @@ impl Archiver<'_> {
         self.deferral.held = self.deferral.held.saturating_sub(held);
         // A directory whose entries all match the parent's keeps the parent's
         // tree blob, without encoding and hashing it again.
-        // Names in a directory are unique, so an unstable sort gives the same
-        // order, without the stable sort's scratch copy of the nodes (5 MiB
-        // for usr's man1).
-        tree.nodes.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        let unchanged = reused.iter().filter(|&&r| r).count();
         let kept = match (&old, old_id) {
             (Some(old), Some(old_id))
                 if self.reuse_trees
-                    && old.nodes == tree.nodes
+                    && tree.nodes.is_empty()
+                    && unchanged == old.nodes.len()
                     && self.saver.known(BlobKind::Tree, &old_id) =>
             {
                 Some(old_id)
@@ -312,10 +317,22 @@ impl Archiver<'_> {
         };
         let id = match kept {
             Some(id) => id,
-            None => self.saver.save_tree(&mut tree).map_err(|e| match e {
-                Error::Invalid(m) => Error::invalid(format!("{}: {m}", path.display())),
-                other => other,
-            })?,
+            None => {
+                if let Some(old) = old {
+                    tree.nodes.reserve_exact(unchanged);
+                    tree.nodes.extend(
+                        old.nodes
+                            .into_iter()
+                            .zip(reused)
+                            .filter_map(|(n, r)| r.then_some(n)),
+                    );
+                }
+                // Encoding sorts the nodes by name.
+                self.saver.save_tree(&mut tree).map_err(|e| match e {
+                    Error::Invalid(m) => Error::invalid(format!("{}: {m}", path.display())),
+                    other => other,
+                })?
+            }
         };
         match old_id {
             None => self.summary.dirs_new += 1,

@@ -284,16 +284,23 @@ impl Archiver<'_> {
                 (None, Vec::new())
             }
         };
+        // A directory new since the parent snapshot gets room for every
+        // entry: its tree is otherwise grown by doubling as they arrive. One
+        // that was there keeps its unchanged entries in its parent tree
+        // until it is finished (see `OpenDir::reused`).
+        let room = match &parent_tree {
+            Some(_) => 0,
+            None => entries.len(),
+        };
         let slot = self.deferral.open(OpenDir {
             path: path.to_path_buf(),
-            // Room for every entry: a large directory's tree is otherwise
-            // grown by doubling as its entries arrive.
             tree: Tree {
-                nodes: Vec::with_capacity(entries.len()),
+                nodes: Vec::with_capacity(room),
             },
             node,
             parent: self.deferral.current,
             old: None,
+            reused: vec![false; parent_tree.as_ref().map_or(0, |t| t.nodes.len())],
             old_id: subtree_of(parent),
             outstanding: 0,
             walked: false,
@@ -365,13 +372,19 @@ impl Archiver<'_> {
             next = issue();
             // The blobs of the parent's copies of this group's files, looked up
             // side by side (see `Index::contains_each`).
-            let parents: Vec<Option<&Node>> = probed
+            // Each entry's node in the parent tree, and where it is there.
+            let parents: Vec<Option<(usize, &Node)>> = probed
                 .iter()
-                .map(|(name, _, _)| parent_tree.as_ref().and_then(|t| t.find(name)))
+                .map(|(name, _, _)| {
+                    let t = parent_tree.as_ref()?;
+                    let i = t.position(name)?;
+                    Some((i, t.nodes.get(i)?))
+                })
                 .collect();
             let wanted: Vec<BlobId> = parents
                 .iter()
                 .flatten()
+                .map(|(_, n)| n)
                 .filter(|n| n.kind == NodeKind::File)
                 .flat_map(|n| n.content.iter().copied())
                 .collect();
@@ -393,7 +406,7 @@ impl Archiver<'_> {
                 .zip(&parents)
                 .filter_map(|((_, child, probe), parent_node)| {
                     let Ok((m, _, _)) = probe else { return None };
-                    let subtree = subtree_of(*parent_node)?;
+                    let subtree = subtree_of(parent_node.map(|(_, n)| n))?;
                     let large = index
                         .get(BlobKind::Tree, &subtree)
                         .is_some_and(|(_, e)| e.raw_length >= AHEAD_MIN_TREE);
@@ -405,7 +418,8 @@ impl Archiver<'_> {
                 })
                 .collect();
             let mut issued = Vec::new();
-            for ((_, child, probe), parent_node) in probed.into_iter().zip(parents) {
+            for ((_, child, probe), parent_at) in probed.into_iter().zip(parents) {
+                let parent_node = parent_at.map(|(_, n)| n);
                 while self.ahead.len() < AHEAD_DIRS {
                     let Some((dir, m, subtree)) = subdirs.pop_front() else {
                         break;
@@ -447,7 +461,16 @@ impl Archiver<'_> {
                     indexed: all_indexed,
                 };
                 if let Some(n) = self.backup_probed(&child, probe, parent)? {
-                    self.deferral.dir(slot)?.tree.nodes.push(n);
+                    let dir = self.deferral.dir(slot)?;
+                    match parent_at {
+                        // Unchanged: its node in the parent tree stands for it.
+                        Some((i, old)) if *old == n && i < dir.reused.len() => {
+                            if let Some(r) = dir.reused.get_mut(i) {
+                                *r = true;
+                            }
+                        }
+                        _ => dir.tree.nodes.push(n),
+                    }
                 }
             }
             // Gathered for a directory that was not backed up after all (it
