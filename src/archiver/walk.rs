@@ -28,8 +28,15 @@ const PROBE_BATCH: usize = 256;
 /// Directories with at most this many entries are probed on the walking thread.
 const INLINE_PROBE: usize = 16;
 
-/// Subdirectories gathered ahead (see [`gather_ahead`]) at most at once.
-const AHEAD_DIRS: usize = 16;
+/// Subdirectories gathered ahead (see [`gather_ahead`]) at most at once: two
+/// for each thread of the pool that gathers them, from 4 to 16. More than
+/// the pool can work on only holds finished listings, parent trees and
+/// probes in memory until the walk gets to them: on 2 cores, 16 instead of 4
+/// made an unchanged re-backup of `small` peak at 24 instead of 18 MiB, and
+/// no faster.
+fn ahead_dirs() -> usize {
+    (2 * rayon::current_num_threads()).clamp(4, 16)
+}
 
 /// Directories at most this deep keep their descriptor open while their
 /// entries are probed (see [`Meta`]); a directory of more than one group of
@@ -394,7 +401,7 @@ impl Archiver<'_> {
                 .contains_each(BlobKind::Data, &wanted)
                 .into_iter();
             // This group's larger subdirectories are listed and probed ahead,
-            // up to AHEAD_DIRS at a time, while the entries before them are
+            // up to `ahead_dirs()` at a time, while the entries before them are
             // decided and backed up. Larger means a tree in the parent
             // snapshot of at least AHEAD_MIN_TREE bytes (the index records each
             // blob's length); a directory new since has none there and is
@@ -418,9 +425,10 @@ impl Archiver<'_> {
                 })
                 .collect();
             let mut issued = Vec::new();
+            let ahead_dirs = ahead_dirs();
             for ((_, child, probe), parent_at) in probed.into_iter().zip(parents) {
                 let parent_node = parent_at.map(|(_, n)| n);
-                while self.ahead.len() < AHEAD_DIRS {
+                while self.ahead.len() < ahead_dirs {
                     let Some((dir, m, subtree)) = subdirs.pop_front() else {
                         break;
                     };
