@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -150,7 +151,10 @@ pub(super) fn count_sources(
                 continue;
             }
             if let Ok((_, entries)) = list_dir(&path, None) {
-                stack.extend(entries.into_iter().map(|(_, p)| (p, Some(meta.dev()))));
+                stack.extend(entries.into_iter().map(|name| {
+                    let child = path.join(std::ffi::OsStr::from_bytes(&name));
+                    (child, Some(meta.dev()))
+                }));
             }
         }
     }

@@ -321,7 +321,15 @@ impl Archiver<'_> {
             probed.retain(|(_, p, _)| !self.skip(p));
             probed
         });
-        entries.retain(|(_, p)| !self.skip(p));
+        // Names only are listed: an entry's path is made when it is probed
+        // (a listing of usr's man1 held 2 MiB of paths). Here only when an
+        // entry could be left out: there are excludes, or the repository is
+        // in this directory.
+        if !self.excludes.patterns().is_empty()
+            || self.repo_root.as_deref().and_then(Path::parent) == Some(path)
+        {
+            entries.retain(|name| !self.skip(&path.join(std::ffi::OsStr::from_bytes(name))));
+        }
         // Entries are probed a group ahead on the rayon pool while this thread
         // decides about the previous group, so the system calls overlap with it.
         // (Each group is its own allocation of its own size: splitting off the
@@ -338,10 +346,10 @@ impl Archiver<'_> {
             }
         }
         let known_tree = parent_tree.as_ref().filter(|_| self.reuse_metadata);
-        let known = |entries: &[(Vec<u8>, PathBuf)]| -> Vec<Option<node::Known>> {
+        let known = |entries: &[Vec<u8>]| -> Vec<Option<node::Known>> {
             entries
                 .iter()
-                .map(|(name, _)| known_in(known_tree, name))
+                .map(|name| known_in(known_tree, name))
                 .collect()
         };
         if first.is_some() && groups.first().is_some_and(Vec::is_empty) {
@@ -362,7 +370,7 @@ impl Archiver<'_> {
             } else {
                 dir.clone()
             };
-            Some(probe_ahead(d, g, k))
+            Some(probe_ahead(d, path, g, k))
         };
         let mut next = match first.take() {
             Some(probed) => Some(ready(probed)),
@@ -526,9 +534,9 @@ fn gather_ahead(
                 .entries
                 .iter()
                 .take(PROBE_BATCH)
-                .map(|entry| {
-                    let known = known_in(known_tree, &entry.0);
-                    probe_entry(l.dir.as_deref(), entry.clone(), known)
+                .map(|name| {
+                    let known = known_in(known_tree, name);
+                    probe_entry(l.dir.as_deref(), &path, name.clone(), known)
                 })
                 .collect(),
             Err(_) => Vec::new(),
@@ -556,7 +564,8 @@ type Probed = Vec<(Vec<u8>, PathBuf, node::Probe)>;
 /// gathers it here for a few.
 fn probe_ahead(
     dir: Option<Arc<File>>,
-    entries: Vec<(Vec<u8>, PathBuf)>,
+    dir_path: &Path,
+    entries: Vec<Vec<u8>>,
     known: Vec<Option<node::Known>>,
 ) -> std::sync::mpsc::Receiver<Probed> {
     if entries.len() <= INLINE_PROBE {
@@ -565,26 +574,29 @@ fn probe_ahead(
         let probed = entries
             .into_iter()
             .zip(known)
-            .map(|(entry, known)| probe_entry(dir.as_deref(), entry, known))
+            .map(|(name, known)| probe_entry(dir.as_deref(), dir_path, name, known))
             .collect();
         return ready(probed);
     }
+    let dir_path = dir_path.to_path_buf();
     on_pool(move || {
         entries
             .into_par_iter()
             .zip(known)
-            .map(|(entry, known)| probe_entry(dir.as_deref(), entry, known))
+            .map(|(name, known)| probe_entry(dir.as_deref(), &dir_path, name, known))
             .collect::<Probed>()
     })
 }
 
-/// One directory entry probed, with what the parent snapshot knows of it.
-/// With `dir`, the open directory the entry is in.
+/// The directory entry `name` of `dir_path` probed, with what the parent
+/// snapshot knows of it. With `dir`, the open directory (at `dir_path`).
 fn probe_entry(
     dir: Option<&File>,
-    (name, path): (Vec<u8>, PathBuf),
+    dir_path: &Path,
+    name: Vec<u8>,
     known: Option<node::Known>,
 ) -> (Vec<u8>, PathBuf, node::Probe) {
+    let path = dir_path.join(std::ffi::OsStr::from_bytes(&name));
     let probe = node::probe(dir, &path, &name, known);
     (name, path, probe)
 }
@@ -618,8 +630,8 @@ pub(super) fn on_pool<T: Send + 'static>(
     rx
 }
 
-/// A directory's entries: names, and paths to them.
-type Entries = Vec<(Vec<u8>, PathBuf)>;
+/// A directory's entries, by name.
+type Entries = Vec<Vec<u8>>;
 
 /// A directory's entries, and with `dir` the directory itself, kept open so
 /// that the entries' metadata is asked of it (see [`Meta`]).
@@ -635,7 +647,7 @@ fn list_sorted(path: &Path, meta: &Meta, open: bool) -> io::Result<Listing> {
     entries.sort();
     // A name `readdir` returned twice (entries renamed while it ran) would make
     // a tree that readers refuse.
-    entries.dedup_by(|a, b| a.0 == b.0);
+    entries.dedup();
     Ok(Listing {
         dir: open.then(|| Arc::new(dir)),
         entries,
@@ -679,7 +691,7 @@ pub(super) fn list_dir(path: &Path, expected: Option<&Meta>) -> io::Result<(File
         if name == b"." || name == b".." {
             continue;
         }
-        out.push((name.to_vec(), path.join(std::ffi::OsStr::from_bytes(name))));
+        out.push(name.to_vec());
     }
     Ok((dir, out))
 }

@@ -238,3 +238,47 @@ fn a_symlink_given_or_inside_a_path_is_kept_as_written() {
     );
     assert!(!listing.contains("/real"), "{listing}");
 }
+
+/// A backup of a directory that holds the repository leaves the repository
+/// out, saying so, with excludes given or not (the walk checks an entry's
+/// path for either only where one could apply).
+#[test]
+fn a_directory_holding_the_repository_is_backed_up_without_it() {
+    let env = Env::with_repo(&[]);
+    let top = env.path("");
+    let top = top
+        .to_str()
+        .expect("utf-8")
+        .trim_end_matches('/')
+        .to_string();
+    fs::write(env.path("notes.txt"), b"kept\n").expect("write");
+    let cache = format!("{top}/cache");
+    for extra in [vec!["--exclude", cache.as_str()], vec![]] {
+        let mut args = vec![top.as_str()];
+        args.extend(extra.iter().copied());
+        let text = env.ok(&[&["backup", "--json"], args.as_slice()].concat());
+        let warning = common::last_json(&text, "warning");
+        assert_eq!(
+            warning["error"], "skipped: this is the repository being written to",
+            "{extra:?}: {text}"
+        );
+        assert_eq!(warning["path"], format!("{top}/repo"), "{extra:?}: {text}");
+        let summary = common::last_json(&text, "summary");
+        assert_eq!(summary["errors"], 0, "{extra:?}: {summary}");
+        let listed = env.ok(&["ls", "latest", &top]);
+        let names: Vec<&str> = listed
+            .lines()
+            .map(|l| l.trim_start_matches(&format!("{top}/")))
+            .collect();
+        assert!(names.contains(&"notes.txt"), "{extra:?}: {listed}");
+        assert!(
+            !names.iter().any(|n| *n == "repo" || n.starts_with("repo/")),
+            "{extra:?}: {listed}"
+        );
+        assert_eq!(
+            names.contains(&"cache"),
+            extra.is_empty(),
+            "{extra:?}: {listed}"
+        );
+    }
+}
