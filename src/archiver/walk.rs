@@ -478,14 +478,13 @@ impl Archiver<'_> {
                 };
                 if let Some(n) = self.backup_probed(&child, probe, parent)? {
                     let dir = self.deferral.dir(slot)?;
-                    match parent_at {
-                        // Unchanged: its node in the parent tree stands for it.
-                        Some((i, old)) if *old == n && i < dir.reused.len() => {
-                            if let Some(r) = dir.reused.get_mut(i) {
-                                *r = true;
-                            }
-                        }
-                        _ => dir.tree.nodes.push(n),
+                    // Unchanged: its node in the parent tree stands for it.
+                    let same = parent_at
+                        .filter(|(_, old)| **old == n)
+                        .and_then(|(i, _)| dir.reused.get_mut(i));
+                    match same {
+                        Some(reused) => *reused = true,
+                        None => dir.tree.nodes.push(n),
                     }
                 }
             }
