@@ -187,6 +187,47 @@ impl Cache {
         }
     }
 
+    /// Stores a copy of the `size`-byte file `name`, read `piece` bytes at a
+    /// time by `read(offset, len)` and hashed as it goes, so that it is never
+    /// in memory whole. `false` if a read failed, the bytes don't hash to
+    /// `name` (nothing is then stored), or the copy couldn't be written.
+    pub fn put_pieces(
+        &self,
+        t: FileType,
+        name: &str,
+        size: u64,
+        piece: u64,
+        mut read: impl FnMut(u64, u64) -> Option<Vec<u8>>,
+    ) -> bool {
+        let Some(p) = self.path(t, name) else {
+            return false;
+        };
+        if p.exists() {
+            return true;
+        }
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let tmp = p.with_extension(format!("tmp-{}-{n}", std::process::id()));
+        let copied = (|| {
+            let mut f = new_private_file(&tmp).ok()?;
+            let mut hasher = blake3::Hasher::new();
+            let mut offset = 0;
+            while offset < size {
+                let len = piece.max(1).min(size - offset);
+                let bytes = read(offset, len).filter(|b| b.len() as u64 == len)?;
+                hasher.update(&bytes);
+                f.write_all(&bytes).ok()?;
+                offset += len;
+            }
+            (hex::encode(hasher.finalize().as_bytes()) == name).then_some(())
+        })();
+        if copied.is_none() || fs::rename(&tmp, &p).is_err() {
+            let _ = fs::remove_file(&tmp);
+            return false;
+        }
+        true
+    }
+
     /// Removes cached files of kind `t` that the repository no longer has.
     pub fn retain(&self, t: FileType, keep: &HashSet<String>) {
         let Some(sub) = kind_dir(t) else { return };
@@ -279,6 +320,45 @@ mod tests {
         // Names that are not ids never reach the filesystem.
         assert!(c.get(FileType::Index, "../../etc/passwd").is_none());
         assert!(c.get(FileType::Key, &name).is_none());
+    }
+
+    /// A file copied in pieces is stored only whole and hashing to its name:
+    /// a piece that fails or comes back short, or bytes of another name,
+    /// leave nothing (not even a temporary file) behind.
+    #[test]
+    fn a_copy_in_pieces_is_stored_only_whole_and_verified() {
+        let base = tempfile::tempdir().unwrap();
+        let c = Cache::open(base.path(), &RepoId([1; 32])).unwrap();
+        let bytes: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let name = blake3::hash(&bytes).to_hex().to_string();
+        let size = bytes.len() as u64;
+        let range = |o: u64, l: u64| bytes.get(o as usize..(o + l) as usize).map(<[u8]>::to_vec);
+        let packs = c.dir.join("tree-packs");
+        let left = || fs::read_dir(&packs).unwrap().count();
+
+        assert!(!c.put_pieces(FileType::Pack, &name, size, 999, |_, _| None));
+        assert!(!c.put_pieces(FileType::Pack, &name, size, 999, |o, l| {
+            range(o, l).map(|mut b| {
+                b.pop();
+                b
+            })
+        }));
+        let other = blake3::hash(b"another file").to_hex().to_string();
+        assert!(!c.put_pieces(FileType::Pack, &other, size, 999, range));
+        assert_eq!(left(), 0, "nothing is left of the failed copies");
+
+        let mut asked = Vec::new();
+        assert!(c.put_pieces(FileType::Pack, &name, size, 4096, |o, l| {
+            asked.push((o, l));
+            range(o, l)
+        }));
+        assert_eq!(asked, [(0, 4096), (4096, 4096), (8192, 1808)]);
+        assert_eq!(fs::read(packs.join(&name)).unwrap(), bytes);
+        assert_eq!(
+            c.read_range(FileType::Pack, &name, 4000, 200).unwrap(),
+            &bytes[4000..4200]
+        );
+        assert_eq!(left(), 1);
     }
 
     fn set_age(dir: &Path, age: Duration) {

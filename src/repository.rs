@@ -64,6 +64,10 @@ const TREE_PACKS_HELD: usize = 4;
 /// a blob at a time instead.
 const TREE_PACK_HELD_MAX: u64 = 64 << 20;
 
+/// Bytes per read when a tree pack on a local disk is copied into the cache:
+/// below the size read with O_DIRECT (and its 4 MiB staging buffer).
+const CACHE_COPY_PIECE: u64 = 256 << 10;
+
 impl Repository {
     /// Creates a repository in an empty or missing location. The config file is
     /// written last: until it exists the location is not a repository, so an
@@ -569,14 +573,25 @@ impl Repository {
             Some(sealed) => sealed,
             None => {
                 let size = index.pack_size_of(entry.kind, &entry.id)?;
-                let bytes = self.backend.read(FileType::Pack, &name, size).ok()?;
-                // Verified once, whole, when cached; each blob is verified on read.
-                check_name(&bytes, &name, "pack").ok()?;
                 // A cached copy too short for the blob is replaced.
                 cache.remove(FileType::Pack, &name);
-                cache.put(FileType::Pack, &name, &bytes);
-                let end = usize::try_from(start + len).ok()?;
-                bytes.get(usize::try_from(start).ok()?..end)?.to_vec()
+                // Copied in pieces and verified once, whole, by its name; each
+                // blob is verified on read. A local disk is read a piece at a
+                // time (a tree pack of 16 MiB is not held in memory whole);
+                // object storage, where each request is a round trip, whole.
+                let piece = match self.backend.concurrency() {
+                    0 | 1 => CACHE_COPY_PIECE,
+                    _ => size,
+                };
+                let read = |offset, len| {
+                    self.backend
+                        .read_range(FileType::Pack, &name, offset, len)
+                        .ok()
+                };
+                if !cache.put_pieces(FileType::Pack, &name, size, piece, read) {
+                    return None;
+                }
+                cache.read_range(FileType::Pack, &name, start, len)?
             }
         };
         match pack::open_blob(&self.key, session, self.repo_id(), entry, &sealed, pack_id) {
