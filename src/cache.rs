@@ -178,13 +178,7 @@ impl Cache {
         if p.exists() {
             return;
         }
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let tmp = p.with_extension(format!("tmp-{}-{n}", std::process::id()));
-        let written = new_private_file(&tmp).and_then(|mut f| f.write_all(bytes));
-        if written.is_err() || fs::rename(&tmp, &p).is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
+        write_new(&p, |f| f.write_all(bytes).ok());
     }
 
     /// Stores a copy of the `size`-byte file `name`, read `piece` bytes at a
@@ -205,11 +199,7 @@ impl Cache {
         if p.exists() {
             return true;
         }
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let tmp = p.with_extension(format!("tmp-{}-{n}", std::process::id()));
-        let copied = (|| {
-            let mut f = new_private_file(&tmp).ok()?;
+        write_new(&p, |f| {
             let mut hasher = blake3::Hasher::new();
             let mut offset = 0;
             while offset < size {
@@ -220,12 +210,7 @@ impl Cache {
                 offset += len;
             }
             (hex::encode(hasher.finalize().as_bytes()) == name).then_some(())
-        })();
-        if copied.is_none() || fs::rename(&tmp, &p).is_err() {
-            let _ = fs::remove_file(&tmp);
-            return false;
-        }
-        true
+        })
     }
 
     /// Removes cached files of kind `t` that the repository no longer has.
@@ -241,6 +226,20 @@ impl Cache {
             }
         }
     }
+}
+
+/// Creates `p` through a temporary file beside it, renamed into place once
+/// `fill` has written it whole; otherwise nothing is left. Whether it was.
+fn write_new(p: &Path, fill: impl FnOnce(&mut fs::File) -> Option<()>) -> bool {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let tmp = p.with_extension(format!("tmp-{}-{n}", std::process::id()));
+    let filled = new_private_file(&tmp).ok().and_then(|mut f| fill(&mut f));
+    if filled.is_none() || fs::rename(&tmp, p).is_err() {
+        let _ = fs::remove_file(&tmp);
+        return false;
+    }
+    true
 }
 
 /// Opens `dir` (created if missing) with a shared lock. A sweep may remove the

@@ -142,7 +142,7 @@ pub mod shared_text {
     }
 
     /// `text` as a shared copy: one of the last few this thread made, if equal.
-    pub fn intern(text: &str) -> Arc<str> {
+    fn intern(text: &str) -> Arc<str> {
         if text.len() > LONGEST {
             return Arc::from(text);
         }
