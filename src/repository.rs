@@ -16,7 +16,7 @@ use crate::index::{INDEX_MAX_LEN, Index, IndexFile};
 use crate::keyfile::KeyFile;
 use crate::pack::{self, BlobKind, FinishedPack, PACK_DATA_START, PackSpool};
 use crate::snapshot::{SNAPSHOT_MAX_LEN, Snapshot};
-use crate::tree::Tree;
+use crate::tree::{Tree, TreeView};
 
 /// Options of `init`.
 pub struct InitOptions {
@@ -655,6 +655,12 @@ impl Repository {
     pub fn load_tree(&self, index: &Index, id: &BlobId) -> Result<Tree> {
         let bytes = self.read_blob(index, BlobKind::Tree, id)?;
         Tree::decode(&bytes, id)
+    }
+
+    /// A tree whose nodes are decoded one at a time (see [`TreeView`]).
+    pub fn load_tree_view(&self, index: &Index, id: &BlobId) -> Result<TreeView> {
+        let bytes = self.read_blob(index, BlobKind::Tree, id)?;
+        TreeView::new(bytes, id)
     }
 }
 

@@ -19,6 +19,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::id::BlobId;
 
+mod view;
+pub use view::TreeView;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NodeKind {
@@ -293,38 +296,9 @@ impl Tree {
         let tree: Tree = crate::format::from_msgpack(bytes, &what)?;
         let mut prev: Option<&[u8]> = None;
         for n in &tree.nodes {
-            if !is_safe_name(&n.name) {
-                return Err(Error::corrupt(
-                    what(),
-                    format!("unsafe entry name {:?}", String::from_utf8_lossy(&n.name)),
-                ));
-            }
-            if let Some(p) = prev {
-                if p >= n.name.as_slice() {
-                    return Err(Error::corrupt(
-                        what(),
-                        "entries are not sorted or not unique",
-                    ));
-                }
-            }
+            check_name_order(prev, &n.name).map_err(|e| Error::corrupt(what(), e))?;
             prev = Some(&n.name);
-            let consistent = match n.kind {
-                NodeKind::Dir => n.subtree.is_some() && n.content.is_empty(),
-                NodeKind::File => n.subtree.is_none(),
-                NodeKind::Symlink => {
-                    n.link_target.is_some() && n.subtree.is_none() && n.content.is_empty()
-                }
-                _ => n.subtree.is_none() && n.content.is_empty(),
-            };
-            if !consistent || n.nanos_ok().is_err() {
-                return Err(Error::corrupt(
-                    what(),
-                    format!(
-                        "entry {:?} has fields that don't fit its kind",
-                        String::from_utf8_lossy(&n.name)
-                    ),
-                ));
-            }
+            n.check().map_err(|e| Error::corrupt(what(), e))?;
         }
         Ok(tree)
     }
@@ -341,12 +315,40 @@ impl Tree {
     }
 }
 
+/// `name` is safe, and comes after `prev` (the name before it in a tree).
+fn check_name_order(prev: Option<&[u8]>, name: &[u8]) -> std::result::Result<(), String> {
+    if !is_safe_name(name) {
+        return Err(format!(
+            "unsafe entry name {:?}",
+            String::from_utf8_lossy(name)
+        ));
+    }
+    match prev {
+        Some(p) if p >= name => Err("entries are not sorted or not unique".into()),
+        _ => Ok(()),
+    }
+}
+
 impl Node {
-    fn nanos_ok(&self) -> std::result::Result<(), ()> {
-        for t in [self.mtime, self.atime, self.ctime] {
-            if t.1 >= 1_000_000_000 {
-                return Err(());
+    /// The fields present are those of the node's kind, and its times are
+    /// valid.
+    fn check(&self) -> std::result::Result<(), String> {
+        let consistent = match self.kind {
+            NodeKind::Dir => self.subtree.is_some() && self.content.is_empty(),
+            NodeKind::File => self.subtree.is_none(),
+            NodeKind::Symlink => {
+                self.link_target.is_some() && self.subtree.is_none() && self.content.is_empty()
             }
+            _ => self.subtree.is_none() && self.content.is_empty(),
+        };
+        let nanos_ok = [self.mtime, self.atime, self.ctime]
+            .iter()
+            .all(|t| t.1 < 1_000_000_000);
+        if !consistent || !nanos_ok {
+            return Err(format!(
+                "entry {:?} has fields that don't fit its kind",
+                self.name_lossy()
+            ));
         }
         Ok(())
     }

@@ -157,7 +157,7 @@ pub fn backup(
     // A parent whose tree can't be read only costs re-reading every file; that is
     // also how a backup heals a repository that lost blobs.
     let parent_tree = match &parent {
-        Some((id, s)) => match repo.load_tree(&index, &s.tree) {
+        Some((id, s)) => match repo.load_tree_view(&index, &s.tree) {
             Ok(t) => Some(t),
             Err(e) => {
                 report(Event::Warning(&SourceProblem {

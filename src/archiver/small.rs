@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::format;
 use crate::id::BlobId;
 use crate::pack::BlobKind;
-use crate::tree::{Node, Tree};
+use crate::tree::{Node, Tree, TreeView};
 
 /// Files up to this size are read whole, many at a time on the rayon pool: one
 /// small file alone can't keep the cores (or a NAS's queue) busy.
@@ -76,12 +76,12 @@ pub(super) struct OpenDir {
     /// The open directory it is in, if any.
     pub(super) parent: Option<usize>,
     /// Its tree in the parent snapshot, and that tree's id.
-    pub(super) old: Option<Tree>,
+    pub(super) old: Option<Arc<TreeView>>,
     /// Which of `old`'s nodes the new tree has unchanged. They stay in `old`
-    /// rather than being copied into `tree`, so that a large directory isn't
-    /// held twice: when all are unchanged (and nothing else arrived), `old`'s
-    /// id is the tree's; otherwise they are moved into `tree` when it is
-    /// finished.
+    /// (encoded) rather than being copied into `tree`, so that a large
+    /// directory isn't held twice: when all are unchanged (and nothing else
+    /// arrived), `old`'s id is the tree's; otherwise they are decoded into
+    /// `tree` when it is finished.
     pub(super) reused: Vec<bool>,
     pub(super) old_id: Option<BlobId>,
     /// Entries (small files, subdirectories) not in `tree` yet.
@@ -270,7 +270,7 @@ impl Archiver<'_> {
         let room = HELD_NODES.saturating_sub(self.deferral.held);
         let dir = self.deferral.dir(slot)?;
         if dir.outstanding > 0 {
-            let held = dir.tree.nodes.len() + dir.old.as_ref().map_or(0, |t| t.nodes.len());
+            let held = dir.tree.nodes.len() + dir.old.as_ref().map_or(0, |t| t.len());
             match dir.parent {
                 Some(parent) if held <= room => {
                     dir.walked = true;
@@ -308,7 +308,7 @@ impl Archiver<'_> {
             (Some(old), Some(old_id))
                 if self.reuse_trees
                     && tree.nodes.is_empty()
-                    && unchanged == old.nodes.len()
+                    && unchanged == old.len()
                     && self.saver.known(BlobKind::Tree, &old_id) =>
             {
                 Some(old_id)
@@ -320,12 +320,10 @@ impl Archiver<'_> {
             None => {
                 if let Some(old) = old {
                     tree.nodes.reserve_exact(unchanged);
-                    tree.nodes.extend(
-                        old.nodes
-                            .into_iter()
-                            .zip(reused)
-                            .filter_map(|(n, r)| r.then_some(n)),
-                    );
+                    for (i, _) in reused.iter().enumerate().filter(|(_, r)| **r) {
+                        // Decoded once already, when it was compared.
+                        tree.nodes.push(old.node(i)?);
+                    }
                 }
                 // Encoding sorts the nodes by name.
                 self.saver.save_tree(&mut tree).map_err(|e| match e {

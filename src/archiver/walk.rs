@@ -20,7 +20,7 @@ use crate::id::BlobId;
 use crate::index::Index;
 use crate::pack::BlobKind;
 use crate::repository::Repository;
-use crate::tree::{MAX_TREE_DEPTH, Node, NodeKind, Tree};
+use crate::tree::{MAX_TREE_DEPTH, Node, NodeKind, Tree, TreeView};
 
 /// Directory entries whose metadata is gathered in parallel at a time.
 const PROBE_BATCH: usize = 256;
@@ -55,25 +55,46 @@ fn subtree_of(parent: Option<&Node>) -> Option<BlobId> {
 }
 
 impl Archiver<'_> {
-    fn parent_subtree(&mut self, parent: Option<&Node>) -> Option<Tree> {
+    fn parent_subtree(&mut self, parent: Option<&Node>) -> Option<Arc<TreeView>> {
         let id = subtree_of(parent)?;
-        let loaded = self.repo.load_tree(self.saver.index(), &id);
+        let loaded = self.repo.load_tree_view(self.saver.index(), &id);
         self.parent_tree_or_warn(&id, loaded)
     }
 
     /// A parent tree as loaded. A damaged one only costs re-reading: carry on
     /// without it, saying so.
-    fn parent_tree_or_warn(&mut self, id: &BlobId, loaded: Result<Tree>) -> Option<Tree> {
+    fn parent_tree_or_warn(
+        &mut self,
+        id: &BlobId,
+        loaded: Result<TreeView>,
+    ) -> Option<Arc<TreeView>> {
         match loaded {
-            Ok(t) => Some(t),
+            Ok(t) => Some(Arc::new(t)),
             Err(e) => {
-                (self.report)(super::Event::Warning(&crate::snapshot::SourceProblem {
-                    path: format!("parent tree {}", id.short()),
-                    error: format!(
-                        "unreadable, reading the files under it instead: {e}; \
-                         `cairn check` reports it"
-                    ),
-                }));
+                self.damaged_parent(id, &e);
+                None
+            }
+        }
+    }
+
+    /// Reports a parent tree, or a node of one, that can't be read.
+    fn damaged_parent(&mut self, id: &BlobId, e: &Error) {
+        (self.report)(super::Event::Warning(&crate::snapshot::SourceProblem {
+            path: format!("parent tree {}", id.short()),
+            error: format!(
+                "unreadable, reading the files under it instead: {e}; \
+                 `cairn check` reports it"
+            ),
+        }));
+    }
+
+    /// An entry's node in the parent tree, and where it is there; a node
+    /// that can't be decoded is reported, and the entry read again.
+    fn parent_node(&mut self, view: &TreeView, found: Option<Found>) -> Option<(usize, Node)> {
+        match found? {
+            (i, Ok(n)) => Some((i, n)),
+            (_, Err(e)) => {
+                self.damaged_parent(view.id(), &e);
                 None
             }
         }
@@ -82,7 +103,7 @@ impl Archiver<'_> {
     pub(super) fn backup_roots(
         &mut self,
         paths: &[PathBuf],
-        parent: Option<&Tree>,
+        parent: Option<&TreeView>,
     ) -> Result<BlobId> {
         let mut root = BTreeMap::new();
         for p in paths {
@@ -109,12 +130,18 @@ impl Archiver<'_> {
         &mut self,
         children: &BTreeMap<Vec<u8>, Virtual>,
         at: &Path,
-        parent: Option<&Tree>,
+        parent: Option<&TreeView>,
     ) -> Result<Tree> {
         let mut tree = Tree::default();
         for (name, v) in children {
             let path = at.join(std::ffi::OsStr::from_bytes(name));
-            let parent_node = parent.and_then(|t| t.find(name));
+            let parent_node = parent
+                .and_then(|t| {
+                    let found = t.find(name);
+                    self.parent_node(t, found)
+                })
+                .map(|(_, n)| n);
+            let parent_node = parent_node.as_ref();
             match v {
                 Virtual::Leaf(p) => {
                     if let Some(n) = self.backup_path(p, name, parent_node)? {
@@ -135,7 +162,7 @@ impl Archiver<'_> {
                     node.link_target = None;
                     let parent_sub = self.parent_subtree(parent_node);
                     self.depth += 1;
-                    let subtree = self.backup_virtual(sub, &path, parent_sub.as_ref());
+                    let subtree = self.backup_virtual(sub, &path, parent_sub.as_deref());
                     self.depth -= 1;
                     let mut subtree = subtree?;
                     node.subtree = Some(self.saver.save_tree(&mut subtree)?);
@@ -307,7 +334,7 @@ impl Archiver<'_> {
             node,
             parent: self.deferral.current,
             old: None,
-            reused: vec![false; parent_tree.as_ref().map_or(0, |t| t.nodes.len())],
+            reused: vec![false; parent_tree.as_ref().map_or(0, |t| t.len())],
             old_id: subtree_of(parent),
             outstanding: 0,
             walked: false,
@@ -318,7 +345,7 @@ impl Archiver<'_> {
         // The first entries may have been probed ahead: they are the first group.
         let mut first = first.filter(|_| !entries.is_empty()).map(|mut probed| {
             entries.drain(..probed.len().min(entries.len()));
-            probed.retain(|(_, p, _)| !self.skip(p));
+            probed.retain(|e| !self.skip(&e.path));
             probed
         });
         // Names only are listed: an entry's path is made when it is probed
@@ -345,13 +372,7 @@ impl Archiver<'_> {
                 break;
             }
         }
-        let known_tree = parent_tree.as_ref().filter(|_| self.reuse_metadata);
-        let known = |entries: &[Vec<u8>]| -> Vec<Option<node::Known>> {
-            entries
-                .iter()
-                .map(|name| known_in(known_tree, name))
-                .collect()
-        };
+        let reuse_metadata = self.reuse_metadata;
         if first.is_some() && groups.first().is_some_and(Vec::is_empty) {
             groups.remove(0);
         }
@@ -364,13 +385,12 @@ impl Archiver<'_> {
                 dir = None;
                 return None;
             };
-            let k = known(&g);
             let d = if groups.len() == 0 {
                 dir.take()
             } else {
                 dir.clone()
             };
-            Some(probe_ahead(d, path, g, k))
+            Some(probe_ahead(d, path, g, parent_tree.clone(), reuse_metadata))
         };
         let mut next = match first.take() {
             Some(probed) => Some(ready(probed)),
@@ -385,17 +405,20 @@ impl Archiver<'_> {
                 ))
             })?;
             next = issue();
+            // Each entry's node in the parent tree, and where it is there
+            // (decoded with its probe).
+            let mut parents = Vec::with_capacity(probed.len());
+            let mut probes = Vec::with_capacity(probed.len());
+            for e in probed {
+                let at = match &parent_tree {
+                    Some(t) => self.parent_node(t, e.parent),
+                    None => None,
+                };
+                parents.push(at);
+                probes.push((e.path, e.probe));
+            }
             // The blobs of the parent's copies of this group's files, looked up
             // side by side (see `Index::contains_each`).
-            // Each entry's node in the parent tree, and where it is there.
-            let parents: Vec<Option<(usize, &Node)>> = probed
-                .iter()
-                .map(|(name, _, _)| {
-                    let t = parent_tree.as_ref()?;
-                    let i = t.position(name)?;
-                    Some((i, t.nodes.get(i)?))
-                })
-                .collect();
             let wanted: Vec<BlobId> = parents
                 .iter()
                 .flatten()
@@ -416,12 +439,12 @@ impl Archiver<'_> {
             // done in place. For a directory of a few entries, handing it to
             // the pool costs more than it saves.
             let index = self.saver.index();
-            let mut subdirs: std::collections::VecDeque<_> = probed
+            let mut subdirs: std::collections::VecDeque<_> = probes
                 .iter()
                 .zip(&parents)
-                .filter_map(|((_, child, probe), parent_node)| {
+                .filter_map(|((child, probe), parent_node)| {
                     let Ok((m, _, _)) = probe else { return None };
-                    let subtree = subtree_of(parent_node.map(|(_, n)| n))?;
+                    let subtree = subtree_of(parent_node.as_ref().map(|(_, n)| n))?;
                     let large = index
                         .get(BlobKind::Tree, &subtree)
                         .is_some_and(|(_, e)| e.raw_length >= AHEAD_MIN_TREE);
@@ -434,8 +457,8 @@ impl Archiver<'_> {
                 .collect();
             let mut issued = Vec::new();
             let ahead_dirs = ahead_dirs();
-            for ((_, child, probe), parent_at) in probed.into_iter().zip(parents) {
-                let parent_node = parent_at.map(|(_, n)| n);
+            for ((child, probe), parent_at) in probes.into_iter().zip(parents) {
+                let parent_node = parent_at.as_ref().map(|(_, n)| n);
                 while self.ahead.len() < ahead_dirs {
                     let Some((dir, m, subtree)) = subdirs.pop_front() else {
                         break;
@@ -480,7 +503,7 @@ impl Archiver<'_> {
                     let dir = self.deferral.dir(slot)?;
                     // Unchanged: its node in the parent tree stands for it.
                     let same = parent_at
-                        .filter(|(_, old)| **old == n)
+                        .filter(|(_, old)| *old == n)
                         .and_then(|(i, _)| dir.reused.get_mut(i));
                     match same {
                         Some(reused) => *reused = true,
@@ -505,7 +528,7 @@ impl Archiver<'_> {
 /// [`PROBE_BATCH`] entries probed.
 pub(super) struct Ahead {
     listing: io::Result<Listing>,
-    parent_tree: (BlobId, Result<Tree>),
+    parent_tree: (BlobId, Result<TreeView>),
     first: Probed,
 }
 
@@ -525,17 +548,16 @@ fn gather_ahead(
     reuse_metadata: bool,
 ) -> std::sync::mpsc::Receiver<Ahead> {
     on_pool(move || {
-        let parent_tree = repo.load_tree(&index, &parent_subtree);
+        let parent_tree = repo.load_tree_view(&index, &parent_subtree);
         let listing = list_sorted(&path, &meta, open);
-        let known_tree = parent_tree.as_ref().ok().filter(|_| reuse_metadata);
+        let view = parent_tree.as_ref().ok();
         let first = match &listing {
             Ok(l) => l
                 .entries
                 .iter()
                 .take(PROBE_BATCH)
                 .map(|name| {
-                    let known = known_in(known_tree, name);
-                    probe_entry(l.dir.as_deref(), &path, name.clone(), known)
+                    probe_entry(l.dir.as_deref(), &path, name.clone(), view, reuse_metadata)
                 })
                 .collect(),
             Err(_) => Vec::new(),
@@ -555,25 +577,43 @@ struct Parent<'a> {
     indexed: bool,
 }
 
-/// Directory entries with their metadata, as [`probe_ahead`] delivers them.
-type Probed = Vec<(Vec<u8>, PathBuf, node::Probe)>;
+/// A node of a parent tree, decoded, and where it is there.
+type Found = (usize, Result<Node>);
 
-/// Starts gathering the metadata of `entries` (with what the parent snapshot
-/// knows of each, see [`node::Known`]) on the rayon pool (see [`on_pool`]), or
-/// gathers it here for a few.
+/// A directory entry with its metadata, and its node in the parent tree.
+struct ProbedEntry {
+    path: PathBuf,
+    probe: node::Probe,
+    parent: Option<Found>,
+}
+
+/// Directory entries with their metadata, as [`probe_ahead`] delivers them.
+type Probed = Vec<ProbedEntry>;
+
+/// Starts gathering the metadata of `entries`, with their nodes in the
+/// parent tree, on the rayon pool (see [`on_pool`]), or gathers it here for a
+/// few.
 fn probe_ahead(
     dir: Option<Arc<File>>,
     dir_path: &Path,
     entries: Vec<Vec<u8>>,
-    known: Vec<Option<node::Known>>,
+    parent: Option<Arc<TreeView>>,
+    reuse_metadata: bool,
 ) -> std::sync::mpsc::Receiver<Probed> {
     if entries.len() <= INLINE_PROBE {
         // Handing a few entries to the pool costs more in thread wake-ups than
         // their system calls take.
         let probed = entries
             .into_iter()
-            .zip(known)
-            .map(|(name, known)| probe_entry(dir.as_deref(), dir_path, name, known))
+            .map(|name| {
+                probe_entry(
+                    dir.as_deref(),
+                    dir_path,
+                    name,
+                    parent.as_deref(),
+                    reuse_metadata,
+                )
+            })
             .collect();
         return ready(probed);
     }
@@ -581,29 +621,42 @@ fn probe_ahead(
     on_pool(move || {
         entries
             .into_par_iter()
-            .zip(known)
-            .map(|(name, known)| probe_entry(dir.as_deref(), &dir_path, name, known))
+            .map(|name| {
+                probe_entry(
+                    dir.as_deref(),
+                    &dir_path,
+                    name,
+                    parent.as_deref(),
+                    reuse_metadata,
+                )
+            })
             .collect::<Probed>()
     })
 }
 
-/// The directory entry `name` of `dir_path` probed, with what the parent
-/// snapshot knows of it. With `dir`, the open directory (at `dir_path`).
+/// The directory entry `name` of `dir_path` probed, with its node in the
+/// `parent` tree; what that node knows of it (see [`node::Known`]) is used
+/// when metadata may be reused. With `dir`, the open directory (at
+/// `dir_path`).
 fn probe_entry(
     dir: Option<&File>,
     dir_path: &Path,
     name: Vec<u8>,
-    known: Option<node::Known>,
-) -> (Vec<u8>, PathBuf, node::Probe) {
+    parent: Option<&TreeView>,
+    reuse_metadata: bool,
+) -> ProbedEntry {
     let path = dir_path.join(std::ffi::OsStr::from_bytes(&name));
+    let parent = parent.and_then(|t| t.find(&name));
+    let known = match &parent {
+        Some((_, Ok(n))) if reuse_metadata => Some(node::Known::of(n)),
+        _ => None,
+    };
     let probe = node::probe(dir, &path, &name, known);
-    (name, path, probe)
-}
-
-/// What `tree` (the parent snapshot's, when its metadata may be reused) knows of
-/// the entry `name`.
-fn known_in(tree: Option<&Tree>, name: &[u8]) -> Option<node::Known> {
-    tree?.find(name).map(node::Known::of)
+    ProbedEntry {
+        path,
+        probe,
+        parent,
+    }
 }
 
 /// A channel that already holds `value`, for work done in place.

@@ -350,3 +350,81 @@ fn a_subtree_shared_at_two_depths_is_measured_by_the_deeper() {
     let ls = env.run(&["ls", "latest"]);
     assert_eq!(ls.status.code(), Some(1), "{}", stderr(&ls));
 }
+
+/// `tree` (a tree blob of the repository) stored again with the directory
+/// at `path` below it changed by `edit`; the trees above it are stored again
+/// to point at it.
+fn edit_tree_at(
+    f: &mut Forge,
+    index: &cairn::index::Index,
+    tree: BlobId,
+    path: &[&[u8]],
+    edit: &dyn Fn(&mut Vec<Node>),
+) -> BlobId {
+    let mut t = f.repo.load_tree(index, &tree).expect("tree");
+    match path.split_first() {
+        Some((head, rest)) => {
+            let n = t
+                .nodes
+                .iter_mut()
+                .find(|n| n.name == *head)
+                .expect("on the path");
+            let below = n.subtree.expect("a directory");
+            n.subtree = Some(edit_tree_at(f, index, below, rest, edit));
+        }
+        None => edit(&mut t.nodes),
+    }
+    f.raw_tree(t.nodes)
+}
+
+/// A parent snapshot whose tree has one node that can't be used (a file
+/// with a subtree): a re-backup says which tree is damaged, reads that entry
+/// again and reuses the others; the new snapshot checks clean and restores.
+#[test]
+fn a_damaged_node_in_a_parent_tree_costs_only_that_entry() {
+    let env = Env::with_repo(&[]);
+    let src = env.path("src");
+    fs::create_dir(&src).expect("mkdir");
+    for name in ["a", "b", "c"] {
+        fs::write(src.join(name), name.repeat(5000)).expect("write");
+    }
+    let s = src.to_str().expect("utf-8");
+    env.backup_json(&[s]);
+
+    let mut f = Forge::new(&env);
+    let index = f.repo.load_index(&mut |_, _| {}).expect("index");
+    let (_, real) = f.repo.list_snapshots().expect("list").pop().expect("one");
+    let path: Vec<&[u8]> = src
+        .components()
+        .filter_map(|c| match c {
+            std::path::Component::Normal(n) => Some(n.as_encoded_bytes()),
+            _ => None,
+        })
+        .collect();
+    let root = edit_tree_at(&mut f, &index, real.tree, &path, &|nodes| {
+        let b = nodes.iter_mut().find(|n| n.name == b"b").expect("b");
+        b.subtree = Some(BlobId([9; 32]));
+    });
+    let forged = f.snapshot_edited(root, |s| {
+        let tree = s.tree;
+        *s = real.clone();
+        s.tree = tree;
+    });
+
+    let out = env.run(&["backup", "--json", "--parent", &forged.to_string(), s]);
+    let (o, e) = (stdout(&out), stderr(&out));
+    assert!(out.status.success(), "{o}\n{e}");
+    let summary = crate::common::last_json(&o, "summary");
+    assert_eq!(summary["errors"], 0, "{summary}");
+    assert_eq!(summary["files_unchanged"], 2, "{summary}");
+    let said = format!("{o}{e}");
+    assert!(
+        said.contains("parent tree ")
+            && said.contains("\\\"b\\\" has fields that don't fit its kind"),
+        "{said}"
+    );
+    crate::common::restore_matches(&env, "latest", &src);
+    // Without the forged snapshot, the repository is clean.
+    env.ok(&["forget", &forged.to_string()]);
+    crate::common::check_clean(&env);
+}
