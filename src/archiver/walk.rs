@@ -71,20 +71,18 @@ impl Archiver<'_> {
         match loaded {
             Ok(t) => Some(Arc::new(t)),
             Err(e) => {
-                self.damaged_parent(id, &e);
+                self.damaged_parent(id, "the files under it", &e);
                 None
             }
         }
     }
 
-    /// Reports a parent tree, or a node of one, that can't be read.
-    fn damaged_parent(&mut self, id: &BlobId, e: &Error) {
+    /// Reports a parent tree, or a node of one, that can't be read, and
+    /// what is read again instead.
+    fn damaged_parent(&mut self, id: &BlobId, instead: &str, e: &Error) {
         (self.report)(super::Event::Warning(&crate::snapshot::SourceProblem {
             path: format!("parent tree {}", id.short()),
-            error: format!(
-                "unreadable, reading the files under it instead: {e}; \
-                 `cairn check` reports it"
-            ),
+            error: format!("unreadable, reading {instead} instead: {e}; `cairn check` reports it"),
         }));
     }
 
@@ -94,7 +92,7 @@ impl Archiver<'_> {
         match found? {
             (i, Ok(n)) => Some((i, n)),
             (_, Err(e)) => {
-                self.damaged_parent(view.id(), &e);
+                self.damaged_parent(view.id(), "that entry", &e);
                 None
             }
         }

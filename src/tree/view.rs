@@ -149,9 +149,9 @@ fn find_nodes(plain: &[u8]) -> std::result::Result<Vec<Span>, String> {
         let Item::Array(n) = r.item()? else {
             return Err("its nodes are not a list".into());
         };
-        // Each node takes at least a byte: a hostile count can't reserve
-        // more than the blob's own length.
-        let room = usize::try_from(n).unwrap_or(usize::MAX).min(r.left());
+        // A node with a name takes at least 9 bytes: a hostile count
+        // reserves at most twice the blob's own length (16-byte spans).
+        let room = usize::try_from(n).unwrap_or(usize::MAX).min(r.left() / 8);
         let mut found = Vec::with_capacity(room);
         for _ in 0..n {
             found.push(r.node()?);

@@ -420,6 +420,7 @@ fn a_damaged_node_in_a_parent_tree_costs_only_that_entry() {
     let said = format!("{o}{e}");
     assert!(
         said.contains("parent tree ")
+            && said.contains("reading that entry instead")
             && said.contains("\\\"b\\\" has fields that don't fit its kind"),
         "{said}"
     );
