@@ -302,12 +302,14 @@ impl Archiver<'_> {
         } = self.deferral.close(slot)?;
         self.deferral.held = self.deferral.held.saturating_sub(held);
         // A directory whose entries all match the parent's keeps the parent's
-        // tree blob, without encoding and hashing it again.
+        // tree blob, without encoding and hashing it again. (Its view took
+        // nothing a whole decode of that blob would refuse: see `tree::view`.)
         let unchanged = reused.iter().filter(|&&r| r).count();
         let kept = match (&old, old_id) {
             (Some(old), Some(old_id))
                 if self.reuse_trees
                     && tree.nodes.is_empty()
+                    && old.id() == &old_id
                     && unchanged == old.len()
                     && self.saver.known(BlobKind::Tree, &old_id) =>
             {

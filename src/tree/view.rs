@@ -9,7 +9,13 @@
 //!
 //! Everything [`Tree::decode`](super::Tree::decode) checks is still checked:
 //! names (safe, strictly sorted) when the view is made, each node's fields
-//! when it is decoded.
+//! when it is decoded. A view is never more lenient than a whole decode about
+//! what lies around the nodes: a backup keeps an unchanged directory's tree
+//! blob as it is, so a blob a whole decode would refuse must not get through
+//! here. So the scan refuses msgpack extension types (which the stored format
+//! doesn't use, and which the whole decode's decoder passes over only in
+//! part) and nesting deeper than [`MAX_NESTING`] (the whole decode refuses
+//! past about a thousand levels).
 
 #![cfg_attr(
     not(test),
@@ -24,6 +30,11 @@
 use super::{Node, check_name_order};
 use crate::error::{Error, Result};
 use crate::id::BlobId;
+
+/// How deeply containers may nest in a tree blob, counting the tree's own map
+/// as 1: its nodes' fields are at level 4, and the deepest of them
+/// (extended attributes) nest two more.
+pub const MAX_NESTING: usize = 64;
 
 /// Where one node's encoding and its name lie in the plaintext.
 #[derive(Clone, Copy, Debug)]
@@ -136,11 +147,11 @@ fn find_nodes(plain: &[u8]) -> std::result::Result<Vec<Span>, String> {
     };
     let mut spans = None;
     for _ in 0..fields {
-        let Some(key) = r.key()? else {
+        let Some(key) = r.key(2)? else {
             return Err("a field is not named by a string".into());
         };
         if key != b"nodes" {
-            r.skip()?;
+            r.skip(2)?;
             continue;
         }
         if spans.is_some() {
@@ -149,9 +160,9 @@ fn find_nodes(plain: &[u8]) -> std::result::Result<Vec<Span>, String> {
         let Item::Array(n) = r.item()? else {
             return Err("its nodes are not a list".into());
         };
-        // A node with a name takes at least 9 bytes: a hostile count
-        // reserves at most twice the blob's own length (16-byte spans).
-        let room = usize::try_from(n).unwrap_or(usize::MAX).min(r.left() / 8);
+        // A node with a name takes at least 7 bytes: a hostile count
+        // reserves at most about twice the blob's own length (16-byte spans).
+        let room = usize::try_from(n).unwrap_or(usize::MAX).min(r.left() / 7);
         let mut found = Vec::with_capacity(room);
         for _ in 0..n {
             found.push(r.node()?);
@@ -217,50 +228,64 @@ impl<'a> Reader<'a> {
                 let n = self.int(1 << (marker - 0xd9))?;
                 Item::Str(self.take(n)?)
             }
-            0xc7..=0xc9 => {
-                // Extension: a length, a type byte, the data.
-                let n = self.int(1 << (marker - 0xc7))?;
-                self.take(n.saturating_add(1))?;
-                Item::Scalar
+            0xc7..=0xc9 | 0xd4..=0xd8 => {
+                return Err(format!(
+                    "an extension type at byte {}, which trees don't use",
+                    self.pos - 1
+                ));
             }
             0xca => self.take(4).map(|_| Item::Scalar)?,
             0xcb => self.take(8).map(|_| Item::Scalar)?,
             0xcc..=0xcf => self.take(1 << (marker - 0xcc)).map(|_| Item::Scalar)?,
             0xd0..=0xd3 => self.take(1 << (marker - 0xd0)).map(|_| Item::Scalar)?,
-            0xd4..=0xd8 => self
-                .take(1 + (1 << (marker - 0xd4)))
-                .map(|_| Item::Scalar)?,
             0xdc | 0xdd => Item::Array(self.int(2 << (marker - 0xdc))?),
             0xde | 0xdf => Item::Map(self.int(2 << (marker - 0xde))?),
             0xc1 => return Err(format!("invalid byte at {}", self.pos - 1)),
         })
     }
 
-    /// Skips one value, however deeply nested, without recursing: every
-    /// value read takes at least a byte, so this ends with the buffer.
-    fn skip(&mut self) -> std::result::Result<(), String> {
-        let mut pending: u64 = 1;
-        while pending > 0 {
-            pending -= 1;
-            match self.item()? {
-                Item::Array(n) => pending = pending.saturating_add(n),
-                Item::Map(n) => pending = pending.saturating_add(n.saturating_mul(2)),
-                Item::Str(_) | Item::Bin(_) | Item::Scalar => {}
+    /// Skips one value at nesting `level`, without recursing. Every value
+    /// read takes at least a byte, so this ends with the buffer; containers
+    /// nested past [`MAX_NESTING`] are refused.
+    fn skip(&mut self, level: usize) -> std::result::Result<(), String> {
+        // Values left to read in each container open inside the value.
+        let mut open: Vec<u64> = Vec::new();
+        let mut first = true;
+        loop {
+            match open.last_mut() {
+                Some(0) => {
+                    open.pop();
+                    continue;
+                }
+                Some(left) => *left -= 1,
+                None if first => first = false,
+                None => return Ok(()),
             }
+            let n = match self.item()? {
+                Item::Array(n) => n,
+                Item::Map(n) => n.saturating_mul(2),
+                Item::Str(_) | Item::Bin(_) | Item::Scalar => continue,
+            };
+            if level + open.len() > MAX_NESTING {
+                return Err(format!(
+                    "containers nest deeper than {MAX_NESTING} levels at byte {}",
+                    self.pos
+                ));
+            }
+            open.push(n);
         }
-        Ok(())
     }
 
-    /// A map's key: its bytes if it is a string, `None` (and passed over)
-    /// if it is anything else.
-    fn key(&mut self) -> std::result::Result<Option<&'a [u8]>, String> {
+    /// A map's key at nesting `level`: its bytes if it is a string, `None`
+    /// (and passed over) if it is anything else.
+    fn key(&mut self, level: usize) -> std::result::Result<Option<&'a [u8]>, String> {
         let start = self.pos;
         match self.item()? {
             Item::Str(k) => Ok(Some(k)),
             Item::Bin(_) | Item::Scalar => Ok(None),
             Item::Array(_) | Item::Map(_) => {
                 self.pos = start;
-                self.skip()?;
+                self.skip(level)?;
                 Ok(None)
             }
         }
@@ -274,7 +299,7 @@ impl<'a> Reader<'a> {
         };
         let mut name = None;
         for _ in 0..fields {
-            if self.key()? == Some(b"name") {
+            if self.key(4)? == Some(b"name") {
                 let (Item::Str(n) | Item::Bin(n)) = self.item()? else {
                     return Err(format!(
                         "the entry at byte {start} has a name that is not bytes"
@@ -285,7 +310,7 @@ impl<'a> Reader<'a> {
                 }
                 name = Some((self.pos - n.len(), self.pos));
             } else {
-                self.skip()?;
+                self.skip(4)?;
             }
         }
         let (name_start, name_end) =
@@ -400,6 +425,66 @@ mod tests {
         }
     }
 
+    /// Every msgpack encoding of lengths and numbers, in fields passed over
+    /// and in the layout, reads as a whole decode reads it.
+    #[test]
+    fn every_width_of_length_and_number_is_read() {
+        let mut tree = sized(4);
+        tree.encode(); // sorts
+        let mut b = vec![0xde, 0x00, 0x02]; // map16, 2 fields
+        b.extend_from_slice(&[0xd9, 3]); // str8 key
+        b.extend_from_slice(b"pad");
+        b.extend_from_slice(&[0xdc, 0x00, 0x09]); // array16 of 9:
+        b.extend_from_slice(&[0xd0, 0x9c]); // i8
+        b.extend_from_slice(&[0xd1, 0xff, 0x00]); // i16
+        b.extend_from_slice(&[0xd2, 0xff, 0, 0, 0]); // i32
+        b.extend_from_slice(&[0xcd, 1, 0]); // u16
+        b.extend_from_slice(&[0xce, 1, 0, 0, 0]); // u32
+        b.extend_from_slice(&[0xca, 0x3f, 0x80, 0, 0]); // f32
+        b.extend_from_slice(&[0xdf, 0, 0, 0, 1, 0xda, 0, 1, b'k', 0xdd, 0, 0, 0, 0]); // map32 {str16: array32}
+        b.extend_from_slice(&[0xdb, 0, 0, 0, 1, b'x']); // str32
+        b.extend_from_slice(&[0xc6, 0, 0, 0, 1, 7]); // bin32
+        b.extend_from_slice(&[0xda, 0, 5]); // str16 key
+        b.extend_from_slice(b"nodes");
+        b.push(0xdd); // array32
+        b.extend_from_slice(&(tree.nodes.len() as u32).to_be_bytes());
+        for n in &tree.nodes {
+            b.extend_from_slice(&crate::format::to_msgpack(n));
+        }
+        let whole = Tree::decode(&b, &id()).unwrap();
+        assert_eq!(whole, tree);
+        let view = TreeView::new(b, &id()).unwrap();
+        assert_eq!(view.len(), tree.nodes.len());
+        for (i, n) in tree.nodes.iter().enumerate() {
+            assert_eq!(&view.node(i).unwrap(), n);
+        }
+    }
+
+    /// Extension types, which the stored format doesn't use, are refused
+    /// wherever they are: the whole decode's decoder would read only their
+    /// type byte when passing over one, and what follows differently.
+    #[test]
+    fn extension_types_are_refused() {
+        for ext in [
+            &[0xd4, 1, 0][..],
+            &[0xd5, 1, 0, 0],
+            &[0xd6, 1, 0, 0, 0, 0],
+            &[0xd7, 1, 0, 0, 0, 0, 0, 0, 0, 0],
+            &[0xd8, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            &[0xc7, 1, 1, 0],
+            &[0xc8, 0, 1, 1, 0],
+            &[0xc9, 0, 0, 0, 1, 1, 0],
+        ] {
+            let mut b = vec![0x82, 0xa1, b'x'];
+            b.extend_from_slice(ext);
+            b.push(0xa5);
+            b.extend_from_slice(b"nodes");
+            b.push(0x90);
+            let err = TreeView::new(b, &id()).unwrap_err().to_string();
+            assert!(err.contains("extension type"), "{ext:?}: {err}");
+        }
+    }
+
     /// What a whole decode refuses for its names, a view refuses when it is
     /// made; what it refuses in one node, the view refuses for that node.
     #[test]
@@ -458,14 +543,30 @@ mod tests {
         huge.extend_from_slice(b"nodes");
         huge.extend_from_slice(&[0xdd, 0xff, 0xff, 0xff, 0xff, 0x80]);
         assert!(TreeView::new(huge, &id()).is_err());
-        // Nested a million deep, in a field passed over.
-        let mut deep = vec![0x82, 0xa1, b'x'];
-        deep.extend(std::iter::repeat_n(0x91, 1_000_000));
-        deep.push(0xc0);
-        deep.extend_from_slice(&[0xa5]);
-        deep.extend_from_slice(b"nodes");
-        deep.push(0x90);
-        assert!(TreeView::new(deep, &id()).unwrap().is_empty());
+        // Nested deep in a field passed over: up to the limit, and a
+        // million deep (refused without recursing).
+        let nested = |levels: usize| {
+            let mut b = vec![0x82, 0xa1, b'x'];
+            b.extend(std::iter::repeat_n(0x91, levels));
+            b.push(0xc0);
+            b.push(0xa5);
+            b.extend_from_slice(b"nodes");
+            b.push(0x90);
+            b
+        };
+        // The tree's map is level 1, so its fields' values start at level 2.
+        assert!(
+            TreeView::new(nested(MAX_NESTING - 1), &id())
+                .unwrap()
+                .is_empty()
+        );
+        assert!(Tree::decode(&nested(MAX_NESTING - 1), &id()).is_ok());
+        for levels in [MAX_NESTING, 1_000_000] {
+            let err = TreeView::new(nested(levels), &id())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("nest deeper than 64"), "{err}");
+        }
         // Not a map; no nodes; nodes twice; a node without a name.
         for bad in [
             &[0x90][..],
