@@ -248,13 +248,15 @@ impl<'a> Reader<'a> {
     /// read takes at least a byte, so this ends with the buffer; containers
     /// nested past [`MAX_NESTING`] are refused.
     fn skip(&mut self, level: usize) -> std::result::Result<(), String> {
-        // Values left to read in each container open inside the value.
-        let mut open: Vec<u64> = Vec::new();
+        // Values left to read in each container open inside the value (on
+        // the stack: this runs for every field of every node).
+        let mut open = [0u64; MAX_NESTING];
+        let mut depth: usize = 0;
         let mut first = true;
         loop {
-            match open.last_mut() {
+            match depth.checked_sub(1).and_then(|top| open.get_mut(top)) {
                 Some(0) => {
-                    open.pop();
+                    depth -= 1;
                     continue;
                 }
                 Some(left) => *left -= 1,
@@ -266,13 +268,17 @@ impl<'a> Reader<'a> {
                 Item::Map(n) => n.saturating_mul(2),
                 Item::Str(_) | Item::Bin(_) | Item::Scalar => continue,
             };
-            if level + open.len() > MAX_NESTING {
-                return Err(format!(
-                    "containers nest deeper than {MAX_NESTING} levels at byte {}",
-                    self.pos
-                ));
-            }
-            open.push(n);
+            let slot = (level + depth <= MAX_NESTING)
+                .then(|| open.get_mut(depth))
+                .flatten()
+                .ok_or_else(|| {
+                    format!(
+                        "containers nest deeper than {MAX_NESTING} levels at byte {}",
+                        self.pos
+                    )
+                })?;
+            *slot = n;
+            depth += 1;
         }
     }
 
