@@ -17,15 +17,7 @@
 //! part) and nesting deeper than [`MAX_NESTING`] (the whole decode refuses
 //! past about a thousand levels).
 
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )
-)]
+// The lints `tree` denies outside tests (no unwrap, no indexing) hold here too.
 
 use super::{Node, check_name_order};
 use crate::error::{Error, Result};
@@ -91,25 +83,20 @@ impl TreeView {
 
     /// The name of node `i` (empty past the end).
     fn name(&self, i: usize) -> &[u8] {
-        self.spans
-            .get(i)
-            .and_then(|s| self.plain.get(s.name_start as usize..s.name_end as usize))
+        self.spans.get(i).map_or(&[], |s| self.name_at(s))
+    }
+
+    fn name_at(&self, s: &Span) -> &[u8] {
+        self.plain
+            .get(s.name_start as usize..s.name_end as usize)
             .unwrap_or_default()
     }
 
     /// Where the node named `name` is.
     pub fn position(&self, name: &[u8]) -> Option<usize> {
-        let mut lo = 0;
-        let mut hi = self.spans.len();
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            match self.name(mid).cmp(name) {
-                std::cmp::Ordering::Less => lo = mid + 1,
-                std::cmp::Ordering::Greater => hi = mid,
-                std::cmp::Ordering::Equal => return Some(mid),
-            }
-        }
-        None
+        self.spans
+            .binary_search_by(|s| self.name_at(s).cmp(name))
+            .ok()
     }
 
     /// Node `i`, decoded and checked as [`Tree::decode`](super::Tree::decode)
